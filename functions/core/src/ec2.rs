@@ -1,0 +1,115 @@
+//! EC2 calls several handlers share, with AWS's idempotency and eventual-consistency rules applied once.
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{Filter, Image, ImageState, Instance};
+
+use crate::error::{Result, SdkResultExt, aws_code};
+
+/// Just after a create, `DescribeImages` may not know the image yet (`InvalidAMIID.NotFound`): that is pending.
+pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image>> {
+    match ec2.describe_images().image_ids(image_id).send().await {
+        Ok(out) => Ok(out.images().first().cloned()),
+        Err(e) if matches!(aws_code(&e), Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")) => Ok(None),
+        Err(e) => Err(crate::error::from_sdk("DescribeImages", e)),
+    }
+}
+
+/// Our own images (owner `self`) matching `filters`, all pages.
+pub async fn own_images(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Image>> {
+    let out = ec2.describe_images().owners("self").set_filters(Some(filters)).send().await.aws("DescribeImages")?;
+    Ok(out.images().to_vec())
+}
+
+/// Where an image is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageProgress {
+    Pending,
+    Available,
+    Failed(String),
+}
+
+pub fn image_progress(image: Option<&Image>) -> ImageProgress {
+    let Some(image) = image else { return ImageProgress::Pending };
+    match image.state() {
+        Some(ImageState::Available) => ImageProgress::Available,
+        Some(ImageState::Pending) | None => ImageProgress::Pending,
+        Some(other) => {
+            let reason = image.state_reason().and_then(|r| r.message()).unwrap_or("no reason given");
+            ImageProgress::Failed(format!("image {} is {}: {reason}", image.image_id().unwrap_or("?"), other.as_str()))
+        }
+    }
+}
+
+pub async fn describe_instance(ec2: &Client, instance_id: &str) -> Result<Option<Instance>> {
+    match ec2.describe_instances().instance_ids(instance_id).send().await {
+        Ok(out) => Ok(out.reservations().iter().flat_map(|r| r.instances()).next().cloned()),
+        Err(e) if aws_code(&e) == Some("InvalidInstanceID.NotFound") => Ok(None),
+        Err(e) => Err(crate::error::from_sdk("DescribeInstances", e)),
+    }
+}
+
+/// Instances (any state but terminated) matching `filters`.
+pub async fn find_instances(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Instance>> {
+    let live = Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(["pending", "running", "stopping", "stopped", "shutting-down"].map(String::from).to_vec()))
+        .build();
+    let out = ec2
+        .describe_instances()
+        .set_filters(Some(filters.into_iter().chain([live]).collect()))
+        .send()
+        .await
+        .aws("DescribeInstances")?;
+    Ok(out.reservations().iter().flat_map(|r| r.instances()).cloned().collect())
+}
+
+/// Terminates instances; ones already gone count as done.
+pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
+    if instance_ids.is_empty() {
+        return Ok(());
+    }
+    match ec2.terminate_instances().set_instance_ids(Some(instance_ids.to_vec())).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if aws_code(&e) == Some("InvalidInstanceID.NotFound") => {
+            // One unknown id fails the whole call: retry one by one so the others still go.
+            if instance_ids.len() > 1 {
+                for id in instance_ids {
+                    Box::pin(terminate(ec2, std::slice::from_ref(id))).await?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(crate::error::from_sdk("TerminateInstances", e)),
+    }
+}
+
+/// Deregisters an image and deletes its snapshots; an image or snapshot already gone counts as done.
+pub async fn deregister_with_snapshots(ec2: &Client, image: &Image) -> Result<()> {
+    let image_id = image.image_id().unwrap_or_default();
+    match ec2.deregister_image().image_id(image_id).send().await {
+        Ok(_) => {}
+        Err(e) if matches!(aws_code(&e), Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")) => {}
+        Err(e) => return Err(crate::error::from_sdk("DeregisterImage", e)),
+    }
+    let snapshots: Vec<String> = image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(String::from))
+        .collect();
+    delete_snapshots(ec2, &snapshots).await
+}
+
+/// Deletes snapshots; ones already gone count as done. A snapshot still used by another image is kept.
+pub async fn delete_snapshots(ec2: &Client, snapshot_ids: &[String]) -> Result<()> {
+    for id in snapshot_ids {
+        match ec2.delete_snapshot().snapshot_id(id).send().await {
+            Ok(_) => {}
+            Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {}
+            Err(e) if aws_code(&e) == Some("InvalidSnapshot.InUse") => {
+                tracing::warn!(snapshot = %id, "snapshot still used by another image; kept");
+            }
+            Err(e) => return Err(crate::error::from_sdk("DeleteSnapshot", e)),
+        }
+    }
+    Ok(())
+}

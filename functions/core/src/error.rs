@@ -1,0 +1,214 @@
+//! The one error type of the pipeline, and its stable names.
+//!
+//! Step Functions matches `Retry` and `Catch` on a Lambda error's `errorType`, so every variant maps to a fixed
+//! `AmiPipeline.*` name that never changes with the Rust code (see `error_type`). The README lists them.
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use lambda_runtime::Diagnostic;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The event, the recipe or a step input is malformed. Nothing was changed; fix the named field.
+    #[error("invalid input at `{field}`: {message}")]
+    InvalidInput { field: String, message: String },
+    /// No recipe is stored for the pipeline named in the event.
+    #[error("recipe not found: {0}")]
+    RecipeNotFound(String),
+    /// The base image does not exist, or the look-up found none.
+    #[error("source image not found: {0}")]
+    SourceNotFound(String),
+    /// The base image's owner is not in the recipe's allow-list, or it is deprecated, not available, or of the
+    /// wrong architecture.
+    #[error("source image not trusted: {0}")]
+    SourceNotTrusted(String),
+    /// AWS throttled us (after the SDK's own retries). Retrying later helps.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// A 5xx or network failure. Retrying helps.
+    #[error("transient AWS failure: {0}")]
+    Transient(String),
+    /// A resource with our name exists but belongs to another execution, or a ClientToken was reused with
+    /// other parameters.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The builder's provisioning script failed, or the builder stopped without a result.
+    #[error("provisioning failed: {0}")]
+    ProvisionFailed(String),
+    /// A snapshot ended in state `error`.
+    #[error("snapshot failed: {0}")]
+    SnapshotFailed(String),
+    /// An image (registered or copied) ended in state `failed`, `invalid` or `error`.
+    #[error("image failed: {0}")]
+    ImageFailed(String),
+    /// The test instance did not pass its status checks or its smoke test.
+    #[error("test failed: {0}")]
+    TestFailed(String),
+    /// A step did not finish before its deadline from the recipe.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A resource this execution relies on is gone (for example an instance terminated by someone else).
+    #[error("resource gone: {0}")]
+    ResourceGone(String),
+    /// The recipe asks for public sharing without `distribution.public: true`.
+    #[error("public sharing not allowed: {0}")]
+    PublicSharingNotAllowed(String),
+    /// AWS refused the call for a reason a retry will not fix (permissions, limits, bad parameters).
+    #[error("AWS error {code}: {message}")]
+    Aws { code: String, message: String },
+    /// A bug or an unexpected answer. Retrying does not help.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidInput { field: field.into(), message: message.into() }
+    }
+
+    /// The stable name Step Functions sees as `Error`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "AmiPipeline.InvalidInput",
+            Error::RecipeNotFound(_) => "AmiPipeline.RecipeNotFound",
+            Error::SourceNotFound(_) => "AmiPipeline.SourceNotFound",
+            Error::SourceNotTrusted(_) => "AmiPipeline.SourceNotTrusted",
+            Error::Throttled(_) => "AmiPipeline.Throttled",
+            Error::Transient(_) => "AmiPipeline.Transient",
+            Error::Conflict(_) => "AmiPipeline.Conflict",
+            Error::ProvisionFailed(_) => "AmiPipeline.ProvisionFailed",
+            Error::SnapshotFailed(_) => "AmiPipeline.SnapshotFailed",
+            Error::ImageFailed(_) => "AmiPipeline.ImageFailed",
+            Error::TestFailed(_) => "AmiPipeline.TestFailed",
+            Error::Timeout(_) => "AmiPipeline.Timeout",
+            Error::ResourceGone(_) => "AmiPipeline.ResourceGone",
+            Error::PublicSharingNotAllowed(_) => "AmiPipeline.PublicSharingNotAllowed",
+            Error::Aws { .. } => "AmiPipeline.AwsError",
+            Error::Internal(_) => "AmiPipeline.Internal",
+        }
+    }
+
+    /// Whether a later retry of the same step can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Throttled(_) | Error::Transient(_))
+    }
+
+    /// Every name `error_type` can return, for docs and for checking the state machine.
+    pub const ALL_TYPES: &'static [&'static str] = &[
+        "AmiPipeline.InvalidInput",
+        "AmiPipeline.RecipeNotFound",
+        "AmiPipeline.SourceNotFound",
+        "AmiPipeline.SourceNotTrusted",
+        "AmiPipeline.Throttled",
+        "AmiPipeline.Transient",
+        "AmiPipeline.Conflict",
+        "AmiPipeline.ProvisionFailed",
+        "AmiPipeline.SnapshotFailed",
+        "AmiPipeline.ImageFailed",
+        "AmiPipeline.TestFailed",
+        "AmiPipeline.Timeout",
+        "AmiPipeline.ResourceGone",
+        "AmiPipeline.PublicSharingNotAllowed",
+        "AmiPipeline.AwsError",
+        "AmiPipeline.Internal",
+    ];
+}
+
+impl From<Error> for Diagnostic {
+    fn from(err: Error) -> Self {
+        Diagnostic { error_type: err.error_type().to_string(), error_message: err.to_string() }
+    }
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+];
+
+const TRANSIENT_CODES: &[&str] =
+    &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "Unavailable"];
+
+/// The AWS error code of a failed SDK call, if the service answered with one.
+pub fn aws_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// Maps an SDK failure that the caller did not handle itself onto the pipeline's errors.
+pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown").to_string();
+            let message = format!("{operation}: {}", service.err().message().unwrap_or("no message"));
+            if THROTTLING_CODES.contains(&code.as_str()) {
+                Error::Throttled(format!("{code} {message}"))
+            } else if TRANSIENT_CODES.contains(&code.as_str()) {
+                Error::Transient(format!("{code} {message}"))
+            } else if code == "IdempotentParameterMismatch" {
+                Error::Conflict(message)
+            } else {
+                Error::Aws { code, message }
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Error::Transient(format!("{operation}: {}", aws_sdk_ec2::error::DisplayErrorContext(&err)))
+        }
+        _ => Error::Internal(format!("{operation}: {}", aws_sdk_ec2::error::DisplayErrorContext(&err))),
+    }
+}
+
+/// Extension to map SDK results in one call: `client.x().send().await.aws("X")?`.
+pub trait SdkResultExt<T> {
+    fn aws(self, operation: &str) -> Result<T>;
+}
+
+impl<T, E, R> SdkResultExt<T> for std::result::Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    fn aws(self, operation: &str) -> Result<T> {
+        self.map_err(|e| from_sdk(operation, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_listed() {
+        let samples = [
+            Error::invalid("a", "b"),
+            Error::Throttled("x".into()),
+            Error::Aws { code: "c".into(), message: "m".into() },
+        ];
+        for e in samples {
+            assert!(Error::ALL_TYPES.contains(&e.error_type()));
+            assert!(e.error_type().starts_with("AmiPipeline."));
+        }
+        let d: Diagnostic = Error::invalid("recipe.name", "must not be empty").into();
+        assert_eq!(d.error_type, "AmiPipeline.InvalidInput");
+        assert!(d.error_message.contains("recipe.name"));
+    }
+
+    #[test]
+    fn only_throttling_and_transient_are_retryable() {
+        assert!(Error::Throttled(String::new()).is_retryable());
+        assert!(Error::Transient(String::new()).is_retryable());
+        assert!(!Error::SourceNotTrusted(String::new()).is_retryable());
+        assert!(!Error::invalid("x", "y").is_retryable());
+    }
+}

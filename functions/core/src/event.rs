@@ -1,0 +1,130 @@
+//! The events that start a pipeline: a release event and a scheduled refresh.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::input::parse_value;
+use crate::naming;
+
+pub const RELEASE_DETAIL_TYPE: &str = "Release Published";
+
+/// `detail` of a release event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseDetail {
+    pub pipeline: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+}
+
+/// The input an EventBridge Scheduler schedule (or a scheduled rule with constant input) sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    pub pipeline: String,
+    /// `<aws.scheduler.scheduled-time>`, so retries of one schedule map to one day; default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerEvent {
+    Release(ReleaseDetail),
+    /// `day` is the UTC day of the schedule, `YYYYMMDD`.
+    Schedule { pipeline: String, day: String },
+}
+
+impl TriggerEvent {
+    pub fn pipeline(&self) -> &str {
+        match self {
+            TriggerEvent::Release(d) => &d.pipeline,
+            TriggerEvent::Schedule { pipeline, .. } => pipeline,
+        }
+    }
+}
+
+fn day_of(field: &str, rfc3339: &str) -> Result<String> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y%m%d").to_string())
+        .map_err(|_| Error::invalid(field, "must be an RFC 3339 time such as 2026-11-26T03:00:00Z"))
+}
+
+/// Today, UTC, `YYYYMMDD`.
+pub fn today() -> String {
+    chrono::Utc::now().format("%Y%m%d").to_string()
+}
+
+/// Reads a trigger event: an EventBridge envelope with detail-type `Release Published`, or a schedule input.
+pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
+    let is_envelope = value.get("detail-type").is_some();
+    if !value.is_object() {
+        return Err(Error::invalid("event", "must be a JSON object"));
+    }
+    if is_envelope {
+        let envelope: EventBridgeEvent<serde_json::Value> = parse_value("event", value)?;
+        if envelope.detail_type != RELEASE_DETAIL_TYPE {
+            return Err(Error::invalid(
+                "event.detail-type",
+                format!("must be `{RELEASE_DETAIL_TYPE}`, got `{}`", naming::preview(&envelope.detail_type)),
+            ));
+        }
+        let detail: ReleaseDetail = parse_value("event.detail", envelope.detail)?;
+        naming::check_pipeline_name("event.detail.pipeline", &detail.pipeline)?;
+        naming::check_version("event.detail.version", &detail.version)?;
+        if let Some(c) = &detail.commit {
+            naming::check_commit("event.detail.commit", c)?;
+        }
+        if let Some(a) = &detail.artifact {
+            naming::check_artifact("event.detail.artifact", a)?;
+        }
+        Ok(TriggerEvent::Release(detail))
+    } else {
+        let input: ScheduleInput = parse_value("event", value)?;
+        naming::check_pipeline_name("event.pipeline", &input.pipeline)?;
+        let day = match &input.scheduled_time {
+            Some(t) => day_of("event.scheduled_time", t)?,
+            None => today(),
+        };
+        Ok(TriggerEvent::Schedule { pipeline: input.pipeline, day })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn release(detail: serde_json::Value) -> serde_json::Value {
+        json!({"version": "0", "id": "6a7e8feb", "detail-type": "Release Published", "source": "com.example.ci",
+               "account": "123456789012", "time": "2026-11-26T10:00:00Z", "region": "us-east-1",
+               "resources": [], "detail": detail})
+    }
+
+    #[test]
+    fn release_events_parse_and_validate() {
+        let ev = parse(release(json!({"pipeline": "web", "version": "1.4.0", "commit": "0a1b2c3d"}))).unwrap();
+        assert_eq!(ev.pipeline(), "web");
+        let err = parse(release(json!({"pipeline": "web"}))).unwrap_err();
+        assert!(err.to_string().contains("missing field `version`"), "{err}");
+        let err = parse(release(json!({"pipeline": "web", "version": "1; reboot"}))).unwrap_err();
+        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.version"));
+        let err = parse(release(json!({"pipeline": "web", "version": "1", "extra": 1}))).unwrap_err();
+        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.extra"), "{err}");
+    }
+
+    #[test]
+    fn schedules_map_to_their_day() {
+        let ev = parse(json!({"pipeline": "web", "scheduled_time": "2026-11-26T23:30:00-02:00"})).unwrap();
+        assert_eq!(ev, TriggerEvent::Schedule { pipeline: "web".into(), day: "20261127".into() });
+        assert!(parse(json!({"pipeline": "web", "scheduled_time": "yesterday"})).is_err());
+        assert!(parse(json!([1])).is_err());
+        let mut wrong = release(json!({}));
+        wrong["detail-type"] = json!("Scheduled Event");
+        let err = parse(wrong).unwrap_err();
+        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail-type"));
+    }
+}

@@ -1,0 +1,16 @@
+//! ami-pipeline's domain core: the recipe, step inputs and outputs, naming, tags, errors, and the AWS adapters
+//! the Lambda handlers share.
+
+pub mod clients;
+pub mod ec2;
+pub mod error;
+pub mod event;
+pub mod input;
+pub mod naming;
+pub mod recipe;
+pub mod runtime;
+pub mod steps;
+pub mod tags;
+pub mod userdata;
+
+pub use error::{Error, Result};

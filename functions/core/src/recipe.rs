@@ -1,0 +1,733 @@
+//! The recipe: what one pipeline builds, tests, distributes, publishes and retires.
+//!
+//! Parsed with `deny_unknown_fields` so a typo is an error, then checked by [`Recipe::validate`], which names the
+//! offending field and the fix. `infra/recipe.schema.json` is generated from these types (see the `schema` test).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::naming;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One pipeline's recipe, stored as JSON in SSM Parameter Store under `<prefix>/<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Recipe format version. Must be 1.
+    pub schema_version: u32,
+    /// Pipeline name: 1-40 lowercase letters, digits and `-`, starting with a letter.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The release a scheduled run builds when no image of this pipeline records one yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_version: Option<String>,
+    pub source: Source,
+    /// How to provision the builder. Required for an image source; ignored for an instance source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+    pub image: ImageSpec,
+    #[serde(default)]
+    pub test: TestSpec,
+    #[serde(default)]
+    pub distribution: Distribution,
+    #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub refresh: Refresh,
+}
+
+/// Where the image starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Source {
+    /// Build on a base image, launched and provisioned by the `build` section.
+    Image(BaseImage),
+    /// Snapshot an existing, hand-kept instance as it is.
+    Instance(SourceInstance),
+}
+
+/// A base image: give exactly one of `id`, `ssm_parameter`, `name_filter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaseImage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// An SSM parameter that holds an image id, e.g. `/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssm_parameter: Option<String>,
+    /// An image name pattern (`*` wildcards); the newest match owned by `owners` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_filter: Option<String>,
+    /// Trusted owners: 12-digit account ids or the aliases `amazon`, `self`, `aws-marketplace`. Required.
+    pub owners: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInstance {
+    pub id: String,
+    /// Stop the instance before snapshotting, for file-system consistency. It is not restarted.
+    #[serde(default)]
+    pub stop_first: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    #[default]
+    Linux,
+    Windows,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    pub instance_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// Instance profile name or ARN for the builder (it needs SSM or S3 access only if the script does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    #[serde(default)]
+    pub platform: Platform,
+    #[serde(default)]
+    pub root_volume: Volume,
+    /// Extra EBS volumes, registered into the image with the root volume.
+    #[serde(default)]
+    pub data_volumes: Vec<DataVolume>,
+    /// How long provisioning may take, 5 to 1440 minutes.
+    #[serde(default = "default_build_timeout")]
+    pub timeout_minutes: u32,
+    /// The provisioning script (bash, or PowerShell on Windows). May use `{{version}}`, `{{commit}}`,
+    /// `{{artifact}}` and `{{pipeline}}`; the values are checked so they cannot break out of the script.
+    pub script: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// Size in GiB; 0 keeps the base image's size.
+    #[serde(default)]
+    pub size_gib: u32,
+    #[serde(default = "default_volume_type")]
+    pub volume_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+}
+
+impl Default for Volume {
+    fn default() -> Self {
+        Volume { size_gib: 0, volume_type: default_volume_type(), iops: None, throughput: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataVolume {
+    /// Device name such as `/dev/sdf` (Linux) or `xvdf` (Windows).
+    pub device_name: String,
+    pub size_gib: u32,
+    #[serde(default = "default_volume_type")]
+    pub volume_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    #[default]
+    X86_64,
+    Arm64,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootMode {
+    LegacyBios,
+    Uefi,
+    UefiPreferred,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::LegacyBios => "legacy-bios",
+            BootMode::Uefi => "uefi",
+            BootMode::UefiPreferred => "uefi-preferred",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootDeviceType {
+    #[default]
+    Ebs,
+    InstanceStore,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// AMI name template. Placeholders: `{{pipeline}}`, `{{version}}`, `{{date}}` (UTC, YYYYMMDD), `{{id}}`
+    /// (8 characters unique to the execution). Keep `{{id}}` so names stay unique per account and region.
+    #[serde(default = "default_image_name")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub architecture: Architecture,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<BootMode>,
+    #[serde(default = "yes")]
+    pub ena_support: bool,
+    /// NitroTPM 2.0; needs `boot_mode: uefi`.
+    #[serde(default)]
+    pub tpm_support: bool,
+    /// Instances launched from the image must use IMDSv2. Default on; cannot be undone on an image.
+    #[serde(default = "yes")]
+    pub imds_v2: bool,
+    /// KMS key for the builder's volumes and so the image's snapshots (default: the account's EBS key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub root_device_type: RootDeviceType,
+    /// `s3://bucket/path/image.manifest.xml`, for `root_device_type: instance-store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_manifest: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// Launch the new image once and wait for its status checks (and smoke test) before distributing it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Defaults to the build's instance type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// A smoke test run at boot; exit 0 passes. Prints the pass or fail marker to the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(default = "default_test_timeout")]
+    pub timeout_minutes: u32,
+}
+
+impl Default for TestSpec {
+    fn default() -> Self {
+        TestSpec {
+            enabled: true,
+            instance_type: None,
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            script: None,
+            timeout_minutes: default_test_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    /// Regions to copy the tested image to, besides the region the pipeline runs in.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// KMS key per destination region; a region without one uses its default EBS key. Copies are always
+    /// encrypted.
+    #[serde(default)]
+    pub kms_key_ids: BTreeMap<String, String>,
+    /// 12-digit account ids that may launch (and copy) the image.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub organization_arns: Vec<String>,
+    #[serde(default)]
+    pub organizational_unit_arns: Vec<String>,
+    /// Make the image public. Off unless set here explicitly.
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default = "default_copy_timeout")]
+    pub copy_timeout_minutes: u32,
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Distribution {
+            regions: Vec::new(),
+            kms_key_ids: BTreeMap::new(),
+            accounts: Vec::new(),
+            organization_arns: Vec::new(),
+            organizational_unit_arns: Vec::new(),
+            public: false,
+            copy_timeout_minutes: default_copy_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// SSM parameter names written in every region with the new image id (data type `aws:ec2:image`).
+    #[serde(default)]
+    pub ssm_parameters: Vec<String>,
+    /// Launch templates that get a new default version with the new image.
+    #[serde(default)]
+    pub launch_templates: Vec<LaunchTemplateRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchTemplateRef {
+    /// Launch template id (`lt-...`) or name.
+    pub id_or_name: String,
+    /// Region of the launch template; default: the pipeline's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Newest images of this pipeline to keep per region (at least 1).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    /// Deprecate kept images this many days after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecate_after_days: Option<u32>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep: default_keep(), deprecate_after_days: None }
+    }
+}
+
+/// What a scheduled run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refresh {
+    Always,
+    /// Skip when the base image is the one the newest image was built from.
+    #[default]
+    WhenSourceChanges,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_volume_type() -> String {
+    "gp3".into()
+}
+fn default_build_timeout() -> u32 {
+    60
+}
+fn default_test_timeout() -> u32 {
+    20
+}
+fn default_copy_timeout() -> u32 {
+    240
+}
+fn default_keep() -> u32 {
+    3
+}
+fn default_image_name() -> String {
+    "{{pipeline}}-{{version}}-{{date}}-{{id}}".into()
+}
+
+/// Commercial and GovCloud regions EC2 serves. A region outside this list is a typo or not yet known here.
+pub const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
+const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+const MAX_SCRIPT_BYTES: usize = 12 * 1024;
+
+impl Recipe {
+    /// Parses a recipe document, naming the field on error.
+    pub fn from_json(text: &str) -> Result<Recipe> {
+        let recipe: Recipe = crate::input::parse_str("recipe", text)?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// Checks what serde cannot: value ranges, formats, and consistency between sections.
+    pub fn validate(&self) -> Result<()> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(Error::invalid("recipe.schema_version", format!("must be {SCHEMA_VERSION}")));
+        }
+        naming::check_pipeline_name("recipe.name", &self.name)?;
+        if let Some(v) = &self.default_version {
+            naming::check_version("recipe.default_version", v)?;
+        }
+        self.validate_source()?;
+        self.validate_image()?;
+        self.validate_test()?;
+        self.validate_distribution()?;
+        self.validate_publish()?;
+        if self.retention.keep == 0 {
+            return Err(Error::invalid("recipe.retention.keep", "must be at least 1 (the image just built)"));
+        }
+        if let Some(days) = self.retention.deprecate_after_days
+            && !(1..=3650).contains(&days)
+        {
+            return Err(Error::invalid("recipe.retention.deprecate_after_days", "must be 1 to 3650 (10 years)"));
+        }
+        Ok(())
+    }
+
+    fn validate_source(&self) -> Result<()> {
+        match &self.source {
+            Source::Image(base) => {
+                let given = [base.id.is_some(), base.ssm_parameter.is_some(), base.name_filter.is_some()];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    return Err(Error::invalid(
+                        "recipe.source.image",
+                        "give exactly one of `id`, `ssm_parameter`, `name_filter`",
+                    ));
+                }
+                if let Some(id) = &base.id {
+                    check_id("recipe.source.image.id", "ami-", id)?;
+                }
+                if let Some(p) = &base.ssm_parameter {
+                    check_ssm_name("recipe.source.image.ssm_parameter", p)?;
+                }
+                if let Some(f) = &base.name_filter {
+                    check_text("recipe.source.image.name_filter", f, 128)?;
+                }
+                if base.owners.is_empty() {
+                    return Err(Error::invalid(
+                        "recipe.source.image.owners",
+                        "list the trusted owners, e.g. [\"amazon\"] or account ids; it must not be empty",
+                    ));
+                }
+                for (i, owner) in base.owners.iter().enumerate() {
+                    let ok = matches!(owner.as_str(), "amazon" | "self" | "aws-marketplace") || is_account(owner);
+                    if !ok {
+                        return Err(Error::invalid(
+                            format!("recipe.source.image.owners[{i}]"),
+                            "must be a 12-digit account id or one of `amazon`, `self`, `aws-marketplace`",
+                        ));
+                    }
+                }
+                let build = self.build.as_ref().ok_or_else(|| {
+                    Error::invalid("recipe.build", "required when the source is an image: say how to provision it")
+                })?;
+                validate_build(build)
+            }
+            Source::Instance(inst) => check_id("recipe.source.instance.id", "i-", &inst.id),
+        }
+    }
+
+    fn validate_image(&self) -> Result<()> {
+        let img = &self.image;
+        naming::check_name_template("recipe.image.name", &img.name)?;
+        if let Some(d) = &img.description {
+            check_text("recipe.image.description", d, 255)?;
+        }
+        if img.tpm_support && img.boot_mode != Some(BootMode::Uefi) {
+            return Err(Error::invalid("recipe.image.tpm_support", "needs `boot_mode: \"uefi\"`"));
+        }
+        if let Some(k) = &img.kms_key_id {
+            check_text("recipe.image.kms_key_id", k, 2048)?;
+        }
+        for (k, v) in &img.tags {
+            if k.is_empty() || k.len() > 128 || k.starts_with("aws:") || k.starts_with(crate::tags::PREFIX) {
+                return Err(Error::invalid(
+                    format!("recipe.image.tags.{k}"),
+                    "tag keys are 1-128 characters and may not start with `aws:` or `ami-pipeline:`",
+                ));
+            }
+            if v.len() > 256 {
+                return Err(Error::invalid(format!("recipe.image.tags.{k}"), "tag values are at most 256 characters"));
+            }
+        }
+        match (img.root_device_type, &img.s3_manifest) {
+            (RootDeviceType::InstanceStore, None) => {
+                Err(Error::invalid("recipe.image.s3_manifest", "required for `root_device_type: instance-store`"))
+            }
+            (RootDeviceType::InstanceStore, Some(m)) if !m.starts_with("s3://") && !m.contains(".s3") => {
+                Err(Error::invalid("recipe.image.s3_manifest", "must be an S3 path, e.g. s3://bucket/image.manifest.xml"))
+            }
+            (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "only for `root_device_type: instance-store`; remove it",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_test(&self) -> Result<()> {
+        let t = &self.test;
+        if let Some(it) = &t.instance_type {
+            check_instance_type("recipe.test.instance_type", it)?;
+        }
+        if let Some(s) = &t.subnet_id {
+            check_id("recipe.test.subnet_id", "subnet-", s)?;
+        }
+        for (i, sg) in t.security_group_ids.iter().enumerate() {
+            check_id(&format!("recipe.test.security_group_ids[{i}]"), "sg-", sg)?;
+        }
+        if let Some(s) = &t.script {
+            check_script("recipe.test.script", s)?;
+        }
+        check_range("recipe.test.timeout_minutes", t.timeout_minutes, 5, 240)?;
+        if t.enabled && t.instance_type.is_none() && self.build.is_none() {
+            return Err(Error::invalid("recipe.test.instance_type", "required when there is no `build` section"));
+        }
+        Ok(())
+    }
+
+    fn validate_distribution(&self) -> Result<()> {
+        let d = &self.distribution;
+        let mut seen = BTreeSet::new();
+        for (i, r) in d.regions.iter().enumerate() {
+            let field = format!("recipe.distribution.regions[{i}]");
+            check_region(&field, r)?;
+            if !seen.insert(r) {
+                return Err(Error::invalid(field, format!("region `{r}` is listed twice")));
+            }
+        }
+        for (r, key) in &d.kms_key_ids {
+            let field = format!("recipe.distribution.kms_key_ids.{r}");
+            check_region(&field, r)?;
+            check_text(&field, key, 2048)?;
+        }
+        let mut accounts = BTreeSet::new();
+        for (i, a) in d.accounts.iter().enumerate() {
+            let field = format!("recipe.distribution.accounts[{i}]");
+            if !is_account(a) {
+                return Err(Error::invalid(field, "must be a 12-digit AWS account id"));
+            }
+            if !accounts.insert(a) {
+                return Err(Error::invalid(field, format!("account {a} is listed twice")));
+            }
+        }
+        if d.accounts.len() + d.organization_arns.len() + d.organizational_unit_arns.len() > 1000 {
+            return Err(Error::invalid("recipe.distribution", "an image can be shared with at most 1,000 entities"));
+        }
+        for (i, arn) in d.organization_arns.iter().enumerate() {
+            if !arn.starts_with("arn:aws") || !arn.contains(":organization/o-") {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.organization_arns[{i}]"),
+                    "must be an organization ARN, arn:aws:organizations::ACCOUNT:organization/o-xxxx",
+                ));
+            }
+        }
+        for (i, arn) in d.organizational_unit_arns.iter().enumerate() {
+            if !arn.starts_with("arn:aws") || !arn.contains(":ou/o-") {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.organizational_unit_arns[{i}]"),
+                    "must be an OU ARN, arn:aws:organizations::ACCOUNT:ou/o-xxxx/ou-xxxx",
+                ));
+            }
+        }
+        check_range("recipe.distribution.copy_timeout_minutes", d.copy_timeout_minutes, 15, 2880)
+    }
+
+    fn validate_publish(&self) -> Result<()> {
+        for (i, p) in self.publish.ssm_parameters.iter().enumerate() {
+            check_ssm_name(&format!("recipe.publish.ssm_parameters[{i}]"), p)?;
+        }
+        for (i, lt) in self.publish.launch_templates.iter().enumerate() {
+            let field = format!("recipe.publish.launch_templates[{i}]");
+            check_text(&format!("{field}.id_or_name"), &lt.id_or_name, 128)?;
+            if let Some(r) = &lt.region {
+                check_region(&format!("{field}.region"), r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All regions the image ends up in: `home` first, then the distribution regions (without `home`).
+    pub fn all_regions(&self, home: &str) -> Vec<String> {
+        let mut out = vec![home.to_string()];
+        out.extend(self.distribution.regions.iter().filter(|r| *r != home).cloned());
+        out
+    }
+
+    /// Target regions for copies: the distribution regions other than `home`.
+    pub fn copy_regions(&self, home: &str) -> Vec<String> {
+        self.all_regions(home).into_iter().skip(1).collect()
+    }
+}
+
+fn validate_build(b: &Build) -> Result<()> {
+    check_instance_type("recipe.build.instance_type", &b.instance_type)?;
+    if let Some(s) = &b.subnet_id {
+        check_id("recipe.build.subnet_id", "subnet-", s)?;
+    }
+    for (i, sg) in b.security_group_ids.iter().enumerate() {
+        check_id(&format!("recipe.build.security_group_ids[{i}]"), "sg-", sg)?;
+    }
+    if let Some(p) = &b.instance_profile {
+        check_text("recipe.build.instance_profile", p, 2048)?;
+    }
+    check_volume_type("recipe.build.root_volume.volume_type", &b.root_volume.volume_type)?;
+    check_range_or_zero("recipe.build.root_volume.size_gib", b.root_volume.size_gib, 1, 16384)?;
+    let mut devices = BTreeSet::new();
+    for (i, v) in b.data_volumes.iter().enumerate() {
+        let field = format!("recipe.build.data_volumes[{i}]");
+        let dev_ok = v.device_name.len() <= 32
+            && v.device_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '/')
+            && (v.device_name.starts_with("/dev/sd") || v.device_name.starts_with("/dev/xvd") || v.device_name.starts_with("xvd"));
+        if !dev_ok {
+            return Err(Error::invalid(format!("{field}.device_name"), "must look like /dev/sdf or xvdf"));
+        }
+        if !devices.insert(&v.device_name) {
+            return Err(Error::invalid(format!("{field}.device_name"), "device names must be unique"));
+        }
+        check_volume_type(&format!("{field}.volume_type"), &v.volume_type)?;
+        check_range(&format!("{field}.size_gib"), v.size_gib, 1, 16384)?;
+    }
+    if b.data_volumes.len() > 20 {
+        return Err(Error::invalid("recipe.build.data_volumes", "at most 20 data volumes"));
+    }
+    check_range("recipe.build.timeout_minutes", b.timeout_minutes, 5, 1440)?;
+    check_script("recipe.build.script", &b.script)
+}
+
+fn check_range(field: &str, v: u32, min: u32, max: u32) -> Result<()> {
+    if (min..=max).contains(&v) { Ok(()) } else { Err(Error::invalid(field, format!("must be {min} to {max}"))) }
+}
+
+fn check_range_or_zero(field: &str, v: u32, min: u32, max: u32) -> Result<()> {
+    if v == 0 { Ok(()) } else { check_range(field, v, min, max) }
+}
+
+fn check_volume_type(field: &str, t: &str) -> Result<()> {
+    if VOLUME_TYPES.contains(&t) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("must be one of {}", VOLUME_TYPES.join(", "))))
+    }
+}
+
+fn check_instance_type(field: &str, t: &str) -> Result<()> {
+    let ok = t.len() <= 32
+        && t.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if ok { Ok(()) } else { Err(Error::invalid(field, "must be an instance type such as t3.micro")) }
+}
+
+fn check_script(field: &str, s: &str) -> Result<()> {
+    if s.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if s.len() > MAX_SCRIPT_BYTES {
+        return Err(Error::invalid(field, format!("at most {MAX_SCRIPT_BYTES} bytes (user data is limited to 16 KiB)")));
+    }
+    if s.contains('\0') {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    if s.contains(crate::userdata::HEREDOC_END) {
+        return Err(Error::invalid(field, "must not contain the line AMI_PIPELINE_SCRIPT_END"));
+    }
+    if s.lines().any(|l| l.starts_with("'@")) {
+        return Err(Error::invalid(field, "must not have a line starting with '@ (it would end the PowerShell wrapper)"));
+    }
+    Ok(())
+}
+
+/// Resource ids such as `ami-0abc`, `i-0abc`, `subnet-0abc`: prefix then 8 or 17 hex digits.
+pub fn check_id(field: &str, prefix: &str, id: &str) -> Result<()> {
+    let ok = id
+        .strip_prefix(prefix)
+        .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok { Ok(()) } else { Err(Error::invalid(field, format!("must be an id like {prefix}0123456789abcdef0"))) }
+}
+
+pub fn check_region(field: &str, r: &str) -> Result<()> {
+    if KNOWN_REGIONS.contains(&r) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("`{}` is not an AWS region, e.g. us-east-1", naming::preview(r))))
+    }
+}
+
+fn check_ssm_name(field: &str, p: &str) -> Result<()> {
+    let ok = p.starts_with('/')
+        && p.len() <= 1011
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c))
+        && !p.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "must be an SSM parameter path like /team/images/web (letters, digits, / _ . -)"))
+    }
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        Err(Error::invalid(field, format!("must be 1-{max} characters without control characters")))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
+}

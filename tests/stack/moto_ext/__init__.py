@@ -1,0 +1,14 @@
+"""moto 5.2.5 plus the EC2 behaviours the AMI pipeline relies on (see ../README.md)."""
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from . import patches, state
+from .middleware import SimMiddleware
+
+__all__ = ["make_app", "state"]
+
+
+def make_app():
+    """The moto server WSGI app with the EC2 patches applied and /_sim in front."""
+    patches.apply()
+    return SimMiddleware(DomainDispatcherApplication(create_backend_app))

@@ -1,0 +1,109 @@
+"""WSGI middleware in front of moto: the /_sim control API, the EC2 call log and fault injection.
+
+EC2 uses the query protocol: the action is the `Action` form field of the POST body and
+the region is in the SigV4 credential scope (`Credential=AKID/DATE/REGION/ec2/aws4_request`).
+Requests for other services (SSM, STS, ...) pass through untouched.
+"""
+
+import io
+import json
+import re
+import uuid
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from . import state
+
+SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+def ec2_error(status: int, code: str, message: str) -> tuple[int, list, bytes]:
+    """An error in EC2's XML error format (what the AWS SDKs parse for EC2)."""
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Response><Errors><Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+            f"</Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
+    return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+
+
+class SimMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/_sim/"):
+            status, headers, body = self.control(environ)
+            return self.respond(start_response, status, headers, body)
+
+        scope = SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if not scope or scope.group(2) != "ec2":
+            return self.app(environ, start_response)
+        region = scope.group(1)
+
+        # Read the body to find the action, then hand the app a fresh copy of it.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        form = parse_qs(raw.decode("utf-8", "replace")) if raw else {}
+        form = form or parse_qs(environ.get("QUERY_STRING", ""))
+        action = (form.get("Action") or ["?"])[0]
+
+        # One EC2 request at a time: moto's backends and the sim counters are not thread-safe,
+        # and serialising makes poll counts deterministic.
+        with state.LOCK:
+            fault = state.take_action_fault(region, action)
+            if fault and fault["kind"] == "throttle":
+                result = ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
+            elif fault and fault["kind"] == "error":
+                result = ec2_error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
+            else:
+                result = self.run_app(environ)
+                if fault and fault["kind"] == "lost":
+                    # The action happened, but the client never sees the answer.
+                    result = ec2_error(500, "InternalError",
+                                       "An internal error has occurred. (simulated lost response)")
+            state.record_call(region, action, result[0])
+        return self.respond(start_response, *result)
+
+    def run_app(self, environ) -> tuple[int, list, bytes]:
+        """Run moto and collect its whole response (so it is built under the lock)."""
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+
+        chunks = self.app(environ, capture)
+        try:
+            body = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        return int(captured["status"].split()[0]), captured["headers"], body
+
+    @staticmethod
+    def respond(start_response, status, headers, body):
+        from http import HTTPStatus
+
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [body]
+
+    @staticmethod
+    def control(environ) -> tuple[int, list, bytes]:
+        path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
+        json_headers = [("Content-Type", "application/json")]
+        with state.LOCK:
+            if path == "/_sim/faults" and method == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                try:
+                    spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    for one in spec if isinstance(spec, list) else [spec]:
+                        state.add_fault(one)
+                except (ValueError, KeyError, TypeError) as err:
+                    return 400, json_headers, json.dumps({"error": str(err)}).encode()
+            elif path == "/_sim/reset" and method == "POST":
+                state.reset()
+            elif not (path in ("/_sim/calls", "/_sim/state") and method == "GET"):
+                return 404, json_headers, b'{"error": "unknown /_sim endpoint"}'
+            return 200, json_headers, json.dumps(state.snapshot()).encode()

@@ -1,0 +1,469 @@
+"""Monkeypatches on moto 5.2.5's EC2 responses and models.
+
+Each patch reproduces one EC2 behaviour that moto 5.2.5 lacks; its docstring names the
+behaviour and the EC2 API reference fact (see also /work/shared/reference/aws-facts.md).
+All EC2 requests run under state.LOCK (middleware.py), so no further locking here.
+"""
+
+import base64
+import copy
+import gzip
+import json
+import re
+from datetime import datetime, timedelta, timezone
+
+import moto
+from moto.core.responses import ActionResult
+from moto.core.types import Base64EncodedString
+from moto.core.utils import utcnow
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami
+from moto.ec2.models.elastic_block_store import Snapshot
+from moto.ec2.models.instances import Instance, InstanceState, StateReason
+from moto.ec2.responses import EC2Response
+from moto.ec2.utils import convert_tag_spec
+
+from . import state
+
+# Patches target moto's internals; refuse to run on a version they were not written for.
+assert moto.__version__ == "5.2.5", f"moto_ext is written for moto 5.2.5, found {moto.__version__}"
+
+K = state.POLLS
+ORIG: dict = {}
+PATCHES: dict = {}  # EC2Response method name -> replacement
+
+
+def ec2_action(fn):
+    """Register fn as the EC2Response handler of the action of the same (snake_case) name."""
+    PATCHES[fn.__name__] = fn
+    return fn
+
+
+def apply() -> None:
+    """Install all patches once (moto dispatches by method name on EC2Response)."""
+    if ORIG:
+        return
+    for name, fn in PATCHES.items():
+        ORIG[name] = getattr(EC2Response, name, None)
+        setattr(EC2Response, name, fn)
+    ORIG["bdm"] = Ami.block_device_mappings
+    Ami.block_device_mappings = property(
+        lambda ami: ami.sim_bdm if getattr(ami, "sim_bdm", None) else ORIG["bdm"].fget(ami))
+    ORIG["progress"] = Snapshot.progress
+    Snapshot.progress = property(lambda s: getattr(s, "sim_progress", None) or ORIG["progress"].fget(s))
+    # CreateSnapshots answers SnapshotInfo, whose State is read as `state` (moto has only `status`).
+    Snapshot.state = property(lambda s: s.status)
+    for prop in ("instance_status", "system_status"):
+        ORIG[prop] = getattr(Instance, prop)
+        setattr(Instance, prop, property(lambda inst, p=prop: _status_check(inst, p)))
+
+
+# ---------------------------------------------------------------- helpers
+
+def _err(code: str, message: str) -> EC2ClientError:
+    return EC2ClientError(code, message)  # serialised by moto as an EC2 XML error, HTTP 400
+
+
+def _fingerprint(resp) -> str:
+    params = {k: v for k, v in resp.querystring.items() if k not in ("ClientToken", "Version")}
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _token_lookup(resp, action: str, exists) -> tuple[tuple | None, str | None]:
+    """Return (token key, id of the resource an earlier call with this token made)."""
+    token = resp._get_param("ClientToken")
+    if not token:
+        return None, None
+    key = (resp.current_account, resp.region, action, token)
+    hit = state.TOKENS.get(key)
+    if hit and exists(hit[1]):
+        if hit[0] != _fingerprint(resp):
+            raise _err("IdempotentParameterMismatch",
+                       f"Arguments on this idempotent request are inconsistent with arguments "
+                       f"used in previous request(s) (client token {token}).")
+        return key, hit[1]
+    return key, None
+
+
+AMI_NAME = re.compile(r"[A-Za-z0-9()\[\]./\-'@_ ]{3,128}")
+
+
+def _check_ami_name(backend, name: str) -> None:
+    """AMI names: 3-128 characters of a fixed set, unique per account and region among
+    images that are not deregistered (EC2 RegisterImage/CopyImage: InvalidAMIName.Duplicate)."""
+    if not name or not AMI_NAME.fullmatch(name):
+        raise _err("InvalidAMIName.Malformed", f"AMI name {name!r} is malformed.")
+    for ami in backend.amis.values():
+        if ami.name == name and ami.owner_id == backend.account_id:
+            raise _err("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}")
+
+
+def _tracked(backend_items: dict, ids: list[str]):
+    """Tracked resources of this region that a describe call with these ids includes
+    (a call without ids lists the region, so it counts for every tracked resource)."""
+    for rid in (dict.fromkeys(ids) or [r for r in state.RESOURCES if r in backend_items]):
+        if rid in state.RESOURCES and rid in backend_items:
+            yield backend_items[rid], state.RESOURCES[rid]
+
+
+def _user_data_text(user_data) -> str:
+    if user_data is None:
+        return ""
+    raw = base64.b64decode(user_data.as_bytes() if hasattr(user_data, "as_bytes") else user_data)
+    if raw[:2] == b"\x1f\x8b":  # cloud-init accepts gzip-compressed user data
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- images
+
+def _track_image(ami, final: str = "available", reason: dict | None = None) -> None:
+    ami.state = "pending"
+    state.RESOURCES[ami.id] = {"polls": 0, "final": final, "reason": reason}
+
+
+@ec2_action
+def describe_images(self):
+    """New AMIs are `pending` before `available` (or `failed`, with a StateReason)
+    (EC2 DescribeImages: ImageState pending | available | failed ...): each image stays
+    pending for the first K DescribeImages calls that include it."""
+    for ami, rec in _tracked(self.ec2_backend.amis, self._get_param("ImageIds", [])):
+        rec["polls"] += 1
+        if ami.state == "pending" and rec["polls"] > K:
+            ami.state = rec["final"]
+            if rec["reason"]:
+                ami.state_reason = rec["reason"]
+    return ORIG["describe_images"](self)
+
+
+def _image_bdm(backend, mappings: list[dict], ami_id: str) -> list[dict]:
+    """Block device mappings as RegisterImage gives them, completed from the snapshots."""
+    result = []
+    for m in mappings:
+        entry = {"DeviceName": m.get("DeviceName")}
+        ebs = m.get("Ebs")
+        if ebs:
+            snap = backend.get_snapshot(ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
+            if snap:
+                snap.from_ami = ami_id  # DeleteSnapshot now fails InvalidSnapshot.InUse
+            entry["Ebs"] = {
+                "SnapshotId": snap.id if snap else None,
+                "VolumeSize": int(ebs.get("VolumeSize") or (snap.volume_size if snap else 8)),
+                "VolumeType": ebs.get("VolumeType") or "gp2",
+                "DeleteOnTermination": bool(ebs.get("DeleteOnTermination", True)),
+                # A mapping given by snapshot id takes the snapshot's encryption.
+                "Encrypted": snap.encrypted if snap else bool(ebs.get("Encrypted", False)),
+            }
+            for key in ("Iops", "Throughput"):
+                if ebs.get(key):
+                    entry["Ebs"][key] = int(ebs[key])
+            if snap and snap.kms_key_id:
+                entry["Ebs"]["KmsKeyId"] = snap.kms_key_id
+        elif m.get("VirtualName"):
+            entry["VirtualName"] = m["VirtualName"]
+        elif "NoDevice" in m:
+            entry["NoDevice"] = ""
+        result.append(entry)
+    return result
+
+
+@ec2_action
+def register_image(self):
+    """RegisterImage keeps what the caller declares (EC2 RegisterImage: Architecture,
+    RootDeviceName, BlockDeviceMappings, VirtualizationType, EnaSupport, SriovNetSupport,
+    BootMode, TpmSupport, ImdsSupport, TagSpecifications with ResourceType image), names are
+    unique per region (InvalidAMIName.Duplicate), and the new image starts `pending`."""
+    backend = self.ec2_backend
+    name = self._get_param("Name")
+    _check_ami_name(backend, name)
+    tags = convert_tag_spec(self._get_param("TagSpecifications", []))
+    if set(tags) - {"image"}:
+        raise _err("InvalidParameterValue", "RegisterImage can only tag resource type 'image'.")
+    boot_mode, tpm = self._get_param("BootMode"), self._get_param("TpmSupport")
+    if tpm and boot_mode not in ("uefi", "uefi-preferred"):  # NitroTPM needs UEFI
+        raise _err("InvalidParameterCombination", "TpmSupport v2.0 requires BootMode uefi.")
+    self.error_on_dryrun()
+
+    ami = backend.register_image(name, self._get_param("Description", ""))
+    mappings = self._get_param("BlockDeviceMappings", [])
+    if mappings:
+        # moto made an auto snapshot for the image: real RegisterImage from snapshots makes none.
+        backend.snapshots.pop(ami.ebs_snapshot.id, None)
+        ami.sim_bdm = _image_bdm(backend, mappings, ami.id)
+    ami.root_device_type = "ebs" if mappings else "instance-store"
+    # AWS defaults when omitted: i386 and paravirtual (a pipeline must pass both).
+    ami.architecture = self._get_param("Architecture") or "i386"
+    ami.virtualization_type = self._get_param("VirtualizationType") or "paravirtual"
+    ami.root_device_name = self._get_param("RootDeviceName") or ami.root_device_name
+    ami.image_location = self._get_param("ImageLocation") or f"{backend.account_id}/{name}"
+    ami.sriov_net_support = self._get_param("SriovNetSupport")
+    ami.boot_mode = boot_mode
+    ami.tpm_support = tpm
+    ami.imds_support = self._get_param("ImdsSupport")
+    ami.ena_support = self._get_param("EnaSupport")
+    ami.add_tags(tags.get("image", {}))
+    _track_image(ami)
+    return ActionResult({"ImageId": ami.id})
+
+
+@ec2_action
+def copy_image(self):
+    """CopyImage (called in the destination region) is idempotent by ClientToken, copies the
+    source's tags when CopyImageTags=true, applies TagSpecifications (image, snapshot), keeps
+    names unique per region, copies the block device mappings to new snapshots, and the copy
+    starts `pending` (EC2 CopyImage; ImageState failed with StateReason on a failed copy)."""
+    backend = self.ec2_backend
+    key, earlier = _token_lookup(self, "CopyImage", lambda rid: rid in backend.amis)
+    if earlier:
+        return ActionResult({"ImageId": earlier})
+    source_region = self._get_param("SourceRegion")
+    source_id = self._get_param("SourceImageId")
+    source_backend = ec2_backends[self.current_account][source_region]
+    source = source_backend.describe_images(ami_ids=[source_id])[0]
+    name = self._get_param("Name") or source.name
+    _check_ami_name(backend, name)
+    tags = convert_tag_spec(self._get_param("TagSpecifications", []))
+    self.error_on_dryrun()
+
+    ami = backend.copy_image(source_id, source_region, name, self._get_param("Description"))
+    for attr in ("root_device_name", "root_device_type", "sriov_net_support", "boot_mode",
+                 "tpm_support", "imds_support", "ena_support"):
+        if hasattr(source, attr):
+            setattr(ami, attr, getattr(source, attr))
+    ami.source_image_id, ami.source_image_region = source_id, source_region
+    if getattr(source, "sim_bdm", None):
+        backend.snapshots.pop(ami.ebs_snapshot.id, None)
+        ami.sim_bdm = copy.deepcopy(source.sim_bdm)
+        for m in ami.sim_bdm:
+            if m.get("Ebs", {}).get("SnapshotId"):
+                snap = backend.copy_snapshot(
+                    m["Ebs"]["SnapshotId"], source_region,
+                    f"Copied for DestinationAmi {ami.id} from SourceAmi {source_id}",
+                    self._get_param("KmsKeyId"))
+                # Encrypted=true encrypts the copy; an encrypted source stays encrypted.
+                snap.encrypted = snap.encrypted or bool(self._get_param("Encrypted"))
+                snap.from_ami = ami.id
+                snap.add_tags(tags.get("snapshot", {}))
+                _track_snapshot(snap)
+                m["Ebs"].update(SnapshotId=snap.id, Encrypted=snap.encrypted)
+    if self._get_param("CopyImageTags"):
+        ami.add_tags(dict(source_backend.tags.get(source_id, {})))
+    ami.add_tags(tags.get("image", {}))
+
+    if self.region in state.FLAGS["fail_copy_regions"]:
+        _track_image(ami, "failed", {"Code": "Client.InternalError",
+                                     "Message": "Client.InternalError: Simulated copy failure"})
+    else:
+        _track_image(ami)
+    if key:
+        state.TOKENS[key] = (_fingerprint(self), ami.id)
+    return ActionResult({"ImageId": ami.id})
+
+
+@ec2_action
+def enable_image_deprecation(self):
+    """EnableImageDeprecation sets the image's DeprecationTime (EC2 EnableImageDeprecation:
+    DeprecateAt not in the past, at most 10 years ahead, seconds rounded to the minute)."""
+    ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    at = self._get_param("DeprecateAt")
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    at = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    at = (at + timedelta(seconds=30)).replace(second=0, microsecond=0)
+    now = datetime.now(timezone.utc)
+    if at < now.replace(second=0, microsecond=0):
+        raise _err("InvalidParameterValue", "The deprecation time cannot be in the past.")
+    if at > now + timedelta(days=3653):
+        raise _err("InvalidParameterValue", "The deprecation time cannot be more than 10 years ahead.")
+    self.error_on_dryrun()
+    ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
+@ec2_action
+def disable_image_deprecation(self):
+    """DisableImageDeprecation clears DeprecationTime (EC2 DisableImageDeprecation)."""
+    ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    self.error_on_dryrun()
+    ami.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
+@ec2_action
+def get_image_block_public_access_state(self):
+    """Image block public access is off here (EC2 GetImageBlockPublicAccessState:
+    ImageBlockPublicAccessState unblocked | block-new-sharing)."""
+    return ActionResult({"ImageBlockPublicAccessState": "unblocked", "ManagedBy": "account"})
+
+
+@ec2_action
+def deregister_image(self):
+    """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots,
+    except one still used by another AMI (EC2 DeregisterImage)."""
+    backend = self.ec2_backend
+    ami = backend.amis.get(self._get_param("ImageId"))
+    result = ORIG["deregister_image"](self)
+    if ami is not None and self._get_param("DeleteAssociatedSnapshots"):
+        in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
+                  for m in other.block_device_mappings if m.get("Ebs")}
+        for m in getattr(ami, "sim_bdm", None) or []:
+            snap_id = m.get("Ebs", {}).get("SnapshotId")
+            if snap_id and snap_id not in in_use:
+                backend.snapshots.pop(snap_id, None)
+    return result
+
+
+# ---------------------------------------------------------------- snapshots
+
+def _track_snapshot(snap, final: str = "completed") -> None:
+    snap.status, snap.sim_progress = "pending", "0%"
+    state.RESOURCES[snap.id] = {"polls": 0, "final": final}
+
+
+@ec2_action
+def create_snapshots(self):
+    """CreateSnapshots' snapshots start `pending` at 0% (EC2 DescribeSnapshots: State
+    pending | completed | error, Progress "NN%"); CopyTagsFromSource=volume copies each
+    volume's tags (EC2 CreateSnapshots)."""
+    result = ORIG["create_snapshots"](self)
+    final = "completed"
+    if state.FLAGS["snapshot_error"] > 0:
+        state.FLAGS["snapshot_error"] -= 1
+        final = "error"
+    for snap in result.result["Snapshots"]:
+        if self._get_param("CopyTagsFromSource") == "volume":
+            snap.add_tags(dict(self.ec2_backend.tags.get(snap.volume.id, {})))
+        _track_snapshot(snap, final)
+    return result
+
+
+@ec2_action
+def describe_snapshots(self):
+    """Snapshots stay `pending` with rising Progress for the first K DescribeSnapshots that
+    include them, then `completed` at 100% (or `error`) (EC2 DescribeSnapshots)."""
+    for snap, rec in _tracked(self.ec2_backend.snapshots, self._get_param("SnapshotIds", [])):
+        rec["polls"] += 1
+        if snap.status != "pending":
+            continue
+        if rec["polls"] <= K:
+            snap.sim_progress = f"{100 * (rec['polls'] - 1) // max(K, 1)}%"
+        else:
+            snap.status = rec["final"]
+            snap.sim_progress = "100%" if rec["final"] == "completed" else snap.sim_progress
+            if rec["final"] == "error":
+                snap.status_message = "Simulated snapshot failure"
+    return ORIG["describe_snapshots"](self)
+
+
+# ---------------------------------------------------------------- instances and the guest
+
+BOOT_LOG = ("[    0.000000] Linux version 6.1.0 (sim) #1 SMP\n"
+            "[    1.000000] cloud-init: running user data\n")
+
+
+@ec2_action
+def run_instances(self):
+    """RunInstances is idempotent by ClientToken: the same token in the same region returns
+    the first call's reservation and starts nothing (EC2 RunInstances ClientToken; other
+    parameters with that token: IdempotentParameterMismatch). New instances start `pending`."""
+    backend = self.ec2_backend
+    key, earlier = _token_lookup(self, "RunInstances", lambda rid: rid in backend.reservations)
+    if earlier:
+        return ActionResult(backend.reservations[earlier])
+    result = ORIG["run_instances"](self)
+    reservation = result.result
+    if key:
+        state.TOKENS[key] = (_fingerprint(self), reservation.id)
+    for inst in reservation.instances:
+        text = _user_data_text(inst.user_data)
+        role = ("builder" if "AMI-PIPELINE-BUILDER" in text
+                else "smoke" if "AMI-PIPELINE-SMOKE" in text else None)
+        inst._state = InstanceState("pending", 0)
+        state.RESOURCES[inst.id] = {"polls": 0, "running_polls": 0, "status_polls": 0,
+                                    "role": role, "text": text, "console": [], "done": False}
+    return result
+
+
+def _tick_instance(inst, rec) -> None:
+    """One observing call (DescribeInstances, DescribeInstanceStatus, GetConsoleOutput):
+    pending for K of them, then running; K more and the guest's script is done."""
+    rec["polls"] += 1
+    if inst.state == "pending":
+        if rec["polls"] > K:
+            inst._state = InstanceState("running", 16)
+        return
+    if inst.state != "running" or rec["done"]:
+        return  # stopped or terminated by the caller: the guest does nothing more
+    rec["running_polls"] += 1
+    if rec["running_polls"] >= K:
+        _guest_finishes(inst, rec)
+
+
+def _guest_finishes(inst, rec) -> None:
+    """The user data script ends: the builder prints its result and runs `shutdown -h`
+    (InstanceInitiatedShutdownBehavior stop -> stopped, terminate -> terminated);
+    the smoke test prints PASS/FAIL and keeps running."""
+    text, role = rec["text"], rec["role"]
+    if role is None or "sim:never-ready" in text:
+        return
+    rec["done"] = True
+    if role == "smoke":
+        rec["console"].append("AMI-PIPELINE-SMOKE: " + ("FAIL" if "sim:fail-smoke" in text else "PASS"))
+        return
+    rec["console"].append("AMI-PIPELINE-RESULT: " + (
+        "FAILURE exit=3" if "sim:fail-provision" in text else "SUCCESS"))
+    if inst.instance_initiated_shutdown_behavior == "terminate":
+        inst.terminate()
+    else:
+        inst.stop()
+    inst.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                                    "Client.InstanceInitiatedShutdown")
+
+
+def _instances(backend) -> dict:
+    return {inst.id: inst for inst in backend.all_instances()}
+
+
+@ec2_action
+def describe_instances(self):
+    """Instances are `pending` for the first K DescribeInstances that include them, then
+    `running` (EC2 DescribeInstances InstanceState); the simulated guest advances too."""
+    for inst, rec in _tracked(_instances(self.ec2_backend), self._get_param("InstanceIds", [])):
+        _tick_instance(inst, rec)
+    return ORIG["describe_instances"](self)
+
+
+@ec2_action
+def describe_instance_status(self):
+    """After `running`, InstanceStatus and SystemStatus are `initializing` for K
+    DescribeInstanceStatus calls, then `ok` (EC2 DescribeInstanceStatus status checks)."""
+    for inst, rec in _tracked(_instances(self.ec2_backend), self._get_param("InstanceIds", [])):
+        _tick_instance(inst, rec)
+        if inst.state == "running":
+            rec["status_polls"] += 1
+    return ORIG["describe_instance_status"](self)
+
+
+def _status_check(inst, prop: str) -> dict:
+    rec = state.RESOURCES.get(inst.id)
+    if rec and inst.state_code == 16 and rec["status_polls"] <= K:
+        return {"Status": "initializing",
+                "Details": [{"Name": "reachability", "Status": "initializing"}]}
+    return ORIG[prop].fget(inst)
+
+
+@ec2_action
+def get_console_output(self):
+    """The console shows what the guest printed (EC2 GetConsoleOutput: base64 Output, absent
+    while the instance has printed nothing; Latest=true on Nitro gives the same text here)."""
+    inst = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+    rec = state.RESOURCES.get(inst.id)
+    if rec is None:
+        return ORIG["get_console_output"](self)
+    _tick_instance(inst, rec)
+    result = {"InstanceId": inst.id, "Timestamp": utcnow()}
+    if inst.state != "pending":
+        text = BOOT_LOG + "".join(line + "\n" for line in rec["console"])
+        result["Output"] = Base64EncodedString.from_raw_string(text)
+    return ActionResult(result)

@@ -1,0 +1,450 @@
+"""Proves each moto_ext behaviour against a real moto_server.py process, with boto3.
+
+Run: .tools/venv/bin/python -m pytest tests/stack -q
+"""
+
+import base64
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.handlers import decode_console_output
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+K = 2  # AMI_SIM_POLLS given to the server below
+
+
+@pytest.fixture(scope="session")
+def server():
+    env = dict(os.environ, AMI_SIM_POLLS=str(K))
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "moto_server.py"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        assert "listening on http://" in line, f"server did not start: {line!r}"
+        yield line.split("listening on ")[1].split()[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sim(server, path, body=None):
+    req = urllib.request.Request(server + path, method="POST" if body is not None else "GET",
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+@pytest.fixture(autouse=True)
+def reset_sim(server):
+    sim(server, "/_sim/reset", {})
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    def make(region, service="ec2"):
+        # One attempt only: the retries of the SDK would hide the injected faults.
+        return boto3.client(service, region_name=region, endpoint_url=server,
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    def ec2_raw_console(region, service="ec2"):
+        made = make(region, service)
+        if service == "ec2":  # keep GetConsoleOutput's Output as sent (base64), like other SDKs
+            made.meta.events.unregister("after-call.ec2.GetConsoleOutput", decode_console_output)
+        return made
+    return ec2_raw_console
+
+
+@pytest.fixture(scope="session")
+def use1(client):
+    return client("us-east-1")
+
+
+@pytest.fixture(scope="session")
+def euw1(client):
+    return client("eu-west-1")
+
+
+@pytest.fixture(scope="session")
+def base_image(use1):
+    """A moto-shipped Amazon image to launch from (moto ships ~1,300 per region)."""
+    images = use1.describe_images(Owners=["amazon"], Filters=[
+        {"Name": "architecture", "Values": ["x86_64"]},
+        {"Name": "root-device-type", "Values": ["ebs"]}])["Images"]
+    assert images
+    return max(images, key=lambda i: i["CreationDate"])["ImageId"]
+
+
+def unique(prefix="test"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def error_of(excinfo):
+    err = excinfo.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def launch(ec2, image, user_data="#!/bin/bash\necho hello\n", **kw):
+    return ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                             UserData=user_data, **kw)["Instances"][0]["InstanceId"]
+
+
+def instance_state(ec2, iid):
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def console(ec2, iid, **kw):
+    out = ec2.get_console_output(InstanceId=iid, **kw).get("Output")
+    return base64.b64decode(out).decode() if out else ""
+
+
+def image(ec2, image_id):
+    return ec2.describe_images(ImageIds=[image_id])["Images"][0]
+
+
+def snapshots_of(ec2, base_image):
+    """Snapshots of a fresh instance's encrypted 20 GiB root volume, tag copied from the volume."""
+    iid = launch(ec2, base_image, BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {
+        "VolumeSize": 20, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}],
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "vol", "Value": "root"}]}])
+    snaps = ec2.create_snapshots(InstanceSpecification={"InstanceId": iid},
+                                 CopyTagsFromSource="volume")["Snapshots"]
+    return [s["SnapshotId"] for s in snaps]
+
+
+def register(ec2, name, snap_id, **kw):
+    return ec2.register_image(
+        Name=name, Architecture="x86_64", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
+                              "Ebs": {"SnapshotId": snap_id, "VolumeType": "gp3",
+                                      "DeleteOnTermination": True}}], **kw)["ImageId"]
+
+
+# ---------------------------------------------------------------- 1. RunInstances ClientToken
+
+def test_run_instances_client_token_returns_the_same_instance(use1, euw1, base_image):
+    token = unique("tok")
+    first = use1.run_instances(ImageId=base_image, MinCount=1, MaxCount=1,
+                               InstanceType="t3.micro", ClientToken=token)
+    before = {i["InstanceId"] for r in use1.describe_instances()["Reservations"] for i in r["Instances"]}
+    again = use1.run_instances(ImageId=base_image, MinCount=1, MaxCount=1,
+                               InstanceType="t3.micro", ClientToken=token)
+    after = {i["InstanceId"] for r in use1.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert again["ReservationId"] == first["ReservationId"]
+    assert again["Instances"][0]["InstanceId"] == first["Instances"][0]["InstanceId"]
+    assert after == before  # no new instance
+
+    with pytest.raises(ClientError) as exc:  # same token, other parameters
+        use1.run_instances(ImageId=base_image, MinCount=1, MaxCount=1,
+                           InstanceType="t3.large", ClientToken=token)
+    assert error_of(exc) == ("IdempotentParameterMismatch", 400)
+
+    other_region = euw1.run_instances(ImageId=base_image, MinCount=1, MaxCount=1,
+                                      InstanceType="t3.micro", ClientToken=token)
+    assert other_region["Instances"][0]["InstanceId"] != first["Instances"][0]["InstanceId"]
+
+
+# ---------------------------------------------------------------- 2. CopyImage, AMI names
+
+def test_copy_image_token_tags_and_snapshots(use1, euw1, base_image):
+    name = unique("copy")
+    snap = snapshots_of(use1, base_image)[0]
+    src = register(use1, name, snap, TagSpecifications=[
+        {"ResourceType": "image", "Tags": [{"Key": "team", "Value": "a"}]}])
+    token = unique("tok")
+    args = dict(SourceRegion="us-east-1", SourceImageId=src, Name=name, ClientToken=token,
+                CopyImageTags=True, TagSpecifications=[
+                    {"ResourceType": "image", "Tags": [{"Key": "copy", "Value": "yes"}]}])
+    dst = euw1.copy_image(**args)["ImageId"]
+    assert euw1.copy_image(**args)["ImageId"] == dst  # retry with the token: same image
+    found = euw1.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
+    assert [i["ImageId"] for i in found["Images"]] == [dst]
+
+    copied = image(euw1, dst)
+    assert {t["Key"]: t["Value"] for t in copied["Tags"]} == {"team": "a", "copy": "yes"}
+    assert copied["SourceImageId"] == src and copied["SourceImageRegion"] == "us-east-1"
+    ebs = copied["BlockDeviceMappings"][0]["Ebs"]
+    assert ebs["SnapshotId"] != snap and ebs["Encrypted"] is True and ebs["VolumeSize"] == 20
+    assert euw1.describe_snapshots(SnapshotIds=[ebs["SnapshotId"]])["Snapshots"]
+
+    with pytest.raises(ClientError) as exc:  # same token, other parameters
+        euw1.copy_image(**dict(args, Description="changed"))
+    assert error_of(exc) == ("IdempotentParameterMismatch", 400)
+    with pytest.raises(ClientError) as exc:  # new token, name taken in the destination region
+        euw1.copy_image(**dict(args, ClientToken=unique("tok")))
+    assert error_of(exc) == ("InvalidAMIName.Duplicate", 400)
+
+    plain = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("nocopytags"))
+    assert image(euw1, plain["ImageId"]).get("Tags", []) == []  # CopyImageTags defaults to false
+
+
+def test_ami_names_are_unique_per_region(use1, euw1, base_image):
+    name = unique("dup")
+    snap = snapshots_of(use1, base_image)[0]
+    first = register(use1, name, snap)
+    with pytest.raises(ClientError) as exc:
+        register(use1, name, snap)
+    assert error_of(exc) == ("InvalidAMIName.Duplicate", 400)
+    with pytest.raises(ClientError) as exc:
+        use1.copy_image(SourceRegion="us-east-1", SourceImageId=first, Name=name)
+    assert error_of(exc) == ("InvalidAMIName.Duplicate", 400)
+    with pytest.raises(ClientError) as exc:
+        register(use1, "bad#name", snap)
+    assert error_of(exc)[0] == "InvalidAMIName.Malformed"
+
+    euw1.copy_image(SourceRegion="us-east-1", SourceImageId=first, Name=name)  # other region: fine
+    use1.deregister_image(ImageId=first)
+    register(use1, name, snap)  # a deregistered image frees its name
+
+
+# ---------------------------------------------------------------- 3. RegisterImage keeps its input
+
+def test_register_image_keeps_attributes_and_tags(use1, base_image):
+    snap = snapshots_of(use1, base_image)[0]
+    described = use1.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert described["Encrypted"] is True
+    assert {t["Key"]: t["Value"] for t in described["Tags"]} == {"vol": "root"}  # CopyTagsFromSource
+
+    name = unique("reg")
+    image_id = use1.register_image(
+        Name=name, Description="d", Architecture="arm64", RootDeviceName="/dev/xvda",
+        VirtualizationType="hvm", EnaSupport=True, SriovNetSupport="simple", BootMode="uefi",
+        TpmSupport="v2.0", ImdsSupport="v2.0",
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeType": "gp3",
+                                                "DeleteOnTermination": True}},
+            {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 50, "VolumeType": "gp3",
+                                                "DeleteOnTermination": False}}],
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "pipeline", "Value": "p1"}]}],
+    )["ImageId"]
+    got = image(use1, image_id)
+    assert {k: got.get(k) for k in ("Name", "Description", "Architecture", "RootDeviceName",
+                                    "RootDeviceType", "VirtualizationType", "EnaSupport",
+                                    "SriovNetSupport", "BootMode", "TpmSupport", "ImdsSupport")} == {
+        "Name": name, "Description": "d", "Architecture": "arm64", "RootDeviceName": "/dev/xvda",
+        "RootDeviceType": "ebs", "VirtualizationType": "hvm", "EnaSupport": True,
+        "SriovNetSupport": "simple", "BootMode": "uefi", "TpmSupport": "v2.0", "ImdsSupport": "v2.0"}
+    assert got["BlockDeviceMappings"] == [
+        {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeSize": 20, "VolumeType": "gp3",
+                                            "DeleteOnTermination": True, "Encrypted": True}},
+        {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 50, "VolumeType": "gp3",
+                                            "DeleteOnTermination": False, "Encrypted": False}}]
+    assert got["Tags"] == [{"Key": "pipeline", "Value": "p1"}]
+
+    with pytest.raises(ClientError) as exc:  # the snapshot backs a registered image
+        use1.delete_snapshot(SnapshotId=snap)
+    assert error_of(exc)[0] == "InvalidSnapshot.InUse"
+    use1.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+    with pytest.raises(ClientError) as exc:
+        use1.describe_snapshots(SnapshotIds=[snap])
+    assert error_of(exc)[0] == "InvalidSnapshot.NotFound"
+
+    with pytest.raises(ClientError) as exc:
+        register(use1, unique("tpm"), snapshots_of(use1, base_image)[0],
+                 BootMode="legacy-bios", TpmSupport="v2.0")
+    assert error_of(exc)[0] == "InvalidParameterCombination"
+
+
+def test_register_image_defaults_are_awss(use1, base_image):
+    """Without Architecture/VirtualizationType AWS registers i386 paravirtual: the caller must pass them."""
+    snap = snapshots_of(use1, base_image)[0]
+    image_id = use1.register_image(Name=unique("defaults"), RootDeviceName="/dev/xvda",
+                                   BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
+                                                         "Ebs": {"SnapshotId": snap}}])["ImageId"]
+    got = image(use1, image_id)
+    assert (got["Architecture"], got["VirtualizationType"]) == ("i386", "paravirtual")
+    assert "BootMode" not in got and "ImdsSupport" not in got
+
+
+# ---------------------------------------------------------------- 4. deprecation
+
+def test_image_deprecation_and_block_public_access(use1, base_image):
+    image_id = register(use1, unique("dep"), snapshots_of(use1, base_image)[0])
+    at = (datetime.now(timezone.utc) + timedelta(days=30)).replace(second=40, microsecond=0)
+    assert use1.enable_image_deprecation(ImageId=image_id, DeprecateAt=at)["Return"] is True
+    expected = (at + timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:00.000Z")  # rounded to the minute
+    assert image(use1, image_id)["DeprecationTime"] == expected
+
+    with pytest.raises(ClientError) as exc:
+        use1.enable_image_deprecation(ImageId=image_id, DeprecateAt=at - timedelta(days=60))
+    assert error_of(exc) == ("InvalidParameterValue", 400)
+    assert use1.disable_image_deprecation(ImageId=image_id)["Return"] is True
+    assert "DeprecationTime" not in image(use1, image_id)
+
+    assert use1.get_image_block_public_access_state()["ImageBlockPublicAccessState"] == "unblocked"
+
+
+# ---------------------------------------------------------------- 5. pending states
+
+def test_images_are_pending_for_k_polls(use1, euw1, base_image):
+    image_id = register(use1, unique("pend"), snapshots_of(use1, base_image)[0])
+    assert [image(use1, image_id)["State"] for _ in range(K + 2)] == ["pending"] * K + ["available"] * 2
+    copy_id = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=image_id, Name=unique("pc"))["ImageId"]
+    assert [image(euw1, copy_id)["State"] for _ in range(K + 1)] == ["pending"] * K + ["available"]
+
+
+def test_snapshots_progress_then_complete(use1, base_image):
+    snap = snapshots_of(use1, base_image)[0]
+    seen = [(s["State"], s["Progress"]) for s in
+            (use1.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0] for _ in range(K + 2))]
+    assert seen == [("pending", "0%"), ("pending", "50%"), ("completed", "100%"), ("completed", "100%")]
+
+
+def test_instances_pending_then_running_then_status_ok(use1, base_image):
+    iid = launch(use1, base_image)
+    assert [instance_state(use1, iid) for _ in range(K + 1)] == ["pending"] * K + ["running"]
+    statuses = [use1.describe_instance_status(InstanceIds=[iid])["InstanceStatuses"][0]
+                for _ in range(K + 1)]
+    assert [(s["InstanceStatus"]["Status"], s["SystemStatus"]["Status"]) for s in statuses] == \
+        [("initializing", "initializing")] * K + [("ok", "ok")]
+
+
+# ---------------------------------------------------------------- 6. the guest
+
+BUILDER = "#!/bin/bash\n# AMI-PIPELINE-BUILDER\nset -e\n{extra}\nshutdown -h now\n"
+
+
+@pytest.mark.parametrize("extra, behaviour, final, line", [
+    ("", "stop", "stopped", "AMI-PIPELINE-RESULT: SUCCESS"),
+    ("# sim:fail-provision", "stop", "stopped", "AMI-PIPELINE-RESULT: FAILURE exit=3"),
+    ("", "terminate", "terminated", "AMI-PIPELINE-RESULT: SUCCESS"),
+])
+def test_builder_prints_result_and_shuts_down(use1, base_image, extra, behaviour, final, line):
+    iid = launch(use1, base_image, BUILDER.format(extra=extra),
+                 InstanceInitiatedShutdownBehavior=behaviour)
+    states = [instance_state(use1, iid) for _ in range(2 * K + 2)]
+    assert states == ["pending"] * K + ["running"] * K + [final] * 2
+    assert line in console(use1, iid, Latest=True).splitlines()
+    assert line in console(use1, iid).splitlines()
+    reason = use1.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["StateReason"]
+    assert reason["Code"] == "Client.InstanceInitiatedShutdown"
+
+
+def test_builder_result_visible_by_console_polling_alone(use1, base_image):
+    iid = launch(use1, base_image, BUILDER.format(extra=""))
+    outputs = [console(use1, iid, Latest=True) for _ in range(2 * K + 1)]
+    assert outputs[:K] == [""] * K  # pending: no output yet
+    assert all("AMI-PIPELINE-RESULT" not in o for o in outputs[:2 * K])
+    assert "AMI-PIPELINE-RESULT: SUCCESS" in outputs[2 * K]
+    assert instance_state(use1, iid) == "stopped"
+
+
+def test_builder_never_ready(use1, base_image):
+    iid = launch(use1, base_image, BUILDER.format(extra="# sim:never-ready"))
+    for _ in range(4 * K):
+        assert "AMI-PIPELINE-RESULT" not in console(use1, iid)
+    assert instance_state(use1, iid) == "running"
+
+
+@pytest.mark.parametrize("extra, line", [("", "AMI-PIPELINE-SMOKE: PASS"),
+                                         ("# sim:fail-smoke", "AMI-PIPELINE-SMOKE: FAIL")])
+def test_smoke_instance(use1, base_image, extra, line):
+    iid = launch(use1, base_image, f"#!/bin/bash\n# AMI-PIPELINE-SMOKE\n{extra}\n")
+    states = [instance_state(use1, iid) for _ in range(K + 1)]
+    assert states == ["pending"] * K + ["running"]
+    outputs = [console(use1, iid) for _ in range(K)]  # K polls after running: the test ran
+    assert "AMI-PIPELINE-SMOKE" not in outputs[0] and line in outputs[-1].splitlines()
+    assert instance_state(use1, iid) == "running"
+
+
+def test_plain_instance_prints_no_marker(use1, base_image):
+    iid = launch(use1, base_image)
+    for _ in range(4 * K):
+        assert "AMI-PIPELINE" not in console(use1, iid)
+    assert instance_state(use1, iid) == "running"
+
+
+# ---------------------------------------------------------------- 7. faults and the call log
+
+def test_throttle_fault(server, use1, base_image):
+    sim(server, "/_sim/faults", {"action": "RunInstances", "throttle": 3})
+    for _ in range(3):
+        with pytest.raises(ClientError) as exc:
+            launch(use1, base_image)
+        assert error_of(exc) == ("RequestLimitExceeded", 503)
+        use1.describe_instances(MaxResults=5)  # other actions are not throttled
+    launch(use1, base_image)
+    counts = sim(server, "/_sim/calls")["counts"]["us-east-1"]
+    assert counts["RunInstances"] == 4 and counts["DescribeInstances"] == 3
+
+
+def test_error_fault(server, use1, euw1, base_image):
+    src = register(use1, unique("err"), snapshots_of(use1, base_image)[0])
+    sim(server, "/_sim/faults", {"action": "CopyImage", "error": "InternalError", "count": 1})
+    with pytest.raises(ClientError) as exc:
+        euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("e"))
+    assert error_of(exc) == ("InternalError", 500)
+    euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("e"))
+
+
+def test_fail_copy_region(server, use1, euw1, base_image):
+    src = register(use1, unique("fcr"), snapshots_of(use1, base_image)[0])
+    sim(server, "/_sim/faults", {"fail_copy_region": "eu-west-1"})
+    bad = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("f"))["ImageId"]
+    good = use1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("f"))["ImageId"]
+    assert [image(euw1, bad)["State"] for _ in range(K + 1)] == ["pending"] * K + ["failed"]
+    assert image(euw1, bad)["StateReason"]["Code"] == "Client.InternalError"
+    assert [image(use1, good)["State"] for _ in range(K + 1)] == ["pending"] * K + ["available"]
+
+
+def test_snapshot_error_fault(server, use1, base_image):
+    sim(server, "/_sim/faults", {"snapshot_error": True})
+    bad = snapshots_of(use1, base_image)[0]
+    good = snapshots_of(use1, base_image)[0]  # one-shot: the next CreateSnapshots is fine
+    states = [use1.describe_snapshots(SnapshotIds=[bad, good])["Snapshots"] for _ in range(K + 1)]
+    final = {s["SnapshotId"]: s["State"] for s in states[-1]}
+    assert [s["State"] for s in states[0]] == ["pending", "pending"]
+    assert final == {bad: "error", good: "completed"}
+
+
+def test_lost_response_fault(server, use1, base_image):
+    name = unique("lost")
+    snap = snapshots_of(use1, base_image)[0]
+    sim(server, "/_sim/faults", {"lost_response": "RegisterImage", "count": 1})
+    with pytest.raises(ClientError) as exc:
+        register(use1, name, snap)
+    assert error_of(exc) == ("InternalError", 500)
+    found = use1.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
+    assert len(found["Images"]) == 1  # the call did happen
+    with pytest.raises(ClientError) as exc:  # a blind retry now hits the name
+        register(use1, name, snap)
+    assert error_of(exc)[0] == "InvalidAMIName.Duplicate"
+
+
+def test_call_log_per_region_and_action(server, client, use1, euw1):
+    t0 = time.time()
+    use1.describe_images(ImageIds=[], Owners=["self"])
+    use1.describe_images(Owners=["self"])
+    euw1.describe_instances()
+    client("ap-southeast-2").describe_instances()
+    client("us-east-1", "sts").get_caller_identity()  # other services pass through, unlogged
+    log = sim(server, "/_sim/calls")
+    assert log["counts"] == {"us-east-1": {"DescribeImages": 2},
+                             "eu-west-1": {"DescribeInstances": 1},
+                             "ap-southeast-2": {"DescribeInstances": 1}}
+    assert [c["action"] for c in log["calls"]] == ["DescribeImages"] * 2 + ["DescribeInstances"] * 2
+    assert all(t0 <= c["t"] <= time.time() and c["status"] == 200 for c in log["calls"])
+    sim(server, "/_sim/reset", {})
+    assert sim(server, "/_sim/calls")["counts"] == {}
+
+
+def test_bad_fault_spec_is_rejected(server):
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        sim(server, "/_sim/faults", {"nonsense": 1})
+    assert exc.value.code == 400
