@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, Region};
 
 /// Loads the shared SDK configuration: standard retries (3 attempts) and bounded timeouts, so one slow call
 /// fails inside the Lambda's own timeout and Step Functions' retry takes over.
@@ -27,7 +28,10 @@ pub async fn load_config() -> SdkConfig {
 
 /// The region the function runs in.
 pub fn home_region(config: &SdkConfig) -> String {
-    config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_string())
+    config
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".to_string())
 }
 
 type MakeClient = dyn Fn(&str) -> aws_sdk_ec2::Client + Send + Sync;
@@ -44,20 +48,28 @@ impl Ec2Clients {
     pub fn from_config(config: &SdkConfig) -> Self {
         let config = config.clone();
         Self::from_fn(move |region| {
-            let conf = aws_sdk_ec2::config::Builder::from(&config).region(Region::new(region.to_string())).build();
+            let conf = aws_sdk_ec2::config::Builder::from(&config)
+                .region(Region::new(region.to_string()))
+                .build();
             aws_sdk_ec2::Client::from_conf(conf)
         })
     }
 
     /// For tests: `make` returns the (mocked) client for a region.
     pub fn from_fn(make: impl Fn(&str) -> aws_sdk_ec2::Client + Send + Sync + 'static) -> Self {
-        Ec2Clients { make: Arc::new(make), cache: Arc::new(Mutex::new(HashMap::new())) }
+        Ec2Clients {
+            make: Arc::new(make),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub fn get(&self, region: &str) -> aws_sdk_ec2::Client {
         // A poisoned lock only means another thread panicked mid-insert; the map is still usable.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.entry(region.to_string()).or_insert_with(|| (self.make)(region)).clone()
+        cache
+            .entry(region.to_string())
+            .or_insert_with(|| (self.make)(region))
+            .clone()
     }
 }
 
@@ -72,17 +84,25 @@ impl SsmClients {
     pub fn from_config(config: &SdkConfig) -> Self {
         let config = config.clone();
         Self::from_fn(move |region| {
-            let conf = aws_sdk_ssm::config::Builder::from(&config).region(Region::new(region.to_string())).build();
+            let conf = aws_sdk_ssm::config::Builder::from(&config)
+                .region(Region::new(region.to_string()))
+                .build();
             aws_sdk_ssm::Client::from_conf(conf)
         })
     }
 
     pub fn from_fn(make: impl Fn(&str) -> aws_sdk_ssm::Client + Send + Sync + 'static) -> Self {
-        SsmClients { make: Arc::new(make), cache: Arc::new(Mutex::new(HashMap::new())) }
+        SsmClients {
+            make: Arc::new(make),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub fn get(&self, region: &str) -> aws_sdk_ssm::Client {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.entry(region.to_string()).or_insert_with(|| (self.make)(region)).clone()
+        cache
+            .entry(region.to_string())
+            .or_insert_with(|| (self.make)(region))
+            .clone()
     }
 }

@@ -16,7 +16,13 @@ pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image
 
 /// Our own images (owner `self`) matching `filters`, all pages.
 pub async fn own_images(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Image>> {
-    let out = ec2.describe_images().owners("self").set_filters(Some(filters)).send().await.aws("DescribeImages")?;
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .set_filters(Some(filters))
+        .send()
+        .await
+        .aws("DescribeImages")?;
     Ok(out.images().to_vec())
 }
 
@@ -29,13 +35,22 @@ pub enum ImageProgress {
 }
 
 pub fn image_progress(image: Option<&Image>) -> ImageProgress {
-    let Some(image) = image else { return ImageProgress::Pending };
+    let Some(image) = image else {
+        return ImageProgress::Pending;
+    };
     match image.state() {
         Some(ImageState::Available) => ImageProgress::Available,
         Some(ImageState::Pending) | None => ImageProgress::Pending,
         Some(other) => {
-            let reason = image.state_reason().and_then(|r| r.message()).unwrap_or("no reason given");
-            ImageProgress::Failed(format!("image {} is {}: {reason}", image.image_id().unwrap_or("?"), other.as_str()))
+            let reason = image
+                .state_reason()
+                .and_then(|r| r.message())
+                .unwrap_or("no reason given");
+            ImageProgress::Failed(format!(
+                "image {} is {}: {reason}",
+                image.image_id().unwrap_or("?"),
+                other.as_str()
+            ))
         }
     }
 }
@@ -52,7 +67,11 @@ pub async fn describe_instance(ec2: &Client, instance_id: &str) -> Result<Option
 pub async fn find_instances(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Instance>> {
     let live = Filter::builder()
         .name("instance-state-name")
-        .set_values(Some(["pending", "running", "stopping", "stopped", "shutting-down"].map(String::from).to_vec()))
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped", "shutting-down"]
+                .map(String::from)
+                .to_vec(),
+        ))
         .build();
     let out = ec2
         .describe_instances()
@@ -68,7 +87,12 @@ pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
     if instance_ids.is_empty() {
         return Ok(());
     }
-    match ec2.terminate_instances().set_instance_ids(Some(instance_ids.to_vec())).send().await {
+    match ec2
+        .terminate_instances()
+        .set_instance_ids(Some(instance_ids.to_vec()))
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if aws_code(&e) == Some("InvalidInstanceID.NotFound") => {
             // One unknown id fails the whole call: retry one by one so the others still go.
@@ -112,4 +136,33 @@ pub async fn delete_snapshots(ec2: &Client, snapshot_ids: &[String]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The pipeline's newest released image in a region, if any.
+pub async fn newest_released(ec2: &Client, pipeline: &str) -> Result<Option<Image>> {
+    let images = own_images(
+        ec2,
+        vec![
+            crate::tags::filter(crate::tags::PIPELINE, pipeline),
+            crate::tags::filter(crate::tags::STATE, crate::tags::STATE_RELEASED),
+        ],
+    )
+    .await?;
+    Ok(images
+        .into_iter()
+        .max_by(|a, b| a.creation_date().cmp(&b.creation_date())))
+}
+
+/// The instance's console output, decoded (EC2 returns it base64-encoded).
+pub async fn console_text(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<String> {
+    let out = ec2
+        .get_console_output()
+        .instance_id(id)
+        .latest(true)
+        .send()
+        .await
+        .aws("GetConsoleOutput")?;
+    let raw = out.output().unwrap_or_default();
+    let bytes = aws_smithy_types::base64::decode(raw).unwrap_or_else(|_| raw.as_bytes().to_vec());
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

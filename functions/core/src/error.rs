@@ -64,7 +64,10 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidInput { field: field.into(), message: message.into() }
+        Error::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The stable name Step Functions sees as `Error`.
@@ -117,7 +120,10 @@ impl Error {
 
 impl From<Error> for Diagnostic {
     fn from(err: Error) -> Self {
-        Diagnostic { error_type: err.error_type().to_string(), error_message: err.to_string() }
+        Diagnostic {
+            error_type: err.error_type().to_string(),
+            error_message: err.to_string(),
+        }
     }
 }
 
@@ -131,8 +137,13 @@ const THROTTLING_CODES: &[&str] = &[
     "RequestThrottledException",
 ];
 
-const TRANSIENT_CODES: &[&str] =
-    &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "Unavailable"];
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Unavailable",
+];
 
 /// The AWS error code of a failed SDK call, if the service answered with one.
 pub fn aws_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
@@ -162,10 +173,13 @@ where
                 Error::Aws { code, message }
             }
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Error::Transient(format!("{operation}: {}", aws_sdk_ec2::error::DisplayErrorContext(&err)))
-        }
-        _ => Error::Internal(format!("{operation}: {}", aws_sdk_ec2::error::DisplayErrorContext(&err))),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Error::Transient(
+            format!("{operation}: {}", aws_sdk_ec2::error::DisplayErrorContext(&err)),
+        ),
+        _ => Error::Internal(format!(
+            "{operation}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(&err)
+        )),
     }
 }
 
@@ -193,7 +207,10 @@ mod tests {
         let samples = [
             Error::invalid("a", "b"),
             Error::Throttled("x".into()),
-            Error::Aws { code: "c".into(), message: "m".into() },
+            Error::Aws {
+                code: "c".into(),
+                message: "m".into(),
+            },
         ];
         for e in samples {
             assert!(Error::ALL_TYPES.contains(&e.error_type()));

@@ -35,7 +35,10 @@ pub struct ScheduleInput {
 pub enum TriggerEvent {
     Release(ReleaseDetail),
     /// `day` is the UTC day of the schedule, `YYYYMMDD`.
-    Schedule { pipeline: String, day: String },
+    Schedule {
+        pipeline: String,
+        day: String,
+    },
 }
 
 impl TriggerEvent {
@@ -69,7 +72,10 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
         if envelope.detail_type != RELEASE_DETAIL_TYPE {
             return Err(Error::invalid(
                 "event.detail-type",
-                format!("must be `{RELEASE_DETAIL_TYPE}`, got `{}`", naming::preview(&envelope.detail_type)),
+                format!(
+                    "must be `{RELEASE_DETAIL_TYPE}`, got `{}`",
+                    naming::preview(&envelope.detail_type)
+                ),
             ));
         }
         let detail: ReleaseDetail = parse_value("event.detail", envelope.detail)?;
@@ -89,7 +95,10 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
             Some(t) => day_of("event.scheduled_time", t)?,
             None => today(),
         };
-        Ok(TriggerEvent::Schedule { pipeline: input.pipeline, day })
+        Ok(TriggerEvent::Schedule {
+            pipeline: input.pipeline,
+            day,
+        })
     }
 }
 
@@ -106,20 +115,32 @@ mod tests {
 
     #[test]
     fn release_events_parse_and_validate() {
-        let ev = parse(release(json!({"pipeline": "web", "version": "1.4.0", "commit": "0a1b2c3d"}))).unwrap();
+        let ev = parse(release(
+            json!({"pipeline": "web", "version": "1.4.0", "commit": "0a1b2c3d"}),
+        ))
+        .unwrap();
         assert_eq!(ev.pipeline(), "web");
         let err = parse(release(json!({"pipeline": "web"}))).unwrap_err();
         assert!(err.to_string().contains("missing field `version`"), "{err}");
         let err = parse(release(json!({"pipeline": "web", "version": "1; reboot"}))).unwrap_err();
         assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.version"));
         let err = parse(release(json!({"pipeline": "web", "version": "1", "extra": 1}))).unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.extra"), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.extra"),
+            "{err}"
+        );
     }
 
     #[test]
     fn schedules_map_to_their_day() {
         let ev = parse(json!({"pipeline": "web", "scheduled_time": "2026-11-26T23:30:00-02:00"})).unwrap();
-        assert_eq!(ev, TriggerEvent::Schedule { pipeline: "web".into(), day: "20261127".into() });
+        assert_eq!(
+            ev,
+            TriggerEvent::Schedule {
+                pipeline: "web".into(),
+                day: "20261127".into()
+            }
+        );
         assert!(parse(json!({"pipeline": "web", "scheduled_time": "yesterday"})).is_err());
         assert!(parse(json!([1])).is_err());
         let mut wrong = release(json!({}));

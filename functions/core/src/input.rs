@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 
 fn field_of(root: &str, path: &serde_path_to_error::Path) -> String {
     let p = path.to_string();
-    if p == "." || p.is_empty() { root.to_string() } else { format!("{root}.{p}") }
+    if p == "." || p.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}.{p}")
+    }
 }
 
 fn message_of(err: &serde_json::Error) -> String {
@@ -23,8 +27,7 @@ fn message_of(err: &serde_json::Error) -> String {
 
 /// Parses `value` as `T`; `root` names the document in errors (`event`, `recipe`, `input`).
 pub fn parse_value<T: DeserializeOwned>(root: &str, value: serde_json::Value) -> Result<T> {
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| Error::invalid(field_of(root, e.path()), message_of(e.inner())))
+    serde_path_to_error::deserialize(value).map_err(|e| Error::invalid(field_of(root, e.path()), message_of(e.inner())))
 }
 
 /// Parses a JSON text as `T`.
@@ -55,7 +58,10 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let err = parse_value::<Outer>("event", serde_json::json!({"inner": {"count": "x"}})).unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.inner.count"), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == "event.inner.count"),
+            "{err}"
+        );
         let err = parse_str::<Outer>("recipe", r#"{"inner": {"count": 1, "extra": 2}}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `extra`"), "{err}");
         let err = parse_str::<Outer>("recipe", "{").unwrap_err();

@@ -2,15 +2,20 @@
 //! the Lambda handlers share.
 
 pub mod clients;
+pub mod distribution;
 pub mod ec2;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod lifecycle;
 pub mod naming;
 pub mod recipe;
 pub mod runtime;
+pub mod source;
 pub mod steps;
 pub mod tags;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod userdata;
 
 pub use error::{Error, Result};

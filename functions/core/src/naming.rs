@@ -25,14 +25,26 @@ pub fn short_hash(parts: &[&str], len: usize) -> String {
 /// A short, safe preview of untrusted input for error messages.
 pub fn preview(s: &str) -> String {
     let clean: String = s.chars().filter(|c| !c.is_control()).take(40).collect();
-    if s.chars().count() > 40 { format!("{clean}...") } else { clean }
+    if s.chars().count() > 40 {
+        format!("{clean}...")
+    } else {
+        clean
+    }
 }
 
 /// Step Functions execution names: 1-80 of letters, digits, `-` and `_`. Disallowed characters become `-`; when
 /// anything was changed or cut, a hash of the original is appended so distinct inputs keep distinct names.
 pub fn execution_name(raw: &str) -> String {
-    let cleaned: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     if cleaned == raw && !raw.is_empty() && raw.len() <= MAX_EXECUTION_NAME {
         return cleaned;
     }
@@ -104,7 +116,11 @@ pub fn check_name_template(field: &str, t: &str) -> Result<()> {
         if !NAME_PLACEHOLDERS.contains(&key) {
             return Err(Error::invalid(
                 field,
-                format!("unknown placeholder `{{{{{}}}}}`; use {}", preview(key), NAME_PLACEHOLDERS.join(", ")),
+                format!(
+                    "unknown placeholder `{{{{{}}}}}`; use {}",
+                    preview(key),
+                    NAME_PLACEHOLDERS.join(", ")
+                ),
             ));
         }
         rest = &rest[start + end + 2..];
@@ -126,11 +142,16 @@ pub fn render_image_name(template: &str, v: &NameValues<'_>) -> String {
 pub fn check_pipeline_name(field: &str, name: &str) -> Result<()> {
     let ok = (1..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(field, "must be 1-40 lowercase letters, digits or `-`, starting with a letter"))
+        Err(Error::invalid(
+            field,
+            "must be 1-40 lowercase letters, digits or `-`, starting with a letter",
+        ))
     }
 }
 
@@ -143,7 +164,10 @@ pub fn check_version(field: &str, v: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(field, "must be 1-64 letters, digits or `. _ + -`, starting with a letter or digit"))
+        Err(Error::invalid(
+            field,
+            "must be 1-64 letters, digits or `. _ + -`, starting with a letter or digit",
+        ))
     }
 }
 
@@ -161,11 +185,15 @@ pub fn check_commit(field: &str, c: &str) -> Result<()> {
 pub fn check_artifact(field: &str, a: &str) -> Result<()> {
     let ok = (1..=1024).contains(&a.len())
         && a.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && a.chars().all(|c| c.is_ascii_alphanumeric() || "-._~:/?#[]@!*+,=%".contains(c));
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~:/?#[]@!*+,=%".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(field, "must be a URL or name of at most 1024 characters from A-Z a-z 0-9 - . _ ~ : / ? # [ ] @ ! * + , = %"))
+        Err(Error::invalid(
+            field,
+            "must be a URL or name of at most 1024 characters from A-Z a-z 0-9 - . _ ~ : / ? # [ ] @ ! * + , = %",
+        ))
     }
 }
 
@@ -197,7 +225,12 @@ mod tests {
 
     #[test]
     fn image_name_template_renders_and_rejects_unknown_placeholders() {
-        let v = NameValues { pipeline: "web", version: "1.0+b", date: "20261126", execution: "web-r-1" };
+        let v = NameValues {
+            pipeline: "web",
+            version: "1.0+b",
+            date: "20261126",
+            execution: "web-r-1",
+        };
         let n = render_image_name("{{pipeline}}-{{version}}-{{date}}-{{id}}", &v);
         assert_eq!(n, format!("web-1.0-b-20261126-{}", execution_short_id("web-r-1")));
         let err = check_name_template("recipe.image.name", "{{pipeline}}-{{secret}}").unwrap_err();

@@ -128,7 +128,12 @@ pub struct Volume {
 
 impl Default for Volume {
     fn default() -> Self {
-        Volume { size_gib: 0, volume_type: default_volume_type(), iops: None, throughput: None }
+        Volume {
+            size_gib: 0,
+            volume_type: default_volume_type(),
+            iops: None,
+            throughput: None,
+        }
     }
 }
 
@@ -327,7 +332,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { keep: default_keep(), deprecate_after_days: None }
+        Retention {
+            keep: default_keep(),
+            deprecate_after_days: None,
+        }
     }
 }
 
@@ -417,7 +425,10 @@ impl Recipe {
     /// Checks what serde cannot: value ranges, formats, and consistency between sections.
     pub fn validate(&self) -> Result<()> {
         if self.schema_version != SCHEMA_VERSION {
-            return Err(Error::invalid("recipe.schema_version", format!("must be {SCHEMA_VERSION}")));
+            return Err(Error::invalid(
+                "recipe.schema_version",
+                format!("must be {SCHEMA_VERSION}"),
+            ));
         }
         naming::check_pipeline_name("recipe.name", &self.name)?;
         if let Some(v) = &self.default_version {
@@ -429,12 +440,18 @@ impl Recipe {
         self.validate_distribution()?;
         self.validate_publish()?;
         if self.retention.keep == 0 {
-            return Err(Error::invalid("recipe.retention.keep", "must be at least 1 (the image just built)"));
+            return Err(Error::invalid(
+                "recipe.retention.keep",
+                "must be at least 1 (the image just built)",
+            ));
         }
         if let Some(days) = self.retention.deprecate_after_days
             && !(1..=3650).contains(&days)
         {
-            return Err(Error::invalid("recipe.retention.deprecate_after_days", "must be 1 to 3650 (10 years)"));
+            return Err(Error::invalid(
+                "recipe.retention.deprecate_after_days",
+                "must be 1 to 3650 (10 years)",
+            ));
         }
         Ok(())
     }
@@ -442,7 +459,11 @@ impl Recipe {
     fn validate_source(&self) -> Result<()> {
         match &self.source {
             Source::Image(base) => {
-                let given = [base.id.is_some(), base.ssm_parameter.is_some(), base.name_filter.is_some()];
+                let given = [
+                    base.id.is_some(),
+                    base.ssm_parameter.is_some(),
+                    base.name_filter.is_some(),
+                ];
                 if given.iter().filter(|g| **g).count() != 1 {
                     return Err(Error::invalid(
                         "recipe.source.image",
@@ -474,7 +495,10 @@ impl Recipe {
                     }
                 }
                 let build = self.build.as_ref().ok_or_else(|| {
-                    Error::invalid("recipe.build", "required when the source is an image: say how to provision it")
+                    Error::invalid(
+                        "recipe.build",
+                        "required when the source is an image: say how to provision it",
+                    )
                 })?;
                 validate_build(build)
             }
@@ -489,7 +513,10 @@ impl Recipe {
             check_text("recipe.image.description", d, 255)?;
         }
         if img.tpm_support && img.boot_mode != Some(BootMode::Uefi) {
-            return Err(Error::invalid("recipe.image.tpm_support", "needs `boot_mode: \"uefi\"`"));
+            return Err(Error::invalid(
+                "recipe.image.tpm_support",
+                "needs `boot_mode: \"uefi\"`",
+            ));
         }
         if let Some(k) = &img.kms_key_id {
             check_text("recipe.image.kms_key_id", k, 2048)?;
@@ -502,15 +529,22 @@ impl Recipe {
                 ));
             }
             if v.len() > 256 {
-                return Err(Error::invalid(format!("recipe.image.tags.{k}"), "tag values are at most 256 characters"));
+                return Err(Error::invalid(
+                    format!("recipe.image.tags.{k}"),
+                    "tag values are at most 256 characters",
+                ));
             }
         }
         match (img.root_device_type, &img.s3_manifest) {
-            (RootDeviceType::InstanceStore, None) => {
-                Err(Error::invalid("recipe.image.s3_manifest", "required for `root_device_type: instance-store`"))
-            }
+            (RootDeviceType::InstanceStore, None) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "required for `root_device_type: instance-store`",
+            )),
             (RootDeviceType::InstanceStore, Some(m)) if !m.starts_with("s3://") && !m.contains(".s3") => {
-                Err(Error::invalid("recipe.image.s3_manifest", "must be an S3 path, e.g. s3://bucket/image.manifest.xml"))
+                Err(Error::invalid(
+                    "recipe.image.s3_manifest",
+                    "must be an S3 path, e.g. s3://bucket/image.manifest.xml",
+                ))
             }
             (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
                 "recipe.image.s3_manifest",
@@ -536,7 +570,10 @@ impl Recipe {
         }
         check_range("recipe.test.timeout_minutes", t.timeout_minutes, 5, 240)?;
         if t.enabled && t.instance_type.is_none() && self.build.is_none() {
-            return Err(Error::invalid("recipe.test.instance_type", "required when there is no `build` section"));
+            return Err(Error::invalid(
+                "recipe.test.instance_type",
+                "required when there is no `build` section",
+            ));
         }
         Ok(())
     }
@@ -567,7 +604,10 @@ impl Recipe {
             }
         }
         if d.accounts.len() + d.organization_arns.len() + d.organizational_unit_arns.len() > 1000 {
-            return Err(Error::invalid("recipe.distribution", "an image can be shared with at most 1,000 entities"));
+            return Err(Error::invalid(
+                "recipe.distribution",
+                "an image can be shared with at most 1,000 entities",
+            ));
         }
         for (i, arn) in d.organization_arns.iter().enumerate() {
             if !arn.starts_with("arn:aws") || !arn.contains(":organization/o-") {
@@ -585,7 +625,12 @@ impl Recipe {
                 ));
             }
         }
-        check_range("recipe.distribution.copy_timeout_minutes", d.copy_timeout_minutes, 15, 2880)
+        check_range(
+            "recipe.distribution.copy_timeout_minutes",
+            d.copy_timeout_minutes,
+            15,
+            2880,
+        )
     }
 
     fn validate_publish(&self) -> Result<()> {
@@ -633,12 +678,20 @@ fn validate_build(b: &Build) -> Result<()> {
         let field = format!("recipe.build.data_volumes[{i}]");
         let dev_ok = v.device_name.len() <= 32
             && v.device_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '/')
-            && (v.device_name.starts_with("/dev/sd") || v.device_name.starts_with("/dev/xvd") || v.device_name.starts_with("xvd"));
+            && (v.device_name.starts_with("/dev/sd")
+                || v.device_name.starts_with("/dev/xvd")
+                || v.device_name.starts_with("xvd"));
         if !dev_ok {
-            return Err(Error::invalid(format!("{field}.device_name"), "must look like /dev/sdf or xvdf"));
+            return Err(Error::invalid(
+                format!("{field}.device_name"),
+                "must look like /dev/sdf or xvdf",
+            ));
         }
         if !devices.insert(&v.device_name) {
-            return Err(Error::invalid(format!("{field}.device_name"), "device names must be unique"));
+            return Err(Error::invalid(
+                format!("{field}.device_name"),
+                "device names must be unique",
+            ));
         }
         check_volume_type(&format!("{field}.volume_type"), &v.volume_type)?;
         check_range(&format!("{field}.size_gib"), v.size_gib, 1, 16384)?;
@@ -651,26 +704,42 @@ fn validate_build(b: &Build) -> Result<()> {
 }
 
 fn check_range(field: &str, v: u32, min: u32, max: u32) -> Result<()> {
-    if (min..=max).contains(&v) { Ok(()) } else { Err(Error::invalid(field, format!("must be {min} to {max}"))) }
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("must be {min} to {max}")))
+    }
 }
 
 fn check_range_or_zero(field: &str, v: u32, min: u32, max: u32) -> Result<()> {
-    if v == 0 { Ok(()) } else { check_range(field, v, min, max) }
+    if v == 0 {
+        Ok(())
+    } else {
+        check_range(field, v, min, max)
+    }
 }
 
 fn check_volume_type(field: &str, t: &str) -> Result<()> {
     if VOLUME_TYPES.contains(&t) {
         Ok(())
     } else {
-        Err(Error::invalid(field, format!("must be one of {}", VOLUME_TYPES.join(", "))))
+        Err(Error::invalid(
+            field,
+            format!("must be one of {}", VOLUME_TYPES.join(", ")),
+        ))
     }
 }
 
 fn check_instance_type(field: &str, t: &str) -> Result<()> {
     let ok = t.len() <= 32
         && t.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
-        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-    if ok { Ok(()) } else { Err(Error::invalid(field, "must be an instance type such as t3.micro")) }
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "must be an instance type such as t3.micro"))
+    }
 }
 
 fn check_script(field: &str, s: &str) -> Result<()> {
@@ -678,16 +747,25 @@ fn check_script(field: &str, s: &str) -> Result<()> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if s.len() > MAX_SCRIPT_BYTES {
-        return Err(Error::invalid(field, format!("at most {MAX_SCRIPT_BYTES} bytes (user data is limited to 16 KiB)")));
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_SCRIPT_BYTES} bytes (user data is limited to 16 KiB)"),
+        ));
     }
     if s.contains('\0') {
         return Err(Error::invalid(field, "must not contain NUL characters"));
     }
     if s.contains(crate::userdata::HEREDOC_END) {
-        return Err(Error::invalid(field, "must not contain the line AMI_PIPELINE_SCRIPT_END"));
+        return Err(Error::invalid(
+            field,
+            "must not contain the line AMI_PIPELINE_SCRIPT_END",
+        ));
     }
     if s.lines().any(|l| l.starts_with("'@")) {
-        return Err(Error::invalid(field, "must not have a line starting with '@ (it would end the PowerShell wrapper)"));
+        return Err(Error::invalid(
+            field,
+            "must not have a line starting with '@ (it would end the PowerShell wrapper)",
+        ));
     }
     Ok(())
 }
@@ -697,14 +775,24 @@ pub fn check_id(field: &str, prefix: &str, id: &str) -> Result<()> {
     let ok = id
         .strip_prefix(prefix)
         .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok { Ok(()) } else { Err(Error::invalid(field, format!("must be an id like {prefix}0123456789abcdef0"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must be an id like {prefix}0123456789abcdef0"),
+        ))
+    }
 }
 
 pub fn check_region(field: &str, r: &str) -> Result<()> {
     if KNOWN_REGIONS.contains(&r) {
         Ok(())
     } else {
-        Err(Error::invalid(field, format!("`{}` is not an AWS region, e.g. us-east-1", naming::preview(r))))
+        Err(Error::invalid(
+            field,
+            format!("`{}` is not an AWS region, e.g. us-east-1", naming::preview(r)),
+        ))
     }
 }
 
@@ -716,13 +804,19 @@ fn check_ssm_name(field: &str, p: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(field, "must be an SSM parameter path like /team/images/web (letters, digits, / _ . -)"))
+        Err(Error::invalid(
+            field,
+            "must be an SSM parameter path like /team/images/web (letters, digits, / _ . -)",
+        ))
     }
 }
 
 fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
     if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
-        Err(Error::invalid(field, format!("must be 1-{max} characters without control characters")))
+        Err(Error::invalid(
+            field,
+            format!("must be 1-{max} characters without control characters"),
+        ))
     } else {
         Ok(())
     }

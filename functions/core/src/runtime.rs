@@ -16,7 +16,10 @@ pub fn init_logging() {
 }
 
 fn text_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str).unwrap_or("")
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// A span that puts the pipeline, the execution and the action on every log line of one invocation.

@@ -61,31 +61,139 @@ pub enum Action {
     Finish,
 }
 
-/// The envelope every step handler receives.
+/// The envelope every step handler receives. The state machine keeps each step's output under `$.steps` and
+/// passes all of it, so a step reads what it needs from earlier ones and `status` reads its own `start` output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepRequest<S> {
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
     pub action: Action,
     pub execution: ExecutionRef,
     pub run: Run,
-    /// The step's own previous output, for `status` and `finish`.
-    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
-    pub state: Option<S>,
-    /// For per-region steps (copy, share): the region this call works on.
+    #[serde(default)]
+    pub steps: Steps,
+    /// For per-region steps (copy, share, publish of one copy): the region this call works on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
-fn none<S>() -> Option<S> {
-    None
+/// The outputs of the steps so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Steps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestState>,
+    /// Inside the Map over regions: this region's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<ImageState>,
+    /// After the Map: one entry per region, the home region's image first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<ImageState>>,
 }
 
-impl<S> StepRequest<S> {
-    /// The previous output, required for `status` and `finish`.
-    pub fn state(&self) -> crate::Result<&S> {
-        self.state.as_ref().ok_or_else(|| {
-            crate::Error::invalid("input.state", "required for `status` and `finish`: pass the `start` output")
-        })
+fn missing(step: &str) -> crate::Error {
+    crate::Error::invalid(
+        format!("input.steps.{step}"),
+        format!("required here: pass the `{step}` step's output"),
+    )
+}
+
+impl Steps {
+    pub fn build(&self) -> crate::Result<&BuildState> {
+        self.build.as_ref().ok_or_else(|| missing("build"))
     }
+    pub fn snapshot(&self) -> crate::Result<&SnapshotState> {
+        self.snapshot.as_ref().ok_or_else(|| missing("snapshot"))
+    }
+    pub fn image(&self) -> crate::Result<&ImageState> {
+        self.image.as_ref().ok_or_else(|| missing("image"))
+    }
+    pub fn test(&self) -> crate::Result<&TestState> {
+        self.test.as_ref().ok_or_else(|| missing("test"))
+    }
+    pub fn copy(&self) -> crate::Result<&ImageState> {
+        self.copy.as_ref().ok_or_else(|| missing("copy"))
+    }
+}
+
+impl StepRequest {
+    /// The region a per-region step works on, checked.
+    pub fn target_region(&self) -> crate::Result<&str> {
+        let r = self
+            .region
+            .as_deref()
+            .ok_or_else(|| crate::Error::invalid("input.region", "required for this step"))?;
+        crate::recipe::check_region("input.region", r)?;
+        Ok(r)
+    }
+}
+
+/// The builder instance (build step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildState {
+    pub instance_id: String,
+    pub source_image_id: String,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+/// One snapshot of the image-to-be, with the device it will be mapped to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    pub device_name: String,
+    pub volume_id: String,
+    pub size_gib: i32,
+    pub volume_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<i32>,
+}
+
+/// The snapshots of the builder's (or source instance's) volumes (snapshot step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    pub instance_id: String,
+    /// The image the instance was launched from, recorded on the new image.
+    pub source_image_id: String,
+    pub root_device_name: String,
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Lowest progress over the snapshots, 0-100.
+    pub percent: u32,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+/// An image in one region: the registered candidate (register step) or a copy (copy step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageState {
+    pub region: String,
+    pub image_id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+/// The test instance (test-launch step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestState {
+    pub instance_id: String,
+    pub image_id: String,
+    pub launched_at: i64,
+    /// Seconds from launch to passing, once passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_to_ready_seconds: Option<i64>,
+    /// Set by `finish` once the instance is terminated (or was already gone).
+    #[serde(default)]
+    pub terminated: bool,
+    #[serde(flatten)]
+    pub progress: Progress,
 }
 
 /// Whether a long-running step is done. The state machine's Choice states match on it.

@@ -56,7 +56,15 @@ pub fn standard(execution: &ExecutionRef, run: &Run, role: Role) -> Vec<Tag> {
         tag(EXECUTION, &execution.name),
         tag(ROLE, role.as_str()),
         tag(RELEASE, &run.release.version),
-        tag("Name", &format!("ami-pipeline {} {} {}", run.pipeline, role.as_str(), run.release.version)),
+        tag(
+            "Name",
+            &format!(
+                "ami-pipeline {} {} {}",
+                run.pipeline,
+                role.as_str(),
+                run.release.version
+            ),
+        ),
     ];
     if let Some(c) = &run.release.commit {
         tags.push(tag(COMMIT, c));
@@ -65,7 +73,10 @@ pub fn standard(execution: &ExecutionRef, run: &Run, role: Role) -> Vec<Tag> {
 }
 
 pub fn spec(resource: ResourceType, tags: Vec<Tag>) -> TagSpecification {
-    TagSpecification::builder().resource_type(resource).set_tags(Some(tags)).build()
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags))
+        .build()
 }
 
 pub fn filter(key: &str, val: &str) -> Filter {

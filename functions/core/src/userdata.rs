@@ -130,7 +130,11 @@ fn last_marker(console: &str, prefix: &str, ok_word: &str) -> Option<Outcome> {
     console.lines().rev().find_map(|line| {
         let at = line.find(prefix)?;
         let rest = line[at + prefix.len()..].trim();
-        Some(if rest == ok_word { Outcome::Passed } else { Outcome::Failed(rest.chars().take(200).collect()) })
+        Some(if rest == ok_word {
+            Outcome::Passed
+        } else {
+            Outcome::Failed(rest.chars().take(200).collect())
+        })
     })
 }
 
@@ -148,19 +152,29 @@ mod tests {
 
     #[test]
     fn markers_are_read_from_the_last_line() {
-        assert_eq!(build_result("boot\n[  1.0] AMI-PIPELINE-RESULT: SUCCESS\n"), Some(Outcome::Passed));
+        assert_eq!(
+            build_result("boot\n[  1.0] AMI-PIPELINE-RESULT: SUCCESS\n"),
+            Some(Outcome::Passed)
+        );
         assert_eq!(
             build_result("AMI-PIPELINE-RESULT: SUCCESS\nAMI-PIPELINE-RESULT: FAILURE exit=3"),
             Some(Outcome::Failed("FAILURE exit=3".into()))
         );
         assert_eq!(build_result("nothing yet"), None);
         assert_eq!(smoke_result("AMI-PIPELINE-SMOKE: PASS"), Some(Outcome::Passed));
-        assert!(matches!(smoke_result("AMI-PIPELINE-SMOKE: FAIL exit=1"), Some(Outcome::Failed(_))));
+        assert!(matches!(
+            smoke_result("AMI-PIPELINE-SMOKE: FAIL exit=1"),
+            Some(Outcome::Failed(_))
+        ));
     }
 
     #[test]
     fn template_values_are_substituted() {
-        let r = Release { version: "1.2.3".into(), commit: Some("abc1234".into()), artifact: None };
+        let r = Release {
+            version: "1.2.3".into(),
+            commit: Some("abc1234".into()),
+            artifact: None,
+        };
         assert_eq!(
             render_script("v={{version}} c={{commit}} a={{artifact}} p={{pipeline}}", "web", &r),
             "v=1.2.3 c=abc1234 a= p=web"

@@ -1,0 +1,378 @@
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
+use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
+use aws_sdk_ec2::types::{
+    HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ResourceType, ShutdownBehavior,
+};
+use aws_sdk_ec2::{Client as Ec2, types::ImageState};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::steps::{BuildState, Progress, Status};
+use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+
+use super::*;
+
+const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
+
+fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
+    Deps {
+        ec2: testing::ec2(ec2),
+        ssm: testing::ssm(ssm),
+    }
+}
+
+fn ssm_param() -> Rule {
+    mock!(Ssm::get_parameter)
+        .match_requests(|r| r.name() == Some("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"))
+        .sequence()
+        .output(|| {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(BASE_IMAGE).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn no_builder_yet() -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeInstancesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+fn images(image: aws_sdk_ec2::types::Image) -> Rule {
+    mock!(Ec2::describe_images)
+        .sequence()
+        .output(move || DescribeImagesOutput::builder().images(image.clone()).build())
+        .repeatedly()
+        .build()
+}
+
+fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
+    mock!(Ec2::run_instances).then_compute_output(move |req| {
+        captured.push(req);
+        RunInstancesOutput::builder()
+            .instances(Instance::builder().instance_id(BUILDER).build())
+            .build()
+    })
+}
+
+fn start_request() -> serde_json::Value {
+    testing::request("start", &testing::run(), json!({}))
+}
+
+#[tokio::test]
+async fn start_launches_a_locked_down_builder() {
+    let captured = Captured::default();
+    let (param, lookup, imgs, run) = (
+        ssm_param(),
+        no_builder_yet(),
+        images(testing::base_image()),
+        run_instances(captured.clone()),
+    );
+    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+
+    let out = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(out.instance_id, BUILDER);
+    assert_eq!(out.source_image_id, BASE_IMAGE);
+    assert_eq!(out.progress.status, Status::Pending);
+    assert_eq!(out.progress.deadline, NOW + 45 * 60);
+
+    let req = captured.only();
+    assert_eq!(req.image_id(), Some(BASE_IMAGE));
+    assert_eq!(
+        req.client_token(),
+        Some(naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
+    );
+    let md = req.metadata_options().unwrap();
+    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
+    let nic = &req.network_interfaces()[0];
+    assert_eq!(nic.associate_public_ip_address(), Some(false));
+    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
+    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
+    assert_eq!(
+        req.instance_initiated_shutdown_behavior(),
+        Some(&ShutdownBehavior::Stop)
+    );
+    let devices = req.block_device_mappings();
+    assert_eq!(devices.len(), 2, "root plus one data volume");
+    for d in devices {
+        assert_eq!(d.ebs().unwrap().encrypted(), Some(true), "{d:?}");
+        assert_eq!(d.ebs().unwrap().delete_on_termination(), Some(true));
+    }
+    assert_eq!(devices[0].device_name(), Some("/dev/xvda"));
+    assert_eq!(devices[0].ebs().unwrap().volume_size(), Some(16));
+    let specs = req.tag_specifications();
+    for rt in [ResourceType::Instance, ResourceType::Volume] {
+        let spec = specs
+            .iter()
+            .find(|s| s.resource_type() == Some(&rt))
+            .expect("tagged on create");
+        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
+        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
+        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("builder"));
+        assert_eq!(tags::get(spec.tags(), tags::SOURCE_IMAGE), Some(BASE_IMAGE));
+    }
+    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
+    let user_data = String::from_utf8(user_data).unwrap();
+    assert!(user_data.contains(userdata::BUILDER_TAG));
+    assert!(
+        user_data.contains("echo 'web 1.4.0 9f2c1e7a' > /etc/web-release"),
+        "template values rendered"
+    );
+    assert!(user_data.contains("shutdown -h now"));
+}
+
+#[tokio::test]
+async fn retried_start_adopts_the_builder_instead_of_launching_again() {
+    let captured = Captured::default();
+    let existing = mock!(Ec2::describe_instances).then_output(|| {
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(Instance::builder().instance_id(BUILDER).image_id(BASE_IMAGE).build())
+                    .build(),
+            )
+            .build()
+    });
+    let run = run_instances(captured.clone());
+    let deps = deps(&[&existing, &run], &[]);
+    let out = handle(&deps, start_request()).await.unwrap();
+    assert_eq!(out.instance_id, BUILDER);
+    assert_eq!(run.num_calls(), 0, "no second launch");
+}
+
+#[tokio::test]
+async fn throttled_launch_is_retried_then_succeeds() {
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let run = mock!(Ec2::run_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| {
+            RunInstancesOutput::builder()
+                .instances(Instance::builder().instance_id(BUILDER).build())
+                .build()
+        })
+        .build();
+    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+    let out = handle(&deps, start_request()).await.unwrap();
+    assert_eq!(out.instance_id, BUILDER);
+    assert_eq!(run.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn persistent_throttling_surfaces_as_throttled() {
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let run = mock!(Ec2::run_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .repeatedly()
+        .build();
+    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+    let err = handle(&deps, start_request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Throttled");
+    assert_eq!(
+        run.num_calls(),
+        3,
+        "the SDK's three attempts, then Step Functions retries"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_owner_is_rejected_before_any_launch() {
+    let run = run_instances(Captured::default());
+    let (param, lookup) = (ssm_param(), no_builder_yet());
+    // Restricted to the trusted owners, EC2 finds nothing; unrestricted, it finds someone else's image.
+    let trusted = mock!(Ec2::describe_images)
+        .match_requests(|r| !r.owners().is_empty())
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let foreign = testing::base_image_builder()
+        .owner_id("999999999999")
+        .set_image_owner_alias(None)
+        .build();
+    let any = mock!(Ec2::describe_images)
+        .then_output(move || DescribeImagesOutput::builder().images(foreign.clone()).build());
+    let deps = deps(&[&lookup, &trusted, &any, &run], &[&param]);
+    let err = handle(&deps, start_request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{err}");
+    assert!(err.to_string().contains("999999999999"));
+    assert_eq!(run.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
+    for (image, why) in [
+        (
+            testing::base_image_builder()
+                .deprecation_time(testing::rfc3339(NOW - 60))
+                .build(),
+            "deprecated",
+        ),
+        (
+            testing::base_image_builder()
+                .architecture(aws_sdk_ec2::types::ArchitectureValues::Arm64)
+                .build(),
+            "arm64",
+        ),
+        (
+            testing::base_image_builder().state(ImageState::Failed).build(),
+            "failed",
+        ),
+    ] {
+        let run = run_instances(Captured::default());
+        let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(image));
+        let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+        let err = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{why}: {err}");
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!(run.num_calls(), 0);
+    }
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let deps = deps(&[], &[]);
+    let mut bad = start_request();
+    bad["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon");
+    let err = handle(&deps, bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.build.timeout_minutes"),
+        "{err}"
+    );
+
+    let mut bad = start_request();
+    bad["run"]["recipe"]["source"]["image"]["owners"] = json!([]);
+    let err = handle(&deps, bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.source.image.owners"),
+        "{err}"
+    );
+
+    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+}
+
+fn state(polls: u32) -> BuildState {
+    let mut progress = Progress::start(NOW - 100, 45);
+    progress.polls = polls;
+    BuildState {
+        instance_id: BUILDER.into(),
+        source_image_id: BASE_IMAGE.into(),
+        progress,
+    }
+}
+
+fn status_request(s: &BuildState) -> StepRequest {
+    input::parse_value(
+        "input",
+        testing::request("status", &testing::run(), json!({ "build": s })),
+    )
+    .unwrap()
+}
+
+fn instance_in(states: &'static [InstanceStateName]) -> Rule {
+    let mut seq = mock!(Ec2::describe_instances).sequence();
+    for s in states {
+        seq = seq.output(move || {
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Instance::builder()
+                                .instance_id(BUILDER)
+                                .state(InstanceState::builder().name(s.clone()).build())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    }
+    seq.build()
+}
+
+fn console(text: &'static str) -> Rule {
+    mock!(Ec2::get_console_output)
+        .match_requests(|r| r.instance_id() == Some(BUILDER) && r.latest() == Some(true))
+        .sequence()
+        .output(move || {
+            GetConsoleOutputOutput::builder()
+                .output(aws_smithy_types::base64::encode(text.as_bytes()))
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test]
+async fn status_is_pending_while_running_then_ready_once_stopped_with_success() {
+    let states = instance_in(&[
+        InstanceStateName::Pending,
+        InstanceStateName::Running,
+        InstanceStateName::Stopped,
+    ]);
+    let con = console("cloud-init ...\nAMI-PIPELINE-RESULT: SUCCESS\n");
+    let deps = deps(&[&states, &con], &[]);
+    let mut s = state(0);
+    let mut seen = vec![];
+    for _ in 0..3 {
+        s = status(&deps, &status_request(&s), NOW).await.unwrap();
+        seen.push(s.progress.status);
+    }
+    assert_eq!(seen, [Status::Pending, Status::Pending, Status::Ready]);
+    assert_eq!(s.progress.polls, 3);
+    assert_eq!(con.num_calls(), 1, "console read only once stopped");
+}
+
+#[tokio::test]
+async fn failure_marker_fails_the_build_with_the_reason() {
+    let states = instance_in(&[InstanceStateName::Stopped]);
+    let con = console("AMI-PIPELINE-RESULT: FAILURE exit=3\n");
+    let deps = deps(&[&states, &con], &[]);
+    let err = status(&deps, &status_request(&state(2)), NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
+    assert!(err.to_string().contains("exit=3"), "{err}");
+}
+
+#[tokio::test]
+async fn stopped_without_marker_waits_a_little_then_fails() {
+    let states = instance_in(&[InstanceStateName::Stopped, InstanceStateName::Stopped]);
+    let con = console("booting\n");
+    let deps = deps(&[&states, &con], &[]);
+    let s = status(&deps, &status_request(&state(0)), NOW).await.unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    let err = status(&deps, &status_request(&state(MAX_POLLS_STOPPED_WITHOUT_MARKER)), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
+}
+
+#[tokio::test]
+async fn builder_terminated_by_someone_else_is_resource_gone() {
+    let states = instance_in(&[InstanceStateName::Terminated]);
+    let deps = deps(&[&states], &[]);
+    let err = status(&deps, &status_request(&state(1)), NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
+}
+
+#[tokio::test]
+async fn past_the_deadline_is_a_timeout_without_calls() {
+    let deps = deps(&[], &[]);
+    let s = state(3);
+    let err = status(&deps, &status_request(&s), s.progress.deadline + 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Timeout");
+}

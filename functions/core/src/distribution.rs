@@ -1,0 +1,1 @@
+//! Step outputs for copy and share (filled in by the copy and share handlers' issue).

@@ -1,0 +1,1 @@
+//! Step outputs for publish, retire and cleanup (filled in by those handlers' issue).
