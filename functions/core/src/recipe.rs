@@ -222,9 +222,13 @@ pub struct ImageSpec {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub root_device_type: RootDeviceType,
-    /// `s3://bucket/path/image.manifest.xml`, for `root_device_type: instance-store`.
+    /// `s3://bucket/path/image.manifest.xml`, for `root_device_type: instance-store`: the provisioning script
+    /// bundles and uploads the image there, and register registers it from the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_manifest: Option<String>,
+    /// Deadline for the snapshot step and again for the register step, 15 to 1440 minutes.
+    #[serde(default = "default_image_timeout")]
+    pub timeout_minutes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -357,6 +361,9 @@ fn default_volume_type() -> String {
 }
 fn default_build_timeout() -> u32 {
     60
+}
+fn default_image_timeout() -> u32 {
+    240
 }
 fn default_test_timeout() -> u32 {
     20
@@ -512,6 +519,7 @@ impl Recipe {
         if let Some(d) = &img.description {
             check_text("recipe.image.description", d, 255)?;
         }
+        check_range("recipe.image.timeout_minutes", img.timeout_minutes, 15, 1440)?;
         if img.tpm_support && img.boot_mode != Some(BootMode::Uefi) {
             return Err(Error::invalid(
                 "recipe.image.tpm_support",

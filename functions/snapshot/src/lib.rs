@@ -1,0 +1,267 @@
+//! snapshot: `start` snapshots all volumes of the stopped builder (or of the recipe's source instance, stopped
+//! first when asked) with one `CreateSnapshots`, tagged on create; `status` reports progress until every
+//! snapshot is completed.
+
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::{
+    Instance, InstanceSpecification, InstanceStateName, ResourceType, SnapshotState as Ec2SnapshotState,
+};
+use serde_json::Value;
+
+use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::recipe::{RootDeviceType, Source};
+use ami_core::steps::{Action, Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
+use ami_core::{input, tags};
+
+pub struct Deps {
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl Deps {
+    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+        Deps {
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
+    let req: StepRequest = input::parse_value("input", event)?;
+    req.run.recipe.validate()?;
+    match req.action {
+        Action::Start => start(deps, &req, now()).await,
+        Action::Status => status(deps, &req, now()).await,
+        Action::Finish => Err(Error::invalid("input.action", "snapshot takes `start` or `status`")),
+    }
+}
+
+/// The instance to snapshot and whether it must be stopped first.
+fn target(req: &StepRequest) -> Result<(String, bool)> {
+    match &req.run.recipe.source {
+        Source::Instance(inst) => Ok((inst.id.clone(), inst.stop_first)),
+        Source::Image(_) => Ok((req.steps.build()?.instance_id.clone(), false)),
+    }
+}
+
+async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState> {
+    let (instance_id, stop_first) = target(req)?;
+    let progress = Progress::start(now, req.run.recipe.image.timeout_minutes);
+    let instance = describe(deps, &instance_id).await?;
+    let source_image_id = match &req.run.recipe.source {
+        Source::Image(_) => req.steps.build()?.source_image_id.clone(),
+        Source::Instance(_) => instance.image_id().unwrap_or_default().to_string(),
+    };
+    let mut state = SnapshotState {
+        instance_id,
+        source_image_id,
+        root_device_name: instance.root_device_name().unwrap_or("/dev/xvda").to_string(),
+        snapshots: Vec::new(),
+        percent: 0,
+        progress,
+    };
+    if req.run.recipe.image.root_device_type == RootDeviceType::InstanceStore {
+        // Instance-store images are bundled to S3 by the provisioning script; there is nothing to snapshot.
+        state.percent = 100;
+        state.progress = state.progress.polled(now, Status::Ready);
+        return Ok(state);
+    }
+    if stop_first && !is_stopped(&instance) {
+        deps.ec2
+            .stop_instances()
+            .instance_ids(&state.instance_id)
+            .send()
+            .await
+            .aws("StopInstances")?;
+        return Ok(state); // status creates the snapshots once the instance has stopped
+    }
+    state.snapshots = ensure_snapshots(deps, req, &instance).await?;
+    Ok(state)
+}
+
+fn is_stopped(instance: &Instance) -> bool {
+    instance.state().and_then(|s| s.name()) == Some(&InstanceStateName::Stopped)
+}
+
+async fn describe(deps: &Deps, id: &str) -> Result<Instance> {
+    ami_core::ec2::describe_instance(&deps.ec2, id)
+        .await?
+        .ok_or_else(|| Error::ResourceGone(format!("instance {id} no longer exists")))
+}
+
+/// Finds this execution's snapshots by tag (CreateSnapshots takes no ClientToken), or creates them.
+async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -> Result<Vec<SnapshotInfo>> {
+    let instance_id = instance.instance_id().unwrap_or_default();
+    let devices: HashMap<&str, &str> = instance
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| Some((m.ebs()?.volume_id()?, m.device_name()?)))
+        .collect();
+    if devices.is_empty() {
+        return Err(Error::ResourceGone(format!(
+            "instance {instance_id} has no EBS volumes to snapshot"
+        )));
+    }
+
+    let existing = deps
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(tags::filter(tags::EXECUTION, &req.execution.name))
+        .filters(tags::filter(tags::ROLE, tags::Role::Snapshot.as_str()))
+        .send()
+        .await
+        .aws("DescribeSnapshots")?;
+    let mut found: Vec<(String, String, i32)> = existing
+        .snapshots()
+        .iter()
+        .filter(|s| s.state() != Some(&Ec2SnapshotState::Error))
+        .filter_map(|s| {
+            Some((
+                s.snapshot_id()?.to_string(),
+                s.volume_id()?.to_string(),
+                s.volume_size()?,
+            ))
+        })
+        .collect();
+
+    if found.is_empty() {
+        let mut snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
+        if let Some(src) = req
+            .steps
+            .build
+            .as_ref()
+            .map(|b| b.source_image_id.as_str())
+            .or(instance.image_id())
+        {
+            snapshot_tags.push(tags::tag(tags::SOURCE_IMAGE, src));
+        }
+        let out = deps
+            .ec2
+            .create_snapshots()
+            .instance_specification(
+                InstanceSpecification::builder()
+                    .instance_id(instance_id)
+                    .exclude_boot_volume(false)
+                    .build(),
+            )
+            .description(format!(
+                "ami-pipeline {} {} ({})",
+                req.run.pipeline, req.run.release.version, req.execution.name
+            ))
+            .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags))
+            .send()
+            .await
+            .aws("CreateSnapshots")?;
+        found = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.snapshot_id()?.to_string(),
+                    s.volume_id()?.to_string(),
+                    s.volume_size()?,
+                ))
+            })
+            .collect();
+    }
+
+    let volume_ids: Vec<String> = found.iter().map(|(_, v, _)| v.clone()).collect();
+    let volumes = deps
+        .ec2
+        .describe_volumes()
+        .set_volume_ids(Some(volume_ids))
+        .send()
+        .await
+        .aws("DescribeVolumes")?;
+    let by_id: HashMap<&str, &aws_sdk_ec2::types::Volume> = volumes
+        .volumes()
+        .iter()
+        .filter_map(|v| Some((v.volume_id()?, v)))
+        .collect();
+
+    let mut infos = Vec::new();
+    for (snapshot_id, volume_id, size) in found {
+        let device_name = devices.get(volume_id.as_str()).ok_or_else(|| {
+            Error::Conflict(format!(
+                "snapshot {snapshot_id} is of volume {volume_id}, not attached to {instance_id}"
+            ))
+        })?;
+        let volume = by_id.get(volume_id.as_str());
+        infos.push(SnapshotInfo {
+            snapshot_id,
+            device_name: device_name.to_string(),
+            volume_id,
+            size_gib: size,
+            volume_type: volume
+                .and_then(|v| v.volume_type())
+                .map(|t| t.as_str().to_string())
+                .unwrap_or("gp3".into()),
+            iops: volume
+                .and_then(|v| v.iops())
+                .filter(|_| volume.is_some_and(|v| has_settable_iops(v))),
+            throughput: volume.and_then(|v| v.throughput()),
+        });
+    }
+    infos.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+    Ok(infos)
+}
+
+/// gp2 reports IOPS but does not accept them in a block device mapping.
+fn has_settable_iops(v: &aws_sdk_ec2::types::Volume) -> bool {
+    matches!(v.volume_type().map(|t| t.as_str()), Some("gp3" | "io1" | "io2"))
+}
+
+async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState> {
+    let mut state = req.steps.snapshot()?.clone();
+    if state.progress.status == Status::Ready {
+        return Ok(state);
+    }
+    state.progress.check_deadline(now, "snapshots")?;
+    if state.snapshots.is_empty() {
+        // Waiting for the source instance to stop.
+        let instance = describe(deps, &state.instance_id).await?;
+        if is_stopped(&instance) {
+            state.snapshots = ensure_snapshots(deps, req, &instance).await?;
+        }
+        state.progress = state.progress.polled(now, Status::Pending);
+        return Ok(state);
+    }
+    let ids: Vec<String> = state.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
+    let out = deps
+        .ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(ids))
+        .send()
+        .await
+        .aws("DescribeSnapshots")?;
+    let mut lowest = 100u32;
+    for s in out.snapshots() {
+        let id = s.snapshot_id().unwrap_or("?");
+        match s.state() {
+            Some(Ec2SnapshotState::Error) => {
+                let why = s.state_message().unwrap_or("no message");
+                return Err(Error::SnapshotFailed(format!("snapshot {id} failed: {why}")));
+            }
+            Some(Ec2SnapshotState::Completed) => {}
+            _ => lowest = lowest.min(percent(s.progress()).min(99)),
+        }
+    }
+    if out.snapshots().len() < state.snapshots.len() {
+        lowest = 0; // not all visible yet (eventual consistency)
+    }
+    state.percent = lowest;
+    let status = if lowest == 100 { Status::Ready } else { Status::Pending };
+    state.progress = state.progress.polled(now, status);
+    Ok(state)
+}
+
+/// EC2 reports progress as "NN%".
+fn percent(p: Option<&str>) -> u32 {
+    p.and_then(|p| p.trim_end_matches('%').trim().parse().ok())
+        .unwrap_or(0)
+        .min(100)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::create_snapshots::{CreateSnapshotsInput, CreateSnapshotsOutput};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
+use aws_sdk_ec2::types::{
+    EbsInstanceBlockDevice, Instance, InstanceBlockDeviceMapping, InstanceState, Reservation, Snapshot,
+    SnapshotInfo as Ec2SnapshotInfo, Volume, VolumeType,
+};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::recipe::{Source, SourceInstance};
+use ami_core::steps::BuildState;
+use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+
+use super::*;
+
+const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
+const ROOT_VOL: &str = "vol-0000000000000000a";
+const DATA_VOL: &str = "vol-0000000000000000b";
+
+fn builder(state: InstanceStateName) -> Instance {
+    let bdm = |dev: &str, vol: &str| {
+        InstanceBlockDeviceMapping::builder()
+            .device_name(dev)
+            .ebs(EbsInstanceBlockDevice::builder().volume_id(vol).build())
+            .build()
+    };
+    Instance::builder()
+        .instance_id(BUILDER)
+        .image_id(BASE_IMAGE)
+        .root_device_name("/dev/xvda")
+        .state(InstanceState::builder().name(state).build())
+        .block_device_mappings(bdm("/dev/xvda", ROOT_VOL))
+        .block_device_mappings(bdm("/dev/sdf", DATA_VOL))
+        .build()
+}
+
+fn describe_instances(states: &'static [InstanceStateName]) -> Rule {
+    let mut seq = mock!(Ec2::describe_instances).sequence();
+    for s in states {
+        seq = seq.output(move || {
+            DescribeInstancesOutput::builder()
+                .reservations(Reservation::builder().instances(builder(s.clone())).build())
+                .build()
+        });
+    }
+    seq.build()
+}
+
+fn own_snapshots(found: Vec<Snapshot>) -> Rule {
+    mock!(Ec2::describe_snapshots)
+        .match_requests(|r| !r.filters().is_empty())
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(found.clone()))
+                .build()
+        })
+}
+
+fn volumes() -> Rule {
+    mock!(Ec2::describe_volumes)
+        .sequence()
+        .output(|| {
+            DescribeVolumesOutput::builder()
+                .volumes(
+                    Volume::builder()
+                        .volume_id(ROOT_VOL)
+                        .volume_type(VolumeType::Gp3)
+                        .iops(3000)
+                        .throughput(125)
+                        .build(),
+                )
+                .volumes(
+                    Volume::builder()
+                        .volume_id(DATA_VOL)
+                        .volume_type(VolumeType::Gp2)
+                        .iops(100)
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn created() -> CreateSnapshotsOutput {
+    CreateSnapshotsOutput::builder()
+        .snapshots(
+            Ec2SnapshotInfo::builder()
+                .snapshot_id("snap-0000000000000001")
+                .volume_id(ROOT_VOL)
+                .volume_size(16)
+                .build(),
+        )
+        .snapshots(
+            Ec2SnapshotInfo::builder()
+                .snapshot_id("snap-0000000000000002")
+                .volume_id(DATA_VOL)
+                .volume_size(20)
+                .build(),
+        )
+        .build()
+}
+
+fn build_steps() -> serde_json::Value {
+    let b = BuildState {
+        instance_id: BUILDER.into(),
+        source_image_id: BASE_IMAGE.into(),
+        progress: Progress::start(NOW - 600, 45).polled(NOW - 10, Status::Ready),
+    };
+    json!({ "build": b })
+}
+
+fn request(action: &str, run: &ami_core::steps::Run, steps: serde_json::Value) -> StepRequest {
+    input::parse_value("input", testing::request(action, run, steps)).unwrap()
+}
+
+#[tokio::test]
+async fn start_snapshots_every_volume_tagged_on_create() {
+    let captured: Captured<CreateSnapshotsInput> = Captured::default();
+    let cap = captured.clone();
+    let create = mock!(Ec2::create_snapshots).then_compute_output(move |r| {
+        cap.push(r);
+        created()
+    });
+    let (inst, mine, vols) = (
+        describe_instances(&[InstanceStateName::Stopped]),
+        own_snapshots(vec![]),
+        volumes(),
+    );
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+
+    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(out.source_image_id, BASE_IMAGE);
+    assert_eq!(out.root_device_name, "/dev/xvda");
+    let devs: Vec<_> = out
+        .snapshots
+        .iter()
+        .map(|s| (s.device_name.as_str(), s.snapshot_id.as_str(), s.size_gib))
+        .collect();
+    assert_eq!(
+        devs,
+        [
+            ("/dev/sdf", "snap-0000000000000002", 20),
+            ("/dev/xvda", "snap-0000000000000001", 16)
+        ]
+    );
+    let data = &out.snapshots[0];
+    assert_eq!(
+        (data.volume_type.as_str(), data.iops),
+        ("gp2", None),
+        "gp2 IOPS are not settable"
+    );
+    let root = &out.snapshots[1];
+    assert_eq!(
+        (root.volume_type.as_str(), root.iops, root.throughput),
+        ("gp3", Some(3000), Some(125))
+    );
+
+    let req = captured.only();
+    let spec = req.instance_specification().unwrap();
+    assert_eq!(spec.instance_id(), Some(BUILDER));
+    assert_eq!(spec.exclude_boot_volume(), Some(false));
+    let tag_spec = &req.tag_specifications()[0];
+    assert_eq!(tag_spec.resource_type(), Some(&ResourceType::Snapshot));
+    assert_eq!(tags::get(tag_spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
+    assert_eq!(tags::get(tag_spec.tags(), tags::ROLE), Some("snapshot"));
+    assert_eq!(tags::get(tag_spec.tags(), tags::SOURCE_IMAGE), Some(BASE_IMAGE));
+}
+
+#[tokio::test]
+async fn retried_start_finds_its_snapshots_by_tag() {
+    let create = mock!(Ec2::create_snapshots).then_output(created);
+    let mine = own_snapshots(vec![
+        Snapshot::builder()
+            .snapshot_id("snap-0000000000000001")
+            .volume_id(ROOT_VOL)
+            .volume_size(16)
+            .build(),
+        Snapshot::builder()
+            .snapshot_id("snap-0000000000000002")
+            .volume_id(DATA_VOL)
+            .volume_size(20)
+            .build(),
+    ]);
+    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(out.snapshots.len(), 2);
+    assert_eq!(create.num_calls(), 0, "nothing created twice");
+}
+
+#[tokio::test]
+async fn throttled_create_is_retried_then_succeeds() {
+    let create = mock!(Ec2::create_snapshots)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(created)
+        .build();
+    let (inst, mine, vols) = (
+        describe_instances(&[InstanceStateName::Stopped]),
+        own_snapshots(vec![]),
+        volumes(),
+    );
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+    let out = handle(&deps, testing::request("start", &testing::run(), build_steps()))
+        .await
+        .unwrap();
+    assert_eq!(out.snapshots.len(), 2);
+    assert_eq!(create.num_calls(), 2);
+}
+
+fn snapshot_states(polls: Vec<Vec<(&'static str, Ec2SnapshotState, &'static str)>>) -> Rule {
+    let mut seq = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| r.filters().is_empty())
+        .sequence();
+    for poll in polls {
+        seq = seq.output(move || {
+            let snaps = poll.iter().map(|(id, st, p)| {
+                Snapshot::builder()
+                    .snapshot_id(*id)
+                    .state(st.clone())
+                    .progress(*p)
+                    .state_message("disk gone")
+                    .build()
+            });
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(snaps.collect()))
+                .build()
+        });
+    }
+    seq.build()
+}
+
+async fn started_state() -> SnapshotState {
+    let create = mock!(Ec2::create_snapshots).then_output(created);
+    let (inst, mine, vols) = (
+        describe_instances(&[InstanceStateName::Stopped]),
+        own_snapshots(vec![]),
+        volumes(),
+    );
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+    start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn status_reports_progress_then_completion() {
+    use Ec2SnapshotState::{Completed, Pending};
+    let s1 = "snap-0000000000000001";
+    let s2 = "snap-0000000000000002";
+    let polls = snapshot_states(vec![
+        vec![(s1, Pending, "40%"), (s2, Pending, "10%")],
+        vec![(s1, Completed, "100%"), (s2, Pending, "75%")],
+        vec![(s1, Completed, "100%"), (s2, Completed, "100%")],
+    ]);
+    let deps = Deps {
+        ec2: testing::ec2(&[&polls]),
+    };
+    let mut state = started_state().await;
+    let mut seen = vec![];
+    for i in 0..3 {
+        let mut steps = build_steps();
+        steps["snapshot"] = serde_json::to_value(&state).unwrap();
+        state = status(&deps, &request("status", &testing::run(), steps), NOW + 60 * i)
+            .await
+            .unwrap();
+        seen.push((state.percent, state.progress.status));
+    }
+    assert_eq!(
+        seen,
+        [(10, Status::Pending), (75, Status::Pending), (100, Status::Ready)]
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_in_error_fails_the_step() {
+    let s1 = "snap-0000000000000001";
+    let polls = snapshot_states(vec![vec![(s1, Ec2SnapshotState::Error, "0%")]]);
+    let deps = Deps {
+        ec2: testing::ec2(&[&polls]),
+    };
+    let mut steps = build_steps();
+    steps["snapshot"] = serde_json::to_value(started_state().await).unwrap();
+    let err = status(&deps, &request("status", &testing::run(), steps), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.SnapshotFailed");
+    assert!(err.to_string().contains("disk gone"));
+}
+
+#[tokio::test]
+async fn instance_source_is_stopped_first_then_snapshotted() {
+    let mut recipe = testing::recipe();
+    recipe.source = Source::Instance(SourceInstance {
+        id: BUILDER.into(),
+        stop_first: true,
+    });
+    let run = testing::run_with(recipe);
+    let stop = mock!(Ec2::stop_instances)
+        .match_requests(|r| r.instance_ids() == [BUILDER])
+        .then_output(|| StopInstancesOutput::builder().build());
+    let create = mock!(Ec2::create_snapshots).then_output(created);
+    let inst = describe_instances(&[
+        InstanceStateName::Running,
+        InstanceStateName::Stopping,
+        InstanceStateName::Stopped,
+    ]);
+    let (mine, vols) = (own_snapshots(vec![]), volumes());
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &stop, &mine, &vols, &create]),
+    };
+
+    let s = start(&deps, &request("start", &run, json!({})), NOW).await.unwrap();
+    assert_eq!((stop.num_calls(), create.num_calls()), (1, 0));
+    assert_eq!(s.source_image_id, BASE_IMAGE, "recorded from the instance");
+    let s = status(&deps, &request("status", &run, json!({ "snapshot": s })), NOW + 15)
+        .await
+        .unwrap();
+    assert_eq!(create.num_calls(), 0, "still stopping");
+    let s = status(&deps, &request("status", &run, json!({ "snapshot": s })), NOW + 30)
+        .await
+        .unwrap();
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(s.snapshots.len(), 2);
+    assert_eq!(s.progress.status, Status::Pending);
+}
+
+#[tokio::test]
+async fn missing_build_output_is_invalid_input_without_calls() {
+    let deps = Deps { ec2: testing::ec2(&[]) };
+    let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.build"),
+        "{err}"
+    );
+}
