@@ -33,18 +33,17 @@ pub struct ScheduleInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerEvent {
-    Release(ReleaseDetail),
+    /// `day` is the UTC day of the event's `time` (today when absent), so a redelivered event maps to the same
+    /// execution input.
+    Release { detail: ReleaseDetail, day: String },
     /// `day` is the UTC day of the schedule, `YYYYMMDD`.
-    Schedule {
-        pipeline: String,
-        day: String,
-    },
+    Schedule { pipeline: String, day: String },
 }
 
 impl TriggerEvent {
     pub fn pipeline(&self) -> &str {
         match self {
-            TriggerEvent::Release(d) => &d.pipeline,
+            TriggerEvent::Release { detail, .. } => &detail.pipeline,
             TriggerEvent::Schedule { pipeline, .. } => pipeline,
         }
     }
@@ -87,7 +86,11 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
         if let Some(a) = &detail.artifact {
             naming::check_artifact("event.detail.artifact", a)?;
         }
-        Ok(TriggerEvent::Release(detail))
+        let day = envelope
+            .time
+            .map(|t| t.format("%Y%m%d").to_string())
+            .unwrap_or_else(today);
+        Ok(TriggerEvent::Release { detail, day })
     } else {
         let input: ScheduleInput = parse_value("event", value)?;
         naming::check_pipeline_name("event.pipeline", &input.pipeline)?;

@@ -290,3 +290,28 @@ mod tests {
         assert_eq!(err.error_type(), "AmiPipeline.Timeout");
     }
 }
+
+/// What the trigger did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerStatus {
+    /// A new execution started.
+    Started,
+    /// The execution for this release or schedule day already exists: nothing was started.
+    Duplicate,
+    /// A scheduled run found nothing to do (for example, the base image did not change).
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerOutput {
+    pub status: TriggerStatus,
+    pub pipeline: String,
+    pub execution_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

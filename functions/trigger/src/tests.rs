@@ -1,0 +1,248 @@
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::types::{Image, Tag};
+use aws_sdk_sfn::Client as Sfn;
+use aws_sdk_sfn::operation::start_execution::{StartExecutionInput, StartExecutionOutput};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{Rule, mock};
+
+use ami_core::testing::{self, BASE_IMAGE, Captured};
+
+use super::*;
+
+const RELEASE_EVENT: &str = include_str!("../../../infra/events/release.json");
+const SCHEDULED_EVENT: &str = include_str!("../../../infra/events/scheduled.json");
+const MALFORMED_EVENT: &str = include_str!("../../../infra/events/release-malformed.json");
+const SM: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:ami-pipeline";
+
+fn deps(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule]) -> Deps {
+    Deps {
+        ec2: testing::ec2(ec2),
+        ssm: testing::ssm(ssm),
+        sfn: testing::sfn(sfn),
+        region: "us-east-1".into(),
+        config: Config {
+            state_machine_arn: SM.into(),
+            recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
+        },
+    }
+}
+
+fn recipe_param(text: String) -> Rule {
+    mock!(Ssm::get_parameter)
+        .match_requests(|r| r.name() == Some("/ami-pipeline/pipelines/web"))
+        .sequence()
+        .output(move || {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(text.clone()).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn base_param() -> Rule {
+    mock!(Ssm::get_parameter)
+        .match_requests(|r| r.name().is_some_and(|n| n.starts_with("/aws/service/")))
+        .then_output(|| {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(BASE_IMAGE).build())
+                .build()
+        })
+}
+
+fn start_ok(captured: Captured<StartExecutionInput>) -> Rule {
+    mock!(Sfn::start_execution).then_compute_output(move |r| {
+        captured.push(r);
+        StartExecutionOutput::builder()
+            .execution_arn(format!("{SM}:{}", r.name().unwrap_or_default()).replace("stateMachine", "execution"))
+            .start_date(aws_smithy_types_now())
+            .build()
+            .unwrap()
+    })
+}
+
+fn aws_smithy_types_now() -> aws_sdk_sfn::primitives::DateTime {
+    aws_sdk_sfn::primitives::DateTime::from_secs(testing::NOW)
+}
+
+fn event(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn release_event_starts_one_named_execution_with_the_frozen_recipe() {
+    let captured = Captured::default();
+    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Started);
+    assert_eq!(out.execution_name, naming::release_execution_name("web", "1.4.0"));
+
+    let req = captured.only();
+    assert_eq!(req.state_machine_arn(), Some(SM));
+    assert_eq!(req.name(), Some(out.execution_name.as_str()));
+    let input: Value = serde_json::from_str(req.input().unwrap()).unwrap();
+    let run: Run = serde_json::from_value(input["run"].clone()).unwrap();
+    assert_eq!(run.release.version, "1.4.0");
+    assert_eq!(run.release.commit.as_deref(), Some("9f2c1e7a"));
+    assert_eq!(
+        run.date, "20261126",
+        "from the event's time, so a redelivery gives the same input"
+    );
+    assert_eq!(run.recipe, testing::recipe());
+    assert_eq!(run.copy_regions, ["eu-west-1", "ap-southeast-2"]);
+    assert!(run.build);
+}
+
+#[tokio::test]
+async fn duplicate_release_event_is_reported_and_sends_identical_input() {
+    let captured: Captured<StartExecutionInput> = Captured::default();
+    let cap = captured.clone();
+    let sfn = mock!(Sfn::start_execution)
+        .match_requests(move |r| {
+            cap.push(r);
+            true
+        })
+        .sequence()
+        .output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn("arn:x")
+                .start_date(aws_smithy_types_now())
+                .build()
+                .unwrap()
+        })
+        .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
+        .build();
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    let second = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(first.status, TriggerStatus::Started);
+    assert_eq!(second.status, TriggerStatus::Duplicate);
+    assert_eq!(first.execution_name, second.execution_name);
+    let sent = captured.all();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], sent[1], "byte-identical name and input");
+}
+
+#[tokio::test]
+async fn malformed_event_is_rejected_before_any_call() {
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_ok(Captured::default()),
+    );
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let err = handle(&deps, event(MALFORMED_EVENT)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.version"),
+        "{err}"
+    );
+    assert_eq!((param.num_calls(), sfn.num_calls()), (0, 0));
+}
+
+#[tokio::test]
+async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
+    let bad = testing::EXAMPLE_RECIPE.replace("\"keep\": 3", "\"keep\": 0");
+    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.retention.keep"),
+        "{err}"
+    );
+    assert_eq!(sfn.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn missing_recipe_is_recipe_not_found() {
+    let param = mock!(Ssm::get_parameter)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ParameterNotFound")))
+        .build();
+    let deps = deps(&[], &[&param], &[]);
+    let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.RecipeNotFound");
+    assert!(err.to_string().contains("/ami-pipeline/pipelines/web"));
+}
+
+#[tokio::test]
+async fn throttled_start_is_retried_then_succeeds() {
+    let sfn = mock!(Sfn::start_execution)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ThrottlingException")))
+        .output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn("arn:x")
+                .start_date(aws_smithy_types_now())
+                .build()
+                .unwrap()
+        })
+        .build();
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[], &[&param], &[&sfn]);
+    assert_eq!(
+        handle(&deps, event(RELEASE_EVENT)).await.unwrap().status,
+        TriggerStatus::Started
+    );
+    assert_eq!(sfn.num_calls(), 2);
+}
+
+fn newest_image(built_from: &str) -> Rule {
+    let image = Image::builder()
+        .image_id("ami-0ddddddddddddddd1")
+        .creation_date("2026-11-25T00:00:00.000Z")
+        .tags(Tag::builder().key(tags::RELEASE).value("1.3.9").build())
+        .tags(Tag::builder().key(tags::SOURCE_IMAGE).value(built_from).build())
+        .build();
+    mock!(Ec2::describe_images)
+        .match_requests(|r| r.owners() == ["self"])
+        .then_output(move || DescribeImagesOutput::builder().images(image.clone()).build())
+}
+
+fn base_images() -> Rule {
+    mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids() == [BASE_IMAGE])
+        .then_output(|| DescribeImagesOutput::builder().images(testing::base_image()).build())
+}
+
+#[tokio::test]
+async fn scheduled_run_with_unchanged_base_image_is_skipped() {
+    let (newest, base, bp) = (newest_image(BASE_IMAGE), base_images(), base_param());
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_ok(Captured::default()),
+    );
+    let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Skipped);
+    assert!(out.reason.unwrap().contains(BASE_IMAGE));
+    assert_eq!(sfn.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
+    let captured = Captured::default();
+    let (newest, base, bp) = (newest_image("ami-0aaaaaaaaaaaaaa00"), base_images(), base_param());
+    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Started);
+    assert_eq!(out.execution_name, "web-s-20261126");
+    let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
+    assert_eq!(input["run"]["release"]["version"], "1.3.9");
+    assert_eq!(input["run"]["trigger"], "schedule");
+}
+
+#[tokio::test]
+async fn first_scheduled_run_uses_the_default_version() {
+    let captured = Captured::default();
+    let none = mock!(Ec2::describe_images).then_output(|| DescribeImagesOutput::builder().build());
+    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let deps = deps(&[&none], &[&param], &[&sfn]);
+    handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
+    assert_eq!(input["run"]["release"]["version"], "1.0.0");
+}
