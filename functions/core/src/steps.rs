@@ -49,7 +49,10 @@ pub struct Run {
     pub recipe: Recipe,
     /// Whether the state machine runs a build (image source) or snapshots an instance as it is.
     pub build: bool,
-    /// Regions to copy to (the recipe's distribution regions without `region`), for the Map state.
+    /// Every region the image ends up in, `region` first: the state machine's Map runs copy (a no-op for the
+    /// home region) and share once per entry.
+    pub regions: Vec<String>,
+    /// Regions to copy to: `regions` without the home region.
     pub copy_regions: Vec<String>,
 }
 
@@ -186,8 +189,8 @@ pub struct TestState {
     pub instance_id: String,
     pub image_id: String,
     pub launched_at: i64,
-    /// Seconds from launch to passing, once passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds from launch to passing, once passed (always present, `null` before, so ASL paths resolve).
+    #[serde(default)]
     pub boot_to_ready_seconds: Option<i64>,
     /// Set by `finish` once the instance is terminated (or was already gone).
     #[serde(default)]

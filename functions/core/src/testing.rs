@@ -36,6 +36,7 @@ pub fn run_with(recipe: Recipe) -> Run {
         region: REGION.into(),
         date: "20261126".into(),
         build: true,
+        regions: recipe.all_regions(REGION),
         copy_regions: recipe.copy_regions(REGION),
         recipe,
     }
@@ -57,16 +58,36 @@ pub fn retry() -> RetryConfig {
         .with_initial_backoff(Duration::from_millis(1))
 }
 
+/// A client whose calls are answered by `rules` (any order). Built by hand rather than with the SDK's `test-util`
+/// feature, so tests and the Lambda binaries share one build of the SDK crates.
+macro_rules! mocked {
+    ($krate:ident, $rules:expr) => {{
+        let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for rule in $rules {
+            interceptor = interceptor.with_rule(rule);
+        }
+        let conf = $krate::config::Config::builder()
+            .behavior_version($krate::config::BehaviorVersion::latest())
+            .region($krate::config::Region::new(REGION))
+            .credentials_provider($krate::config::Credentials::new("AKIDTEST", "test", None, None, "test"))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor)
+            .retry_config(retry())
+            .build();
+        $krate::Client::from_conf(conf)
+    }};
+}
+
 pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    aws_smithy_mocks::mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c.retry_config(retry()))
+    mocked!(aws_sdk_ec2, rules)
 }
 
 pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
-    aws_smithy_mocks::mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules, |c| c.retry_config(retry()))
+    mocked!(aws_sdk_ssm, rules)
 }
 
 pub fn sfn(rules: &[&Rule]) -> aws_sdk_sfn::Client {
-    aws_smithy_mocks::mock_client!(aws_sdk_sfn, RuleMode::MatchAny, rules, |c| c.retry_config(retry()))
+    mocked!(aws_sdk_sfn, rules)
 }
 
 /// An EC2 (query protocol) error body.

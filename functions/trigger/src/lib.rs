@@ -80,6 +80,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
         region: deps.region.clone(),
         date: day,
         build: matches!(recipe.source, Source::Image(_)),
+        regions: recipe.all_regions(&deps.region),
         copy_regions: recipe.copy_regions(&deps.region),
         recipe,
     };
