@@ -1,1 +1,126 @@
-//! Step outputs for publish, retire and cleanup (filled in by those handlers' issue).
+//! Step outputs for publish, retire and cleanup.
+//!
+//! Each lists per region what the step found and what it changed, so an execution's history shows exactly which
+//! parameters, launch templates and images a run touched.
+
+use serde::{Deserialize, Serialize};
+
+/// One SSM parameter publish pointed at the new image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedParameter {
+    pub name: String,
+    /// False when the parameter already held the image id (a retried publish).
+    pub changed: bool,
+}
+
+/// One launch template whose default version now launches the new image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedLaunchTemplate {
+    pub id_or_name: String,
+    /// The default version after publish.
+    pub version: i64,
+    /// False when the default version already used the image (a retried publish).
+    pub changed: bool,
+}
+
+/// What publish did in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedRegion {
+    pub region: String,
+    pub image_id: String,
+    #[serde(default)]
+    pub parameters: Vec<PublishedParameter>,
+    #[serde(default)]
+    pub launch_templates: Vec<PublishedLaunchTemplate>,
+}
+
+/// Output of the publish step: the home region first, then one entry per copy region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutput {
+    pub release: String,
+    pub regions: Vec<PublishedRegion>,
+}
+
+/// An image retire set to be deprecated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    pub image_id: String,
+    /// RFC 3339, whole minutes.
+    pub deprecate_at: String,
+}
+
+/// What retire did in one region. Every released image of the pipeline there is in exactly one of `kept`,
+/// `deregistered` and `protected`; `deprecated` is a subset of `kept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredRegion {
+    pub region: String,
+    /// The newest `retention.keep` images that nothing references, newest first.
+    pub kept: Vec<String>,
+    /// Kept images given a deprecation time by this call (ones already deprecated by then are not listed).
+    pub deprecated: Vec<Deprecation>,
+    /// Deregistered with their snapshots.
+    pub deregistered: Vec<String>,
+    /// Referenced by a recipe SSM parameter or launch template default version: left untouched.
+    pub protected: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetireOutput {
+    pub regions: Vec<RetiredRegion>,
+}
+
+/// What cleanup removed in one region (ids already gone count as removed: running cleanup twice is success).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanedRegion {
+    pub region: String,
+    pub instances_terminated: Vec<String>,
+    pub images_deregistered: Vec<String>,
+    pub snapshots_deleted: Vec<String>,
+    /// Images of the execution that publish handed over (`state=released`): left alone, with their snapshots.
+    pub released_kept: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupOutput {
+    pub execution: String,
+    pub regions: Vec<CleanedRegion>,
+}
+
+/// The value of an SSM parameter, `None` when it does not exist.
+pub async fn parameter_value(ssm: &aws_sdk_ssm::Client, name: &str) -> crate::Result<Option<String>> {
+    match ssm.get_parameter().name(name).send().await {
+        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(String::from)),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
+        Err(e) => Err(crate::error::from_sdk("GetParameter", e)),
+    }
+}
+
+/// Launch templates are named by id (`lt-...`) or by name in the recipe.
+pub fn is_launch_template_id(id_or_name: &str) -> bool {
+    id_or_name.starts_with("lt-")
+}
+
+/// The default version of a launch template, `None` when the template does not exist.
+pub async fn launch_template_default(
+    ec2: &aws_sdk_ec2::Client,
+    id_or_name: &str,
+) -> crate::Result<Option<aws_sdk_ec2::types::LaunchTemplateVersion>> {
+    let call = ec2.describe_launch_template_versions().versions("$Default");
+    let call = if is_launch_template_id(id_or_name) {
+        call.launch_template_id(id_or_name)
+    } else {
+        call.launch_template_name(id_or_name)
+    };
+    match call.send().await {
+        Ok(out) => Ok(out.launch_template_versions().first().cloned()),
+        Err(e)
+            if matches!(
+                crate::error::aws_code(&e),
+                Some("InvalidLaunchTemplateName.NotFoundException" | "InvalidLaunchTemplateId.NotFound")
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(crate::error::from_sdk("DescribeLaunchTemplateVersions", e)),
+    }
+}

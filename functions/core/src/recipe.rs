@@ -833,3 +833,140 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
 pub fn is_account(s: &str) -> bool {
     s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
 }
+
+/// The recipe's JSON Schema, generated from these types.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Recipe);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/recipe.schema.json");
+    const WEB: &str = include_str!("../../../infra/recipes/al2023-web.json");
+    const WINDOWS: &str = include_str!("../../../infra/recipes/windows-2022-base.json");
+
+    /// `UPDATE_SCHEMA=1 cargo test -p ami-core schema` rewrites the committed schema.
+    #[test]
+    fn committed_schema_is_current() {
+        let fresh = json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(SCHEMA_FILE, &fresh).expect("write schema");
+        }
+        let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "infra/recipe.schema.json is stale: run `make schema`"
+        );
+    }
+
+    #[test]
+    fn example_recipes_are_valid() {
+        let web = Recipe::from_json(WEB).unwrap();
+        assert_eq!(web.name, "web");
+        assert_eq!(
+            web.all_regions("us-east-1"),
+            ["us-east-1", "eu-west-1", "ap-southeast-2"]
+        );
+        assert_eq!(web.copy_regions("eu-west-1"), ["ap-southeast-2"]);
+        let win = Recipe::from_json(WINDOWS).unwrap();
+        assert_eq!(win.build.unwrap().platform, Platform::Windows);
+        assert!(!win.distribution.public, "public sharing is off unless asked for");
+    }
+
+    fn field_of(text: &str) -> String {
+        match Recipe::from_json(text) {
+            Err(Error::InvalidInput { field, .. }) => field,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    fn edit(f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(WEB).unwrap();
+        f(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn bad_recipes_name_the_field() {
+        use serde_json::json;
+        let cases: Vec<(String, &str)> = vec![
+            (edit(|v| v["schema_version"] = json!(2)), "recipe.schema_version"),
+            (edit(|v| v["name"] = json!("Web Server")), "recipe.name"),
+            (
+                edit(|v| v["source"]["image"]["owners"] = json!(["amazon", "12345"])),
+                "recipe.source.image.owners[1]",
+            ),
+            (
+                edit(|v| v["source"]["image"]["id"] = json!("ami-0123456789abcdef0")),
+                "recipe.source.image",
+            ),
+            (
+                edit(|v| v["build"]["instance_type"] = json!("huge")),
+                "recipe.build.instance_type",
+            ),
+            (
+                edit(|v| v["build"]["timeout_minutes"] = json!(2)),
+                "recipe.build.timeout_minutes",
+            ),
+            (
+                edit(|v| v["build"]["script"] = json!("echo\nAMI_PIPELINE_SCRIPT_END\nrm -rf /")),
+                "recipe.build.script",
+            ),
+            (
+                edit(|v| v["build"]["data_volumes"][0]["device_name"] = json!("/dev/sda;x")),
+                "recipe.build.data_volumes[0].device_name",
+            ),
+            (
+                edit(|v| v["image"]["name"] = json!("{{pipeline}}-{{secret}}")),
+                "recipe.image.name",
+            ),
+            (
+                edit(|v| v["image"]["tpm_support"] = json!(true)),
+                "recipe.image.tpm_support",
+            ),
+            (
+                edit(|v| v["image"]["tags"] = json!({"aws:x": "y"})),
+                "recipe.image.tags.aws:x",
+            ),
+            (
+                edit(|v| v["distribution"]["regions"] = json!(["eu-west-1", "eu-west-1"])),
+                "recipe.distribution.regions[1]",
+            ),
+            (
+                edit(|v| v["distribution"]["regions"] = json!(["mars-north-1"])),
+                "recipe.distribution.regions[0]",
+            ),
+            (
+                edit(|v| v["distribution"]["accounts"] = json!(["1234"])),
+                "recipe.distribution.accounts[0]",
+            ),
+            (
+                edit(|v| v["distribution"]["public"] = json!("yes")),
+                "recipe.distribution.public",
+            ),
+            (
+                edit(|v| v["publish"]["ssm_parameters"] = json!(["no-slash"])),
+                "recipe.publish.ssm_parameters[0]",
+            ),
+            (edit(|v| v["retention"]["keep"] = json!(0)), "recipe.retention.keep"),
+            (edit(|v| v["refresh"] = json!("sometimes")), "recipe.refresh"),
+            (edit(|v| v["colour"] = json!("blue")), "recipe.colour"),
+            (
+                edit(|v| v.as_object_mut().unwrap().remove("build").map(|_| ()).unwrap_or(())),
+                "recipe.build",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(field_of(&text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = Recipe::from_json(&edit(|v| v["build"]["scrpit"] = serde_json::json!("x"))).unwrap_err();
+        assert!(err.to_string().contains("unknown field `scrpit`"), "{err}");
+    }
+}

@@ -1,0 +1,37 @@
+# ami-pipeline. `make test` runs every check; `make demo` runs one pipeline on the local AWS stack.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .tools/venv
+PY := $(VENV)/bin/python
+EVENT ?= infra/events/release.json
+
+.PHONY: test lint unit tools stack-test infra-test e2e demo schema
+
+test: lint unit stack-test infra-test e2e
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --workspace --locked
+
+# Pinned emulators and tools into .tools/ (git-ignored); a no-op when already installed.
+tools:
+	bash tests/stack/install.sh
+
+stack-test: tools
+	$(PY) -m pytest -q tests/stack
+
+infra-test: tools
+	$(PY) tests/infra/check_recipes.py
+
+e2e: tools
+	@if [ -f tests/local/e2e.sh ]; then bash tests/local/e2e.sh; else echo "e2e: not yet available"; fi
+
+demo: tools
+	bash tests/local/demo.sh $(EVENT)
+
+# Regenerates infra/recipe.schema.json from the Rust recipe types.
+schema:
+	UPDATE_SCHEMA=1 cargo test -p ami-core --locked committed_schema_is_current
