@@ -1,0 +1,163 @@
+//! copy: for one target region (the state machine maps over `run.copy_regions`), `start` copies the tested
+//! candidate from the pipeline's region with `CopyImage`, always encrypted; `status` reports pending until the
+//! copy is available.
+
+use aws_sdk_ec2::types::{Filter, ResourceType};
+use serde_json::Value;
+
+use ami_core::clients::Ec2Clients;
+use ami_core::ec2::{self, ImageProgress};
+use ami_core::error::{Error, Result, aws_code, from_sdk};
+use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now};
+use ami_core::{input, naming, tags};
+
+/// Clients, built once per process: one EC2 client per region, made on first use.
+pub struct Deps {
+    pub ec2: Ec2Clients,
+}
+
+impl Deps {
+    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+        Deps {
+            ec2: Ec2Clients::from_config(config),
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
+    let req: StepRequest = input::parse_value("input", event)?;
+    req.run.recipe.validate()?;
+    match req.action {
+        Action::Start => start(deps, &req, now()).await,
+        Action::Status => status(deps, &req, now()).await,
+        Action::Finish => Err(Error::invalid("input.action", "copy takes `start` or `status`")),
+    }
+}
+
+async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
+    let region = req.target_region()?;
+    let source = req.steps.image()?;
+    if source.region == region {
+        // The state machine maps over every region, home first: there the tested image is the result.
+        return Ok(ImageState {
+            progress: source.progress.polled(now, Status::Ready),
+            ..source.clone()
+        });
+    }
+    let distribution = &req.run.recipe.distribution;
+
+    // The tested image itself: its description goes with the copy, and a vanished or broken source is reported
+    // as such rather than as an opaque CopyImage error.
+    let home = deps.ec2.get(&source.region);
+    let image = ec2::describe_image(&home, &source.image_id).await?.ok_or_else(|| {
+        Error::ResourceGone(format!(
+            "source image {} no longer exists in {}",
+            source.image_id, source.region
+        ))
+    })?;
+    match ec2::image_progress(Some(&image)) {
+        ImageProgress::Available => {}
+        ImageProgress::Pending => {
+            return Err(Error::Transient(format!(
+                "source image {} is not available yet",
+                source.image_id
+            )));
+        }
+        ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
+    }
+
+    // CopyImageTags brings the recipe's and the pipeline's tags; these make sure the pipeline's own are there
+    // (and the copy counts as this execution's candidate for cleanup) even where tag copying is not honoured.
+    let mut image_tags = tags::standard(&req.execution, &req.run, tags::Role::Image);
+    image_tags.push(tags::tag(tags::STATE, tags::STATE_CANDIDATE));
+    // The base image the candidate was built from, as on the candidate, so copies answer "built from what".
+    if let Some(base) = tags::get(image.tags(), tags::SOURCE_IMAGE) {
+        image_tags.push(tags::tag(tags::SOURCE_IMAGE, base));
+    }
+    let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
+
+    let dest = deps.ec2.get(region);
+    let result = dest
+        .copy_image()
+        .source_region(&source.region)
+        .source_image_id(&source.image_id)
+        .name(&source.name)
+        .set_description(image.description().map(String::from))
+        .client_token(naming::client_token(&req.execution.name, "copy", region))
+        .encrypted(true)
+        .set_kms_key_id(distribution.kms_key_ids.get(region).cloned())
+        .copy_image_tags(true)
+        .tag_specifications(tags::spec(ResourceType::Image, image_tags))
+        .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags))
+        .send()
+        .await;
+    let image_id = match result {
+        Ok(out) => out
+            .image_id()
+            .ok_or_else(|| Error::Internal("CopyImage returned no image id".into()))?
+            .to_string(),
+        // The ClientToken covers a retried start; this covers a copy started under another token (e.g. by
+        // hand) or where the token was not honoured: adopt our own image of that name, never someone else's.
+        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
+            adopt_by_name(&dest, &req.execution.name, &source.name, region).await?
+        }
+        Err(e) => return Err(from_sdk("CopyImage", e)),
+    };
+    lambda_runtime::tracing::info!(image_id, region, "copy started");
+    Ok(ImageState {
+        region: region.to_string(),
+        image_id,
+        name: source.name.clone(),
+        progress: Progress::start(now, distribution.copy_timeout_minutes),
+    })
+}
+
+async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, region: &str) -> Result<String> {
+    let by_name = Filter::builder().name("name").values(name).build();
+    let found = ec2::own_images(ec2, vec![by_name]).await?;
+    if found.is_empty() {
+        // EC2 says the name is taken but does not list it yet: a copy just started. Looking again will find it.
+        return Err(Error::Transient(format!(
+            "an image named `{name}` exists in {region} but is not listed yet"
+        )));
+    }
+    match found
+        .iter()
+        .find(|i| tags::get(i.tags(), tags::EXECUTION) == Some(execution))
+    {
+        Some(mine) => Ok(mine
+            .image_id()
+            .ok_or_else(|| Error::Internal("DescribeImages returned an image without an id".into()))?
+            .to_string()),
+        None => Err(Error::Conflict(format!(
+            "an image named `{name}` already exists in {region} and belongs to another execution ({}); keep \
+             `{{{{id}}}}` in recipe.image.name so names stay unique",
+            found.iter().filter_map(|i| i.image_id()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
+    let region = req.target_region()?;
+    let state = req.steps.copy()?.clone();
+    if state.region != region {
+        return Err(Error::invalid(
+            "input.steps.copy.region",
+            format!("is `{}` but this call is for `{region}`", state.region),
+        ));
+    }
+    state.progress.check_deadline(now, "image copy")?;
+    let image = ec2::describe_image(&deps.ec2.get(region), &state.image_id).await?;
+    let status = match ec2::image_progress(image.as_ref()) {
+        ImageProgress::Pending => Status::Pending,
+        ImageProgress::Available => Status::Ready,
+        ImageProgress::Failed(why) => return Err(Error::ImageFailed(format!("copy in {region}: {why}"))),
+    };
+    Ok(ImageState {
+        progress: state.progress.polled(now, status),
+        ..state
+    })
+}
+
+#[cfg(test)]
+mod tests;

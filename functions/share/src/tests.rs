@@ -1,0 +1,478 @@
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::describe_image_attribute::DescribeImageAttributeOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_snapshot_attribute::DescribeSnapshotAttributeOutput;
+use aws_sdk_ec2::operation::modify_image_attribute::{ModifyImageAttributeInput, ModifyImageAttributeOutput};
+use aws_sdk_ec2::operation::modify_snapshot_attribute::{ModifySnapshotAttributeInput, ModifySnapshotAttributeOutput};
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image, ImageState as AwsImageState};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::recipe::Recipe;
+use ami_core::steps::{ImageState, Progress, Run, Status};
+use ami_core::testing::{self, Captured, NOW};
+
+use super::*;
+
+const CANDIDATE: &str = "ami-0ccccccccccccccc1";
+const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
+const DEST: &str = "eu-west-1";
+const SNAPSHOTS: [&str; 2] = ["snap-0eeeeeeeeeeeeeee1", "snap-0eeeeeeeeeeeeeee2"];
+const A: &str = "111122223333";
+const B: &str = "444455556666";
+const ORG: &str = "arn:aws:organizations::111122223333:organization/o-exampleorg1";
+const OU: &str = "arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-cdefgh34";
+
+/// One client for the destination region: a call in any other region fails the test.
+fn deps(rules: &[&Rule]) -> Deps {
+    let client = testing::ec2(rules);
+    Deps {
+        ec2: Ec2Clients::from_fn(move |region| {
+            assert_eq!(region, DEST, "calls go to the region being shared in");
+            client.clone()
+        }),
+    }
+}
+
+fn image_state(region: &str, image_id: &str) -> ImageState {
+    ImageState {
+        region: region.into(),
+        image_id: image_id.into(),
+        name: "web-1.4.0-20261126-0f00ba11".into(),
+        progress: Progress {
+            status: Status::Ready,
+            ..Progress::start(NOW - 900, 240)
+        },
+    }
+}
+
+fn request_with(run: &Run, region: &str) -> Value {
+    let mut r = testing::request(
+        "start",
+        run,
+        json!({ "image": image_state(testing::REGION, CANDIDATE), "copy": image_state(DEST, COPY) }),
+    );
+    r["region"] = json!(region);
+    r
+}
+
+fn run_with(edit: impl FnOnce(&mut Distribution)) -> Run {
+    let mut recipe: Recipe = testing::recipe();
+    edit(&mut recipe.distribution);
+    recipe.validate().unwrap();
+    testing::run_with(recipe)
+}
+
+fn image(state: AwsImageState) -> Rule {
+    mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids() == [COPY])
+        .then_output(move || {
+            let mut b = Image::builder().image_id(COPY).state(state.clone());
+            for (i, snap) in SNAPSHOTS.iter().enumerate() {
+                b = b.block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(["/dev/xvda", "/dev/sdf"][i])
+                        .ebs(EbsBlockDevice::builder().snapshot_id(*snap).encrypted(true).build())
+                        .build(),
+                );
+            }
+            DescribeImagesOutput::builder().images(b.build()).build()
+        })
+}
+
+fn launch_permission_now(current: &'static [&'static str]) -> Rule {
+    mock!(Ec2::describe_image_attribute)
+        .match_requests(|r| r.image_id() == Some(COPY) && r.attribute() == Some(&ImageAttributeName::LaunchPermission))
+        .then_output(move || {
+            DescribeImageAttributeOutput::builder()
+                .image_id(COPY)
+                .set_launch_permissions(Some(
+                    current
+                        .iter()
+                        .map(|a| LaunchPermission::builder().user_id(*a).build())
+                        .collect(),
+                ))
+                .build()
+        })
+}
+
+fn modify_image(captured: Captured<ModifyImageAttributeInput>) -> Rule {
+    mock!(Ec2::modify_image_attribute).then_compute_output(move |req| {
+        captured.push(req);
+        ModifyImageAttributeOutput::builder().build()
+    })
+}
+
+fn volume_permission_now(current: &'static [&'static str]) -> Rule {
+    mock!(Ec2::describe_snapshot_attribute)
+        .match_requests(|r| r.attribute() == Some(&SnapshotAttributeName::CreateVolumePermission))
+        .then_compute_output(move |r| {
+            DescribeSnapshotAttributeOutput::builder()
+                .set_snapshot_id(r.snapshot_id().map(String::from))
+                .set_create_volume_permissions(Some(
+                    current
+                        .iter()
+                        .map(|a| CreateVolumePermission::builder().user_id(*a).build())
+                        .collect(),
+                ))
+                .build()
+        })
+}
+
+fn modify_snapshot(captured: Captured<ModifySnapshotAttributeInput>) -> Rule {
+    mock!(Ec2::modify_snapshot_attribute).then_compute_output(move |req| {
+        captured.push(req);
+        ModifySnapshotAttributeOutput::builder().build()
+    })
+}
+
+fn added(req: &ModifyImageAttributeInput) -> Vec<LaunchPermission> {
+    assert!(
+        req.launch_permission().unwrap().remove().is_empty(),
+        "share never removes"
+    );
+    req.launch_permission().unwrap().add().to_vec()
+}
+
+fn user(a: &str) -> LaunchPermission {
+    LaunchPermission::builder().user_id(a).build()
+}
+
+#[test]
+fn launch_permissions_follow_the_recipe_and_refuse_public_unless_allowed() {
+    let d = |edit: fn(&mut Distribution)| {
+        let mut d = Distribution::default();
+        edit(&mut d);
+        d
+    };
+    assert_eq!(launch_permissions(&d(|_| {})).unwrap(), []);
+    assert_eq!(
+        launch_permissions(&d(|d| {
+            d.accounts = vec![B.into(), A.into()];
+            d.organization_arns = vec![ORG.into()];
+            d.organizational_unit_arns = vec![OU.into()];
+        }))
+        .unwrap(),
+        [
+            Grantee::Account(A.into()),
+            Grantee::Account(B.into()),
+            Grantee::Organization(ORG.into()),
+            Grantee::OrganizationalUnit(OU.into()),
+        ]
+    );
+
+    // `all` as an account would make the image public: refused without the flag, whatever the case.
+    for all in ["all", "ALL", " all"] {
+        let mut sneaky = d(|d| d.accounts = vec![A.into()]);
+        sneaky.accounts.push(all.into());
+        let err = launch_permissions(&sneaky).unwrap_err();
+        assert_eq!(
+            err.error_type(),
+            "AmiPipeline.PublicSharingNotAllowed",
+            "{all:?}: {err}"
+        );
+        assert!(err.to_string().contains("accounts[1]"), "{err}");
+    }
+    // With the flag, public means `Group=all`, once, and never a user id `all`.
+    let public = launch_permissions(&d(|d| {
+        d.public = true;
+        d.accounts = vec!["all".into(), A.into()];
+    }))
+    .unwrap();
+    assert_eq!(public, [Grantee::Account(A.into()), Grantee::Public]);
+    assert_eq!(launch_permissions(&d(|d| d.public = true)).unwrap(), [Grantee::Public]);
+
+    let err = launch_permissions(&d(|d| d.accounts = vec!["12345".into()])).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.distribution.accounts[0]"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn share_grants_launch_and_volume_permissions_to_the_accounts() {
+    let (mods, snap_mods) = (Captured::default(), Captured::default());
+    let rules = [
+        image(AwsImageState::Available),
+        launch_permission_now(&[]),
+        modify_image(mods.clone()),
+        volume_permission_now(&[]),
+        modify_snapshot(snap_mods.clone()),
+    ];
+    let deps = deps(&rules.iter().collect::<Vec<_>>());
+    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+
+    let req = mods.only();
+    assert_eq!(req.image_id(), Some(COPY));
+    assert_eq!(
+        added(&req),
+        [user(A), user(B)],
+        "the recipe's accounts, and no Group=all"
+    );
+    let snaps = snap_mods.all();
+    assert_eq!(snaps.len(), 2);
+    for (req, id) in snaps.iter().zip(SNAPSHOTS) {
+        assert_eq!(req.snapshot_id(), Some(id));
+        assert_eq!(req.attribute(), Some(&SnapshotAttributeName::CreateVolumePermission));
+        let users: Vec<_> = req
+            .create_volume_permission()
+            .unwrap()
+            .add()
+            .iter()
+            .map(|p| (p.user_id(), p.group()))
+            .collect();
+        assert_eq!(users, [(Some(A), None), (Some(B), None)]);
+    }
+    assert_eq!(out.region, DEST);
+    assert_eq!(out.image_id, COPY);
+    assert_eq!(out.granted, [Grantee::Account(A.into()), Grantee::Account(B.into())]);
+    assert!(out.already_granted.is_empty());
+    assert_eq!(out.snapshots.len(), 2);
+    assert_eq!(out.snapshots[1].granted, [A, B]);
+}
+
+#[tokio::test]
+async fn already_granted_is_success_without_modify_calls() {
+    let (modify, modify_snap) = (modify_image(Captured::default()), modify_snapshot(Captured::default()));
+    let rules = [
+        image(AwsImageState::Available),
+        launch_permission_now(&[A, B, "999988887777"]),
+        volume_permission_now(&[A, B]),
+    ];
+    let deps = deps(&[&rules[0], &rules[1], &rules[2], &modify, &modify_snap]);
+    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    assert_eq!(modify.num_calls(), 0);
+    assert_eq!(modify_snap.num_calls(), 0);
+    assert!(out.granted.is_empty());
+    assert_eq!(
+        out.already_granted,
+        [Grantee::Account(A.into()), Grantee::Account(B.into())],
+        "only what the recipe asks for is reported"
+    );
+    assert!(
+        out.snapshots
+            .iter()
+            .all(|s| s.granted.is_empty() && s.already_granted == [A, B])
+    );
+}
+
+#[tokio::test]
+async fn only_what_is_missing_is_added() {
+    let (mods, snap_mods) = (Captured::default(), Captured::default());
+    let rules = [
+        image(AwsImageState::Available),
+        launch_permission_now(&[A]),
+        modify_image(mods.clone()),
+        volume_permission_now(&[B]),
+        modify_snapshot(snap_mods.clone()),
+    ];
+    let deps = deps(&rules.iter().collect::<Vec<_>>());
+    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    assert_eq!(added(&mods.only()), [user(B)]);
+    for req in snap_mods.all() {
+        let users: Vec<_> = req
+            .create_volume_permission()
+            .unwrap()
+            .add()
+            .iter()
+            .map(|p| p.user_id())
+            .collect();
+        assert_eq!(users, [Some(A)]);
+    }
+    assert_eq!(out.granted, [Grantee::Account(B.into())]);
+    assert_eq!(out.already_granted, [Grantee::Account(A.into())]);
+}
+
+#[tokio::test]
+async fn organizations_and_ous_get_launch_permission_only() {
+    let run = run_with(|d| {
+        d.accounts.clear();
+        d.organization_arns = vec![ORG.into()];
+        d.organizational_unit_arns = vec![OU.into()];
+    });
+    let mods = Captured::default();
+    let (img, attr, modify) = (
+        image(AwsImageState::Available),
+        launch_permission_now(&[]),
+        modify_image(mods.clone()),
+    );
+    let deps = deps(&[&img, &attr, &modify]); // no snapshot rules: a snapshot call would fail the test
+    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    assert_eq!(
+        added(&mods.only()),
+        [
+            LaunchPermission::builder().organization_arn(ORG).build(),
+            LaunchPermission::builder().organizational_unit_arn(OU).build(),
+        ]
+    );
+    assert!(out.snapshots.is_empty());
+}
+
+#[tokio::test]
+async fn group_all_is_sent_only_when_the_recipe_says_public() {
+    let run = run_with(|d| d.public = true);
+    let mods = Captured::default();
+    let rules = [
+        image(AwsImageState::Available),
+        launch_permission_now(&[]),
+        modify_image(mods.clone()),
+        volume_permission_now(&[A, B]),
+    ];
+    let deps = deps(&rules.iter().collect::<Vec<_>>());
+    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    assert_eq!(
+        added(&mods.only()),
+        [
+            user(A),
+            user(B),
+            LaunchPermission::builder().group(PermissionGroup::All).build()
+        ]
+    );
+    assert!(out.granted.contains(&Grantee::Public));
+}
+
+#[tokio::test]
+async fn a_public_request_without_the_flag_is_refused_before_any_call() {
+    // Recipe validation rejects `all` as an account, so go around it: the handler's own check must hold.
+    let mut recipe = testing::recipe();
+    recipe.distribution.accounts.push("all".into());
+    let run = testing::run_with(recipe);
+    let req: StepRequest = input::parse_value("input", request_with(&run, DEST)).unwrap();
+    let deps = deps(&[]);
+    let err = share(&deps, &req).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
+
+    // Through the handler, validation stops it first, naming the field.
+    let err = handle(&deps, request_with(&run, DEST)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.distribution.accounts[2]"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_to_share_is_success_without_calls() {
+    let run = run_with(|d| d.accounts.clear());
+    let deps = deps(&[]);
+    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    assert_eq!(
+        out,
+        ShareOutput {
+            region: DEST.into(),
+            image_id: COPY.into(),
+            ..ShareOutput::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_image_still_pending_is_transient() {
+    let modify = modify_image(Captured::default());
+    let img = image(AwsImageState::Pending);
+    let deps = deps(&[&img, &modify]);
+    let err = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    assert_eq!(modify.num_calls(), 0);
+
+    let (img, attr) = (image(AwsImageState::Available), launch_permission_now(&[]));
+    let unavailable = mock!(Ec2::modify_image_attribute)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.Unavailable")))
+        .build();
+    let deps = self::deps(&[&img, &attr, &unavailable]);
+    let err = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn throttled_modify_is_retried_then_succeeds() {
+    let modify = mock!(Ec2::modify_image_attribute)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| ModifyImageAttributeOutput::builder().build())
+        .build();
+    let rules = [
+        image(AwsImageState::Available),
+        launch_permission_now(&[]),
+        volume_permission_now(&[A, B]),
+    ];
+    let deps = deps(&[&rules[0], &rules[1], &rules[2], &modify]);
+    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    assert_eq!(modify.num_calls(), 2);
+    assert_eq!(out.granted.len(), 2);
+}
+
+#[tokio::test]
+async fn in_the_pipeline_region_the_candidate_itself_is_shared() {
+    // No `steps.copy`: the home region's share works on `steps.image`.
+    let mods = Captured::default();
+    let img = mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids() == [CANDIDATE])
+        .then_output(|| {
+            DescribeImagesOutput::builder()
+                .images(
+                    Image::builder()
+                        .image_id(CANDIDATE)
+                        .state(AwsImageState::Available)
+                        .build(),
+                )
+                .build()
+        });
+    let attr = mock!(Ec2::describe_image_attribute)
+        .match_requests(|r| r.image_id() == Some(CANDIDATE))
+        .then_output(|| DescribeImageAttributeOutput::builder().build());
+    let modify = modify_image(mods.clone());
+    let client = testing::ec2(&[&img, &attr, &modify]);
+    let deps = Deps {
+        ec2: Ec2Clients::from_fn(move |region| {
+            assert_eq!(region, testing::REGION);
+            client.clone()
+        }),
+    };
+    let mut req = testing::request(
+        "start",
+        &testing::run(),
+        json!({ "image": image_state(testing::REGION, CANDIDATE) }),
+    );
+    req["region"] = json!(testing::REGION);
+    let out = handle(&deps, req).await.unwrap();
+    assert_eq!(out.image_id, CANDIDATE);
+    assert_eq!(mods.only().image_id(), Some(CANDIDATE));
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let deps = deps(&[]);
+    let field_of = |err: Error| match err {
+        Error::InvalidInput { field, .. } => field,
+        other => panic!("expected InvalidInput, got {other}"),
+    };
+    let mut no_region = request_with(&testing::run(), DEST);
+    no_region.as_object_mut().unwrap().remove("region");
+    assert_eq!(field_of(handle(&deps, no_region).await.unwrap_err()), "input.region");
+    // The Map item's copy is for another region than the call.
+    assert_eq!(
+        field_of(
+            handle(&deps, request_with(&testing::run(), "ap-southeast-2"))
+                .await
+                .unwrap_err()
+        ),
+        "input.steps.copy.region"
+    );
+    let mut bad = request_with(&testing::run(), DEST);
+    bad["run"]["recipe"]["distribution"]["public"] = json!("yes");
+    assert_eq!(
+        field_of(handle(&deps, bad).await.unwrap_err()),
+        "input.run.recipe.distribution.public"
+    );
+    let mut no_image = request_with(&testing::run(), DEST);
+    no_image["steps"] = json!({});
+    assert_eq!(
+        field_of(handle(&deps, no_image).await.unwrap_err()),
+        "input.steps.image"
+    );
+    let mut status = request_with(&testing::run(), DEST);
+    status["action"] = json!("status");
+    assert_eq!(field_of(handle(&deps, status).await.unwrap_err()), "input.action");
+}

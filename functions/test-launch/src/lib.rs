@@ -1,0 +1,306 @@
+//! test-launch: `start` launches one instance from the candidate image with the recipe's test settings;
+//! `status` waits for its status checks (and the smoke test's marker) and records boot-to-ready seconds on the
+//! image; `finish` terminates the instance, whatever the outcome.
+//!
+//! With `recipe.test.enabled: false`, `start` returns a state that is already `ready` with an empty
+//! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
+
+use aws_sdk_ec2::types::{
+    HttpTokensState, Instance, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceStatusSummary, ResourceType, ShutdownBehavior,
+    SummaryStatus,
+};
+use serde_json::Value;
+
+use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::steps::{Action, Progress, Status, StepRequest, TestState, now};
+use ami_core::userdata::{self, Outcome};
+use ami_core::{input, naming, tags};
+
+/// Clients, built once per process. The candidate image is in the pipeline's own region, where this runs.
+pub struct Deps {
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl Deps {
+    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+        Deps {
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
+    let req: StepRequest = input::parse_value("input", event)?;
+    req.run.recipe.validate()?;
+    match req.action {
+        Action::Start => start(deps, &req, now()).await,
+        Action::Status => status(deps, &req, now()).await,
+        Action::Finish => finish(deps, &req).await,
+    }
+}
+
+fn log(instance_id: &str, what: &str) {
+    lambda_runtime::tracing::info!(instance_id, "{what}");
+}
+
+/// When the instance was launched, so boot-to-ready counts from the launch, not from our first look.
+fn launched_at(instance: &Instance, now: i64) -> i64 {
+    instance.launch_time().map(|t| t.secs()).unwrap_or(now)
+}
+
+async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
+    let recipe = &req.run.recipe;
+    let test = &recipe.test;
+    let image = req.steps.image()?;
+    if image.region != req.run.region {
+        return Err(Error::invalid(
+            "input.steps.image.region",
+            format!("the candidate is tested in the pipeline's region `{}`", req.run.region),
+        ));
+    }
+    let progress = Progress::start(now, test.timeout_minutes);
+    let state = |instance_id: String, launched_at: i64| TestState {
+        instance_id,
+        image_id: image.image_id.clone(),
+        launched_at,
+        boot_to_ready_seconds: None,
+        terminated: false,
+        progress,
+    };
+    if !test.enabled {
+        return Ok(TestState {
+            progress: Progress {
+                status: Status::Ready,
+                ..progress
+            },
+            ..state(String::new(), now)
+        });
+    }
+
+    // A retried start adopts the instance it already launched (the ClientToken below covers a lost response).
+    let mine = vec![
+        tags::filter(tags::EXECUTION, &req.execution.name),
+        tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
+    ];
+    if let Some(existing) = ami_core::ec2::find_instances(&deps.ec2, mine).await?.first() {
+        let id = existing
+            .instance_id()
+            .ok_or_else(|| Error::Internal("DescribeInstances returned an instance without an id".into()))?;
+        log(id, "adopted the test instance this execution already launched");
+        return Ok(state(id.to_string(), launched_at(existing, now)));
+    }
+
+    // Test settings fall back to the build's, so the image is tested where it was built.
+    let build = recipe.build.as_ref();
+    let instance_type = test
+        .instance_type
+        .as_deref()
+        .or(build.map(|b| b.instance_type.as_str()))
+        .ok_or_else(|| {
+            Error::invalid(
+                "run.recipe.test.instance_type",
+                "required when there is no `build` section",
+            )
+        })?;
+    let subnet = test
+        .subnet_id
+        .clone()
+        .or_else(|| build.and_then(|b| b.subnet_id.clone()));
+    let groups = match (&test.security_group_ids, build) {
+        (groups, _) if !groups.is_empty() => groups.clone(),
+        (_, Some(b)) => b.security_group_ids.clone(),
+        _ => Vec::new(),
+    };
+    let platform = build.map(|b| b.platform).unwrap_or_default();
+    let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
+    let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
+
+    let nic = InstanceNetworkInterfaceSpecification::builder()
+        .device_index(0)
+        .associate_public_ip_address(false)
+        .delete_on_termination(true)
+        .set_subnet_id(subnet)
+        .set_groups(Some(groups).filter(|g| !g.is_empty()))
+        .build();
+    let out = deps
+        .ec2
+        .run_instances()
+        .image_id(&image.image_id)
+        .instance_type(instance_type.into())
+        .min_count(1)
+        .max_count(1)
+        .client_token(naming::client_token(&req.execution.name, "test", &req.run.region))
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_put_response_hop_limit(1)
+                .build(),
+        )
+        .network_interfaces(nic)
+        // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
+        .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+        .set_user_data(user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())))
+        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags))
+        .send()
+        .await
+        .aws("RunInstances")?;
+    let instance = out
+        .instances()
+        .first()
+        .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?;
+    let id = instance
+        .instance_id()
+        .ok_or_else(|| Error::Internal("RunInstances returned an instance without an id".into()))?;
+    log(id, "launched the test instance");
+    Ok(state(id.to_string(), launched_at(instance, now)))
+}
+
+/// A status check summary as text, for failure messages: `impaired (reachability: failed)`.
+fn describe_check(summary: &InstanceStatusSummary) -> String {
+    let details: Vec<String> = summary
+        .details()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: {}",
+                d.name().map(|n| n.as_str()).unwrap_or("?"),
+                d.status().map(|s| s.as_str()).unwrap_or("?")
+            )
+        })
+        .collect();
+    format!(
+        "{} ({})",
+        summary.status().map(|s| s.as_str()).unwrap_or("unknown"),
+        details.join(", ")
+    )
+}
+
+/// The instance left `running` before passing. Stopped or terminated through the API means someone else did it;
+/// anything else (the guest powered off, a boot failure) is the image's fault.
+fn ended(id: &str, instance: &Instance, state: &InstanceStateName) -> Error {
+    let reason = instance.state_reason();
+    let message = reason.and_then(|r| r.message()).unwrap_or("no reason given");
+    if reason.and_then(|r| r.code()) == Some("Client.UserInitiatedShutdown") {
+        Error::ResourceGone(format!(
+            "test instance {id} is {} from outside the pipeline: {message}",
+            state.as_str()
+        ))
+    } else {
+        Error::TestFailed(format!(
+            "test instance {id} is {} before passing: {message}",
+            state.as_str()
+        ))
+    }
+}
+
+async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
+    let state = req.steps.test()?.clone();
+    if state.instance_id.is_empty() {
+        // Only `start` with the test disabled returns no instance, and that state is already ready.
+        if req.run.recipe.test.enabled {
+            return Err(Error::invalid(
+                "input.steps.test.instance_id",
+                "must name the test instance `start` launched",
+            ));
+        }
+        return Ok(state);
+    }
+    state.progress.check_deadline(now, "test launch")?;
+    let id = &state.instance_id;
+    let pending = |state: TestState| TestState {
+        progress: state.progress.polled(now, Status::Pending),
+        ..state
+    };
+
+    let instance = ami_core::ec2::describe_instance(&deps.ec2, id)
+        .await?
+        .ok_or_else(|| Error::ResourceGone(format!("test instance {id} no longer exists")))?;
+    match instance.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Running) => {}
+        Some(
+            s @ (InstanceStateName::Stopping
+            | InstanceStateName::Stopped
+            | InstanceStateName::ShuttingDown
+            | InstanceStateName::Terminated),
+        ) => return Err(ended(id, &instance, s)),
+        _ => return Ok(pending(state)),
+    }
+
+    // Always filtered to the instance: unfiltered calls draw on a smaller throttle bucket.
+    let out = deps
+        .ec2
+        .describe_instance_status()
+        .instance_ids(id)
+        .include_all_instances(true)
+        .send()
+        .await
+        .aws("DescribeInstanceStatus")?;
+    let checks = out.instance_statuses().first();
+    let summaries = [
+        ("instance", checks.and_then(|c| c.instance_status())),
+        ("system", checks.and_then(|c| c.system_status())),
+    ];
+    for (which, summary) in summaries {
+        if let Some(s) = summary.filter(|s| s.status() == Some(&SummaryStatus::Impaired)) {
+            return Err(Error::TestFailed(format!(
+                "test instance {id}: {which} status check {}",
+                describe_check(s)
+            )));
+        }
+    }
+    let checks_ok = summaries
+        .iter()
+        .all(|(_, s)| s.and_then(|s| s.status()) == Some(&SummaryStatus::Ok));
+
+    let smoke_passed = if req.run.recipe.test.script.is_some() {
+        let console = ami_core::ec2::console_text(&deps.ec2, id).await?;
+        match userdata::smoke_result(&console) {
+            Some(Outcome::Passed) => true,
+            Some(Outcome::Failed(why)) => {
+                return Err(Error::TestFailed(format!(
+                    "test instance {id}: smoke test reported {why}"
+                )));
+            }
+            None => false,
+        }
+    } else {
+        true
+    };
+    if !(checks_ok && smoke_passed) {
+        return Ok(pending(state));
+    }
+
+    let seconds = (now - state.launched_at).max(0);
+    deps.ec2
+        .create_tags()
+        .resources(&state.image_id)
+        .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
+        .send()
+        .await
+        .aws("CreateTags")?;
+    log(id, "test instance passed");
+    Ok(TestState {
+        boot_to_ready_seconds: Some(seconds),
+        progress: state.progress.polled(now, Status::Ready),
+        ..state
+    })
+}
+
+/// Terminates the test instance; one already gone counts as done. Runs after a pass and on the failure path.
+async fn finish(deps: &Deps, req: &StepRequest) -> Result<TestState> {
+    let state = req.steps.test()?.clone();
+    if !state.instance_id.is_empty() {
+        ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
+        log(&state.instance_id, "terminated the test instance");
+    }
+    Ok(TestState {
+        terminated: true,
+        ..state
+    })
+}
+
+#[cfg(test)]
+mod tests;

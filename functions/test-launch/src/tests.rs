@@ -1,0 +1,586 @@
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::create_tags::{CreateTagsInput, CreateTagsOutput};
+use aws_sdk_ec2::operation::describe_instance_status::{DescribeInstanceStatusInput, DescribeInstanceStatusOutput};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
+use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
+use aws_sdk_ec2::operation::terminate_instances::{TerminateInstancesInput, TerminateInstancesOutput};
+use aws_sdk_ec2::types::{
+    InstanceState, InstanceStatus, InstanceStatusDetails, Reservation, StateReason, StatusName, StatusType,
+};
+use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_types::DateTime;
+use serde_json::json;
+
+use ami_core::recipe::Recipe;
+use ami_core::steps::{ImageState, Run};
+use ami_core::testing::{self, Captured, NOW};
+
+use super::*;
+
+const CANDIDATE: &str = "ami-0ccccccccccccccc1";
+const TESTER: &str = "i-0ddddddddddddddd1";
+/// The test instance's launch time: 200 s before `NOW`.
+const LAUNCHED: i64 = NOW - 200;
+
+fn deps(rules: &[&Rule]) -> Deps {
+    Deps {
+        ec2: testing::ec2(rules),
+    }
+}
+
+fn candidate() -> ImageState {
+    ImageState {
+        region: testing::REGION.into(),
+        image_id: CANDIDATE.into(),
+        name: "web-1.4.0-20261126-0f00ba11".into(),
+        progress: ami_core::steps::Progress {
+            status: Status::Ready,
+            ..Progress::start(NOW - 900, 30)
+        },
+    }
+}
+
+fn start_request(run: &Run) -> Value {
+    testing::request("start", run, json!({ "image": candidate() }))
+}
+
+fn parse(v: Value) -> StepRequest {
+    input::parse_value("input", v).unwrap()
+}
+
+fn recipe_with(edit: impl FnOnce(&mut Recipe)) -> Run {
+    let mut r = testing::recipe();
+    edit(&mut r);
+    r.validate().unwrap();
+    testing::run_with(r)
+}
+
+fn instance(state: InstanceStateName) -> aws_sdk_ec2::types::Instance {
+    aws_sdk_ec2::types::Instance::builder()
+        .instance_id(TESTER)
+        .image_id(CANDIDATE)
+        .launch_time(DateTime::from_secs(LAUNCHED))
+        .state(InstanceState::builder().name(state).build())
+        .build()
+}
+
+fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
+    DescribeInstancesOutput::builder()
+        .reservations(Reservation::builder().instances(i).build())
+        .build()
+}
+
+/// The look-up by tag finds nothing: no test instance of this execution yet.
+fn none_tagged() -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .then_output(|| DescribeInstancesOutput::builder().build())
+}
+
+fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
+    mock!(Ec2::run_instances).then_compute_output(move |req| {
+        captured.push(req);
+        RunInstancesOutput::builder()
+            .instances(instance(InstanceStateName::Pending))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
+    let captured = Captured::default();
+    let (lookup, run) = (none_tagged(), run_instances(captured.clone()));
+    let deps = deps(&[&lookup, &run]);
+
+    let out = start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+    assert_eq!(out.instance_id, TESTER);
+    assert_eq!(out.image_id, CANDIDATE);
+    assert_eq!(out.launched_at, LAUNCHED, "boot time counts from the instance's launch");
+    assert_eq!(out.progress.status, Status::Pending);
+    assert_eq!(out.progress.deadline, NOW + 15 * 60, "recipe.test.timeout_minutes");
+    assert!(!out.terminated);
+
+    let req = captured.only();
+    assert_eq!(req.image_id(), Some(CANDIDATE));
+    assert_eq!(req.instance_type().map(|t| t.as_str()), Some("t3.small"));
+    assert_eq!((req.min_count(), req.max_count()), (Some(1), Some(1)));
+    assert_eq!(
+        req.client_token(),
+        Some(naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
+    );
+    let md = req.metadata_options().unwrap();
+    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
+    let nic = &req.network_interfaces()[0];
+    assert_eq!(nic.associate_public_ip_address(), Some(false));
+    // The example recipe's test section names no network: the build's is used.
+    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
+    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
+    assert_eq!(
+        req.instance_initiated_shutdown_behavior(),
+        Some(&ShutdownBehavior::Terminate)
+    );
+    assert!(req.block_device_mappings().is_empty(), "the image's own mappings");
+    for rt in [ResourceType::Instance, ResourceType::Volume] {
+        let spec = req
+            .tag_specifications()
+            .iter()
+            .find(|s| s.resource_type() == Some(&rt))
+            .expect("tagged on create");
+        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
+        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
+        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("test-instance"));
+    }
+    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
+    let user_data = String::from_utf8(user_data).unwrap();
+    assert!(user_data.contains(userdata::SMOKE_TAG));
+    assert!(
+        user_data.contains("curl -fsS http://127.0.0.1/ > /dev/null"),
+        "the recipe's script"
+    );
+    assert!(!user_data.contains("shutdown"), "the test instance stays up");
+}
+
+#[tokio::test]
+async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
+    let run = recipe_with(|r| {
+        r.test.instance_type = Some("m7i.large".into());
+        r.test.subnet_id = Some("subnet-0fedcba9876543210".into());
+        r.test.security_group_ids = vec!["sg-0fedcba9876543210".into()];
+        r.test.script = None;
+    });
+    let captured = Captured::default();
+    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let deps = deps(&[&lookup, &launch]);
+    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    let req = captured.only();
+    assert_eq!(req.instance_type().map(|t| t.as_str()), Some("m7i.large"));
+    let nic = &req.network_interfaces()[0];
+    assert_eq!(nic.subnet_id(), Some("subnet-0fedcba9876543210"));
+    assert_eq!(nic.groups(), ["sg-0fedcba9876543210"]);
+    assert_eq!(req.user_data(), None);
+
+    let run = recipe_with(|r| r.test.instance_type = None);
+    let captured = Captured::default();
+    let launch = run_instances(captured.clone());
+    let deps = self::deps(&[&lookup, &launch]);
+    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    assert_eq!(
+        captured.only().instance_type().map(|t| t.as_str()),
+        Some("t3.small"),
+        "recipe.build.instance_type"
+    );
+}
+
+#[tokio::test]
+async fn retried_start_adopts_the_tagged_instance_instead_of_launching_again() {
+    let tagged = mock!(Ec2::describe_instances)
+        .match_requests(|r| {
+            let f = |name: &str| {
+                r.filters()
+                    .iter()
+                    .find(|f| f.name() == Some(name))
+                    .map(|f| f.values().to_vec())
+            };
+            f("tag:ami-pipeline:execution") == Some(vec![testing::EXECUTION.to_string()])
+                && f("tag:ami-pipeline:role") == Some(vec!["test-instance".to_string()])
+        })
+        .then_output(|| described(instance(InstanceStateName::Running)));
+    let launch = run_instances(Captured::default());
+    let deps = deps(&[&tagged, &launch]);
+    let out = handle(&deps, start_request(&testing::run())).await.unwrap();
+    assert_eq!(out.instance_id, TESTER);
+    assert_eq!(out.launched_at, LAUNCHED);
+    assert_eq!(tagged.num_calls(), 1);
+    assert_eq!(launch.num_calls(), 0, "no second instance");
+}
+
+#[tokio::test]
+async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
+    // The tag look-up cannot see an instance whose launch response was lost a moment ago; the ClientToken makes
+    // EC2 return that instance instead of launching another.
+    let captured = Captured::default();
+    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let deps = deps(&[&lookup, &launch]);
+    for _ in 0..2 {
+        start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+    }
+    let tokens: Vec<_> = captured
+        .all()
+        .iter()
+        .map(|r| r.client_token().map(String::from))
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens[0].is_some());
+    assert_eq!(tokens[0], tokens[1]);
+}
+
+#[tokio::test]
+async fn throttled_launch_is_retried_then_succeeds() {
+    let lookup = none_tagged();
+    let launch = mock!(Ec2::run_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| {
+            RunInstancesOutput::builder()
+                .instances(instance(InstanceStateName::Pending))
+                .build()
+        })
+        .build();
+    let deps = deps(&[&lookup, &launch]);
+    let out = handle(&deps, start_request(&testing::run())).await.unwrap();
+    assert_eq!(out.instance_id, TESTER);
+    assert_eq!(launch.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
+    let run = recipe_with(|r| r.test.enabled = false);
+    let deps = deps(&[]);
+    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    assert_eq!(out.instance_id, "");
+    assert_eq!(out.image_id, CANDIDATE);
+    assert_eq!(out.progress.status, Status::Ready);
+    assert_eq!(out.boot_to_ready_seconds, None);
+
+    let next = parse(testing::request(
+        "status",
+        &run,
+        json!({ "image": candidate(), "test": out }),
+    ));
+    let after = status(&deps, &next, NOW + 5).await.unwrap();
+    assert_eq!(after, out);
+    let done = finish(&deps, &next).await.unwrap();
+    assert!(done.terminated);
+}
+
+fn state() -> TestState {
+    TestState {
+        instance_id: TESTER.into(),
+        image_id: CANDIDATE.into(),
+        launched_at: LAUNCHED,
+        boot_to_ready_seconds: None,
+        terminated: false,
+        progress: Progress::start(NOW - 100, 15),
+    }
+}
+
+fn request_for(action: &str, run: &Run, s: &TestState) -> StepRequest {
+    parse(testing::request(
+        action,
+        run,
+        json!({ "image": candidate(), "test": s }),
+    ))
+}
+
+fn instance_in(states: &'static [InstanceStateName]) -> Rule {
+    let mut seq = mock!(Ec2::describe_instances)
+        .match_requests(|r| r.instance_ids() == [TESTER])
+        .sequence();
+    for s in states {
+        seq = seq.output(move || described(instance(s.clone())));
+    }
+    seq.build()
+}
+
+fn checks(instance: SummaryStatus, system: SummaryStatus) -> InstanceStatus {
+    let summary = |s: SummaryStatus| {
+        let detail_status = if s == SummaryStatus::Impaired {
+            StatusType::Failed
+        } else {
+            StatusType::Passed
+        };
+        InstanceStatusSummary::builder()
+            .status(s)
+            .details(
+                InstanceStatusDetails::builder()
+                    .name(StatusName::Reachability)
+                    .status(detail_status)
+                    .build(),
+            )
+            .build()
+    };
+    InstanceStatus::builder()
+        .instance_id(TESTER)
+        .instance_status(summary(instance))
+        .system_status(summary(system))
+        .build()
+}
+
+fn status_checks(
+    captured: Captured<DescribeInstanceStatusInput>,
+    seq: &'static [(SummaryStatus, SummaryStatus)],
+) -> Rule {
+    let mut rule = mock!(Ec2::describe_instance_status)
+        .match_requests(move |r| {
+            captured.push(r);
+            true
+        })
+        .sequence();
+    for (i, s) in seq {
+        rule = rule.output(move || {
+            DescribeInstanceStatusOutput::builder()
+                .instance_statuses(checks(i.clone(), s.clone()))
+                .build()
+        });
+    }
+    rule.build()
+}
+
+fn console(texts: &'static [&'static str]) -> Rule {
+    let mut seq = mock!(Ec2::get_console_output)
+        .match_requests(|r| r.instance_id() == Some(TESTER) && r.latest() == Some(true))
+        .sequence();
+    for text in texts {
+        seq = seq.output(move || {
+            GetConsoleOutputOutput::builder()
+                .output(aws_smithy_types::base64::encode(text.as_bytes()))
+                .build()
+        });
+    }
+    seq.build()
+}
+
+fn create_tags(captured: Captured<CreateTagsInput>) -> Rule {
+    mock!(Ec2::create_tags).then_compute_output(move |req| {
+        captured.push(req);
+        CreateTagsOutput::builder().build()
+    })
+}
+
+#[tokio::test]
+async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_ready() {
+    use SummaryStatus::{Initializing, Ok};
+    let states = instance_in(&[
+        InstanceStateName::Pending,
+        InstanceStateName::Running,
+        InstanceStateName::Running,
+        InstanceStateName::Running,
+    ]);
+    let status_reqs = Captured::default();
+    let st = status_checks(status_reqs.clone(), &[(Initializing, Initializing), (Ok, Ok), (Ok, Ok)]);
+    let con = console(&[
+        "booting\n",
+        "cloud-init ... nginx started\n",
+        "cloud-init ...\n[   31.2] AMI-PIPELINE-SMOKE: PASS\n",
+    ]);
+    let tagged = Captured::default();
+    let tag = create_tags(tagged.clone());
+    let deps = deps(&[&states, &st, &con, &tag]);
+
+    let run = testing::run();
+    let mut s = state();
+    let mut seen = vec![];
+    for _ in 0..4 {
+        s = status(&deps, &request_for("status", &run, &s), NOW).await.unwrap();
+        seen.push(s.progress.status);
+    }
+    assert_eq!(
+        seen,
+        [Status::Pending, Status::Pending, Status::Pending, Status::Ready],
+        "pending instance; initializing checks; checks ok but no marker yet; passed"
+    );
+    assert_eq!(s.progress.polls, 4);
+    assert_eq!(s.boot_to_ready_seconds, Some(NOW - LAUNCHED));
+    assert_eq!(con.num_calls(), 3, "console read only while running");
+
+    for r in status_reqs.all() {
+        assert_eq!(r.instance_ids(), [TESTER], "always filtered to the instance");
+        assert_eq!(r.include_all_instances(), Some(true));
+    }
+    let t = tagged.only();
+    assert_eq!(t.resources(), [CANDIDATE]);
+    assert_eq!(t.tags().len(), 1);
+    assert_eq!(tags::get(t.tags(), tags::BOOT_TO_READY), Some("200"));
+}
+
+#[tokio::test]
+async fn without_a_smoke_script_status_checks_alone_pass() {
+    let run = recipe_with(|r| r.test.script = None);
+    let states = instance_in(&[InstanceStateName::Running]);
+    let st = status_checks(Captured::default(), &[(SummaryStatus::Ok, SummaryStatus::Ok)]);
+    let tag = create_tags(Captured::default());
+    let deps = deps(&[&states, &st, &tag]); // no console rule: reading it would fail the test
+    let s = status(&deps, &request_for("status", &run, &state()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+    assert_eq!(tag.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
+    let states = instance_in(&[InstanceStateName::Running]);
+    let st = status_checks(Captured::default(), &[(SummaryStatus::Ok, SummaryStatus::Ok)]);
+    let con = console(&["AMI-PIPELINE-SMOKE: FAIL exit=7\n"]);
+    let tag = create_tags(Captured::default());
+    let deps = deps(&[&states, &st, &con, &tag]);
+    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
+    assert!(err.to_string().contains("exit=7"), "{err}");
+    assert_eq!(tag.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn impaired_status_check_fails_the_test() {
+    let states = instance_in(&[InstanceStateName::Running]);
+    let st = status_checks(Captured::default(), &[(SummaryStatus::Impaired, SummaryStatus::Ok)]);
+    let deps = deps(&[&states, &st]);
+    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
+    assert!(
+        err.to_string()
+            .contains("instance status check impaired (reachability: failed)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
+    for (code, expected) in [
+        ("Client.InstanceInitiatedShutdown", "AmiPipeline.TestFailed"),
+        ("Client.UserInitiatedShutdown", "AmiPipeline.ResourceGone"),
+    ] {
+        let gone = mock!(Ec2::describe_instances).then_output(move || {
+            described(
+                aws_sdk_ec2::types::Instance::builder()
+                    .instance_id(TESTER)
+                    .state(InstanceState::builder().name(InstanceStateName::Terminated).build())
+                    .state_reason(StateReason::builder().code(code).message(code).build())
+                    .build(),
+            )
+        });
+        let deps = deps(&[&gone]);
+        let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), expected, "{code}: {err}");
+    }
+
+    let unknown = mock!(Ec2::describe_instances)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+        .build();
+    let deps = deps(&[&unknown]);
+    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
+}
+
+#[tokio::test]
+async fn past_the_deadline_is_a_timeout_without_calls() {
+    let deps = deps(&[]);
+    let s = state();
+    let err = status(
+        &deps,
+        &request_for("status", &testing::run(), &s),
+        s.progress.deadline + 1,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Timeout");
+}
+
+fn terminate(captured: Captured<TerminateInstancesInput>) -> Rule {
+    mock!(Ec2::terminate_instances).then_compute_output(move |req| {
+        captured.push(req);
+        TerminateInstancesOutput::builder().build()
+    })
+}
+
+#[tokio::test]
+async fn finish_terminates_the_instance() {
+    let captured = Captured::default();
+    let term = terminate(captured.clone());
+    let deps = deps(&[&term]);
+    let out = handle(
+        &deps,
+        testing::request(
+            "finish",
+            &testing::run(),
+            json!({ "image": candidate(), "test": state() }),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(out.terminated);
+    assert_eq!(out.instance_id, TESTER);
+    assert_eq!(captured.only().instance_ids(), [TESTER]);
+}
+
+#[tokio::test]
+async fn finish_on_an_instance_already_gone_is_success() {
+    let gone = mock!(Ec2::terminate_instances)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+        .build();
+    let deps = deps(&[&gone]);
+    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+        .await
+        .unwrap();
+    assert!(out.terminated);
+    assert_eq!(gone.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn throttled_terminate_is_retried_then_succeeds() {
+    let term = mock!(Ec2::terminate_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| TerminateInstancesOutput::builder().build())
+        .build();
+    let deps = deps(&[&term]);
+    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+        .await
+        .unwrap();
+    assert!(out.terminated);
+    assert_eq!(term.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let deps = deps(&[]);
+
+    let mut bad = start_request(&testing::run());
+    bad["run"]["recipe"]["test"]["timeout_minutes"] = json!("soon");
+    let err = handle(&deps, bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.test.timeout_minutes"),
+        "{err}"
+    );
+
+    let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.image"),
+        "{err}"
+    );
+
+    let mut bad = start_request(&testing::run());
+    bad["steps"]["image"]["region"] = json!("eu-west-1");
+    let err = handle(&deps, bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.image.region"),
+        "{err}"
+    );
+
+    let err = handle(
+        &deps,
+        testing::request("status", &testing::run(), json!({ "image": candidate() })),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.test"),
+        "{err}"
+    );
+
+    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+}
