@@ -2,9 +2,8 @@
 //! `status` reports pending until the builder has printed its result marker and stopped.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
-    InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, InstanceStateName, ResourceType,
+    ShutdownBehavior, VolumeType,
 };
 use serde_json::Value;
 
@@ -12,7 +11,7 @@ use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Source};
 use ami_core::steps::{Action, BuildState, Progress, Status, StepRequest, now};
 use ami_core::userdata::{self, Outcome};
-use ami_core::{input, naming, source, tags};
+use ami_core::{naming, source, tags};
 
 /// Clients, built once per process.
 pub struct Deps {
@@ -34,8 +33,7 @@ impl Deps {
 const MAX_POLLS_STOPPED_WITHOUT_MARKER: u32 = 4;
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,
@@ -83,14 +81,6 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
     let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
     instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
 
-    let mut nic = InstanceNetworkInterfaceSpecification::builder()
-        .device_index(0)
-        .associate_public_ip_address(false)
-        .delete_on_termination(true)
-        .set_groups(Some(build.security_group_ids.clone()).filter(|g| !g.is_empty()));
-    if let Some(subnet) = &build.subnet_id {
-        nic = nic.subnet_id(subnet);
-    }
     let profile = build.instance_profile.as_ref().map(|p| {
         if p.starts_with("arn:") {
             IamInstanceProfileSpecification::builder().arn(p).build()
@@ -99,31 +89,25 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
         }
     });
 
-    let out = deps
-        .ec2
-        .run_instances()
-        .image_id(&image_id)
-        .instance_type(build.instance_type.as_str().into())
-        .min_count(1)
-        .max_count(1)
-        .client_token(naming::client_token(&req.execution.name, "build", &req.run.region))
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Required)
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .http_put_response_hop_limit(1)
-                .build(),
-        )
-        .network_interfaces(nic.build())
-        .set_block_device_mappings(Some(devices))
-        .set_iam_instance_profile(profile)
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-        .user_data(aws_smithy_types::base64::encode(user_data.as_bytes()))
-        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags))
-        .send()
-        .await
-        .aws("RunInstances")?;
+    let out = ami_core::ec2::locked_down(
+        deps.ec2.run_instances(),
+        build.subnet_id.clone(),
+        build.security_group_ids.clone(),
+    )
+    .image_id(&image_id)
+    .instance_type(build.instance_type.as_str().into())
+    .min_count(1)
+    .max_count(1)
+    .client_token(naming::client_token(&req.execution.name, "build", &req.run.region))
+    .set_block_device_mappings(Some(devices))
+    .set_iam_instance_profile(profile)
+    .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+    .user_data(aws_smithy_types::base64::encode(user_data.as_bytes()))
+    .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+    .tag_specifications(tags::spec(ResourceType::Volume, instance_tags))
+    .send()
+    .await
+    .aws("RunInstances")?;
     let instance_id = out
         .instances()
         .first()

@@ -15,6 +15,8 @@ use serde_json::json;
 use ami_core::steps::{BuildState, Progress, Status};
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
+use ami_core::input;
+
 use super::*;
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";

@@ -9,7 +9,7 @@ use ami_core::clients::Ec2Clients;
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, aws_code, from_sdk};
 use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now};
-use ami_core::{input, naming, tags};
+use ami_core::{naming, tags};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
 pub struct Deps {
@@ -25,8 +25,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,

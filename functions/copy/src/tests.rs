@@ -7,6 +7,8 @@ use serde_json::json;
 
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
+use ami_core::input;
+
 use super::*;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";

@@ -166,3 +166,32 @@ pub async fn console_text(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<String>
     let bytes = aws_smithy_types::base64::decode(raw).unwrap_or_else(|_| raw.as_bytes().to_vec());
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// The launch settings every instance of the pipeline gets, in one place: IMDSv2 required (hop limit 1), one
+/// network interface without a public IP, in the given subnet and security groups.
+pub fn locked_down(
+    call: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+    subnet_id: Option<String>,
+    security_group_ids: Vec<String>,
+) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+    use aws_sdk_ec2::types::{
+        HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+        InstanceNetworkInterfaceSpecification,
+    };
+    call.metadata_options(
+        InstanceMetadataOptionsRequest::builder()
+            .http_tokens(HttpTokensState::Required)
+            .http_endpoint(InstanceMetadataEndpointState::Enabled)
+            .http_put_response_hop_limit(1)
+            .build(),
+    )
+    .network_interfaces(
+        InstanceNetworkInterfaceSpecification::builder()
+            .device_index(0)
+            .associate_public_ip_address(false)
+            .delete_on_termination(true)
+            .set_subnet_id(subnet_id)
+            .set_groups(Some(security_group_ids).filter(|g| !g.is_empty()))
+            .build(),
+    )
+}

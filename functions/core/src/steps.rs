@@ -125,6 +125,13 @@ impl Steps {
 }
 
 impl StepRequest {
+    /// Parses a step input and re-checks the frozen recipe, so nothing malformed reaches an AWS call.
+    pub fn parse(event: serde_json::Value) -> crate::Result<StepRequest> {
+        let req: StepRequest = crate::input::parse_value("input", event)?;
+        req.run.recipe.validate()?;
+        Ok(req)
+    }
+
     /// The region a per-region step works on, checked.
     pub fn target_region(&self) -> crate::Result<&str> {
         let r = self

@@ -12,7 +12,7 @@ use ami_core::error::{Error, Result, aws_code};
 use ami_core::naming::{self, NameValues};
 use ami_core::recipe::RootDeviceType;
 use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now};
-use ami_core::{input, tags, userdata};
+use ami_core::{tags, userdata};
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
@@ -27,8 +27,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,

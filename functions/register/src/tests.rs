@@ -8,6 +8,8 @@ use serde_json::json;
 use ami_core::steps::{SnapshotInfo, SnapshotState};
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
+use ami_core::input;
+
 use super::*;
 
 const NEW_IMAGE: &str = "ami-0ccccccccccccccc1";

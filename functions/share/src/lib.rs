@@ -19,7 +19,6 @@ use ami_core::clients::Ec2Clients;
 use ami_core::distribution::{Grantee, ShareOutput, SnapshotShare};
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
-use ami_core::input;
 use ami_core::recipe::{Distribution, is_account};
 use ami_core::steps::{Action, StepRequest};
 
@@ -37,8 +36,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<ShareOutput> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => share(deps, &req).await,
         Action::Status | Action::Finish => Err(Error::invalid("input.action", "share takes `start`")),

@@ -12,6 +12,8 @@ use ami_core::recipe::Recipe;
 use ami_core::steps::{ImageState, Progress, Run, Status};
 use ami_core::testing::{self, Captured, NOW};
 
+use ami_core::input;
+
 use super::*;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";

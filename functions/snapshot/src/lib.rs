@@ -12,7 +12,7 @@ use serde_json::Value;
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{RootDeviceType, Source};
 use ami_core::steps::{Action, Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
-use ami_core::{input, tags};
+use ami_core::tags;
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
@@ -27,8 +27,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,

@@ -15,6 +15,8 @@ use ami_core::recipe::{Source, SourceInstance};
 use ami_core::steps::BuildState;
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
+use ami_core::input;
+
 use super::*;
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";

@@ -6,16 +6,14 @@
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceStatusSummary, ResourceType, ShutdownBehavior,
-    SummaryStatus,
+    Instance, InstanceStateName, InstanceStatusSummary, ResourceType, ShutdownBehavior, SummaryStatus,
 };
 use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::steps::{Action, Progress, Status, StepRequest, TestState, now};
 use ami_core::userdata::{self, Outcome};
-use ami_core::{input, naming, tags};
+use ami_core::{naming, tags};
 
 /// Clients, built once per process. The candidate image is in the pipeline's own region, where this runs.
 pub struct Deps {
@@ -31,8 +29,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
-    let req: StepRequest = input::parse_value("input", event)?;
-    req.run.recipe.validate()?;
+    let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,
@@ -116,29 +113,12 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
     let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
 
-    let nic = InstanceNetworkInterfaceSpecification::builder()
-        .device_index(0)
-        .associate_public_ip_address(false)
-        .delete_on_termination(true)
-        .set_subnet_id(subnet)
-        .set_groups(Some(groups).filter(|g| !g.is_empty()))
-        .build();
-    let out = deps
-        .ec2
-        .run_instances()
+    let out = ami_core::ec2::locked_down(deps.ec2.run_instances(), subnet, groups)
         .image_id(&image.image_id)
         .instance_type(instance_type.into())
         .min_count(1)
         .max_count(1)
         .client_token(naming::client_token(&req.execution.name, "test", &req.run.region))
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Required)
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .http_put_response_hop_limit(1)
-                .build(),
-        )
-        .network_interfaces(nic)
         // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
         .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
         .set_user_data(user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())))

@@ -16,6 +16,10 @@ use ami_core::recipe::Recipe;
 use ami_core::steps::{ImageState, Run};
 use ami_core::testing::{self, Captured, NOW};
 
+use ami_core::input;
+
+use aws_sdk_ec2::types::HttpTokensState;
+
 use super::*;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
