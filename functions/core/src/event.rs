@@ -77,6 +77,13 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
                 ),
             ));
         }
+        // serde would also read a struct from an array, positionally; a release is only ever an object.
+        if !envelope.detail.is_object() {
+            return Err(Error::invalid(
+                "event.detail",
+                "must be an object {pipeline, version, commit?, artifact?}",
+            ));
+        }
         let detail: ReleaseDetail = parse_value("event.detail", envelope.detail)?;
         naming::check_pipeline_name("event.detail.pipeline", &detail.pipeline)?;
         naming::check_version("event.detail.version", &detail.version)?;

@@ -1,0 +1,111 @@
+//! Every bad event and recipe in tests/corpus gets `AmiPipeline.InvalidInput` naming the expected field, and
+//! makes no mutating call (StartExecution is counted; any EC2 call would find no mock and fail the test).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aws_sdk_sfn::Client as Sfn;
+use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{Rule, mock};
+
+use ami_core::Error;
+use ami_core::testing;
+use ami_trigger::{Config, DEFAULT_RECIPE_PREFIX, Deps, handle};
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus")
+}
+
+fn expected(kind: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(corpus().join(format!("{kind}.expected.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn recipe_param(text: String) -> Rule {
+    mock!(Ssm::get_parameter)
+        .sequence()
+        .output(move || {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(text.clone()).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn start() -> Rule {
+    mock!(Sfn::start_execution)
+        .sequence()
+        .output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn("arn:x")
+                .start_date(aws_sdk_sfn::primitives::DateTime::from_secs(0))
+                .build()
+                .unwrap()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn deps(ssm: &Rule, sfn: &Rule) -> Deps {
+    Deps {
+        ec2: testing::ec2(&[]),
+        ssm: testing::ssm(&[ssm]),
+        sfn: testing::sfn(&[sfn]),
+        region: "us-east-1".into(),
+        config: Config {
+            state_machine_arn: "arn:sm".into(),
+            recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
+        },
+    }
+}
+
+async fn check(kind: &str, run: impl AsyncFn(&str) -> (Result<ami_core::steps::TriggerOutput, Error>, usize)) {
+    let cases = expected(kind);
+    assert!(cases.len() >= 50, "corpus of {kind} is too small");
+    let mut wrong = Vec::new();
+    for (file, want) in &cases {
+        let (result, starts) = run(file).await;
+        match result {
+            Err(Error::InvalidInput { field, message }) if &field == want && starts == 0 => {
+                assert!(!message.is_empty());
+            }
+            other => wrong.push(format!(
+                "{file}: want InvalidInput at `{want}`, 0 starts; got {other:?}, {starts} starts"
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} {kind} handled wrongly:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn bad_events_are_rejected_by_field_without_mutating_calls() {
+    check("events", async |file| {
+        let text = std::fs::read_to_string(corpus().join("events").join(file)).unwrap();
+        let (ssm, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start());
+        let result = handle(&deps(&ssm, &sfn), serde_json::from_str(&text).unwrap()).await;
+        (result, sfn.num_calls())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_recipes_are_rejected_by_field_without_mutating_calls() {
+    let release: serde_json::Value = serde_json::from_str(include_str!("../../../infra/events/release.json")).unwrap();
+    check("recipes", async |file| {
+        let text = std::fs::read_to_string(corpus().join("recipes").join(file)).unwrap();
+        let (ssm, sfn) = (recipe_param(text), start());
+        let result = handle(&deps(&ssm, &sfn), release.clone()).await;
+        (result, sfn.num_calls())
+    })
+    .await;
+}
