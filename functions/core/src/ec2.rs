@@ -16,14 +16,17 @@ pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image
 
 /// Our own images (owner `self`) matching `filters`, all pages.
 pub async fn own_images(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Image>> {
-    let out = ec2
+    let mut pages = ec2
         .describe_images()
         .owners("self")
         .set_filters(Some(filters))
-        .send()
-        .await
-        .aws("DescribeImages")?;
-    Ok(out.images().to_vec())
+        .into_paginator()
+        .send();
+    let mut images = Vec::new();
+    while let Some(page) = pages.next().await {
+        images.extend(page.aws("DescribeImages")?.images().iter().cloned());
+    }
+    Ok(images)
 }
 
 /// Where an image is in its life.

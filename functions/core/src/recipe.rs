@@ -834,10 +834,22 @@ pub fn is_account(s: &str) -> bool {
     s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
 }
 
-/// The recipe's JSON Schema, generated from these types.
+/// The recipe's JSON Schema, generated from these types, with keys sorted: whether serde_json keeps insertion
+/// order depends on which crates share the build, and the committed file must not.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Recipe);
-    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    let schema = serde_json::to_value(schemars::schema_for!(Recipe)).unwrap_or_default();
+    serde_json::to_string_pretty(&sorted(schema)).unwrap_or_default() + "\n"
 }
 
 #[cfg(test)]

@@ -1,0 +1,226 @@
+//! cleanup: removes everything one execution created and did not hand over, in every region of the run, found
+//! by the `ami-pipeline:execution` tag, so it works whatever step failed:
+//!
+//! 1. its builder and test instances (any state but terminated) are terminated;
+//! 2. its images not tagged `state=released` are deregistered with their snapshots;
+//! 3. its remaining snapshots not used by a released image are deleted.
+//!
+//! Released images (and their snapshots) were handed over by publish and are left to retire. Running cleanup
+//! twice is success: what is already gone counts as removed.
+//!
+//! Input: either the state the state machine carries (the step envelope `{action, execution, run, steps,
+//! region}` with any action, plus the Catch's `error`), or a minimal `{"execution": {...}, "regions": [...]}`.
+//! The regions cleaned are the run's (`run.region` and the recipe's distribution regions), `region` and
+//! `regions`, together. Only `execution` and the regions are used; `steps` and `error` are accepted unread, so a
+//! half-written state from a failed step cannot stop the cleanup.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::{Filter, Image, Instance, Snapshot};
+use serde::Deserialize;
+use serde_json::Value;
+
+use ami_core::clients::Ec2Clients;
+use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::lifecycle::{CleanedRegion, CleanupOutput};
+use ami_core::recipe::{Source, check_region};
+use ami_core::steps::{ExecutionRef, Run};
+use ami_core::{input, naming, tags};
+
+/// Clients, built once per process; cleanup works in every region of the run.
+pub struct Deps {
+    pub ec2: Ec2Clients,
+}
+
+impl Deps {
+    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+        Deps {
+            ec2: Ec2Clients::from_config(config),
+        }
+    }
+}
+
+/// What cleanup accepts; see the module docs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupInput {
+    pub execution: ExecutionRef,
+    #[serde(default)]
+    pub run: Option<Run>,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub action: Option<Value>,
+    #[serde(default)]
+    pub steps: Option<Value>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+pub async fn handle(deps: &Deps, event: Value) -> Result<CleanupOutput> {
+    let req: CleanupInput = input::parse_value("input", event)?;
+    let execution = req.execution.name.as_str();
+    // Every look-up is scoped by this name: one that is not a valid execution name could match what is not ours.
+    if execution.is_empty() || naming::execution_name(execution) != execution {
+        return Err(Error::invalid(
+            "input.execution.name",
+            "must be a Step Functions execution name: 1-80 letters, digits, `-` or `_`",
+        ));
+    }
+    let regions = regions(&req)?;
+    // A recipe that snapshots a hand-kept instance: never terminate that one, whatever its tags say.
+    let source_instance = req.run.as_ref().and_then(|r| match &r.recipe.source {
+        Source::Instance(i) => Some(i.id.clone()),
+        Source::Image(_) => None,
+    });
+    let mut out = Vec::new();
+    for region in regions {
+        let ec2 = deps.ec2.get(&region);
+        out.push(clean_region(&ec2, execution, source_instance.as_deref(), region).await?);
+    }
+    Ok(CleanupOutput {
+        execution: execution.to_string(),
+        regions: out,
+    })
+}
+
+/// The regions to clean, checked, each once, the run's home region first. Only the regions are checked, not the
+/// whole recipe: a recipe a newer release would reject must still be cleaned up after.
+fn regions(req: &CleanupInput) -> Result<Vec<String>> {
+    let mut named: Vec<(String, &str)> = Vec::new();
+    if let Some(run) = &req.run {
+        named.push(("input.run.region".into(), &run.region));
+        for (i, r) in run.recipe.distribution.regions.iter().enumerate() {
+            named.push((format!("input.run.recipe.distribution.regions[{i}]"), r));
+        }
+    }
+    if let Some(r) = &req.region {
+        named.push(("input.region".into(), r));
+    }
+    for (i, r) in req.regions.iter().enumerate() {
+        named.push((format!("input.regions[{i}]"), r));
+    }
+    if named.is_empty() {
+        return Err(Error::invalid(
+            "input.regions",
+            "give `run` (its regions are cleaned) or `regions`",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (field, r) in named {
+        check_region(&field, r)?;
+        if seen.insert(r) {
+            out.push(r.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn is_ours(tag_list: &[aws_sdk_ec2::types::Tag], execution: &str) -> bool {
+    tags::get(tag_list, tags::EXECUTION) == Some(execution)
+}
+
+async fn clean_region(
+    ec2: &aws_sdk_ec2::Client,
+    execution: &str,
+    source_instance: Option<&str>,
+    region: String,
+) -> Result<CleanedRegion> {
+    let mine = || vec![tags::filter(tags::EXECUTION, execution)];
+
+    // 1. Instances first: a running builder or test instance keeps volumes, and costs money, until it is gone.
+    let instances = ami_core::ec2::find_instances(ec2, mine()).await?;
+    let instances_terminated = instances_to_terminate(&instances, execution, source_instance);
+    ami_core::ec2::terminate(ec2, &instances_terminated).await?;
+
+    // 2. Images not handed over, with their snapshots.
+    let images: Vec<Image> = ami_core::ec2::own_images(ec2, mine())
+        .await?
+        .into_iter()
+        .filter(|i| is_ours(i.tags(), execution) && i.image_id().is_some())
+        .collect();
+    let (released, candidates): (Vec<Image>, Vec<Image>) = images
+        .into_iter()
+        .partition(|i| tags::get(i.tags(), tags::STATE) == Some(tags::STATE_RELEASED));
+    let mut snapshots_deleted = Vec::new();
+    for image in &candidates {
+        ami_core::ec2::deregister_with_snapshots(ec2, image).await?;
+        snapshots_deleted.extend(snapshots_of(image));
+    }
+
+    // 3. Snapshots left over (a failure before register, or one register did not use), except a released
+    // image's.
+    let in_use: BTreeSet<String> = released.iter().flat_map(snapshots_of).collect();
+    let leftover: Vec<String> = own_snapshots(ec2, mine())
+        .await?
+        .iter()
+        .filter(|s| is_ours(s.tags(), execution))
+        .filter_map(|s| s.snapshot_id())
+        .filter(|id| !in_use.contains(*id) && !snapshots_deleted.iter().any(|d| d == id))
+        .map(String::from)
+        .collect();
+    ami_core::ec2::delete_snapshots(ec2, &leftover).await?;
+    snapshots_deleted.extend(leftover);
+
+    Ok(CleanedRegion {
+        region,
+        instances_terminated,
+        images_deregistered: candidates
+            .iter()
+            .filter_map(|i| i.image_id())
+            .map(String::from)
+            .collect(),
+        snapshots_deleted,
+        released_kept: released.iter().filter_map(|i| i.image_id()).map(String::from).collect(),
+    })
+}
+
+/// The execution's builder and test instances. The role is checked too, so an instance the pipeline did not
+/// launch is never terminated, even if it carries the execution tag.
+fn instances_to_terminate(instances: &[Instance], execution: &str, source_instance: Option<&str>) -> Vec<String> {
+    let roles = [tags::Role::Builder.as_str(), tags::Role::TestInstance.as_str()];
+    instances
+        .iter()
+        .filter(|i| is_ours(i.tags(), execution))
+        .filter(|i| tags::get(i.tags(), tags::ROLE).is_some_and(|r| roles.contains(&r)))
+        .filter_map(|i| i.instance_id())
+        .filter(|id| Some(*id) != source_instance)
+        .map(String::from)
+        .collect()
+}
+
+fn snapshots_of(image: &Image) -> Vec<String> {
+    image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+        .map(String::from)
+        .collect()
+}
+
+/// Our own snapshots (owner `self`) matching `filters`, all pages.
+async fn own_snapshots(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>) -> Result<Vec<Snapshot>> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(filters.clone()))
+            .set_next_token(token)
+            .send()
+            .await
+            .aws("DescribeSnapshots")?;
+        out.extend(page.snapshots().iter().cloned());
+        token = page.next_token().filter(|t| !t.is_empty()).map(String::from);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,616 @@
+//! Cleanup against a small fake of EC2: the Describe calls apply the request's filters to one shared world of
+//! instances, images and snapshots in three regions, and the mutating calls change it. Each scenario adds this
+//! execution's resources as far as a failed run got, next to resources of another execution and released
+//! images, then checks that exactly this execution's unreleased resources are gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, ImageState, InstanceState, InstanceStateName, Reservation, Tag,
+};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::testing::{self, EXECUTION};
+
+use super::*;
+
+const HOME: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+const AP: &str = "ap-southeast-2";
+const OTHER: &str = "web-r-1-3-0-0ddba11";
+
+#[derive(Clone, Debug, PartialEq)]
+enum Kind {
+    Instance { state: InstanceStateName },
+    Image { snapshots: Vec<String> },
+    Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Resource {
+    region: String,
+    kind: Kind,
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct World {
+    /// id -> resource
+    resources: BTreeMap<String, Resource>,
+    /// Answer Describe calls without applying tag filters, like a lax API would.
+    ignore_tag_filters: bool,
+    /// Every mutating call: "Op region id".
+    log: Vec<String>,
+    describes: usize,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn tag_map(execution: &str, role: &str, state: Option<&str>) -> BTreeMap<String, String> {
+    let mut t: BTreeMap<String, String> = [
+        (tags::PIPELINE, "web"),
+        (tags::EXECUTION, execution),
+        (tags::ROLE, role),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some(s) = state {
+        t.insert(tags::STATE.into(), s.into());
+    }
+    t
+}
+
+impl World {
+    fn instance(&mut self, id: &str, region: &str, execution: &str, role: &str, state: InstanceStateName) {
+        self.resources.insert(
+            id.into(),
+            Resource {
+                region: region.into(),
+                kind: Kind::Instance { state },
+                tags: tag_map(execution, role, None),
+            },
+        );
+    }
+
+    fn snapshot(&mut self, id: &str, region: &str, execution: &str) {
+        self.resources.insert(
+            id.into(),
+            Resource {
+                region: region.into(),
+                kind: Kind::Snapshot,
+                tags: tag_map(execution, "snapshot", None),
+            },
+        );
+    }
+
+    /// An image and its snapshots, `<id>-root` and `<id>-data`.
+    fn image(&mut self, id: &str, region: &str, execution: &str, state: &str) {
+        let snaps = vec![format!("snap-{id}-root"), format!("snap-{id}-data")];
+        for s in &snaps {
+            self.snapshot(s, region, execution);
+        }
+        self.resources.insert(
+            id.into(),
+            Resource {
+                region: region.into(),
+                kind: Kind::Image { snapshots: snaps },
+                tags: tag_map(execution, "image", Some(state)),
+            },
+        );
+    }
+}
+
+fn matches(filters: &[Filter], r: &Resource, ignore_tags: bool) -> bool {
+    filters.iter().all(|f| {
+        let name = f.name().unwrap_or_default();
+        if let Some(key) = name.strip_prefix("tag:") {
+            ignore_tags || r.tags.get(key).is_some_and(|v| f.values().contains(v))
+        } else if name == "instance-state-name" {
+            matches!(&r.kind, Kind::Instance { state } if f.values().iter().any(|v| v == state.as_str()))
+        } else {
+            panic!("unexpected filter {name}")
+        }
+    })
+}
+
+fn ec2_tags(r: &Resource) -> Vec<Tag> {
+    r.tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_instances = mock!(Ec2::describe_instances).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.describes += 1;
+        let instances = w
+            .resources
+            .iter()
+            .filter(|(_, x)| x.region == r && matches!(x.kind, Kind::Instance { .. }))
+            .filter(|(_, x)| matches(req.filters(), x, w.ignore_tag_filters))
+            .map(|(id, x)| {
+                let Kind::Instance { state } = &x.kind else {
+                    unreachable!()
+                };
+                Instance::builder()
+                    .instance_id(id)
+                    .state(InstanceState::builder().name(state.clone()).build())
+                    .set_tags(Some(ec2_tags(x)))
+                    .build()
+            })
+            .collect();
+        DescribeInstancesOutput::builder()
+            .reservations(Reservation::builder().set_instances(Some(instances)).build())
+            .build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_images = mock!(Ec2::describe_images).then_compute_output(move |req| {
+        assert_eq!(req.owners(), ["self"]);
+        let mut w = w.lock().unwrap();
+        w.describes += 1;
+        let images = w
+            .resources
+            .iter()
+            .filter(|(_, x)| x.region == r && matches(req.filters(), x, w.ignore_tag_filters))
+            .filter_map(|(id, x)| match &x.kind {
+                Kind::Image { snapshots } => Some(
+                    Image::builder()
+                        .image_id(id)
+                        .state(ImageState::Available)
+                        .set_tags(Some(ec2_tags(x)))
+                        .set_block_device_mappings(Some(
+                            snapshots
+                                .iter()
+                                .map(|s| {
+                                    BlockDeviceMapping::builder()
+                                        .ebs(EbsBlockDevice::builder().snapshot_id(s).build())
+                                        .build()
+                                })
+                                .collect(),
+                        ))
+                        .build(),
+                ),
+                _ => None,
+            })
+            .collect();
+        DescribeImagesOutput::builder().set_images(Some(images)).build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_snapshots = mock!(Ec2::describe_snapshots).then_compute_output(move |req| {
+        assert_eq!(req.owner_ids(), ["self"]);
+        let mut w = w.lock().unwrap();
+        w.describes += 1;
+        let snapshots = w
+            .resources
+            .iter()
+            .filter(|(_, x)| x.region == r && x.kind == Kind::Snapshot)
+            .filter(|(_, x)| matches(req.filters(), x, w.ignore_tag_filters))
+            .map(|(id, x)| Snapshot::builder().snapshot_id(id).set_tags(Some(ec2_tags(x))).build())
+            .collect();
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(snapshots))
+            .build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let terminate = mock!(Ec2::terminate_instances).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        for id in req.instance_ids() {
+            w.log.push(format!("TerminateInstances {r} {id}"));
+            let x = w.resources.get_mut(id).expect("known instance");
+            assert_eq!(x.region, r, "terminated in its own region");
+            x.kind = Kind::Instance {
+                state: InstanceStateName::Terminated,
+            };
+        }
+        TerminateInstancesOutput::builder().build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        let id = req.image_id().unwrap_or_default();
+        w.log.push(format!("DeregisterImage {r} {id}"));
+        let x = w.resources.remove(id).expect("known image");
+        assert_eq!(x.region, r);
+        DeregisterImageOutput::builder().build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        let id = req.snapshot_id().unwrap_or_default().to_string();
+        w.log.push(format!("DeleteSnapshot {r} {id}"));
+        let in_use = w
+            .resources
+            .values()
+            .any(|x| matches!(&x.kind, Kind::Image { snapshots } if snapshots.contains(&id)));
+        assert!(!in_use, "{id} is used by a remaining image");
+        let x = w.resources.remove(&id).expect("known snapshot");
+        assert_eq!(x.region, r);
+        DeleteSnapshotOutput::builder().build()
+    });
+    vec![
+        describe_instances,
+        describe_images,
+        describe_snapshots,
+        terminate,
+        deregister,
+        delete_snapshot,
+    ]
+}
+
+fn deps_with(world: &Shared, first: Vec<Rule>) -> Deps {
+    let w = world.clone();
+    Deps {
+        ec2: Ec2Clients::from_fn(move |region| {
+            let rules: Vec<Rule> = first.iter().cloned().chain(ec2_rules(&w, region)).collect();
+            testing::ec2(&rules.iter().collect::<Vec<_>>())
+        }),
+    }
+}
+
+fn deps(world: &Shared) -> Deps {
+    deps_with(world, vec![])
+}
+
+/// How far the failed run got.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+enum Stage {
+    Build,
+    Snapshot,
+    Register,
+    Test,
+    Copy,
+}
+
+/// Resources of another execution and released images, in every region: none of them may be touched.
+fn bystanders(w: &mut World) {
+    for region in [HOME, EU, AP] {
+        let r = &region[..2];
+        w.instance(
+            &format!("i-other-builder-{r}"),
+            region,
+            OTHER,
+            "builder",
+            InstanceStateName::Running,
+        );
+        w.instance(
+            &format!("i-other-test-{r}"),
+            region,
+            OTHER,
+            "test-instance",
+            InstanceStateName::Running,
+        );
+        w.image(&format!("ami-other-candidate-{r}"), region, OTHER, "candidate");
+        w.image(&format!("ami-other-released-{r}"), region, OTHER, "released");
+        w.snapshot(&format!("snap-other-loose-{r}"), region, OTHER);
+    }
+}
+
+/// This execution's resources when it failed during `stage`.
+fn ours(w: &mut World, stage: Stage) {
+    let builder_state = if stage == Stage::Build {
+        InstanceStateName::Running
+    } else {
+        InstanceStateName::Stopped
+    };
+    w.instance("i-our-builder", HOME, EXECUTION, "builder", builder_state);
+    if stage >= Stage::Snapshot {
+        w.snapshot("snap-our-loose-root", HOME, EXECUTION);
+        w.snapshot("snap-our-loose-data", HOME, EXECUTION);
+    }
+    if stage >= Stage::Register {
+        w.image("ami-our-home", HOME, EXECUTION, "candidate");
+        // Registered from the snapshots above.
+        w.resources.remove("snap-our-loose-root");
+        w.resources.remove("snap-our-loose-data");
+    }
+    if stage >= Stage::Test {
+        w.instance(
+            "i-our-test",
+            HOME,
+            EXECUTION,
+            "test-instance",
+            InstanceStateName::Running,
+        );
+    }
+    if stage >= Stage::Copy {
+        w.image("ami-our-eu", EU, EXECUTION, "candidate");
+        // A copy still in progress: its snapshot exists, the image is untagged so far.
+        w.snapshot("snap-our-ap-pending", AP, EXECUTION);
+    }
+}
+
+fn scenario(stage: Stage) -> Shared {
+    let mut w = World::default();
+    bystanders(&mut w);
+    ours(&mut w, stage);
+    Arc::new(Mutex::new(w))
+}
+
+fn request() -> serde_json::Value {
+    let mut r = testing::request("status", &testing::run(), json!({}));
+    r["error"] = json!({"Error": "AmiPipeline.TestFailed", "Cause": "smoke test failed"});
+    r
+}
+
+fn snapshot_of_world(world: &Shared) -> BTreeMap<String, Resource> {
+    world.lock().unwrap().resources.clone()
+}
+
+/// Whether `r` is something cleanup must have removed: this execution's and not released.
+fn must_go(r: &Resource) -> bool {
+    r.tags.get(tags::EXECUTION).map(String::as_str) == Some(EXECUTION)
+        && r.tags.get(tags::STATE).map(String::as_str) != Some("released")
+        && !matches!(
+            r.kind,
+            Kind::Instance {
+                state: InstanceStateName::Terminated
+            }
+        )
+}
+
+#[tokio::test]
+async fn after_a_failure_at_each_step_everything_of_the_execution_goes_and_nothing_else() {
+    for stage in [Stage::Build, Stage::Snapshot, Stage::Register, Stage::Test, Stage::Copy] {
+        let world = scenario(stage);
+        let before = snapshot_of_world(&world);
+        let out = handle(&deps(&world), request()).await.unwrap();
+
+        let after = snapshot_of_world(&world);
+        let left: Vec<&String> = after.iter().filter(|(_, r)| must_go(r)).map(|(id, _)| id).collect();
+        assert!(left.is_empty(), "{stage:?}: left behind {left:?}");
+        for (id, r) in &before {
+            if !must_go(r) {
+                assert_eq!(after.get(id), Some(r), "{stage:?}: {id} was touched");
+            }
+        }
+
+        assert_eq!(out.execution, EXECUTION);
+        let regions: Vec<&str> = out.regions.iter().map(|r| r.region.as_str()).collect();
+        assert_eq!(regions, [HOME, EU, AP], "{stage:?}");
+        let home = &out.regions[0];
+        let mut want_instances = vec!["i-our-builder"];
+        if stage >= Stage::Test {
+            want_instances.push("i-our-test");
+        }
+        assert_eq!(home.instances_terminated, want_instances, "{stage:?}");
+        let removed: BTreeSet<String> = out
+            .regions
+            .iter()
+            .flat_map(|r| r.images_deregistered.iter().chain(&r.snapshots_deleted).cloned())
+            .collect();
+        let expected: BTreeSet<String> = before
+            .iter()
+            .filter(|(_, r)| must_go(r) && !matches!(r.kind, Kind::Instance { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(removed, expected, "{stage:?}: reported exactly what went");
+    }
+}
+
+#[tokio::test]
+async fn running_cleanup_twice_is_success_and_changes_nothing_the_second_time() {
+    let world = scenario(Stage::Copy);
+    let deps = deps(&world);
+    handle(&deps, request()).await.unwrap();
+    let mutations = world.lock().unwrap().log.len();
+    assert_eq!(
+        mutations,
+        2 + 2 * 3 + 1,
+        "2 instances, 2 images with 2 snapshots each, 1 loose snapshot"
+    );
+    let out = handle(&deps, request()).await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(w.log.len(), mutations, "{:?}", &w.log[mutations..]);
+    assert!(out.regions.iter().all(|r| r.instances_terminated.is_empty()
+        && r.images_deregistered.is_empty()
+        && r.snapshots_deleted.is_empty()));
+}
+
+#[tokio::test]
+async fn released_images_and_their_snapshots_are_left_alone() {
+    // Publish failed after handing over the home image: that one stays; the copy that was not yet released goes.
+    let world = scenario(Stage::Copy);
+    world
+        .lock()
+        .unwrap()
+        .resources
+        .get_mut("ami-our-home")
+        .unwrap()
+        .tags
+        .insert(tags::STATE.into(), "released".into());
+    let out = handle(&deps(&world), request()).await.unwrap();
+    let w = world.lock().unwrap();
+    for kept in ["ami-our-home", "snap-ami-our-home-root", "snap-ami-our-home-data"] {
+        assert!(w.resources.contains_key(kept), "{kept} kept");
+    }
+    assert!(!w.resources.contains_key("ami-our-eu"));
+    assert_eq!(out.regions[0].released_kept, ["ami-our-home"]);
+    assert!(out.regions[0].images_deregistered.is_empty());
+}
+
+#[tokio::test]
+async fn tags_are_checked_even_when_the_filter_is_not_applied() {
+    let world = scenario(Stage::Copy);
+    world.lock().unwrap().ignore_tag_filters = true;
+    let before = snapshot_of_world(&world);
+    handle(&deps(&world), request()).await.unwrap();
+    let after = snapshot_of_world(&world);
+    for (id, r) in &before {
+        if !must_go(r) {
+            assert_eq!(after.get(id), Some(r), "{id} was touched");
+        }
+    }
+    assert!(after.values().all(|r| !must_go(r)));
+}
+
+#[tokio::test]
+async fn only_builder_and_test_instances_are_terminated() {
+    let world = scenario(Stage::Build);
+    {
+        let mut w = world.lock().unwrap();
+        // Someone tagged a hand-kept instance with the execution (or a future step did): not ours to stop.
+        w.instance("i-hand-kept", HOME, EXECUTION, "source", InstanceStateName::Running);
+        // A builder already shutting down is still terminated (terminating twice is fine).
+        w.instance(
+            "i-our-second",
+            HOME,
+            EXECUTION,
+            "builder",
+            InstanceStateName::ShuttingDown,
+        );
+    }
+    let out = handle(&deps(&world), request()).await.unwrap();
+    assert_eq!(out.regions[0].instances_terminated, ["i-our-builder", "i-our-second"]);
+    let w = world.lock().unwrap();
+    assert_eq!(
+        w.resources["i-hand-kept"].kind,
+        Kind::Instance {
+            state: InstanceStateName::Running
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_recipes_source_instance_is_never_terminated() {
+    let world = scenario(Stage::Build);
+    let mut run = testing::run();
+    run.recipe.source = Source::Instance(ami_core::recipe::SourceInstance {
+        id: "i-our-builder".into(),
+        stop_first: false,
+    });
+    let req = testing::request("start", &run, json!({}));
+    let out = handle(&deps(&world), req).await.unwrap();
+    assert!(out.regions[0].instances_terminated.is_empty());
+    assert!(world.lock().unwrap().log.is_empty());
+}
+
+#[tokio::test]
+async fn minimal_input_cleans_the_regions_given() {
+    let world = scenario(Stage::Copy);
+    let req = json!({"execution": {"name": EXECUTION}, "regions": [EU]});
+    let out = handle(&deps(&world), req).await.unwrap();
+    assert_eq!(out.regions.len(), 1);
+    assert_eq!(out.regions[0].images_deregistered, ["ami-our-eu"]);
+    let w = world.lock().unwrap();
+    assert!(w.log.iter().all(|l| l.contains(EU)), "{:?}", w.log);
+    assert!(w.resources.contains_key("i-our-builder"), "home region not asked for");
+}
+
+#[tokio::test]
+async fn a_half_written_state_does_not_stop_cleanup() {
+    let world = scenario(Stage::Register);
+    let mut req = request();
+    req["steps"] = json!({"build": "half written", "image": {"region": 5}});
+    req["region"] = json!(EU);
+    let out = handle(&deps(&world), req).await.unwrap();
+    assert_eq!(out.regions[0].images_deregistered, ["ami-our-home"]);
+}
+
+#[tokio::test]
+async fn instances_already_gone_count_as_terminated() {
+    let world = scenario(Stage::Build);
+    let gone = mock!(Ec2::terminate_instances)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+        .repeatedly()
+        .build();
+    let out = handle(&deps_with(&world, vec![gone.clone()]), request()).await.unwrap();
+    assert_eq!(gone.num_calls(), 1);
+    assert_eq!(out.regions[0].instances_terminated, ["i-our-builder"]);
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_then_succeed() {
+    let world = scenario(Stage::Copy);
+    // The mock answers retries from the rule that matched the first attempt, so these rules give the success.
+    let throttled_terminate = mock!(Ec2::terminate_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| TerminateInstancesOutput::builder().build())
+        .build();
+    let throttled_delete = mock!(Ec2::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-our-ap-pending"))
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| DeleteSnapshotOutput::builder().build())
+        .build();
+    let deps = deps_with(&world, vec![throttled_terminate.clone(), throttled_delete.clone()]);
+    let out = handle(&deps, request()).await.unwrap();
+    assert_eq!(throttled_terminate.num_calls(), 2);
+    assert_eq!(throttled_delete.num_calls(), 2);
+    assert_eq!(out.regions[0].instances_terminated, ["i-our-builder", "i-our-test"]);
+    assert_eq!(out.regions[2].snapshots_deleted, ["snap-our-ap-pending"]);
+}
+
+#[tokio::test]
+async fn persistent_throttling_surfaces_as_throttled() {
+    let world = scenario(Stage::Build);
+    let throttled = mock!(Ec2::describe_instances)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .repeatedly()
+        .build();
+    let err = handle(&deps_with(&world, vec![throttled.clone()]), request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Throttled");
+    assert_eq!(throttled.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let cases = [
+        (json!({"regions": [HOME]}), "input"),
+        (
+            json!({"execution": {"name": ""}, "regions": [HOME]}),
+            "input.execution.name",
+        ),
+        (
+            json!({"execution": {"name": "web r 1"}, "regions": [HOME]}),
+            "input.execution.name",
+        ),
+        (
+            json!({"execution": {"name": "*"}, "regions": [HOME]}),
+            "input.execution.name",
+        ),
+        (json!({"execution": {"name": EXECUTION}}), "input.regions"),
+        (
+            json!({"execution": {"name": EXECUTION}, "regions": ["mars-1"]}),
+            "input.regions[0]",
+        ),
+        (
+            json!({"execution": {"name": EXECUTION}, "regions": [HOME], "extra": 1}),
+            "input.extra",
+        ),
+        (json!({"execution": {"name": EXECUTION}, "region": 5}), "input.region"),
+    ];
+    for (req, want) in cases {
+        let world = scenario(Stage::Copy);
+        let err = handle(&deps(&world), req.clone()).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == want),
+            "{req}: want {want}, got {err}"
+        );
+        let w = world.lock().unwrap();
+        assert_eq!((w.describes, w.log.len()), (0, 0), "{req}: no calls");
+    }
+    let mut req = request();
+    req["run"]["recipe"]["distribution"]["regions"] = json!(["eu-west-1", "atlantis-1"]);
+    let err = handle(&deps(&scenario(Stage::Build)), req).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.distribution.regions[1]"),
+        "{err}"
+    );
+}

@@ -1,0 +1,345 @@
+//! publish: after a passed test, hands the new image over in every region (tag `ami-pipeline:state=released`),
+//! then points the recipe's SSM parameters and launch template default versions at it.
+//!
+//! Safe to repeat: an image already released is not tagged again, a parameter already holding the image id is
+//! not written, and a launch template whose default version already launches the image gets no new version.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::{LaunchTemplateVersion, RequestLaunchTemplateData};
+use aws_sdk_ssm::types::ParameterType;
+use serde_json::Value;
+
+use ami_core::clients::{Ec2Clients, SsmClients};
+use ami_core::ec2::{ImageProgress, image_progress};
+use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::lifecycle::{self, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion};
+use ami_core::recipe::{LaunchTemplateRef, check_id, check_region};
+use ami_core::steps::{Action, Status, StepRequest};
+use ami_core::{naming, tags};
+
+/// Clients, built once per process; publish works in every region of the run.
+pub struct Deps {
+    pub ec2: Ec2Clients,
+    pub ssm: SsmClients,
+}
+
+impl Deps {
+    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+        Deps {
+            ec2: Ec2Clients::from_config(config),
+            ssm: SsmClients::from_config(config),
+        }
+    }
+}
+
+/// SSM checks that such a parameter's value is an image id the account can use.
+pub const IMAGE_DATA_TYPE: &str = "aws:ec2:image";
+
+pub async fn handle(deps: &Deps, event: Value) -> Result<PublishOutput> {
+    let req = StepRequest::parse(event)?;
+    if req.action != Action::Start {
+        return Err(Error::invalid("input.action", "publish takes `start`"));
+    }
+    let targets = plan(&req)?;
+    publish(deps, &req, &targets).await
+}
+
+/// One region's image and the launch templates that live in that region.
+#[derive(Debug)]
+struct Target<'a> {
+    region: &'a str,
+    image_id: &'a str,
+    /// With their index in `recipe.publish.launch_templates`, for errors.
+    launch_templates: Vec<(usize, &'a LaunchTemplateRef)>,
+}
+
+/// Checks everything publish relies on before any call, so a bad input changes nothing.
+fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
+    let run = &req.run;
+    let images = req.steps.images.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| {
+        Error::invalid(
+            "input.steps.images",
+            "required here: pass the image of every region (the copy Map's output)",
+        )
+    })?;
+    let expected = run.recipe.all_regions(&run.region);
+    let mut seen = BTreeSet::new();
+    for (i, image) in images.iter().enumerate() {
+        let field = format!("input.steps.images[{i}]");
+        check_region(&format!("{field}.region"), &image.region)?;
+        check_id(&format!("{field}.image_id"), "ami-", &image.image_id)?;
+        if !expected.contains(&image.region) {
+            return Err(Error::invalid(
+                format!("{field}.region"),
+                format!("`{}` is not one of the run's regions", image.region),
+            ));
+        }
+        if !seen.insert(image.region.as_str()) {
+            return Err(Error::invalid(
+                format!("{field}.region"),
+                format!("region `{}` is listed twice", image.region),
+            ));
+        }
+    }
+    // Publishing in some regions only would leave the regions pointing at different releases.
+    if let Some(missing) = expected.iter().find(|r| !seen.contains(r.as_str())) {
+        return Err(Error::invalid(
+            "input.steps.images",
+            format!("no image for region `{missing}`"),
+        ));
+    }
+
+    let home = images
+        .iter()
+        .find(|i| i.region == run.region)
+        .ok_or_else(|| Error::invalid("input.steps.images", "no image for the run's region"))?;
+    // A recipe that turns the test off has no test step; otherwise only the image that passed is published.
+    if run.recipe.test.enabled {
+        let test = req.steps.test()?;
+        if test.progress.status != Status::Ready {
+            return Err(Error::invalid(
+                "input.steps.test.status",
+                "the test has not passed: publish runs only after a passed test",
+            ));
+        }
+        if test.image_id != home.image_id {
+            return Err(Error::invalid(
+                "input.steps.test.image_id",
+                format!(
+                    "the test ran {} but the home region's image is {}",
+                    naming::preview(&test.image_id),
+                    home.image_id
+                ),
+            ));
+        }
+    }
+
+    let mut targets: Vec<Target> = images
+        .iter()
+        .map(|i| Target {
+            region: &i.region,
+            image_id: &i.image_id,
+            launch_templates: Vec::new(),
+        })
+        .collect();
+    for (i, lt) in run.recipe.publish.launch_templates.iter().enumerate() {
+        let region = lt.region.as_deref().unwrap_or(&run.region);
+        let target = targets.iter_mut().find(|t| t.region == region).ok_or_else(|| {
+            Error::invalid(
+                format!("recipe.publish.launch_templates[{i}].region"),
+                format!("no image in `{region}`: add it to distribution.regions"),
+            )
+        })?;
+        target.launch_templates.push((i, lt));
+    }
+    Ok(targets)
+}
+
+async fn publish(deps: &Deps, req: &StepRequest, targets: &[Target<'_>]) -> Result<PublishOutput> {
+    // Read every launch template's default version first: a template that does not exist fails the step
+    // before anything has changed.
+    let mut defaults = Vec::new();
+    for t in targets {
+        let ec2 = deps.ec2.get(t.region);
+        let mut here = Vec::new();
+        for (i, lt) in &t.launch_templates {
+            here.push(current_default(&ec2, *i, lt, t.region).await?);
+        }
+        defaults.push(here);
+    }
+    // Hand over every image before anything points at it: cleanup removes only candidates, so a failure after
+    // this point can never leave a parameter or launch template pointing at a deregistered image.
+    for t in targets {
+        release(&deps.ec2.get(t.region), req, t.image_id).await?;
+    }
+    let description = format!(
+        "ami-pipeline {} {} ({})",
+        req.run.pipeline, req.run.release.version, req.execution.name
+    );
+    let mut regions = Vec::new();
+    for (t, defaults) in targets.iter().zip(defaults) {
+        let ssm = deps.ssm.get(t.region);
+        let mut parameters = Vec::new();
+        for name in &req.run.recipe.publish.ssm_parameters {
+            parameters.push(put_parameter(&ssm, name, t.image_id, &description).await?);
+        }
+        let ec2 = deps.ec2.get(t.region);
+        let mut launch_templates = Vec::new();
+        for ((_, lt), current) in t.launch_templates.iter().zip(defaults) {
+            let token = naming::client_token(
+                &req.execution.name,
+                "publish-lt",
+                &format!("{}/{}", t.region, lt.id_or_name),
+            );
+            let version = NewVersion {
+                id_or_name: &lt.id_or_name,
+                image_id: t.image_id,
+                description: &description,
+                client_token: &token,
+            };
+            launch_templates.push(new_default_version(&ec2, &current, &version).await?);
+        }
+        regions.push(PublishedRegion {
+            region: t.region.to_string(),
+            image_id: t.image_id.to_string(),
+            parameters,
+            launch_templates,
+        });
+    }
+    Ok(PublishOutput {
+        release: req.run.release.version.clone(),
+        regions,
+    })
+}
+
+async fn current_default(
+    ec2: &aws_sdk_ec2::Client,
+    index: usize,
+    lt: &LaunchTemplateRef,
+    region: &str,
+) -> Result<LaunchTemplateVersion> {
+    lifecycle::launch_template_default(ec2, &lt.id_or_name)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("recipe.publish.launch_templates[{index}].id_or_name"),
+                format!(
+                    "launch template `{}` does not exist in {region}",
+                    naming::preview(&lt.id_or_name)
+                ),
+            )
+        })
+}
+
+/// Tags the image `released` unless it already is. Refuses an image that is not this run's: publishing someone
+/// else's image would hand it to every consumer of the parameters.
+async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -> Result<()> {
+    let image = ami_core::ec2::describe_image(ec2, image_id)
+        .await?
+        .ok_or_else(|| Error::ResourceGone(format!("image {image_id} no longer exists")))?;
+    match image_progress(Some(&image)) {
+        ImageProgress::Available => {}
+        ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
+        ImageProgress::Pending => {
+            return Err(Error::invalid(
+                "input.steps.images",
+                format!("image {image_id} is not available yet"),
+            ));
+        }
+    }
+    let tags = image.tags();
+    for (key, want) in [
+        (tags::PIPELINE, req.run.pipeline.as_str()),
+        (tags::EXECUTION, req.execution.name.as_str()),
+    ] {
+        if let Some(found) = tags::get(tags, key)
+            && found != want
+        {
+            return Err(Error::Conflict(format!(
+                "image {image_id} has {key}={found}, not {want}: it is not this run's image"
+            )));
+        }
+    }
+    if tags::get(tags, tags::STATE) == Some(tags::STATE_RELEASED) {
+        return Ok(());
+    }
+    ec2.create_tags()
+        .resources(image_id)
+        .tags(tags::tag(tags::STATE, tags::STATE_RELEASED))
+        .send()
+        .await
+        .aws("CreateTags")?;
+    Ok(())
+}
+
+async fn put_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+    image_id: &str,
+    description: &str,
+) -> Result<PublishedParameter> {
+    if lifecycle::parameter_value(ssm, name).await?.as_deref() == Some(image_id) {
+        return Ok(PublishedParameter {
+            name: name.to_string(),
+            changed: false,
+        });
+    }
+    ssm.put_parameter()
+        .name(name)
+        .value(image_id)
+        .r#type(ParameterType::String)
+        .data_type(IMAGE_DATA_TYPE)
+        .overwrite(true)
+        .description(description)
+        .send()
+        .await
+        .aws("PutParameter")?;
+    Ok(PublishedParameter {
+        name: name.to_string(),
+        changed: true,
+    })
+}
+
+struct NewVersion<'a> {
+    id_or_name: &'a str,
+    image_id: &'a str,
+    description: &'a str,
+    client_token: &'a str,
+}
+
+/// Creates a launch template version that launches the image and makes it the default, unless the current
+/// default already launches it.
+async fn new_default_version(
+    ec2: &aws_sdk_ec2::Client,
+    current: &LaunchTemplateVersion,
+    new: &NewVersion<'_>,
+) -> Result<PublishedLaunchTemplate> {
+    let id_or_name = new.id_or_name;
+    let current_version = current
+        .version_number()
+        .ok_or_else(|| Error::Internal(format!("launch template {id_or_name}: default version has no number")))?;
+    if current.launch_template_data().and_then(|d| d.image_id()) == Some(new.image_id) {
+        return Ok(PublishedLaunchTemplate {
+            id_or_name: id_or_name.to_string(),
+            version: current_version,
+            changed: false,
+        });
+    }
+    let by_id = lifecycle::is_launch_template_id(id_or_name);
+    let id = by_id.then(|| id_or_name.to_string());
+    let name = (!by_id).then(|| id_or_name.to_string());
+    // The source is the default just read, by number: everything else in it (instance type, network, user data)
+    // carries over, and a default someone changed meanwhile is not silently replaced by an older base.
+    let created = ec2
+        .create_launch_template_version()
+        .set_launch_template_id(id.clone())
+        .set_launch_template_name(name.clone())
+        .source_version(current_version.to_string())
+        .version_description(new.description)
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(new.image_id).build())
+        // A retry after a lost response gets the same version back instead of a second one.
+        .client_token(new.client_token)
+        .send()
+        .await
+        .aws("CreateLaunchTemplateVersion")?;
+    let version = created
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .ok_or_else(|| Error::Internal("CreateLaunchTemplateVersion returned no version number".into()))?;
+    ec2.modify_launch_template()
+        .set_launch_template_id(id)
+        .set_launch_template_name(name)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .aws("ModifyLaunchTemplate")?;
+    Ok(PublishedLaunchTemplate {
+        id_or_name: id_or_name.to_string(),
+        version,
+        changed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests;

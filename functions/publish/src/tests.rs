@@ -1,0 +1,650 @@
+//! Publish against a small fake of EC2 and SSM: the mocks answer from, and write to, one shared world, so a
+//! second publish sees what the first one did.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::create_launch_template_version::{
+    CreateLaunchTemplateVersionInput, CreateLaunchTemplateVersionOutput,
+};
+use aws_sdk_ec2::operation::create_tags::{CreateTagsInput, CreateTagsOutput};
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
+use aws_sdk_ec2::operation::modify_launch_template::{ModifyLaunchTemplateInput, ModifyLaunchTemplateOutput};
+use aws_sdk_ec2::types::{Image, ImageState as Ec2ImageState, ResponseLaunchTemplateData, Tag};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
+use aws_sdk_ssm::operation::put_parameter::{PutParameterInput, PutParameterOutput};
+use aws_sdk_ssm::types::Parameter;
+use aws_sdk_ssm::types::error::ParameterNotFound;
+use aws_smithy_mocks::{MockResponse, Rule, mock};
+use serde_json::json;
+
+use ami_core::clients::{Ec2Clients, SsmClients};
+use ami_core::recipe::LaunchTemplateRef;
+use ami_core::steps::{ImageState, Progress, Run, TestState};
+use ami_core::testing::{self, EXECUTION, NOW};
+
+use super::*;
+
+/// An edit of a valid request that makes it invalid.
+type Change = fn(&mut serde_json::Value);
+
+const HOME: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+const AP: &str = "ap-southeast-2";
+const HOME_IMAGE: &str = "ami-0a000000000000001";
+const EU_IMAGE: &str = "ami-0a000000000000002";
+const AP_IMAGE: &str = "ami-0a000000000000003";
+const OLD_IMAGE: &str = "ami-0b000000000000001";
+const PARAM: &str = "/images/web/latest";
+const TEMPLATE: &str = "web-servers";
+const TEMPLATE_ID: &str = "lt-0123456789abcdef0";
+
+struct Template {
+    id: String,
+    name: String,
+    /// Image of each version; version n is at index n - 1.
+    versions: Vec<String>,
+    default: i64,
+    tokens: BTreeMap<String, i64>,
+}
+
+#[derive(Default)]
+struct World {
+    images: BTreeMap<String, FakeImage>,
+    /// (region, name) -> value
+    params: BTreeMap<(String, String), String>,
+    /// (region, template name)
+    templates: BTreeMap<(String, String), Template>,
+    /// Every mutating call, in order: "Op region detail".
+    log: Vec<String>,
+    tag_calls: Vec<(String, CreateTagsInput)>,
+    puts: Vec<(String, PutParameterInput)>,
+    creates: Vec<(String, CreateLaunchTemplateVersionInput)>,
+    modifies: Vec<(String, ModifyLaunchTemplateInput)>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+struct FakeImage {
+    region: String,
+    tags: BTreeMap<String, String>,
+}
+
+impl FakeImage {
+    fn to_image(&self, id: &str) -> Image {
+        Image::builder()
+            .image_id(id)
+            .state(Ec2ImageState::Available)
+            .creation_date("2026-11-26T10:00:00.000Z")
+            .set_tags(Some(
+                self.tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build()
+    }
+}
+
+fn candidate(region: &str, pipeline: &str) -> FakeImage {
+    FakeImage {
+        region: region.into(),
+        tags: [
+            (tags::PIPELINE, pipeline),
+            (tags::EXECUTION, EXECUTION),
+            (tags::STATE, tags::STATE_CANDIDATE),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    }
+}
+
+/// Three candidate images, no parameters yet, the home region's template at version 3 with an old image.
+fn world() -> Shared {
+    let mut w = World::default();
+    for (region, id) in [(HOME, HOME_IMAGE), (EU, EU_IMAGE), (AP, AP_IMAGE)] {
+        w.images.insert(id.into(), candidate(region, "web"));
+    }
+    add_template(&mut w, HOME, TEMPLATE, TEMPLATE_ID);
+    Arc::new(Mutex::new(w))
+}
+
+fn add_template(w: &mut World, region: &str, name: &str, id: &str) {
+    w.templates.insert(
+        (region.into(), name.into()),
+        Template {
+            id: id.into(),
+            name: name.into(),
+            versions: vec![OLD_IMAGE.into(); 3],
+            default: 3,
+            tokens: BTreeMap::new(),
+        },
+    );
+}
+
+fn find_template<'a>(w: &'a mut World, region: &str, id: Option<&str>, name: Option<&str>) -> Option<&'a mut Template> {
+    w.templates
+        .iter_mut()
+        .find(|((r, _), t)| r == region && (Some(t.id.as_str()) == id || Some(t.name.as_str()) == name))
+        .map(|(_, t)| t)
+}
+
+fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_images = mock!(Ec2::describe_images).then_compute_output(move |req| {
+        let w = w.lock().unwrap();
+        let images = w
+            .images
+            .iter()
+            .filter(|(id, i)| i.region == r && req.image_ids().contains(id))
+            .map(|(id, i)| i.to_image(id))
+            .collect();
+        DescribeImagesOutput::builder().set_images(Some(images)).build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let create_tags = mock!(Ec2::create_tags).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.log.push(format!("CreateTags {r} {}", req.resources().join(",")));
+        w.tag_calls.push((r.clone(), req.clone()));
+        for id in req.resources() {
+            if let Some(image) = w.images.get_mut(id) {
+                for t in req.tags() {
+                    image
+                        .tags
+                        .insert(t.key().unwrap_or_default().into(), t.value().unwrap_or_default().into());
+                }
+            }
+        }
+        CreateTagsOutput::builder().build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_versions = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
+        assert_eq!(req.versions(), ["$Default"]);
+        let mut w = w.lock().unwrap();
+        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
+        let image = t.versions[(t.default - 1) as usize].clone();
+        DescribeLaunchTemplateVersionsOutput::builder()
+            .launch_template_versions(
+                aws_sdk_ec2::types::LaunchTemplateVersion::builder()
+                    .launch_template_id(&t.id)
+                    .launch_template_name(&t.name)
+                    .version_number(t.default)
+                    .default_version(true)
+                    .launch_template_data(ResponseLaunchTemplateData::builder().image_id(image).build())
+                    .build(),
+            )
+            .build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let create_version = mock!(Ec2::create_launch_template_version).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.log.push(format!("CreateLaunchTemplateVersion {r}"));
+        w.creates.push((r.clone(), req.clone()));
+        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
+        let token = req.client_token().unwrap_or_default().to_string();
+        let version = match t.tokens.get(&token) {
+            Some(v) => *v,
+            None => {
+                let image = req
+                    .launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .unwrap_or_default();
+                t.versions.push(image.to_string());
+                let v = t.versions.len() as i64;
+                t.tokens.insert(token, v);
+                v
+            }
+        };
+        CreateLaunchTemplateVersionOutput::builder()
+            .launch_template_version(
+                aws_sdk_ec2::types::LaunchTemplateVersion::builder()
+                    .version_number(version)
+                    .build(),
+            )
+            .build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let modify = mock!(Ec2::modify_launch_template).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.log.push(format!("ModifyLaunchTemplate {r}"));
+        w.modifies.push((r.clone(), req.clone()));
+        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
+        t.default = req
+            .default_version()
+            .and_then(|v| v.parse().ok())
+            .expect("numeric version");
+        ModifyLaunchTemplateOutput::builder().build()
+    });
+    vec![describe_images, create_tags, describe_versions, create_version, modify]
+}
+
+fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
+    let (w, r) = (world.clone(), region.to_string());
+    let get = mock!(Ssm::get_parameter).then_compute_response(move |req| {
+        let w = w.lock().unwrap();
+        match w.params.get(&(r.clone(), req.name().unwrap_or_default().to_string())) {
+            Some(v) => MockResponse::Output(
+                GetParameterOutput::builder()
+                    .parameter(
+                        Parameter::builder()
+                            .name(req.name().unwrap_or_default())
+                            .value(v)
+                            .build(),
+                    )
+                    .build(),
+            ),
+            None => MockResponse::Error(GetParameterError::ParameterNotFound(
+                ParameterNotFound::builder().build(),
+            )),
+        }
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let put = mock!(Ssm::put_parameter).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.log
+            .push(format!("PutParameter {r} {}", req.name().unwrap_or_default()));
+        w.puts.push((r.clone(), req.clone()));
+        w.params.insert(
+            (r.clone(), req.name().unwrap_or_default().into()),
+            req.value().unwrap_or_default().into(),
+        );
+        PutParameterOutput::builder().version(1).build()
+    });
+    vec![get, put]
+}
+
+/// Deps whose clients answer from `world`; `first_ec2` / `first_ssm` rules (throttling) are tried first.
+fn deps_with(world: &Shared, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
+    let w = world.clone();
+    let ec2 = Ec2Clients::from_fn(move |region| {
+        let rules: Vec<Rule> = first_ec2.iter().cloned().chain(ec2_rules(&w, region)).collect();
+        testing::ec2(&rules.iter().collect::<Vec<_>>())
+    });
+    let w = world.clone();
+    let ssm = SsmClients::from_fn(move |region| {
+        let rules: Vec<Rule> = first_ssm.iter().cloned().chain(ssm_rules(&w, region)).collect();
+        testing::ssm(&rules.iter().collect::<Vec<_>>())
+    });
+    Deps { ec2, ssm }
+}
+
+fn deps(world: &Shared) -> Deps {
+    deps_with(world, vec![], vec![])
+}
+
+fn ready() -> Progress {
+    Progress {
+        status: Status::Ready,
+        ..Progress::start(NOW - 600, 240)
+    }
+}
+
+fn image_state(region: &str, id: &str) -> ImageState {
+    ImageState {
+        region: region.into(),
+        image_id: id.into(),
+        name: format!("web-1.4.0-20261126-{region}"),
+        progress: ready(),
+    }
+}
+
+fn passed_test() -> TestState {
+    TestState {
+        instance_id: "i-0ccccccccccccccc1".into(),
+        image_id: HOME_IMAGE.into(),
+        launched_at: NOW - 300,
+        boot_to_ready_seconds: Some(95),
+        terminated: true,
+        progress: ready(),
+    }
+}
+
+fn request_for(run: &Run) -> serde_json::Value {
+    testing::request(
+        "start",
+        run,
+        json!({
+            "test": passed_test(),
+            "images": [image_state(HOME, HOME_IMAGE), image_state(EU, EU_IMAGE), image_state(AP, AP_IMAGE)],
+        }),
+    )
+}
+
+fn request() -> serde_json::Value {
+    request_for(&testing::run())
+}
+
+fn state_of(world: &Shared, id: &str) -> Option<String> {
+    let w = world.lock().unwrap();
+    w.images.get(id).and_then(|i| i.tags.get(tags::STATE).cloned())
+}
+
+#[tokio::test]
+async fn publishes_every_region_with_the_fields_that_matter() {
+    let world = world();
+    let out = handle(&deps(&world), request()).await.unwrap();
+
+    let w = world.lock().unwrap();
+    // Hand-over first: every image is released before any parameter or template points at it.
+    let first_pointer = w.log.iter().position(|l| !l.starts_with("CreateTags")).unwrap();
+    assert_eq!(first_pointer, 3, "{:?}", w.log);
+    for (region, input) in &w.tag_calls {
+        let id = input.resources().first().unwrap();
+        assert_eq!(w.images[id].region, *region, "tagged in the image's region");
+        assert_eq!(input.tags().len(), 1);
+        assert_eq!(input.tags()[0].key(), Some(tags::STATE));
+        assert_eq!(input.tags()[0].value(), Some(tags::STATE_RELEASED));
+    }
+    drop(w);
+    for id in [HOME_IMAGE, EU_IMAGE, AP_IMAGE] {
+        assert_eq!(state_of(&world, id).as_deref(), Some("released"));
+    }
+
+    let w = world.lock().unwrap();
+    let puts: Vec<(&str, &str)> = w.puts.iter().map(|(r, p)| (r.as_str(), p.value().unwrap())).collect();
+    assert_eq!(puts, [(HOME, HOME_IMAGE), (EU, EU_IMAGE), (AP, AP_IMAGE)]);
+    for (_, p) in &w.puts {
+        assert_eq!(p.name(), Some(PARAM));
+        assert_eq!(p.r#type(), Some(&ParameterType::String));
+        assert_eq!(p.data_type(), Some("aws:ec2:image"));
+        assert_eq!(p.overwrite(), Some(true));
+    }
+
+    assert_eq!(w.creates.len(), 1);
+    let (region, create) = &w.creates[0];
+    assert_eq!(region, HOME);
+    assert_eq!(create.launch_template_name(), Some(TEMPLATE));
+    assert_eq!(create.launch_template_id(), None);
+    assert_eq!(create.source_version(), Some("3"), "based on the current default");
+    assert_eq!(create.launch_template_data().unwrap().image_id(), Some(HOME_IMAGE));
+    assert!(create.version_description().unwrap().contains("web 1.4.0"));
+    assert_eq!(
+        create.client_token(),
+        Some(naming::client_token(EXECUTION, "publish-lt", "us-east-1/web-servers").as_str())
+    );
+    let (region, modify) = &w.modifies[0];
+    assert_eq!(region, HOME);
+    assert_eq!(modify.launch_template_name(), Some(TEMPLATE));
+    assert_eq!(modify.default_version(), Some("4"));
+    assert_eq!(w.templates[&(HOME.into(), TEMPLATE.into())].default, 4);
+
+    assert_eq!(out.release, "1.4.0");
+    assert_eq!(out.regions.len(), 3);
+    assert_eq!(out.regions[0].region, HOME);
+    assert_eq!(out.regions[0].image_id, HOME_IMAGE);
+    assert_eq!(
+        out.regions[0].parameters,
+        [PublishedParameter {
+            name: PARAM.into(),
+            changed: true
+        }]
+    );
+    assert_eq!(
+        out.regions[0].launch_templates,
+        [PublishedLaunchTemplate {
+            id_or_name: TEMPLATE.into(),
+            version: 4,
+            changed: true
+        }]
+    );
+    assert!(out.regions[1].launch_templates.is_empty());
+}
+
+#[tokio::test]
+async fn publishing_again_changes_nothing() {
+    let world = world();
+    let deps = deps(&world);
+    handle(&deps, request()).await.unwrap();
+    let mutations = world.lock().unwrap().log.len();
+    assert_eq!(mutations, 3 + 3 + 2);
+
+    let out = handle(&deps, request()).await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(
+        w.log.len(),
+        mutations,
+        "no mutating call the second time: {:?}",
+        &w.log[mutations..]
+    );
+    assert!(out.regions.iter().all(|r| r.parameters.iter().all(|p| !p.changed)));
+    assert_eq!(
+        out.regions[0].launch_templates,
+        [PublishedLaunchTemplate {
+            id_or_name: TEMPLATE.into(),
+            version: 4,
+            changed: false
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_create_response_makes_no_second_version() {
+    let world = world();
+    // The first ModifyLaunchTemplate fails for good (after the SDK's attempts): the step fails after creating
+    // version 4.
+    let failing = mock!(Ec2::modify_launch_template)
+        .sequence()
+        .http_status(500, Some(testing::ec2_error_body("InternalError")))
+        .times(3)
+        .build();
+    let err = handle(&deps_with(&world, vec![failing], vec![]), request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient");
+    assert_eq!(
+        world.lock().unwrap().templates[&(HOME.into(), TEMPLATE.into())]
+            .versions
+            .len(),
+        4
+    );
+
+    let out = handle(&deps(&world), request()).await.unwrap();
+    let w = world.lock().unwrap();
+    let t = &w.templates[&(HOME.into(), TEMPLATE.into())];
+    assert_eq!(t.versions.len(), 4, "same ClientToken: the same version comes back");
+    assert_eq!(t.default, 4);
+    assert_eq!(out.regions[0].launch_templates[0].version, 4);
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_then_succeed() {
+    let world = world();
+    // The mock answers an operation's retries from the rule that matched its first attempt, so these rules
+    // give the success themselves (and the world does not see those two calls).
+    let throttled_tags = mock!(Ec2::create_tags)
+        .match_requests(|r| r.resources() == [HOME_IMAGE])
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| CreateTagsOutput::builder().build())
+        .build();
+    let throttled_put = mock!(Ssm::put_parameter)
+        .match_requests(|r| r.value() == Some(EU_IMAGE) && r.data_type() == Some("aws:ec2:image"))
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ThrottlingException")))
+        .output(|| PutParameterOutput::builder().version(2).build())
+        .build();
+    let deps = deps_with(&world, vec![throttled_tags.clone()], vec![throttled_put.clone()]);
+    let out = handle(&deps, request()).await.unwrap();
+    assert_eq!(throttled_tags.num_calls(), 2, "throttled, then retried");
+    assert_eq!(throttled_put.num_calls(), 2, "throttled, then retried");
+    assert_eq!(out.regions.len(), 3);
+    assert!(out.regions.iter().all(|r| r.parameters[0].changed));
+    let w = world.lock().unwrap();
+    assert_eq!(w.tag_calls.len(), 2, "the other two regions");
+    assert_eq!(w.puts.len(), 2, "the other two regions");
+}
+
+#[tokio::test]
+async fn persistent_throttling_surfaces_as_throttled() {
+    let world = world();
+    let throttled = mock!(Ssm::put_parameter)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ThrottlingException")))
+        .repeatedly()
+        .build();
+    let err = handle(&deps_with(&world, vec![], vec![throttled.clone()]), request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
+    assert_eq!(throttled.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn a_template_named_by_id_in_a_copy_region_gets_that_regions_image() {
+    let world = world();
+    add_template(&mut world.lock().unwrap(), EU, "eu-web", TEMPLATE_ID);
+    let mut run = testing::run();
+    run.recipe.publish.launch_templates = vec![LaunchTemplateRef {
+        id_or_name: TEMPLATE_ID.into(),
+        region: Some(EU.into()),
+    }];
+    let out = handle(&deps(&world), request_for(&run)).await.unwrap();
+    let w = world.lock().unwrap();
+    let (region, create) = &w.creates[0];
+    assert_eq!(region, EU);
+    assert_eq!(create.launch_template_id(), Some(TEMPLATE_ID));
+    assert_eq!(create.launch_template_name(), None);
+    assert_eq!(create.launch_template_data().unwrap().image_id(), Some(EU_IMAGE));
+    assert_eq!(w.modifies[0].1.launch_template_id(), Some(TEMPLATE_ID));
+    assert!(out.regions[0].launch_templates.is_empty());
+    assert_eq!(out.regions[1].launch_templates[0].id_or_name, TEMPLATE_ID);
+}
+
+#[tokio::test]
+async fn nothing_is_published_without_a_passed_test() {
+    let cases: &[(Change, &str)] = &[
+        (
+            |r| {
+                r["steps"].as_object_mut().unwrap().remove("test");
+            },
+            "input.steps.test",
+        ),
+        (
+            |r| r["steps"]["test"]["status"] = json!("pending"),
+            "input.steps.test.status",
+        ),
+        (
+            |r| r["steps"]["test"]["image_id"] = json!(OLD_IMAGE),
+            "input.steps.test.image_id",
+        ),
+    ];
+    for (change, want) in cases {
+        let want = *want;
+        let world = world();
+        let mut req = request();
+        change(&mut req);
+        let err = handle(&deps(&world), req).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == want),
+            "{want}: {err}"
+        );
+        assert!(world.lock().unwrap().log.is_empty());
+        assert_eq!(state_of(&world, HOME_IMAGE).as_deref(), Some("candidate"));
+    }
+}
+
+#[tokio::test]
+async fn a_recipe_without_a_test_step_publishes_without_one() {
+    let world = world();
+    let mut run = testing::run();
+    run.recipe.test.enabled = false;
+    let mut req = request_for(&run);
+    req["steps"].as_object_mut().unwrap().remove("test");
+    handle(&deps(&world), req).await.unwrap();
+    assert_eq!(world.lock().unwrap().puts.len(), 3);
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let cases: &[(Change, &str)] = &[
+        (|r| r["action"] = json!("status"), "input.action"),
+        (|r| r["action"] = json!("explode"), "input.action"),
+        (
+            |r| {
+                r["steps"].as_object_mut().unwrap().remove("images");
+            },
+            "input.steps.images",
+        ),
+        (
+            |r| {
+                r["steps"]["images"].as_array_mut().unwrap().pop();
+            },
+            "input.steps.images",
+        ),
+        (
+            |r| r["steps"]["images"][1]["image_id"] = json!("ami-$(reboot)"),
+            "input.steps.images[1].image_id",
+        ),
+        (
+            |r| r["steps"]["images"][2]["region"] = json!("eu-west-1"),
+            "input.steps.images[2].region",
+        ),
+        (
+            |r| r["run"]["recipe"]["publish"]["ssm_parameters"] = json!(["no-slash"]),
+            "recipe.publish.ssm_parameters[0]",
+        ),
+    ];
+    for (change, want) in cases {
+        let want = *want;
+        let world = world();
+        let mut req = request();
+        change(&mut req);
+        let err = handle(&deps(&world), req).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == want),
+            "{want}: {err}"
+        );
+        assert!(world.lock().unwrap().log.is_empty());
+    }
+
+    // A launch template in a region without an image.
+    let world = world();
+    let mut run = testing::run();
+    run.recipe.publish.launch_templates[0].region = Some("us-west-2".into());
+    let err = handle(&deps(&world), request_for(&run)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.publish.launch_templates[0].region"),
+        "{err}"
+    );
+    assert!(world.lock().unwrap().log.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_launch_template_fails_before_anything_changes() {
+    let world = world();
+    // EC2 errors are not modeled in the SDK: only the code in the body says what went wrong.
+    let missing = mock!(Ec2::describe_launch_template_versions)
+        .sequence()
+        .http_status(
+            400,
+            Some(testing::ec2_error_body("InvalidLaunchTemplateName.NotFoundException")),
+        )
+        .repeatedly()
+        .build();
+    let err = handle(&deps_with(&world, vec![missing], vec![]), request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.publish.launch_templates[0].id_or_name"),
+        "{err}"
+    );
+    assert!(world.lock().unwrap().log.is_empty());
+}
+
+#[tokio::test]
+async fn another_pipelines_image_is_refused() {
+    let world = world();
+    world
+        .lock()
+        .unwrap()
+        .images
+        .insert(EU_IMAGE.into(), candidate(EU, "billing"));
+    let err = handle(&deps(&world), request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
+    assert!(err.to_string().contains("billing"), "{err}");
+    assert!(world.lock().unwrap().puts.is_empty(), "nothing points at it");
+}

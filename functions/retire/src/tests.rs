@@ -1,0 +1,520 @@
+//! Retire against a small fake of EC2 and SSM: DescribeImages applies the request's tag filters to one shared
+//! world, and the mutating calls change it, so a second run sees what the first did.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+use aws_sdk_ec2::operation::deregister_image::{DeregisterImageInput, DeregisterImageOutput};
+use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
+use aws_sdk_ec2::operation::enable_image_deprecation::{EnableImageDeprecationInput, EnableImageDeprecationOutput};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, ImageState, LaunchTemplateVersion, ResponseLaunchTemplateData, Tag,
+};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
+use aws_sdk_ssm::types::Parameter;
+use aws_sdk_ssm::types::error::ParameterNotFound;
+use aws_smithy_mocks::{MockResponse, Rule, mock};
+use serde_json::json;
+
+use ami_core::clients::{Ec2Clients, SsmClients};
+use ami_core::testing::{self, NOW};
+
+use super::*;
+
+/// An edit of a valid request that makes it invalid.
+type Change = fn(&mut serde_json::Value);
+
+const HOME: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+const DAY: i64 = 86_400;
+const PARAM: &str = "/images/web/latest";
+const TEMPLATE: &str = "web-servers";
+
+#[derive(Clone)]
+struct FakeImage {
+    region: String,
+    created: i64,
+    tags: BTreeMap<String, String>,
+    deprecation: Option<i64>,
+    snapshots: Vec<String>,
+}
+
+#[derive(Default)]
+struct World {
+    images: BTreeMap<String, FakeImage>,
+    /// (region, name) -> value
+    params: BTreeMap<(String, String), String>,
+    /// (region, template name) -> default version's image
+    templates: BTreeMap<(String, String), String>,
+    /// Answer DescribeImages without applying the filters, like a broken or lax API would.
+    ignore_filters: bool,
+    deprecations: Vec<EnableImageDeprecationInput>,
+    deregistered: Vec<DeregisterImageInput>,
+    deleted_snapshots: Vec<String>,
+    describes: Vec<DescribeImagesInput>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+/// `ami-0<pipeline initial><age in days, 15 digits>`: readable in assertion messages.
+fn image_id(prefix: char, n: i64) -> String {
+    format!("ami-0{prefix}{n:015}")
+}
+
+fn add_image(w: &mut World, region: &str, id: &str, pipeline: &str, state: &str, age_days: i64) {
+    let snap = format!("snap-{}", &id[4..]);
+    w.images.insert(
+        id.into(),
+        FakeImage {
+            region: region.into(),
+            created: NOW - age_days * DAY,
+            tags: [
+                (tags::PIPELINE, pipeline),
+                (tags::STATE, state),
+                (tags::EXECUTION, "some-execution"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            deprecation: None,
+            snapshots: vec![snap.clone(), format!("{snap}-data")],
+        },
+    );
+}
+
+/// Released web images in the home region aged `ages` days.
+fn world_with(ages: &[i64]) -> Shared {
+    let mut w = World::default();
+    for age in ages {
+        add_image(&mut w, HOME, &image_id('a', *age), "web", "released", *age);
+    }
+    Arc::new(Mutex::new(w))
+}
+
+fn to_image(id: &str, i: &FakeImage) -> Image {
+    let mut b = Image::builder()
+        .image_id(id)
+        .state(ImageState::Available)
+        .creation_date(format!(
+            "{}",
+            chrono::DateTime::from_timestamp(i.created, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S.000Z")
+        ))
+        .set_tags(Some(
+            i.tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ));
+    if let Some(d) = i.deprecation {
+        b = b.deprecation_time(testing::rfc3339(d));
+    }
+    for s in &i.snapshots {
+        b = b.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .ebs(EbsBlockDevice::builder().snapshot_id(s).build())
+                .build(),
+        );
+    }
+    b.build()
+}
+
+fn matches_filters(req: &DescribeImagesInput, i: &FakeImage) -> bool {
+    req.filters()
+        .iter()
+        .all(|f| match f.name().and_then(|n| n.strip_prefix("tag:")) {
+            Some(key) => i.tags.get(key).is_some_and(|v| f.values().contains(v)),
+            None => panic!("unexpected filter {f:?}"),
+        })
+}
+
+fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
+    let (w, r) = (world.clone(), region.to_string());
+    let describe = mock!(Ec2::describe_images).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        assert_eq!(req.owners(), ["self"], "only our own images");
+        w.describes.push(req.clone());
+        let images = w
+            .images
+            .iter()
+            .filter(|(_, i)| i.region == r && (w.ignore_filters || matches_filters(req, i)))
+            .map(|(id, i)| to_image(id, i))
+            .collect();
+        DescribeImagesOutput::builder().set_images(Some(images)).build()
+    });
+    let w = world.clone();
+    let deprecate = mock!(Ec2::enable_image_deprecation).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.deprecations.push(req.clone());
+        let at = req.deprecate_at().map(|d| d.secs());
+        if let Some(i) = w.images.get_mut(req.image_id().unwrap_or_default()) {
+            i.deprecation = at;
+        }
+        EnableImageDeprecationOutput::builder().r#return(true).build()
+    });
+    let w = world.clone();
+    let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.deregistered.push(req.clone());
+        w.images.remove(req.image_id().unwrap_or_default());
+        DeregisterImageOutput::builder().build()
+    });
+    let w = world.clone();
+    let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        w.deleted_snapshots.push(req.snapshot_id().unwrap_or_default().into());
+        DeleteSnapshotOutput::builder().build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let template = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
+        assert_eq!(req.versions(), ["$Default"]);
+        let w = w.lock().unwrap();
+        let image = w
+            .templates
+            .get(&(r.clone(), req.launch_template_name().unwrap_or_default().into()))
+            .expect("template exists");
+        DescribeLaunchTemplateVersionsOutput::builder()
+            .launch_template_versions(
+                LaunchTemplateVersion::builder()
+                    .version_number(7)
+                    .launch_template_data(ResponseLaunchTemplateData::builder().image_id(image).build())
+                    .build(),
+            )
+            .build()
+    });
+    vec![describe, deprecate, deregister, delete_snapshot, template]
+}
+
+fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
+    let (w, r) = (world.clone(), region.to_string());
+    vec![mock!(Ssm::get_parameter).then_compute_response(move |req| {
+        let w = w.lock().unwrap();
+        match w.params.get(&(r.clone(), req.name().unwrap_or_default().into())) {
+            Some(v) => MockResponse::Output(
+                GetParameterOutput::builder()
+                    .parameter(Parameter::builder().value(v).build())
+                    .build(),
+            ),
+            None => MockResponse::Error(GetParameterError::ParameterNotFound(
+                ParameterNotFound::builder().build(),
+            )),
+        }
+    })]
+}
+
+fn deps_with(world: &Shared, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
+    let w = world.clone();
+    let ec2 = Ec2Clients::from_fn(move |region| {
+        let rules: Vec<Rule> = first_ec2.iter().cloned().chain(ec2_rules(&w, region)).collect();
+        testing::ec2(&rules.iter().collect::<Vec<_>>())
+    });
+    let w = world.clone();
+    let ssm = SsmClients::from_fn(move |region| {
+        let rules: Vec<Rule> = first_ssm.iter().cloned().chain(ssm_rules(&w, region)).collect();
+        testing::ssm(&rules.iter().collect::<Vec<_>>())
+    });
+    Deps { ec2, ssm }
+}
+
+fn deps(world: &Shared) -> Deps {
+    deps_with(world, vec![], vec![])
+}
+
+/// The example recipe with `keep` and `deprecate_after_days`, publishing to nothing unless a test adds it.
+fn run_with(keep: u32, deprecate_after_days: Option<u32>) -> Run {
+    let mut run = testing::run();
+    run.recipe.retention = Retention {
+        keep,
+        deprecate_after_days,
+    };
+    run.recipe.publish = Default::default();
+    run
+}
+
+fn region<'a>(out: &'a RetireOutput, name: &str) -> &'a RetiredRegion {
+    out.regions.iter().find(|r| r.region == name).expect("region in output")
+}
+
+fn ids_of(ages: &[i64]) -> Vec<String> {
+    ages.iter().map(|a| image_id('a', *a)).collect()
+}
+
+#[tokio::test]
+async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots() {
+    let world = world_with(&[40, 10, 70, 20, 50, 30]);
+    let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.kept, ids_of(&[10, 20, 30]), "newest first");
+    assert_eq!(home.deregistered, ids_of(&[40, 50, 70]));
+    assert!(home.protected.is_empty() && home.deprecated.is_empty());
+    assert_eq!(out.regions.len(), 3, "every region of the pipeline");
+
+    let w = world.lock().unwrap();
+    let deregistered: Vec<&str> = w.deregistered.iter().map(|d| d.image_id().unwrap()).collect();
+    assert_eq!(deregistered, ids_of(&[40, 50, 70]));
+    let mut want: Vec<String> = ids_of(&[40, 50, 70])
+        .iter()
+        .flat_map(|id| [format!("snap-{}", &id[4..]), format!("snap-{}-data", &id[4..])])
+        .collect();
+    want.sort();
+    let mut deleted = w.deleted_snapshots.clone();
+    deleted.sort();
+    assert_eq!(deleted, want, "both snapshots of each deregistered image, nothing else");
+    assert_eq!(w.images.len(), 3);
+
+    let filters: Vec<(String, Vec<String>)> = w.describes[0]
+        .filters()
+        .iter()
+        .map(|f| (f.name().unwrap().to_string(), f.values().to_vec()))
+        .collect();
+    assert!(filters.contains(&("tag:ami-pipeline:pipeline".into(), vec!["web".into()])));
+    assert!(filters.contains(&("tag:ami-pipeline:state".into(), vec!["released".into()])));
+}
+
+#[tokio::test]
+async fn images_still_referenced_are_never_touched_and_take_no_keep_place() {
+    let world = world_with(&[1, 10, 20, 30, 40, 50]);
+    {
+        let mut w = world.lock().unwrap();
+        // The parameter points at the newest image, the template's default still at an old one.
+        w.params.insert((HOME.into(), PARAM.into()), image_id('a', 1));
+        w.templates.insert((HOME.into(), TEMPLATE.into()), image_id('a', 50));
+    }
+    let mut run = run_with(2, Some(30));
+    run.recipe.publish.ssm_parameters = vec![PARAM.into()];
+    run.recipe.publish.launch_templates = vec![ami_core::recipe::LaunchTemplateRef {
+        id_or_name: TEMPLATE.into(),
+        region: None,
+    }];
+    let out = retire(&deps(&world), &run, NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.protected, ids_of(&[1, 50]));
+    assert_eq!(home.kept, ids_of(&[10, 20]));
+    assert_eq!(home.deregistered, ids_of(&[30, 40]));
+
+    let w = world.lock().unwrap();
+    for protected in ids_of(&[1, 50]) {
+        assert!(w.images.contains_key(&protected), "{protected} still there");
+        assert!(
+            !w.deprecations.iter().any(|d| d.image_id() == Some(&protected)),
+            "{protected} not deprecated either"
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_pipelines_images_and_candidates_are_never_touched() {
+    for ignore_filters in [false, true] {
+        let world = world_with(&[10, 20]);
+        {
+            let mut w = world.lock().unwrap();
+            w.ignore_filters = ignore_filters;
+            for age in [100, 200, 300] {
+                add_image(&mut w, HOME, &image_id('b', age), "billing", "released", age);
+            }
+            add_image(&mut w, HOME, &image_id('c', 400), "web", "candidate", 400);
+            add_image(&mut w, HOME, &image_id('d', 500), "web-old", "released", 500);
+        }
+        let out = retire(&deps(&world), &run_with(1, Some(1)), NOW).await.unwrap();
+        let home = region(&out, HOME);
+        assert_eq!(home.kept, ids_of(&[10]), "ignore_filters={ignore_filters}");
+        assert_eq!(home.deregistered, ids_of(&[20]), "ignore_filters={ignore_filters}");
+        let w = world.lock().unwrap();
+        assert_eq!(w.deregistered.len(), 1);
+        assert_eq!(w.deprecations.len(), 1);
+        assert_eq!(w.images.len(), 6, "ignore_filters={ignore_filters}");
+    }
+}
+
+#[tokio::test]
+async fn kept_images_get_a_deprecation_time_never_in_the_past() {
+    let world = world_with(&[10, 200, 300, 400]);
+    // Already deprecated earlier than it would be now: left alone.
+    world
+        .lock()
+        .unwrap()
+        .images
+        .get_mut(&image_id('a', 300))
+        .unwrap()
+        .deprecation = Some(NOW - 5 * DAY);
+    let out = retire(&deps(&world), &run_with(3, Some(90)), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.kept, ids_of(&[10, 200, 300]));
+
+    let w = world.lock().unwrap();
+    let sent: Vec<(&str, i64)> = w
+        .deprecations
+        .iter()
+        .map(|d| (d.image_id().unwrap(), d.deprecate_at().unwrap().secs()))
+        .collect();
+    let minute_up = |t: i64| (t + 59) / 60 * 60;
+    let ten_days_old = image_id('a', 10);
+    let two_hundred = image_id('a', 200);
+    assert_eq!(
+        sent,
+        [
+            // 90 days after creation: 80 days from now, to the minute.
+            (ten_days_old.as_str(), minute_up(NOW - 10 * DAY + 90 * DAY)),
+            // Creation + 90 days is long past: a minute from now instead.
+            (two_hundred.as_str(), minute_up(NOW + 60)),
+        ]
+    );
+    for (_, at) in &sent {
+        assert_eq!(at % 60, 0, "whole minutes");
+        assert!(*at > NOW);
+    }
+    assert_eq!(home.deprecated.len(), 2);
+    assert_eq!(home.deprecated[0].deprecate_at, "2027-02-06T11:07:00Z");
+}
+
+#[tokio::test]
+async fn a_second_run_changes_nothing() {
+    let world = world_with(&[10, 200, 300, 400, 500]);
+    let deps = deps(&world);
+    let run = run_with(3, Some(90));
+    retire(&deps, &run, NOW).await.unwrap();
+    let (deprecations, deregistered, deleted) = {
+        let w = world.lock().unwrap();
+        (w.deprecations.len(), w.deregistered.len(), w.deleted_snapshots.len())
+    };
+    assert_eq!((deprecations, deregistered, deleted), (3, 2, 4));
+
+    let out = retire(&deps, &run, NOW + 30).await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(w.deprecations.len(), deprecations, "already deprecated by then");
+    assert_eq!(w.deregistered.len(), deregistered);
+    assert_eq!(w.deleted_snapshots.len(), deleted);
+    assert_eq!(region(&out, HOME).kept.len(), 3);
+    assert!(region(&out, HOME).deprecated.is_empty());
+}
+
+#[tokio::test]
+async fn deregistering_an_image_that_is_already_gone_is_success() {
+    let world = world_with(&[10, 20]);
+    let gone = image_id('a', 20);
+    let missing_image = mock!(Ec2::deregister_image)
+        .match_requests(move |r| r.image_id() == Some(gone.as_str()))
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
+        .repeatedly()
+        .build();
+    let missing_snapshots = mock!(Ec2::delete_snapshot)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
+        .repeatedly()
+        .build();
+    let deps = deps_with(&world, vec![missing_image.clone(), missing_snapshots.clone()], vec![]);
+    let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
+    assert_eq!(region(&out, HOME).deregistered, ids_of(&[20]));
+    assert_eq!(missing_image.num_calls(), 1);
+    assert_eq!(missing_snapshots.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_then_succeed() {
+    let world = world_with(&[10, 20]);
+    // The mock answers retries from the rule that matched the first attempt, so the rule gives the success.
+    let throttled = mock!(Ec2::deregister_image)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .output(|| DeregisterImageOutput::builder().build())
+        .build();
+    let deps = deps_with(&world, vec![throttled.clone()], vec![]);
+    let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
+    assert_eq!(throttled.num_calls(), 2);
+    assert_eq!(region(&out, HOME).deregistered, ids_of(&[20]));
+    assert_eq!(world.lock().unwrap().deleted_snapshots.len(), 2, "then its snapshots");
+}
+
+#[tokio::test]
+async fn each_region_is_retired_against_its_own_references() {
+    let world = world_with(&[10, 20, 30]);
+    {
+        let mut w = world.lock().unwrap();
+        for age in [11, 21, 31] {
+            add_image(&mut w, EU, &image_id('e', age), "web", "released", age);
+        }
+        // In eu-west-1 the parameter still points at the oldest image; at home it points at nothing.
+        w.params.insert((EU.into(), PARAM.into()), image_id('e', 31));
+    }
+    let mut run = run_with(1, None);
+    run.recipe.publish.ssm_parameters = vec![PARAM.into()];
+    let out = retire(&deps(&world), &run, NOW).await.unwrap();
+    assert_eq!(region(&out, HOME).deregistered, ids_of(&[20, 30]));
+    let eu = region(&out, EU);
+    assert_eq!(eu.kept, [image_id('e', 11)]);
+    assert_eq!(eu.protected, [image_id('e', 31)]);
+    assert_eq!(eu.deregistered, [image_id('e', 21)]);
+}
+
+#[tokio::test]
+async fn when_references_cannot_be_read_nothing_is_removed() {
+    let world = world_with(&[10, 20, 30]);
+    let denied = mock!(Ssm::get_parameter)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("AccessDeniedException")))
+        .repeatedly()
+        .build();
+    let mut run = run_with(1, None);
+    run.recipe.publish.ssm_parameters = vec![PARAM.into()];
+    let err = retire(&deps_with(&world, vec![], vec![denied]), &run, NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.AwsError", "{err}");
+    assert!(world.lock().unwrap().deregistered.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_input_names_the_field_and_calls_nothing() {
+    let cases: &[(Change, &str)] = &[
+        (|r| r["action"] = json!("status"), "input.action"),
+        (
+            |r| r["run"]["recipe"]["retention"]["keep"] = json!(0),
+            "recipe.retention.keep",
+        ),
+        (
+            |r| r["run"]["recipe"]["retention"]["keep"] = json!(-1),
+            "input.run.recipe.retention.keep",
+        ),
+        (
+            |r| r["run"]["recipe"]["retention"]["deprecate_after_days"] = json!(4000),
+            "recipe.retention.deprecate_after_days",
+        ),
+    ];
+    for (change, want) in cases {
+        let want = *want;
+        let world = world_with(&[10, 20, 30, 40, 50]);
+        let mut req = testing::request("start", &testing::run(), json!({}));
+        change(&mut req);
+        let err = handle(&deps(&world), req).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == want),
+            "{want}: {err}"
+        );
+        assert!(world.lock().unwrap().describes.is_empty(), "{want}: no calls");
+    }
+    let world = world_with(&[10]);
+    let err = handle(&deps(&world), json!({"execution": {"name": "x"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+}
+
+#[test]
+fn deprecation_time_reads_ec2_timestamps_and_rounds_up_to_the_minute() {
+    let image = Image::builder()
+        .image_id("ami-0123456789abcdef0")
+        .creation_date("2026-11-26T10:00:30.000Z")
+        .build();
+    let created = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:30Z")
+        .unwrap()
+        .timestamp();
+    assert_eq!(deprecate_at(&image, 1, created), Some(created + DAY + 30));
+    let undated = Image::builder().image_id("ami-0123456789abcdef0").build();
+    assert_eq!(deprecate_at(&undated, 1, NOW), None);
+}
