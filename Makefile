@@ -5,7 +5,7 @@ VENV := .tools/venv
 PY := $(VENV)/bin/python
 EVENT ?= infra/events/release.json
 
-.PHONY: test lint unit tools stack-test infra-test e2e demo schema
+.PHONY: test lint unit tools stack-test infra-test e2e demo schema package
 
 test: lint unit stack-test infra-test e2e
 
@@ -23,8 +23,14 @@ tools:
 stack-test: tools
 	$(PY) -m pytest -q tests/stack
 
+# Recipe examples against the schema; cfn-lint, checkov and IAM-vs-code tests on the SAM template.
 infra-test: tools
 	$(PY) tests/infra/check_recipes.py
+	bash tests/infra/check.sh
+
+# Lambda zips for every function (arm64; `make package ARCH=--x86_64` for x86_64) into dist/.
+package: tools
+	bash scripts/package.sh $(ARCH)
 
 e2e: tools
 	@if [ -f tests/local/e2e.sh ]; then bash tests/local/e2e.sh; else echo "e2e: not yet available"; fi

@@ -419,7 +419,8 @@ pub const KNOWN_REGIONS: &[&str] = &[
 ];
 
 const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
-const MAX_SCRIPT_BYTES: usize = 12 * 1024;
+/// Recipes live in SSM (8 KB for an advanced parameter), so scripts stay small; fetch larger ones from S3.
+const MAX_SCRIPT_BYTES: usize = 6 * 1024;
 
 impl Recipe {
     /// Parses a recipe document, naming the field on error.
@@ -757,7 +758,7 @@ fn check_script(field: &str, s: &str) -> Result<()> {
     if s.len() > MAX_SCRIPT_BYTES {
         return Err(Error::invalid(
             field,
-            format!("at most {MAX_SCRIPT_BYTES} bytes (user data is limited to 16 KiB)"),
+            format!("at most {MAX_SCRIPT_BYTES} bytes (the recipe is an SSM parameter); fetch larger scripts from S3"),
         ));
     }
     if s.contains('\0') {

@@ -1,0 +1,655 @@
+"""Offline checks of infra/template.yaml against the code and the state machine.
+
+- every function crate in functions/ (except core) has a function resource built from its binary;
+- every `${...}` of statemachine/pipeline.asl.json is defined in DefinitionSubstitutions, and the state
+  machine's role may invoke exactly the functions it substitutes;
+- each function's role allows exactly the EC2, SSM and Step Functions actions its code calls. The calls are
+  read from the code: functions/<step>/src/lib.rs and the functions of functions/core it reaches, scanned for
+  `.snake_case()` calls that are operations of aws-sdk-ec2/ssm/sfn (the SDK crates' own operation lists);
+- no policy allows a `*` action, destructive EC2 actions need the pipeline's tag on the resource, create actions
+  need it in the request, CreateTags is only on create or limited to named tag keys, iam:PassRole names its
+  roles, KMS is used only through EC2.
+
+Run with `bash tests/infra/check.sh`. AMI_TEMPLATE=<file> checks another template (e.g. a broken copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = Path(os.environ.get("AMI_TEMPLATE", ROOT / "infra" / "template.yaml"))
+ASL = ROOT / "statemachine" / "pipeline.asl.json"
+FUNCTIONS = ROOT / "functions"
+CORE = FUNCTIONS / "core" / "src"
+
+# Used when statemachine/pipeline.asl.json does not exist yet.
+EXPECTED_SUBSTITUTIONS = [
+    "BuildFunctionArn",
+    "SnapshotFunctionArn",
+    "RegisterFunctionArn",
+    "TestLaunchFunctionArn",
+    "CopyFunctionArn",
+    "ShareFunctionArn",
+    "PublishFunctionArn",
+    "RetireFunctionArn",
+    "CleanupFunctionArn",
+]
+
+SDK_CRATES = {"aws-sdk-ec2": "ec2", "aws-sdk-ssm": "ssm", "aws-sdk-sfn": "states"}
+
+# EC2 actions that create resources: the resource types they create, which must carry our tag in the request.
+CREATE_ACTIONS = {
+    "ec2:RunInstances": {"instance", "volume"},
+    "ec2:CreateSnapshots": {"snapshot"},
+    "ec2:RegisterImage": {"image"},
+    "ec2:CopyImage": {"image", "snapshot"},
+}
+# EC2 actions that destroy or change existing resources: only on resources that carry a pipeline tag.
+DESTRUCTIVE_ACTIONS = {
+    "ec2:TerminateInstances",
+    "ec2:StopInstances",
+    "ec2:DeregisterImage",
+    "ec2:DeleteSnapshot",
+    "ec2:ModifyImageAttribute",
+    "ec2:ModifySnapshotAttribute",
+    "ec2:EnableImageDeprecation",
+}
+PIPELINE_TAG = "ami-pipeline:pipeline"
+TAG_PREFIX = "ami-pipeline:"
+# Actions that do not support resource-level permissions: the only ones allowed on Resource "*" in a role.
+STAR_RESOURCE_OK = re.compile(
+    r"^(ec2:Describe\w+|xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|"
+    r"logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|"
+    r"PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))$"
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading the template (CloudFormation short-form tags become their long form).
+# --------------------------------------------------------------------------------------------------------------
+class CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _intrinsic(loader: CfnLoader, suffix: str, node: yaml.Node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@lru_cache(maxsize=None)
+def template() -> dict:
+    return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)  # noqa: S506 (SafeLoader subclass)
+
+
+def resources(kind: str | None = None) -> dict[str, dict]:
+    res = template()["Resources"]
+    return {k: v for k, v in res.items() if kind is None or v["Type"] == kind}
+
+
+def getatt_target(value) -> str | None:
+    """`!GetAtt X.Arn` -> X."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target, attr = value["Fn::GetAtt"]
+        return target if attr == "Arn" else None
+    return None
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(policy_document: dict) -> list[dict]:
+    """Statements of a policy, with `Fn::If` resolved to the statement (the permissive case)."""
+    out = []
+    for st in as_list(policy_document.get("Statement", [])):
+        if isinstance(st, dict) and "Fn::If" in st:
+            _, yes, no = st["Fn::If"]
+            out.extend(s for s in (yes, no) if isinstance(s, dict) and "Effect" in s)
+        else:
+            out.append(st)
+    return out
+
+
+def role_statements(role_name: str) -> list[dict]:
+    role = resources()[role_name]
+    assert role["Type"] == "AWS::IAM::Role", f"{role_name} is not an IAM role"
+    out = []
+    for policy in role["Properties"].get("Policies", []):
+        out.extend(statements(policy["PolicyDocument"]))
+    assert not role["Properties"].get("ManagedPolicyArns"), f"{role_name}: no managed policies, everything inline"
+    return out
+
+
+def actions(st: dict) -> list[str]:
+    return [a for a in as_list(st.get("Action", []))]
+
+
+def all_policy_documents():
+    """(where, document) for every policy document in the template: roles, key, queue and topic policies."""
+    for name, res in resources().items():
+        props = res.get("Properties", {})
+        for policy in props.get("Policies", []) or []:
+            if isinstance(policy, dict) and "PolicyDocument" in policy:
+                yield f"{name}.{policy.get('PolicyName')}", policy["PolicyDocument"]
+        for key in ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument"):
+            if isinstance(props.get(key), dict):
+                yield f"{name}.{key}", props[key]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading the code: which SDK operations each function calls.
+# --------------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def sdk_operations() -> dict[str, dict[str, str]]:
+    """{service prefix: {snake_case operation: PascalCase action}} from the SDK crates the workspace locks."""
+    cmd = ["cargo", "metadata", "--format-version", "1", "--locked", "--manifest-path", str(ROOT / "Cargo.toml")]
+    try:
+        meta = subprocess.run(cmd + ["--offline"], check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError:
+        meta = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    ops: dict[str, dict[str, str]] = {}
+    for pkg in json.loads(meta)["packages"]:
+        prefix = SDK_CRATES.get(pkg["name"])
+        if not prefix:
+            continue
+        op_dir = Path(pkg["manifest_path"]).parent / "src" / "operation"
+        table = ops.setdefault(prefix, {})
+        for f in op_dir.glob("*.rs"):
+            m = re.search(r"^pub struct (\w+);", f.read_text(), re.M)
+            if m:
+                table[f.stem] = m.group(1)
+    assert set(ops) == set(SDK_CRATES.values()), f"SDK crates not found in cargo metadata: {ops.keys()}"
+    assert len(ops["ec2"]) > 500, "aws-sdk-ec2's operation list looks incomplete"
+    return ops
+
+
+def strip_rust(text: str) -> str:
+    """Drops `#[cfg(test)]` modules at the end of a file and `//` comments."""
+    text = re.split(r"^#\[cfg\(test\)\]\s*\nmod tests", text, maxsplit=1, flags=re.M)[0]
+    return re.sub(r"//[^\n]*", "", text)
+
+
+@lru_cache(maxsize=None)
+def core_functions() -> dict[tuple[str, str], str]:
+    """{(module, fn): body} for the top-level functions of functions/core (without its tests)."""
+    out = {}
+    for f in sorted(CORE.glob("*.rs")):
+        if f.stem in ("lib", "testing"):
+            continue
+        text = strip_rust(f.read_text())
+        for m in re.finditer(r"^(?:pub(?:\([^)]*\))? )?(?:async )?fn (\w+)[^\n]*\n(.*?)^\}", text, re.M | re.S):
+            out[(f.stem, m.group(1))] = m.group(0)
+    return out
+
+
+def sdk_calls(code: str) -> set[tuple[str, str]]:
+    """(service, operation) for every `.operation()` in `code`."""
+    ops = sdk_operations()
+    found = set()
+    for m in re.finditer(r"\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)", code):
+        name = m.group(1)
+        services = [svc for svc, table in ops.items() if name in table]
+        if len(services) > 1:
+            receiver = code[max(0, m.start() - 80) : m.start()]
+            services = [s for s in services if re.search(rf"\b{'sfn' if s == 'states' else s}\b", receiver)]
+            assert len(services) == 1, f"`.{name}()` is an operation of several SDKs; cannot tell which"
+        if services:
+            found.add((services[0], name))
+    return found
+
+
+def core_references(code: str, module: str | None) -> set[tuple[str, str]]:
+    """Core functions `code` calls: `module::fn(` anywhere, bare `fn(` inside the same core module, and bare
+    `fn(` for a function imported with `use ami_core::module::{..fn..}`."""
+    fns = core_functions()
+    refs = set()
+    for mod, name in fns:
+        if re.search(rf"\b{mod}::{name}\s*\(", code):
+            refs.add((mod, name))
+        elif mod == module and re.search(rf"(?<![\w.:]){name}\s*\(", code):
+            refs.add((mod, name))
+    for m in re.finditer(r"use ami_core::(\w+)::\{([^}]*)\}", code):
+        for name in re.split(r"[,\s]+", m.group(2)):
+            if (m.group(1), name) in fns and re.search(rf"(?<![\w.:]){name}\s*\(", code):
+                refs.add((m.group(1), name))
+    return refs
+
+
+def reachable_code(crate_dir: Path) -> str:
+    """The handler's lib.rs and the bodies of every core function it reaches."""
+    lib = strip_rust((crate_dir / "src" / "lib.rs").read_text())
+    fns = core_functions()
+    todo = list(core_references(lib, None))
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        todo.extend(core_references(fns[key], key[0]) - seen)
+    return "\n".join([lib] + [fns[k] for k in sorted(seen)])
+
+
+def expected_actions(crate_dir: Path) -> set[str]:
+    code = reachable_code(crate_dir)
+    ops = sdk_operations()
+    wanted = {f"{svc}:{ops[svc][op]}" for svc, op in sdk_calls(code)}
+    # Tags given in TagSpecifications of a create call are authorized as ec2:CreateTags (with ec2:CreateAction).
+    if re.search(r"\.\s*tag_specifications\s*\(", code):
+        wanted.add("ec2:CreateTags")
+    return wanted
+
+
+def passes_instance_profile(crate_dir: Path) -> bool:
+    return bool(re.search(r"\.\s*(set_)?iam_instance_profile\s*\(", reachable_code(crate_dir)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The workspace's functions and their template resources.
+# --------------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def crates() -> dict[str, Path]:
+    """{binary name: crate dir} for every crate in functions/ with a [[bin]]."""
+    out = {}
+    for manifest in sorted(FUNCTIONS.glob("*/Cargo.toml")):
+        data = tomllib.loads(manifest.read_text())
+        for b in data.get("bin", []):
+            out[b["name"]] = manifest.parent
+    return out
+
+
+def code_uri_binary(props: dict) -> str | None:
+    m = re.fullmatch(r"\.\./dist/([\w-]+)/bootstrap\.zip", str(props.get("CodeUri", "")))
+    return m.group(1) if m else None
+
+
+@lru_cache(maxsize=None)
+def function_resources() -> dict[str, str]:
+    """{binary: logical id} of the template's functions."""
+    out = {}
+    for name, res in resources("AWS::Serverless::Function").items():
+        binary = code_uri_binary(res["Properties"])
+        assert binary, f"{name}: CodeUri must be ../dist/<binary>/bootstrap.zip (scripts/package.sh)"
+        assert binary not in out, f"{binary} is deployed twice ({out[binary]}, {name})"
+        out[binary] = name
+    return out
+
+
+def function_role(binary: str) -> str:
+    fn = resources()[function_resources()[binary]]
+    role = getatt_target(fn["Properties"].get("Role"))
+    assert role, f"{binary}: Role must be !GetAtt <its own role>.Arn"
+    return role
+
+
+def controlled_actions(st_list: list[dict]) -> set[str]:
+    return {a for st in st_list for a in actions(st) if a.split(":")[0] in ("ec2", "ssm", "states")}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Policy rules, as functions so the self-tests below can show that each one fails on a bad statement.
+# --------------------------------------------------------------------------------------------------------------
+def condition_keys(st: dict) -> dict[str, object]:
+    """{condition key: value} over all operators (`StringEquals`, `Null`, `ForAllValues:StringEquals` ...)."""
+    out = {}
+    for op, block in (st.get("Condition") or {}).items():
+        for key, value in block.items():
+            out[f"{op}|{key}"] = value
+    return out
+
+
+def has_tag_condition(st: dict, kind: str, key: str | None = None) -> bool:
+    """kind: ResourceTag or RequestTag. The tag must be required: `Null: false`, or a StringEquals value."""
+    for opkey, value in condition_keys(st).items():
+        op, k = opkey.split("|", 1)
+        m = re.fullmatch(rf"(?:aws|ec2):{kind}/(.+)", k)
+        if not m or not m.group(1).startswith(TAG_PREFIX) or (key and m.group(1) != key):
+            continue
+        if op == "Null" and str(value).lower() == "false":
+            return True
+        if op in ("StringEquals", "StringLike") and value not in ("", [], None):
+            return True
+    return False
+
+
+def resource_types(st: dict) -> set[str]:
+    """EC2 resource types a statement names (`...:instance/*` -> instance); `*` for a wildcard resource."""
+    out = set()
+    for r in as_list(st.get("Resource", [])):
+        text = json.dumps(r)
+        if r == "*":
+            out.add("*")
+        for m in re.finditer(r":ec2:[^:]*:[^:]*:([a-z-]+)/", text):
+            out.add(m.group(1))
+    return out
+
+
+def policy_problems(st: dict) -> list[str]:
+    """Everything wrong with one statement of a function's or pipeline role's policy."""
+    problems = []
+    acts = actions(st)
+    if "NotAction" in st or "NotResource" in st:
+        problems.append("NotAction/NotResource")
+    for a in acts:
+        if a == "*" or a.endswith(":*"):
+            problems.append(f"wildcard action {a}")
+    resources_ = as_list(st.get("Resource", []))
+    if "*" in resources_:
+        bad = [a for a in acts if not STAR_RESOURCE_OK.match(a)]
+        if bad:
+            problems.append(f"Resource * for actions that support resource-level permissions: {bad}")
+    for a in acts:
+        if a in DESTRUCTIVE_ACTIONS and not has_tag_condition(st, "ResourceTag"):
+            problems.append(f"{a} without an ami-pipeline resource-tag condition")
+        if a in CREATE_ACTIONS:
+            created = CREATE_ACTIONS[a] & resource_types(st)
+            if ("*" in resource_types(st) or created) and not has_tag_condition(st, "RequestTag", PIPELINE_TAG):
+                problems.append(f"{a} creates {created or '*'} without aws:RequestTag/{PIPELINE_TAG}")
+        if a == "ec2:CreateTags":
+            keys = condition_keys(st)
+            on_create = any(k.endswith("|ec2:CreateAction") for k in keys) and has_tag_condition(
+                st, "RequestTag", PIPELINE_TAG
+            )
+            tag_keys = [v for k, v in keys.items() if k.startswith("ForAllValues:") and k.endswith("|aws:TagKeys")]
+            on_ours = (
+                has_tag_condition(st, "ResourceTag", PIPELINE_TAG)
+                and tag_keys
+                and all(str(t).startswith(TAG_PREFIX) for t in as_list(tag_keys[0]))
+            )
+            if not (on_create or on_ours):
+                problems.append(
+                    "ec2:CreateTags neither on create (ec2:CreateAction + request tag) nor limited to "
+                    "ami-pipeline tag keys on pipeline resources"
+                )
+        if a == "iam:PassRole":
+            if any("*" in json.dumps(r) for r in resources_) or not resources_:
+                problems.append("iam:PassRole without explicit role ARNs")
+            if "StringEquals|iam:PassedToService" not in condition_keys(st):
+                problems.append("iam:PassRole without iam:PassedToService")
+        if a.startswith("kms:") and not any(k.endswith("|kms:ViaService") for k in condition_keys(st)):
+            problems.append(f"{a} without a kms:ViaService condition")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------------------------------------------
+def test_every_function_crate_is_deployed():
+    deployed = function_resources()
+    assert set(crates()) - {"ami-core"}, "no function crates found"
+    missing = sorted(set(crates()) - set(deployed))
+    extra = sorted(set(deployed) - set(crates()))
+    assert not missing, f"function crates without a template resource: {missing}"
+    assert not extra, f"template functions without a crate: {extra}"
+
+
+def test_function_settings():
+    glob = template().get("Globals", {}).get("Function", {})
+    for binary, name in function_resources().items():
+        props = {**glob, **resources()[name]["Properties"]}
+        assert props.get("Runtime") == "provided.al2023", name
+        assert props.get("Handler") == "bootstrap", name
+        arch = props.get("Architectures")
+        assert arch in (["arm64"], [{"Ref": "Architecture"}]), f"{name}: Architectures {arch}"
+        if arch == [{"Ref": "Architecture"}]:
+            assert template()["Parameters"]["Architecture"]["Default"] == "arm64"
+        logging = props.get("LoggingConfig", {})
+        assert logging.get("LogFormat") == "JSON", f"{name}: JSON logs"
+        group = logging.get("LogGroup", {}).get("Ref")
+        assert group in resources("AWS::Logs::LogGroup"), f"{name}: LoggingConfig.LogGroup must Ref its log group"
+        assert "RetentionInDays" in resources()[group]["Properties"], f"{group}: retention"
+        assert 30 <= int(props["Timeout"]) <= 120, f"{name}: Timeout {props['Timeout']}"
+        assert int(props["Timeout"]) > 25, f"{name}: Timeout must exceed the SDK's 25 s operation timeout"
+        assert 128 <= int(props["MemorySize"]) <= 256, f"{name}: MemorySize {props['MemorySize']}"
+        # The role's log permission is for its own log group.
+        role_logs = [st for st in role_statements(function_role(binary)) if "logs:PutLogEvents" in actions(st)]
+        assert role_logs and all(getatt_target(st["Resource"]) == group for st in role_logs), name
+    groups = [
+        res["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for res in resources("AWS::Serverless::Function").values()
+    ]
+    assert len(groups) == len(set(groups)), "one log group per function"
+
+
+def test_functions_that_burst_on_ec2_limits_reserve_concurrency():
+    for binary in ("ami-build", "ami-test-launch", "ami-copy"):
+        props = resources()[function_resources()[binary]]["Properties"]
+        assert "ReservedConcurrentExecutions" in props, binary
+
+
+def test_trigger_environment():
+    env = resources()[function_resources()["ami-trigger"]]["Properties"]["Environment"]["Variables"]
+    assert env["STATE_MACHINE_ARN"] == {"Ref": "PipelineStateMachine"}
+    assert env["RECIPE_PREFIX"] == {"Ref": "RecipePrefix"}
+
+
+def asl_substitutions() -> list[str]:
+    if not ASL.exists():
+        return EXPECTED_SUBSTITUTIONS
+    return sorted(set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", ASL.read_text())))
+
+
+def state_machine() -> dict:
+    (sm,) = resources("AWS::Serverless::StateMachine").values()
+    return sm["Properties"]
+
+
+def test_every_asl_substitution_is_defined():
+    props = state_machine()
+    assert props["DefinitionUri"] == "../statemachine/pipeline.asl.json"
+    defined = props.get("DefinitionSubstitutions", {})
+    used = asl_substitutions()
+    assert used, "the ASL uses no ${...} substitutions?"
+    missing = sorted(set(used) - set(defined))
+    assert not missing, f"ASL substitutions not in DefinitionSubstitutions: {missing}"
+    unused = sorted(set(defined) - set(used))
+    assert not unused, f"DefinitionSubstitutions the ASL does not use: {unused}"
+
+
+def invoked_functions() -> set[str]:
+    """Logical ids of the functions the state machine's tasks invoke (through the substitutions)."""
+    subs = state_machine()["DefinitionSubstitutions"]
+    if ASL.exists():
+        text = ASL.read_text()
+        used = set()
+        for m in re.finditer(r'"(?:Resource|FunctionName)"\s*:\s*"\$\{([A-Za-z0-9_]+)\}(?::\$LATEST)?"', text):
+            used.add(m.group(1))
+        assert used, "no Task resource in the ASL uses a ${...} function ARN"
+    else:
+        used = set(EXPECTED_SUBSTITUTIONS)
+    out = set()
+    for name in used:
+        assert name in subs, f"the ASL invokes ${{{name}}}, which DefinitionSubstitutions does not define"
+        target = getatt_target(subs[name])
+        assert target in resources("AWS::Serverless::Function"), f"{name} must be !GetAtt <Function>.Arn"
+        out.add(target)
+    return out
+
+
+def test_state_machine_role_invokes_exactly_the_pipeline_functions():
+    props = state_machine()
+    role = getatt_target(props["Role"])
+    allowed = set()
+    for st in role_statements(role):
+        if "lambda:InvokeFunction" in actions(st):
+            for r in as_list(st["Resource"]):
+                target = getatt_target(r)
+                assert target, f"{role}: lambda:InvokeFunction on {r}: name functions by !GetAtt"
+                allowed.add(target)
+    invoked = invoked_functions()
+    assert invoked <= allowed, f"state machine invokes functions its role may not: {sorted(invoked - allowed)}"
+    pipeline = {name for b, name in function_resources().items() if b != "ami-trigger"}
+    assert allowed == pipeline, f"role may invoke {sorted(allowed)}, expected the pipeline steps {sorted(pipeline)}"
+    assert function_resources()["ami-trigger"] not in allowed
+
+
+def test_state_machine_logging_and_tracing():
+    props = state_machine()
+    assert props["Logging"]["Level"] == "ALL"
+    assert props["Logging"]["Destinations"], "log destination"
+    assert props["Tracing"]["Enabled"] is True
+
+
+@pytest.mark.parametrize("binary", sorted(b for b in crates() if b != "ami-core"))
+def test_role_allows_exactly_the_calls_in_the_code(binary):
+    wanted = expected_actions(crates()[binary])
+    assert wanted, f"{binary}: found no SDK calls in its code"
+    allowed = controlled_actions(role_statements(function_role(binary)))
+    missing = sorted(wanted - allowed)
+    extra = sorted(allowed - wanted)
+    assert not missing, f"{binary}: the code calls {missing}, which its role does not allow"
+    assert not extra, f"{binary}: its role allows {extra}, which its code never calls"
+
+
+@pytest.mark.parametrize("binary", sorted(b for b in crates() if b != "ami-core"))
+def test_pass_role_only_where_an_instance_profile_is_passed(binary):
+    passes = any("iam:PassRole" in actions(st) for st in role_statements(function_role(binary)))
+    assert passes == passes_instance_profile(crates()[binary]), binary
+
+
+def test_role_policies_follow_the_rules():
+    problems = []
+    roles = {function_role(b) for b in function_resources()} | {
+        getatt_target(state_machine()["Role"]),
+        "SchedulerRole",
+    }
+    for role in sorted(roles):
+        for st in role_statements(role):
+            problems += [f"{role} {st.get('Sid', '')}: {p}" for p in policy_problems(st)]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_wildcard_action_in_any_policy():
+    bad = []
+    for where, doc in all_policy_documents():
+        for st in statements(doc):
+            if "NotAction" in st:
+                bad.append(f"{where}: NotAction")
+            for a in actions(st):
+                if a == "*" or a.endswith(":*"):
+                    bad.append(f"{where}: {a}")
+    assert not bad, bad
+
+
+def test_scheduler_may_only_invoke_the_trigger():
+    trigger = function_resources()["ami-trigger"]
+    for st in role_statements("SchedulerRole"):
+        if "lambda:InvokeFunction" in actions(st):
+            for r in as_list(st["Resource"]):
+                assert trigger in json.dumps(r), f"scheduler may invoke {r}"
+        else:
+            assert actions(st) == ["sqs:SendMessage"], st
+
+
+def test_schedule_input_and_dead_letters():
+    (schedule,) = resources("AWS::Scheduler::Schedule").values()
+    target = schedule["Properties"]["Target"]
+    assert getatt_target(target["Arn"]) == function_resources()["ami-trigger"]
+    text = target["Input"]["Fn::Sub"]
+    assert json.loads(text.replace("${NightlyPipeline}", "web")) == {
+        "pipeline": "web",
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+    }
+    assert target["RetryPolicy"] and target["DeadLetterConfig"]["Arn"]
+    assert schedule["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
+
+
+def test_release_rule():
+    rule = resources()["ReleaseRule"]["Properties"]
+    assert rule["EventPattern"]["detail-type"] == ["Release Published"]
+    assert rule["EventPattern"]["source"] == {"Ref": "ReleaseSource"}
+    (target,) = rule["Targets"]
+    assert getatt_target(target["Arn"]) == function_resources()["ami-trigger"]
+    assert target["RetryPolicy"] and target["DeadLetterConfig"]["Arn"]
+
+
+def test_parameters_and_outputs():
+    params = set(template()["Parameters"])
+    for p in (
+        "RecipePrefix",
+        "EventBusName",
+        "ReleaseSource",
+        "NightlyPipeline",
+        "ScheduleExpression",
+        "ScheduleTimezone",
+        "AlarmEmail",
+        "KmsKeyArns",
+        "BuilderInstanceProfileRoleArn",
+        "PublishParameterPrefix",
+        "NotifyOnSuccess",
+    ):
+        assert p in params, p
+    rest = json.dumps({k: v for k, v in template().items() if k not in ("Parameters", "Metadata")})
+    unused = [p for p in params if f'{{"Ref": "{p}"}}' not in rest and f"${{{p}}}" not in rest]
+    assert not unused, f"parameters never used: {unused}"
+    outputs = set(template()["Outputs"])
+    assert {"StateMachineArn", "NotificationTopicArn", "EventBusName"} <= outputs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Self-tests: each rule fails on what it is meant to catch.
+# --------------------------------------------------------------------------------------------------------------
+BAD_STATEMENTS = {
+    "wildcard action": {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+    "star action": {"Effect": "Allow", "Action": "*", "Resource": "*"},
+    "terminate untagged": {
+        "Effect": "Allow",
+        "Action": "ec2:TerminateInstances",
+        "Resource": "arn:aws:ec2:*:1:instance/*",
+    },
+    "run untagged": {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:1:instance/*"},
+    "create tags anywhere": {
+        "Effect": "Allow",
+        "Action": "ec2:CreateTags",
+        "Resource": "arn:aws:ec2:*::image/*",
+        "Condition": {"Null": {"aws:ResourceTag/ami-pipeline:pipeline": "false"}},
+    },
+    "pass any role": {
+        "Effect": "Allow",
+        "Action": "iam:PassRole",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+    },
+    "kms directly": {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:eu-west-1:1:key/x"},
+    "mutation on star": {"Effect": "Allow", "Action": "ssm:PutParameter", "Resource": "*"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATEMENTS))
+def test_rules_catch_bad_statements(case):
+    assert policy_problems(BAD_STATEMENTS[case]), f"{case} was not caught"
+
+
+def test_code_scan_finds_calls_through_core():
+    # retire reaches DeleteSnapshot only through ami_core::ec2::deregister_with_snapshots -> delete_snapshots.
+    assert "ec2:DeleteSnapshot" in expected_actions(crates()["ami-retire"])
+    # trigger reaches ssm:GetParameter directly and ec2:DescribeImages through core (newest_released, source).
+    assert {"ssm:GetParameter", "ec2:DescribeImages", "states:StartExecution"} <= expected_actions(
+        crates()["ami-trigger"]
+    )
+    # A function that does not reach a core call does not get it: register never terminates instances.
+    assert "ec2:TerminateInstances" not in expected_actions(crates()["ami-register"])
