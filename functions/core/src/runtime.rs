@@ -50,7 +50,9 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let span = span_for(&event.payload);
         async move {
-            let result = handler(event.payload).await;
+            // Boxed so each binary's top-level future stays shallow: the handlers' nested async state machines
+            // otherwise overflow rustc's query depth when computing the layout of `main` (seen on clean builds).
+            let result = Box::pin(handler(event.payload)).await;
             match &result {
                 Ok(_) => tracing::info!("done"),
                 Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "failed"),
