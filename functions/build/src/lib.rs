@@ -1,5 +1,6 @@
 //! build: `start` vets the base image, then launches the builder with the recipe's provisioning script;
-//! `status` reports pending until the builder has printed its result marker and stopped.
+//! `status` reports pending until the builder has printed its result marker and stopped; `finish` terminates
+//! the builder once its snapshots are complete (on failure, cleanup does it by tag).
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, InstanceStateName, ResourceType,
@@ -37,8 +38,18 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
     match req.action {
         Action::Start => start(deps, &req, now()).await,
         Action::Status => status(deps, &req, now()).await,
-        Action::Finish => Err(Error::invalid("input.action", "build takes `start` or `status`")),
+        Action::Finish => finish(deps, &req).await,
     }
+}
+
+/// Terminates the builder; one already gone counts as done.
+async fn finish(deps: &Deps, req: &StepRequest) -> Result<BuildState> {
+    let state = req.steps.build()?;
+    ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
+    Ok(BuildState {
+        terminated: true,
+        ..state.clone()
+    })
 }
 
 fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseImage)> {
@@ -68,6 +79,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
         return Ok(BuildState {
             instance_id,
             source_image_id,
+            terminated: false,
             progress: Progress::start(now, build.timeout_minutes),
         });
     }
@@ -118,6 +130,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
     Ok(BuildState {
         instance_id,
         source_image_id: image_id,
+        terminated: false,
         progress: Progress::start(now, build.timeout_minutes),
     })
 }

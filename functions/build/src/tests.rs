@@ -272,6 +272,7 @@ fn state(polls: u32) -> BuildState {
     BuildState {
         instance_id: BUILDER.into(),
         source_image_id: BASE_IMAGE.into(),
+        terminated: false,
         progress,
     }
 }
@@ -377,4 +378,23 @@ async fn past_the_deadline_is_a_timeout_without_calls() {
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
+}
+
+#[tokio::test]
+async fn finish_terminates_the_builder_and_a_gone_one_is_success() {
+    use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+    let term = mock!(Ec2::terminate_instances)
+        .match_requests(|r| r.instance_ids() == [BUILDER])
+        .sequence()
+        .output(|| TerminateInstancesOutput::builder().build())
+        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+        .build();
+    let deps = deps(&[&term], &[]);
+    let req = testing::request("finish", &testing::run(), json!({ "build": state(3) }));
+    for _ in 0..2 {
+        let out = handle(&deps, req.clone()).await.unwrap();
+        assert!(out.terminated);
+        assert_eq!(out.instance_id, BUILDER);
+    }
+    assert_eq!(term.num_calls(), 2);
 }

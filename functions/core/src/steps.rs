@@ -148,6 +148,9 @@ impl StepRequest {
 pub struct BuildState {
     pub instance_id: String,
     pub source_image_id: String,
+    /// Set by `finish` once the builder is terminated (after its snapshots completed).
+    #[serde(default)]
+    pub terminated: bool,
     #[serde(flatten)]
     pub progress: Progress,
 }

@@ -111,6 +111,7 @@ fn build_steps() -> serde_json::Value {
     let b = BuildState {
         instance_id: BUILDER.into(),
         source_image_id: BASE_IMAGE.into(),
+        terminated: false,
         progress: Progress::start(NOW - 600, 45).polled(NOW - 10, Status::Ready),
     };
     json!({ "build": b })

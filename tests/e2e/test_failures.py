@@ -1,0 +1,57 @@
+"""3. A provisioning failure, a failed smoke test and a copy failure in one region each end in a failed execution with
+the right error name, after cleanup, and leave no instance, image or snapshot of that execution in any region."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import explain, leftovers, release, task_calls, wait_until
+
+
+def check_failed_and_clean(stack, out, detail, error):
+    assert detail["status"] == "FAILED", explain(detail)
+    assert detail["error"] == error, explain(detail)
+    # the cause is the handler's, not the cleanup's
+    assert error in detail["cause"], detail["cause"]
+    cleanup = task_calls(detail, "Cleanup")
+    assert cleanup and cleanup[-1]["error"] is None, explain(detail)
+    # cleanup ran last: nothing after it
+    assert detail["tasks"][-1]["state"] == "Cleanup", explain(detail)
+    # nothing of the execution is left (terminating takes a few polls in the emulator too: allow a moment)
+    wait_until(lambda: not leftovers(stack, out["execution_name"]), 3)
+    found = leftovers(stack, out["execution_name"])
+    assert not found, f"left behind: {found}\n{explain(detail)}"
+    # nothing was published
+    assert not task_calls(detail, "Publish"), explain(detail)
+
+
+def test_provisioning_failure(stack):
+    recipe = stack.recipe("web-fail-build")
+    recipe["build"]["script"] += "# sim:fail-provision\n"
+    out, detail = release(stack, "web-fail-build", "1.0.0", recipe)
+    check_failed_and_clean(stack, out, detail, "AmiPipeline.ProvisionFailed")
+    assert not task_calls(detail, "Snapshot Start"), explain(detail)
+
+
+def test_failed_smoke_test(stack):
+    recipe = stack.recipe("web-fail-smoke")
+    recipe["test"]["script"] += "# sim:fail-smoke\n"
+    out, detail = release(stack, "web-fail-smoke", "1.0.0", recipe)
+    check_failed_and_clean(stack, out, detail, "AmiPipeline.TestFailed")
+    # the image was registered, then removed by cleanup; no copy was made
+    assert task_calls(detail, "Register Start"), explain(detail)
+    assert not task_calls(detail, "Copy Start"), explain(detail)
+
+
+@pytest.fixture
+def failing_copies(stack):
+    stack.sim("POST", "faults", {"fail_copy_region": "ap-southeast-2"})
+    yield "ap-southeast-2"
+    stack.sim("POST", "reset")
+
+
+def test_copy_failure_in_one_region(stack, failing_copies):
+    out, detail = release(stack, "web-fail-copy", "1.0.0", stack.recipe("web-fail-copy"))
+    check_failed_and_clean(stack, out, detail, "AmiPipeline.ImageFailed")
+    failed = [t for t in detail["tasks"] if t["error"] == "AmiPipeline.ImageFailed"]
+    assert failed and all(t["region"] == failing_copies for t in failed), explain(detail)
