@@ -26,8 +26,13 @@ K = 2  # AMI_SIM_POLLS given to the server below
 
 
 @pytest.fixture(scope="session")
-def server():
-    env = dict(os.environ, AMI_SIM_POLLS=str(K))
+def request_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("sim") / "requests.jsonl"
+
+
+@pytest.fixture(scope="session")
+def server(request_log):
+    env = dict(os.environ, AMI_SIM_POLLS=str(K), AMI_SIM_REQUEST_LOG=str(request_log))
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "moto_server.py"), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     try:
@@ -448,3 +453,78 @@ def test_bad_fault_spec_is_rejected(server):
     with pytest.raises(urllib.error.HTTPError) as exc:
         sim(server, "/_sim/faults", {"nonsense": 1})
     assert exc.value.code == 400
+
+
+def test_skip_lets_calls_through_before_the_fault(server, use1, base_image):
+    sim(server, "/_sim/faults", {"action": "RunInstances", "throttle": 1, "skip": 1})
+    launch(use1, base_image)  # skipped
+    with pytest.raises(ClientError) as exc:
+        launch(use1, base_image)
+    assert error_of(exc) == ("RequestLimitExceeded", 503)
+    launch(use1, base_image)
+
+
+def test_image_failed_fault(server, use1, base_image):
+    sim(server, "/_sim/faults", {"image_failed": True})
+    bad = register(use1, unique("imf"), snapshots_of(use1, base_image)[0])
+    good = register(use1, unique("imf"), snapshots_of(use1, base_image)[0])  # one-shot
+    assert [image(use1, bad)["State"] for _ in range(K + 1)] == ["pending"] * K + ["failed"]
+    assert image(use1, bad)["StateReason"]["Code"].startswith("Client.")
+    assert [image(use1, good)["State"] for _ in range(K + 1)] == ["pending"] * K + ["available"]
+
+
+@pytest.mark.parametrize("role, user_data", [("builder", BUILDER.format(extra="")),
+                                             ("smoke", "#!/bin/bash\n# AMI-PIPELINE-SMOKE\n")])
+def test_terminate_instance_fault(server, use1, base_image, role, user_data):
+    sim(server, "/_sim/faults", {"terminate_instance": role})
+    other = launch(use1, base_image)  # not that role: untouched
+    iid = launch(use1, base_image, user_data)
+    states = [instance_state(use1, iid) for _ in range(K + 3)]
+    assert states == ["pending"] * K + ["running"] + ["terminated"] * 2  # it ran, then someone ended it
+    reason = use1.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["StateReason"]
+    assert reason["Code"] == "Client.UserInitiatedShutdown"
+    assert "AMI-PIPELINE" not in console(use1, iid)  # it never got to print a result
+    assert instance_state(use1, other) in ("pending", "running")
+    again = launch(use1, base_image, user_data)  # one-shot
+    assert [instance_state(use1, again) for _ in range(K + 1)][-1] in ("running", "stopped")
+
+
+def test_launch_template_version_client_token(server, use1, base_image):
+    name = unique("lt")
+    use1.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": base_image})
+    make = dict(LaunchTemplateName=name, SourceVersion="1", LaunchTemplateData={"ImageId": base_image},
+                ClientToken=name)
+    first = use1.create_launch_template_version(**make)["LaunchTemplateVersion"]["VersionNumber"]
+    again = use1.create_launch_template_version(**make)["LaunchTemplateVersion"]["VersionNumber"]
+    assert first == again == 2
+    versions = use1.describe_launch_template_versions(LaunchTemplateName=name)["LaunchTemplateVersions"]
+    assert sorted(v["VersionNumber"] for v in versions) == [1, 2]
+    with pytest.raises(ClientError) as exc:
+        use1.create_launch_template_version(**dict(make, VersionDescription="other"))
+    assert error_of(exc)[0] == "IdempotentParameterMismatch"
+    other = use1.create_launch_template_version(**dict(make, ClientToken=name + "-2"))
+    assert other["LaunchTemplateVersion"]["VersionNumber"] == 3
+
+
+def test_created_ids_and_request_log(server, use1, base_image, request_log):
+    start = request_log.stat().st_size if request_log.exists() else 0
+    token = unique("tok")
+    iid = launch(use1, base_image, ClientToken=token,
+                 MetadataOptions={"HttpTokens": "required"})
+    assert launch(use1, base_image, ClientToken=token, MetadataOptions={"HttpTokens": "required"}) == iid
+    sim(server, "/_sim/faults", {"lost_response": "CreateSnapshots"})
+    with pytest.raises(ClientError):
+        use1.create_snapshots(InstanceSpecification={"InstanceId": iid})
+    use1.describe_instances(InstanceIds=[iid])
+    calls = sim(server, "/_sim/calls")["calls"]
+    created = [(c["action"], c["status"], c["created"]) for c in calls]
+    assert created[0] == ("RunInstances", 200, [iid]) and created[1] == ("RunInstances", 200, [iid])
+    assert created[2][:2] == ("CreateSnapshots", 500) and created[2][2][0].startswith("snap-")  # made, unseen
+    assert created[3] == ("DescribeInstances", 200, [])
+    with open(request_log) as f:
+        f.seek(start)
+        logged = [json.loads(line) for line in f]
+    # mutating calls only, with their parameters as sent
+    assert [r["action"] for r in logged] == ["RunInstances", "RunInstances", "CreateSnapshots"]
+    assert logged[0]["params"]["MetadataOptions.HttpTokens"] == "required"
+    assert logged[0]["params"]["ClientToken"] == token and logged[0]["region"] == "us-east-1"

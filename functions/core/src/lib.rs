@@ -1,6 +1,8 @@
 //! ami-pipeline's domain core: the recipe, step inputs and outputs, naming, tags, errors, and the AWS adapters
 //! the Lambda handlers share.
 
+#[cfg(feature = "testing")]
+pub mod audit;
 pub mod clients;
 pub mod distribution;
 pub mod ec2;

@@ -61,7 +61,7 @@ pub fn retry() -> RetryConfig {
 /// A client whose calls are answered by `rules` (any order). Built by hand rather than with the SDK's `test-util`
 /// feature, so tests and the Lambda binaries share one build of the SDK crates.
 macro_rules! mocked {
-    ($krate:ident, $rules:expr) => {{
+    ($krate:ident, $rules:expr $(, $extra:expr)*) => {{
         let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
         for rule in $rules {
             interceptor = interceptor.with_rule(rule);
@@ -72,14 +72,16 @@ macro_rules! mocked {
             .credentials_provider($krate::config::Credentials::new("AKIDTEST", "test", None, None, "test"))
             .http_client(aws_smithy_mocks::create_mock_http_client())
             .interceptor(interceptor)
+            $(.interceptor($extra))*
             .retry_config(retry())
             .build();
         $krate::Client::from_conf(conf)
     }};
 }
 
+/// Every request is also checked by the request audit ([`crate::audit`]): a violation fails the test.
 pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    mocked!(aws_sdk_ec2, rules)
+    mocked!(aws_sdk_ec2, rules, crate::audit::Audit)
 }
 
 pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {

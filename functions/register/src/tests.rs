@@ -122,6 +122,7 @@ async fn registers_with_the_full_mapping_and_secure_defaults() {
 
 #[tokio::test]
 async fn tpm_and_imds_follow_the_recipe() {
+    let _imds = ami_core::audit::allow_imds_optional(); // the recipe turns ImdsSupport v2.0 off below
     let mut recipe = testing::recipe();
     recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
     recipe.image.tpm_support = true;

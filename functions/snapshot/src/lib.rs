@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::types::{
     Instance, InstanceSpecification, InstanceStateName, ResourceType, SnapshotState as Ec2SnapshotState,
 };
@@ -149,6 +150,10 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
                 req.run.pipeline, req.run.release.version, req.execution.name
             ))
             .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags))
+            .customize()
+            // No blind SDK retry: CreateSnapshots takes no ClientToken, so a retry after a lost answer would make a
+            // second set. The step's own retry (Step Functions) comes back through the tag look-up above.
+            .config_override(aws_sdk_ec2::config::Config::builder().retry_config(RetryConfig::disabled()))
             .send()
             .await
             .aws("CreateSnapshots")?;

@@ -204,24 +204,82 @@ async fn retried_start_finds_its_snapshots_by_tag() {
     assert_eq!(create.num_calls(), 0, "nothing created twice");
 }
 
+/// The snapshots the fake CreateSnapshots made, as the tag look-up finds them afterwards.
+fn made_snapshots() -> Vec<Snapshot> {
+    created()
+        .snapshots()
+        .iter()
+        .map(|s| {
+            Snapshot::builder()
+                .snapshot_id(s.snapshot_id().unwrap())
+                .volume_id(s.volume_id().unwrap())
+                .volume_size(s.volume_size().unwrap())
+                .build()
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn throttled_create_is_retried_then_succeeds() {
+async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer() {
+    // The first CreateSnapshots is made but its answer is lost (500); the SDK must not send it again (no
+    // ClientToken: a second call would make a second set). The step fails Transient; Step Functions runs it
+    // again, and the tag look-up finds the snapshots the lost call made.
+    let create = mock!(Ec2::create_snapshots)
+        .sequence()
+        .http_status(500, Some(testing::ec2_error_body("InternalError")))
+        .output(created)
+        .build();
+    let mine = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(made_snapshots()))
+                .build()
+        })
+        .build();
+    let (inst, vols) = (
+        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
+        volumes(),
+    );
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+    let req = testing::request("start", &testing::run(), build_steps());
+    let err = handle(&deps, req.clone()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    assert_eq!(create.num_calls(), 1, "the SDK did not repeat CreateSnapshots");
+
+    let out = handle(&deps, req).await.unwrap();
+    let ids: Vec<&str> = out.snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["snap-0000000000000002", "snap-0000000000000001"],
+        "by device: /dev/sdf, /dev/xvda"
+    );
+    assert_eq!(create.num_calls(), 1, "adopted, not made again");
+}
+
+#[tokio::test]
+async fn throttled_create_fails_throttled_and_the_step_retry_creates() {
     let create = mock!(Ec2::create_snapshots)
         .sequence()
         .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
         .output(created)
         .build();
     let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
+        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
         own_snapshots(vec![]),
         volumes(),
     );
     let deps = Deps {
         ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
     };
-    let out = handle(&deps, testing::request("start", &testing::run(), build_steps()))
-        .await
-        .unwrap();
+    let req = testing::request("start", &testing::run(), build_steps());
+    let err = handle(&deps, req.clone()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
+    let out = handle(&deps, req).await.unwrap();
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(create.num_calls(), 2);
 }

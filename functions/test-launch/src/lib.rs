@@ -6,7 +6,8 @@
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
 
 use aws_sdk_ec2::types::{
-    Instance, InstanceStateName, InstanceStatusSummary, ResourceType, ShutdownBehavior, SummaryStatus,
+    BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ResourceType,
+    ShutdownBehavior, SummaryStatus, VolumeType,
 };
 use serde_json::Value;
 
@@ -114,6 +115,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
 
     let out = ami_core::ec2::locked_down(deps.ec2.run_instances(), subnet, groups)
+        .set_block_device_mappings(encrypted_volumes(req))
         .image_id(&image.image_id)
         .instance_type(instance_type.into())
         .min_count(1)
@@ -136,6 +138,30 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         .ok_or_else(|| Error::Internal("RunInstances returned an instance without an id".into()))?;
     log(id, "launched the test instance");
     Ok(state(id.to_string(), launched_at(instance, now)))
+}
+
+/// The image's volumes (its snapshots' devices), each asked encrypted and deleted with the instance: the test
+/// instance is encrypted whatever the image's snapshots are (EC2 encrypts a volume restored from an unencrypted
+/// snapshot when `Encrypted` is true). None for an image without snapshots (instance store).
+fn encrypted_volumes(req: &StepRequest) -> Option<Vec<BlockDeviceMapping>> {
+    let snapshots = &req.steps.snapshot.as_ref()?.snapshots;
+    let mappings: Vec<BlockDeviceMapping> = snapshots
+        .iter()
+        .map(|s| {
+            BlockDeviceMapping::builder()
+                .device_name(&s.device_name)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .volume_size(s.size_gib)
+                        .volume_type(VolumeType::from(s.volume_type.as_str()))
+                        .build(),
+                )
+                .build()
+        })
+        .collect();
+    Some(mappings).filter(|m| !m.is_empty())
 }
 
 /// A status check summary as text, for failure messages: `impaired (reachability: failed)`.

@@ -13,7 +13,7 @@ use aws_smithy_types::DateTime;
 use serde_json::json;
 
 use ami_core::recipe::Recipe;
-use ami_core::steps::{ImageState, Run};
+use ami_core::steps::{ImageState, Run, SnapshotInfo, SnapshotState};
 use ami_core::testing::{self, Captured, NOW};
 
 use ami_core::input;
@@ -45,8 +45,29 @@ fn candidate() -> ImageState {
     }
 }
 
+/// The builder's snapshots the candidate was registered from: a 16 GiB gp3 root and a 20 GiB data volume.
+fn snapshots() -> SnapshotState {
+    let snap = |id: &str, device: &str, size: i32| SnapshotInfo {
+        snapshot_id: id.into(),
+        device_name: device.into(),
+        volume_id: format!("vol-{id}"),
+        size_gib: size,
+        volume_type: "gp3".into(),
+        iops: None,
+        throughput: None,
+    };
+    SnapshotState {
+        instance_id: "i-0bbbbbbbbbbbbbbb1".into(),
+        source_image_id: testing::BASE_IMAGE.into(),
+        root_device_name: "/dev/xvda".into(),
+        snapshots: vec![snap("snap-01", "/dev/sdf", 20), snap("snap-02", "/dev/xvda", 16)],
+        percent: 100,
+        progress: Progress::start(NOW - 1200, 30).polled(NOW - 950, Status::Ready),
+    }
+}
+
 fn start_request(run: &Run) -> Value {
-    testing::request("start", run, json!({ "image": candidate() }))
+    testing::request("start", run, json!({ "image": candidate(), "snapshot": snapshots() }))
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -124,7 +145,27 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         req.instance_initiated_shutdown_behavior(),
         Some(&ShutdownBehavior::Terminate)
     );
-    assert!(req.block_device_mappings().is_empty(), "the image's own mappings");
+    // every volume of the image, asked encrypted and deleted with the instance, at the snapshot's size
+    let volumes: Vec<_> = req
+        .block_device_mappings()
+        .iter()
+        .map(|m| {
+            let ebs = m.ebs().unwrap();
+            (
+                m.device_name().unwrap(),
+                ebs.encrypted(),
+                ebs.delete_on_termination(),
+                ebs.volume_size(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            ("/dev/sdf", Some(true), Some(true), Some(20)),
+            ("/dev/xvda", Some(true), Some(true), Some(16))
+        ]
+    );
     for rt in [ResourceType::Instance, ResourceType::Volume] {
         let spec = req
             .tag_specifications()

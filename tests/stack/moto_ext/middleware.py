@@ -25,6 +25,28 @@ def ec2_error(status: int, code: str, message: str) -> tuple[int, list, bytes]:
     return status, [("Content-Type", "text/xml;charset=UTF-8")], body
 
 
+# What each creating action's answer names as new (RunInstances with a known ClientToken answers the first
+# reservation again: the id repeats, which is how a test tells "adopted" from "made twice").
+CREATED = {
+    "RunInstances": re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>"),
+    "CreateSnapshots": re.compile(rb"<snapshotId>(snap-[0-9a-f]+)</snapshotId>"),
+    "RegisterImage": re.compile(rb"<imageId>(ami-[0-9a-f]+)</imageId>"),
+    "CopyImage": re.compile(rb"<imageId>(ami-[0-9a-f]+)</imageId>"),
+    "CreateLaunchTemplateVersion": re.compile(
+        rb"<launchTemplateId>(lt-[0-9a-f]+)</launchTemplateId>|<versionNumber>(\d+)</versionNumber>"),
+}
+
+
+def created_ids(action: str, result: tuple[int, list, bytes]) -> list[str]:
+    pattern = CREATED.get(action)
+    if not pattern:
+        return []
+    found = ["".join(g.decode() for g in m.groups() if g) for m in pattern.finditer(result[2])]
+    if action == "CreateLaunchTemplateVersion":  # "lt-...:version"
+        return [":".join(found)] if found else []
+    return list(dict.fromkeys(found))
+
+
 class SimMiddleware:
     def __init__(self, app):
         self.app = app
@@ -58,11 +80,12 @@ class SimMiddleware:
                 result = ec2_error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
             else:
                 result = self.run_app(environ)
-                if fault and fault["kind"] == "lost":
-                    # The action happened, but the client never sees the answer.
-                    result = ec2_error(500, "InternalError",
-                                       "An internal error has occurred. (simulated lost response)")
-            state.record_call(region, action, result[0])
+            created = created_ids(action, result) if result[0] == 200 else []
+            if fault and fault["kind"] == "lost":
+                # The action happened, but the client never sees the answer.
+                result = ec2_error(500, "InternalError", "An internal error has occurred. (simulated lost response)")
+            params = {k: v[0] if len(v) == 1 else v for k, v in form.items() if k not in ("Action", "Version")}
+            state.record_call(region, action, result[0], params, created)
         return self.respond(start_response, *result)
 
     def run_app(self, environ) -> tuple[int, list, bytes]:

@@ -203,7 +203,12 @@ def register_image(self):
     ami.imds_support = self._get_param("ImdsSupport")
     ami.ena_support = self._get_param("EnaSupport")
     ami.add_tags(tags.get("image", {}))
-    _track_image(ami)
+    if state.FLAGS["image_failed"] > 0:  # fault: the image ends `failed` (EC2 ImageState failed, StateReason)
+        state.FLAGS["image_failed"] -= 1
+        _track_image(ami, "failed", {"Code": "Client.InvalidSnapshot.NotFound",
+                                     "Message": "Client.InvalidSnapshot.NotFound: Simulated image failure"})
+    else:
+        _track_image(ami)
     return ActionResult({"ImageId": ami.id})
 
 
@@ -380,7 +385,11 @@ def run_instances(self):
         role = ("builder" if "AMI-PIPELINE-BUILDER" in text
                 else "smoke" if "AMI-PIPELINE-SMOKE" in text else None)
         inst._state = InstanceState("pending", 0)
-        state.RESOURCES[inst.id] = {"polls": 0, "running_polls": 0, "status_polls": 0,
+        # fault: someone else terminates this instance once it runs
+        killed = state.FLAGS["terminate_role"].get(role, 0) > 0
+        if killed:
+            state.FLAGS["terminate_role"][role] -= 1
+        state.RESOURCES[inst.id] = {"polls": 0, "running_polls": 0, "status_polls": 0, "killed": killed,
                                     "role": role, "text": text, "console": [], "done": False}
     return result
 
@@ -395,6 +404,13 @@ def _tick_instance(inst, rec) -> None:
         return
     if inst.state != "running" or rec["done"]:
         return  # stopped or terminated by the caller: the guest does nothing more
+    if rec.get("killed"):
+        # terminated by someone else (a person, an auto-scaling policy, a spot reclaim)
+        rec["done"] = True
+        inst.terminate()
+        inst.state_reason = StateReason("Client.UserInitiatedShutdown: User initiated shutdown",
+                                        "Client.UserInitiatedShutdown")
+        return
     rec["running_polls"] += 1
     if rec["running_polls"] >= K:
         _guest_finishes(inst, rec)
@@ -467,3 +483,24 @@ def get_console_output(self):
         text = BOOT_LOG + "".join(line + "\n" for line in rec["console"])
         result["Output"] = Base64EncodedString.from_raw_string(text)
     return ActionResult(result)
+
+
+@ec2_action
+def create_launch_template_version(self):
+    """CreateLaunchTemplateVersion is idempotent by ClientToken (EC2 CreateLaunchTemplateVersion ClientToken):
+    the same token answers the version the first call made and makes no other."""
+    backend = self.ec2_backend
+    key, earlier = _token_lookup(self, "CreateLaunchTemplateVersion", lambda rid: rid in VERSIONS)
+    if earlier:
+        return ActionResult(copy.deepcopy(VERSIONS[earlier]))
+    result = ORIG["create_launch_template_version"](self)
+    if key:
+        made = result.result["LaunchTemplateVersion"]
+        rid = f"{made['LaunchTemplateId']}:{made['VersionNumber']}"
+        VERSIONS[rid] = copy.deepcopy(result.result)
+        state.TOKENS[key] = (_fingerprint(self), rid)
+    return result
+
+
+# "lt-id:version" -> the CreateLaunchTemplateVersion answer that made it
+VERSIONS: dict[str, dict] = {}

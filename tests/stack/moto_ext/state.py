@@ -4,6 +4,7 @@ Every EC2 request is handled under LOCK (see middleware.py), so the patches can
 read and change this state without further locking.
 """
 
+import json
 import os
 import threading
 import time
@@ -22,7 +23,8 @@ TOKENS: dict[tuple, tuple[str, str]] = {}
 
 # Faults, as posted to /_sim/faults. Each action fault: {"action", "kind", "left", ...}.
 ACTION_FAULTS: list[dict] = []
-FLAGS: dict = {"fail_copy_regions": set(), "snapshot_error": 0}
+FLAGS: dict = {"fail_copy_regions": set(), "snapshot_error": 0, "image_failed": 0,
+               "terminate_role": {}}
 
 # Call log: counts[region][action] and one record per call.
 COUNTS: dict[str, dict[str, int]] = {}
@@ -34,36 +36,59 @@ def reset() -> None:
     ACTION_FAULTS.clear()
     FLAGS["fail_copy_regions"] = set()
     FLAGS["snapshot_error"] = 0
+    FLAGS["image_failed"] = 0
+    FLAGS["terminate_role"] = {}
     COUNTS.clear()
     CALLS.clear()
 
 
-def record_call(region: str, action: str, status: int) -> None:
+# Every mutating EC2 request with its parameters, one JSON line each, when AMI_SIM_REQUEST_LOG names a file:
+# kept across /_sim/reset, so a test session can audit every request the handlers made (tests/e2e/test_audit.py).
+REQUEST_LOG = os.environ.get("AMI_SIM_REQUEST_LOG")
+READ_ONLY = ("Describe", "Get", "List", "Search")
+
+
+def record_call(region: str, action: str, status: int, params: dict | None = None,
+                created: list[str] | None = None) -> None:
+    """Log one EC2 call; `created`: ids of the resources the call made (performed calls only)."""
     COUNTS.setdefault(region, {}).setdefault(action, 0)
     COUNTS[region][action] += 1
-    CALLS.append({"t": time.time(), "region": region, "action": action, "status": status})
+    CALLS.append({"t": time.time(), "region": region, "action": action, "status": status,
+                  "created": created or []})
+    if REQUEST_LOG and params is not None and not action.startswith(READ_ONLY):
+        with open(REQUEST_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"region": region, "action": action, "status": status, "params": params,
+                                "created": created or []}) + "\n")
 
 
 def add_fault(spec: dict) -> None:
     """Parse one fault spec (see README.md) into ACTION_FAULTS / FLAGS."""
     region = spec.get("region")  # optional: limit an action fault to one region
+    skip = int(spec.get("skip", 0))  # optional: let this many matching calls through first
     if "throttle" in spec:
         ACTION_FAULTS.append({"action": spec["action"], "kind": "throttle",
-                              "left": int(spec["throttle"]), "region": region})
+                              "left": int(spec["throttle"]), "region": region, "skip": skip})
     elif "error" in spec:
         code = spec["error"]
         status = spec.get("status") or (503 if code in ("Unavailable", "ServiceUnavailable")
                                         else 500 if code.startswith("Internal") else 400)
         ACTION_FAULTS.append({"action": spec["action"], "kind": "error", "code": code,
                               "status": int(status), "left": int(spec.get("count", 1)),
-                              "region": region})
+                              "region": region, "skip": skip})
     elif "lost_response" in spec:
         ACTION_FAULTS.append({"action": spec["lost_response"], "kind": "lost",
-                              "left": int(spec.get("count", 1)), "region": region})
+                              "left": int(spec.get("count", 1)), "region": region, "skip": skip})
     elif "fail_copy_region" in spec:
         FLAGS["fail_copy_regions"].add(spec["fail_copy_region"])
     elif spec.get("snapshot_error"):
         FLAGS["snapshot_error"] += int(spec.get("count", 1))
+    elif spec.get("image_failed"):
+        FLAGS["image_failed"] += int(spec.get("count", 1))
+    elif "terminate_instance" in spec:
+        role = spec["terminate_instance"]
+        if role not in ("builder", "smoke"):
+            raise ValueError(f"terminate_instance: builder or smoke, not {role!r}")
+        FLAGS["terminate_role"][role] = FLAGS["terminate_role"].get(role, 0) + int(spec.get("count", 1))
     else:
         raise ValueError(f"unknown fault spec: {spec}")
 
@@ -72,6 +97,9 @@ def take_action_fault(region: str, action: str) -> dict | None:
     """Consume one pending fault for this call, if any (first posted, first used)."""
     for fault in ACTION_FAULTS:
         if fault["action"] == action and fault["region"] in (None, region) and fault["left"] > 0:
+            if fault["skip"] > 0:
+                fault["skip"] -= 1
+                return None
             fault["left"] -= 1
             return fault
     return None
@@ -84,5 +112,7 @@ def snapshot() -> dict:
         "faults": [f for f in ACTION_FAULTS if f["left"] > 0],
         "fail_copy_regions": sorted(FLAGS["fail_copy_regions"]),
         "snapshot_error": FLAGS["snapshot_error"],
+        "image_failed": FLAGS["image_failed"],
+        "terminate_instance": dict(FLAGS["terminate_role"]),
         "polls": POLLS,
     }
