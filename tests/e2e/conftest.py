@@ -25,8 +25,9 @@ TAG_PIPELINE = "ami-pipeline:pipeline"
 
 
 def pytest_collection_modifyitems(config, items):
-    # The static check needs no stack: run it first, so a broken definition fails fast.
-    items.sort(key=lambda item: 0 if "static" in item.nodeid else 1)
+    # The static check needs no stack: run it first, so a broken definition fails fast. The request audit reads
+    # what every other test sent: run it last.
+    items.sort(key=lambda item: 0 if "static" in item.nodeid else 2 if "test_audit" in item.nodeid else 1)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +36,7 @@ def stack():
     with local.Stack(quiet=False) as s:
         missing = needs - set(s.functions)
         if missing and not os.environ.get("AMI_E2E_ALLOW_MISSING"):
-            pytest.exit(f"handlers not built: {sorted(missing)}; run `cargo build --bins`", returncode=2)
+            pytest.exit(f"handlers not built: {sorted(missing)}; run `cargo build --workspace --all-targets`", returncode=2)
         yield s
 
 
@@ -118,6 +119,13 @@ def explain(detail: dict) -> str:
 # -- a table of outcomes and durations at the end ----------------------------------------------------------------
 
 _RESULTS: dict[str, list] = {}  # test -> [outcome, seconds (setup, call and teardown)]
+_SUMMARIES: list = []  # more tables for the end of the run: callables taking the terminal reporter
+
+
+def summary(fn):
+    """Registers fn(terminalreporter) to print a table at the end of the run (the fault matrix, the audit)."""
+    _SUMMARIES.append(fn)
+    return fn
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -135,6 +143,8 @@ def pytest_terminal_summary(terminalreporter):
     if not _RESULTS:
         return
     tr = terminalreporter
+    for report in _SUMMARIES:
+        report(tr)
     tr.section("e2e summary (seconds include fixtures: stack start-up is in the first test that needs it)")
     for name, (outcome, duration) in _RESULTS.items():
         tr.write_line(f"{outcome.upper():<16} {duration:7.1f} s  {name}")

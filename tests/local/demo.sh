@@ -12,8 +12,8 @@ cd "$ROOT"
 
 bash tests/stack/install.sh >/dev/null
 if [[ -z "${SKIP_BUILD:-}" ]]; then  # SKIP_BUILD=1: use the binaries already in target/debug
-  echo "demo: cargo build --bins"
-  cargo build --bins --quiet
+  echo "demo: cargo build --workspace --all-targets"
+  cargo build --workspace --all-targets --locked --quiet  # the build `make test` makes: no second SDK build
 fi
 
 pid=""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests on the local stack, in one command:
 #   bash tests/local/e2e.sh [PYTEST ARGS...]      e.g. bash tests/local/e2e.sh -k throttling
-# Installs the pinned tools (tests/stack/install.sh), builds the handlers once (cargo build --bins), then runs
+# Installs the pinned tools (tests/stack/install.sh), builds the handlers once (cargo build), then runs
 # tests/e2e with pytest: the session starts moto, cargo lambda watch (the handlers) and the Step Functions runner
 # on free loopback ports, and stops them at the end, on failure, and on Ctrl-C/TERM. Prints a summary table.
 # Logs: .tools/logs/<run>/ (moto.log, lambda.log, runner.log, functions/<name>.log, executions/<name>.json).
@@ -14,8 +14,10 @@ echo "e2e: tools installed in .tools/"
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then  # SKIP_BUILD=1: use the binaries already in target/debug
   start=$SECONDS
-  echo "e2e: cargo build --bins"
-  cargo build --bins --quiet
+  # --all-targets: the same feature set as `cargo test` (dev-dependencies on), so the handler binaries reuse the
+  # unit tests' build of the SDK crates; `--bins` alone resolves other features and rebuilds all of them (~6 min).
+  echo "e2e: cargo build --workspace --all-targets"
+  cargo build --workspace --all-targets --locked --quiet
   echo "e2e: built in $((SECONDS - start)) s"
 fi
 

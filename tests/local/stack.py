@@ -8,7 +8,7 @@ From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.p
 on exit, on an exception, and on SIGINT/SIGTERM (each child runs in its own process group, which is what is
 stopped). Logs go to .tools/logs/<run>/ (moto.log, lambda.log, runner.log, executions/<name>.json).
 
-Assumes tests/stack/install.sh has run and the handlers are built (`cargo build --bins`). `cargo lambda watch` runs
+Assumes tests/stack/install.sh has run and the handlers are built (`cargo build --workspace --all-targets`). `cargo lambda watch` runs
 with --only-lambda-apis: it serves the Invoke API and the runtime API, and the stack starts the built binaries
 itself (see tests/local/README.md for why).
 """
@@ -93,6 +93,8 @@ class Stack:
         self.quiet = quiet
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.moto_url = self.invoke_url = self.sfn_url = ""
+        self.request_log: Path | None = None
+        self._base_env: dict = {}
         self.seed: dict = {}
         self.functions: list[str] = []
         self.binaries: dict[str, Path] = {}
@@ -164,7 +166,9 @@ class Stack:
             "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         })
         # moto
-        env = dict(base_env, AMI_SIM_POLLS=str(self.polls))
+        # every mutating EC2 request, with its parameters, for the request audit (tests/e2e/test_audit.py)
+        self.request_log = self.log_dir / "requests.jsonl"
+        env = dict(base_env, AMI_SIM_POLLS=str(self.polls), AMI_SIM_REQUEST_LOG=str(self.request_log))
         p = self._spawn("moto", [str(VENV_BIN / "python"), "tests/stack/moto_server.py", "--port", "0"],
                         env, "moto.log")
         m = self._wait_for_line(p, "moto.log", r"listening on (http://127\.0\.0\.1:\d+)", 60)
@@ -196,7 +200,7 @@ class Stack:
         self.log(f"step functions runner on {self.sfn_url}")
 
         # cargo lambda watch serves the Lambda Invoke API and the runtime API; the handlers are the binaries of the
-        # last `cargo build --bins`, copied here so a rebuild during the run changes nothing, each run as
+        # last cargo build, copied here so a rebuild during the run changes nothing, each run as
         # `instances` processes that poll cargo lambda's runtime API (AWS_LAMBDA_RUNTIME_API=.../.rt/<name>).
         # (cargo lambda would otherwise start each with `cargo run --bin NAME` on its first invocation, which waits
         # for the cargo lock and recompiles whatever changed in the tree meanwhile.)
@@ -217,14 +221,7 @@ class Stack:
                 time.sleep(0.2)
         self.log(f"cargo lambda watch on {self.invoke_url}")
 
-        env = dict(base_env)
-        env.update({
-            "AWS_ENDPOINT_URL_EC2": self.moto_url, "AWS_ENDPOINT_URL_SSM": self.moto_url,
-            "AWS_ENDPOINT_URL_STS": self.moto_url, "AWS_ENDPOINT_URL_SFN": self.sfn_url,
-            "STATE_MACHINE_ARN": STATE_MACHINE_ARN, "AWS_LAMBDA_LOG_FORMAT": "JSON",
-            "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-        })
+        self._base_env = base_env
         bin_dir = self.log_dir / "bin"
         bin_dir.mkdir(exist_ok=True)
         (self.log_dir / "functions").mkdir(exist_ok=True)
@@ -234,13 +231,26 @@ class Stack:
             except OSError:
                 shutil.copy2(self.binaries[fn], bin_dir / fn)
             for i in range(self.concurrency):
-                fenv = dict(env, AWS_LAMBDA_FUNCTION_NAME=fn,
-                            AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{invoke_port}/.rt/{fn}")
-                self._spawn(f"{fn}#{i}", [str(bin_dir / fn)], fenv, f"functions/{fn}.log")
+                self._spawn(f"{fn}#{i}", [str(bin_dir / fn)], self.function_env(fn), f"functions/{fn}.log")
         self.warm_up()
         self.log("functions up")
         self.seed = seed(self)
         self.log(f"ready in {time.time() - t0:.1f} s (logs: {self.log_dir})")
+
+    def function_env(self, fn: str, queue: str | None = None) -> dict:
+        """The environment a function process gets: Lambda's variables, the local endpoints, and the runtime API
+        of cargo lambda watch for the function's invocation queue (`queue`, default its name: a queue nobody else
+        polls gives a cold start, bench/bench.py)."""
+        env = dict(self._base_env)
+        env.update({
+            "AWS_ENDPOINT_URL_EC2": self.moto_url, "AWS_ENDPOINT_URL_SSM": self.moto_url,
+            "AWS_ENDPOINT_URL_STS": self.moto_url, "AWS_ENDPOINT_URL_SFN": self.sfn_url,
+            "STATE_MACHINE_ARN": STATE_MACHINE_ARN, "AWS_LAMBDA_LOG_FORMAT": "JSON",
+            "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_NAME": fn,
+            "AWS_LAMBDA_RUNTIME_API": f"{self.invoke_url}/.rt/{queue or fn}",
+        })
+        return env
 
     def warm_up(self) -> None:
         """Invokes every function once with `{}` (each answers InvalidInput without calling AWS), so a function that

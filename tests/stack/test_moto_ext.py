@@ -528,3 +528,4 @@ def test_created_ids_and_request_log(server, use1, base_image, request_log):
     assert [r["action"] for r in logged] == ["RunInstances", "RunInstances", "CreateSnapshots"]
     assert logged[0]["params"]["MetadataOptions.HttpTokens"] == "required"
     assert logged[0]["params"]["ClientToken"] == token and logged[0]["region"] == "us-east-1"
+    assert "Boto3" in logged[0]["agent"]  # who sent it: tests use boto3, the handlers aws-sdk-rust

@@ -85,7 +85,8 @@ class SimMiddleware:
                 # The action happened, but the client never sees the answer.
                 result = ec2_error(500, "InternalError", "An internal error has occurred. (simulated lost response)")
             params = {k: v[0] if len(v) == 1 else v for k, v in form.items() if k not in ("Action", "Version")}
-            state.record_call(region, action, result[0], params, created)
+            agent = environ.get("HTTP_X_AMZ_USER_AGENT") or environ.get("HTTP_USER_AGENT", "")
+            state.record_call(region, action, result[0], params, created, agent)
         return self.respond(start_response, *result)
 
     def run_app(self, environ) -> tuple[int, list, bytes]:

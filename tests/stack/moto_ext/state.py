@@ -49,8 +49,9 @@ READ_ONLY = ("Describe", "Get", "List", "Search")
 
 
 def record_call(region: str, action: str, status: int, params: dict | None = None,
-                created: list[str] | None = None) -> None:
-    """Log one EC2 call; `created`: ids of the resources the call made (performed calls only)."""
+                created: list[str] | None = None, agent: str = "") -> None:
+    """Log one EC2 call; `created`: ids of the resources the call made (performed calls only); `agent`: the
+    caller's user agent (the handlers' says aws-sdk-rust, a test's boto3)."""
     COUNTS.setdefault(region, {}).setdefault(action, 0)
     COUNTS[region][action] += 1
     CALLS.append({"t": time.time(), "region": region, "action": action, "status": status,
@@ -58,7 +59,7 @@ def record_call(region: str, action: str, status: int, params: dict | None = Non
     if REQUEST_LOG and params is not None and not action.startswith(READ_ONLY):
         with open(REQUEST_LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps({"region": region, "action": action, "status": status, "params": params,
-                                "created": created or []}) + "\n")
+                                "created": created or [], "agent": agent}) + "\n")
 
 
 def add_fault(spec: dict) -> None:
