@@ -232,8 +232,9 @@ class Stack:
                 shutil.copy2(self.binaries[fn], bin_dir / fn)
             for i in range(self.concurrency):
                 self._spawn(f"{fn}#{i}", [str(bin_dir / fn)], self.function_env(fn), f"functions/{fn}.log")
-        self.warm_up()
-        self.log("functions up")
+        if self.concurrency:  # 0: nothing served (bench/bench.py starts its own processes for cold starts)
+            self.warm_up()
+            self.log("functions up")
         self.seed = seed(self)
         self.log(f"ready in {time.time() - t0:.1f} s (logs: {self.log_dir})")
 
