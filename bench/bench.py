@@ -71,96 +71,69 @@ def peak_rss_kb(pid: int) -> int:
 
 # -- cold start, warm latency, memory -----------------------------------------------------------------------------
 
-def one_process(stack: local.Stack, cmd: list[str], env: dict, payloads: list, queue: str, cwd: Path = ROOT,
-                scheme: bool = True) -> dict:
-    """Starts `cmd` as a fresh Lambda process on the function's invocation queue (nothing else serves it) and
-    invokes it with each payload in turn. cold_ms: from process start until the first invocation returned; warm_ms:
-    each later invocation; rss: VmHWM. The runtime API goes through a RuntimeProxy (scheme: with `http://`)."""
-    results: dict = {}
-    proxy = RuntimeProxy(stack, queue)
-    env = dict(env, AWS_LAMBDA_RUNTIME_API=(f"http://{proxy.address}" if scheme else proxy.address))
-
-    def first():
-        results["first"] = stack.invoke(queue, payloads[0])
-        results["t1"] = time.perf_counter()
-
-    t = threading.Thread(target=first)
-    t.start()
-    time.sleep(0.05)  # the invocation is queued before the process exists
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t.join(120)
-        if "t1" not in results:
-            raise RuntimeError(f"{queue}: no answer to the first invocation in 120 s")
-        cold = (results["t1"] - t0) * 1000
-        warm = []
-        answers = [results["first"]]
-        for p in payloads[1:]:
-            s = time.perf_counter()
-            answers.append(stack.invoke(queue, p))
-            warm.append((time.perf_counter() - s) * 1000)
-        rss = peak_rss_kb(proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proxy.close()
-    return {"cold_ms": cold, "warm_ms": warm, "rss_kb": rss, "answers": answers}
-
-
 class RuntimeProxy:
-    """Serves the Lambda runtime API at the root path (`host:port`, which awslambdaric requires) and forwards each
-    request to cargo lambda's `/.rt/<queue>` prefix. Our handlers and the baseline both go through it in the
-    measurements, so both pay the same hop. One proxy per process: closing it drops the process's pending
-    long-poll upstream, so no later invocation is handed to a process that is gone."""
+    """Serves the Lambda runtime API at the root path (`host:port`, as awslambdaric and AWS's own runtimes expect)
+    and forwards it to cargo lambda's `/.rt/<function>` prefix; our handlers and the baseline both go through it, so
+    both pay the same hop. One proxy per function, reused by its successive processes: a killed process leaves its
+    long-poll for work open in cargo lambda, so an invocation that arrives for a process that is gone (an older
+    `generation`) is kept and handed to the next process's first poll instead of being lost."""
 
-    def __init__(self, stack: local.Stack, queue: str):
+    def __init__(self, stack: local.Stack, fn: str):
         import http.client
         import http.server
 
         host, port = stack.invoke_url.removeprefix("http://").split(":")
-        prefix = f"/.rt/{queue}"
-        upstream: set = set()
-        self.upstream = upstream
+        prefix = f"/.rt/{fn}"
+        proxy = self
+        self.generation = 0
+        self.polled = threading.Event()
+        self.orphans: list = []  # invocations received for a process that is gone
+        self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def forward(self):
-                if os.environ.get("BENCH_PROXY_DEBUG"):
-                    print(f"proxy: {self.command} {self.path} {dict(self.headers)}", file=sys.stderr, flush=True)
+                generation = proxy.generation
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                is_next = self.path.endswith("/invocation/next")
+                if is_next:
+                    proxy.polled.set()  # the process is initialised and waits for work
+                    with proxy.lock:
+                        orphan = proxy.orphans.pop(0) if proxy.orphans else None
+                    if orphan:
+                        return self.reply(*orphan)
                 conn = http.client.HTTPConnection(host, int(port), timeout=900)
-                upstream.add(conn)
                 try:
                     conn.request(self.command, prefix + self.path, body=body or None,
                                  headers={k: v for k, v in self.headers.items()
                                           if k.lower() not in ("host", "content-length", "connection")})
                     r = conn.getresponse()
-                    status, headers, data = r.status, r.getheaders(), r.read()
-                    if os.environ.get("BENCH_PROXY_DEBUG"):
-                        print(f"proxy: <- {status} {headers} {data[:200]!r}", file=sys.stderr, flush=True)
-                except OSError as e:
-                    if os.environ.get("BENCH_PROXY_DEBUG"):
-                        print(f"proxy: upstream {e!r}", file=sys.stderr, flush=True)
+                    answer = (r.status, r.getheaders(), r.read())
+                except OSError:
                     return
                 finally:
-                    upstream.discard(conn)
                     conn.close()
+                if is_next and generation != proxy.generation:
+                    with proxy.lock:  # its process is gone: keep the invocation for the next one
+                        proxy.orphans.append(answer)
+                    return
+                self.reply(*answer)
+
+            def reply(self, status, headers, data):
                 self.send_response(status)
                 for k, v in headers:
                     if k.lower() == "lambda-runtime-deadline-ms" and int(v) < 10**12:
-                        # cargo lambda sends the timeout itself; AWS (and awslambdaric) use an epoch-ms deadline
+                        # cargo lambda sends the timeout itself; AWS sends an epoch-ms deadline
                         v = str(int(time.time() * 1000) + int(v))
                     if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    pass
 
             do_GET = do_POST = forward
 
@@ -172,14 +145,49 @@ class RuntimeProxy:
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def next_process(self) -> None:
+        """The process before is gone: what its poll receives from now on goes to the next one."""
+        self.generation += 1
+        self.polled.clear()
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-        for conn in list(self.upstream):
-            try:
-                conn.sock and conn.sock.shutdown(2)
-            except OSError:
-                pass
+
+
+_PROXIES: dict[str, RuntimeProxy] = {}
+
+
+def one_process(stack: local.Stack, cmd: list[str], env: dict, payloads: list, fn: str, cwd: Path = ROOT,
+                scheme: bool = True) -> dict:
+    """Starts `cmd` as a fresh Lambda process for `fn` (nothing else serves it) and invokes it with each payload in
+    turn. cold_ms: from process start until the first invocation has returned (sent the moment the process first
+    asks for work); warm_ms: each later invocation; rss: VmHWM. The runtime API goes through the function's
+    RuntimeProxy (scheme: the address with `http://`)."""
+    proxy = _PROXIES.get(fn) or _PROXIES.setdefault(fn, RuntimeProxy(stack, fn))
+    env = dict(env, AWS_LAMBDA_RUNTIME_API=(f"http://{proxy.address}" if scheme else proxy.address))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not proxy.polled.wait(120):
+            raise RuntimeError(f"{fn}: the process never asked for an invocation in 120 s")
+        answers = [stack.invoke(fn, payloads[0])]
+        cold = (time.perf_counter() - t0) * 1000
+        warm = []
+        for p in payloads[1:]:
+            s = time.perf_counter()
+            answers.append(stack.invoke(fn, p))
+            warm.append((time.perf_counter() - s) * 1000)
+        rss = peak_rss_kb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proxy.next_process()
+    return {"cold_ms": cold, "warm_ms": warm, "rss_kb": rss, "answers": answers}
 
 
 def rust_cmd(fn: str) -> list[str]:
@@ -244,12 +252,18 @@ def measure_functions(stack: local.Stack, run: dict, runs: int, warm: int) -> di
     for fn in local.FUNCTIONS:
         env = stack.function_env(fn)
         samples = [one_process(stack, rust_cmd(fn), env, [{}] * (1 + warm), fn) for _ in range(runs)]
+        wrong = [a for s in samples for _, a in s["answers"] if a.get("errorType") != "AmiPipeline.InvalidInput"]
+        if wrong:
+            raise RuntimeError(f"{fn}: not the handler's answer: {wrong[:2]}")
         out["functions"][fn] = summarize(samples)
         print(f"bench: {fn:<16} cold {out['functions'][fn]['cold_ms']['median']:7.1f} ms  "
               f"rss {out['functions'][fn]['peak_rss_mb']['median']:5.1f} MB", flush=True)
     base_env = baseline_env(stack, "ami-build")
     samples = [one_process(stack, baseline_cmd(), base_env, [{}] * (1 + warm), "ami-build", cwd=HERE / "baseline",
                            scheme=False) for _ in range(runs)]
+    wrong = [a for s in samples for _, a in s["answers"] if a.get("errorType") != "ValueError"]
+    if wrong:
+        raise RuntimeError(f"baseline: not the handler's answer: {wrong[:2]}")
     out["baseline_invalid_input"] = summarize(samples)
 
     # 2. the same EC2 calls: build status on a stopped builder (DescribeInstances + GetConsoleOutput)
