@@ -5,7 +5,7 @@ with a Python/boto3 baseline, on the local stack. Writes bench/results.json and 
     .tools/venv/bin/python bench/bench.py [--runs 10] [--scale 50] [--skip-package]
 
 Needs: the release binaries (`cargo build --release --bins`, target/release), the arm64 zips (`make package`, dist/),
-the pinned tools (tests/stack/install.sh) and the bench venv (.tools/bench: boto3 + awslambdaric, bench/requirements.txt).
+the pinned tools (tests/stack/install.sh) and the bench venv (.tools/bench: boto3, bench/requirements.txt).
 The Makefile's `bench` target does all of that. Not part of `make test`: figures are measured, not asserted.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Python baseline's runtime (bench/requirements.txt: boto3 + awslambdaric, pinned) into its own venv
+# Installs the Python baseline's runtime (bench/requirements.txt: boto3, pinned) into its own venv
 # $ROOT/.tools/bench (git-ignored), apart from .tools/venv so the benchmark never changes what the tests run on.
 # Idempotent: a stamp holds the hash of the pins and of this script. Only PyPI is used, through pip.
 set -euo pipefail
@@ -26,6 +26,6 @@ if ! "$VENV/bin/python" -c '' 2>/dev/null; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
-"$VENV/bin/python" -c 'import awslambdaric, boto3'
+"$VENV/bin/python" -c 'import boto3'
 echo "$want" > "$STAMP"
 echo "bench venv: $VENV"
