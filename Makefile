@@ -5,7 +5,7 @@ VENV := .tools/venv
 PY := $(VENV)/bin/python
 EVENT ?= infra/events/release.json
 
-.PHONY: test lint unit tools stack-test infra-test e2e demo schema package bench
+.PHONY: test lint unit tools stack-test infra-test e2e demo schema definition package bench
 
 test: lint unit stack-test infra-test e2e
 
@@ -41,6 +41,11 @@ demo: tools
 # Regenerates infra/recipe.schema.json from the Rust recipe types.
 schema:
 	UPDATE_SCHEMA=1 cargo test -p ami-core --locked committed_schema_is_current
+
+# Regenerates statemachine/pipeline.asl.json (functions/core/src/definition.rs) and infra/contract.json
+# (functions/core/src/contract.rs), which the Python tests read.
+definition:
+	UPDATE_DEFINITION=1 cargo test -p ami-core --locked --lib committed_
 
 # Benchmarks, not part of `make test`: cold start, memory, warm latency against a Python/boto3 baseline, arm64 zip
 # sizes and build time (`make package` inside), cost per run, scale. Writes bench/results.json and BENCHMARKS.md.

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Source};
-use ami_core::steps::{Action, BuildState, Progress, Status, StepRequest, now};
+use ami_core::steps::{Action, BuildState, Progress, Status, StepRequest, now, settle};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{naming, source, tags};
 
@@ -29,15 +29,16 @@ impl Deps {
     }
 }
 
-/// How many status calls a stopped builder may go without a result marker (console output can lag) before
-/// the build fails.
-const MAX_POLLS_STOPPED_WITHOUT_MARKER: u32 = 4;
+/// How long a stopped builder may go without a result marker before the build fails. Console output is buffered
+/// and "posted shortly after an instance transition state" (GetConsoleOutput API reference), so the marker can
+/// lag the stop. Measured from the stop time EC2 records, not from a poll count: status calls are stateless.
+const CONSOLE_GRACE_SECONDS: i64 = 15 * 60;
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
-        Action::Status => status(deps, &req, now()).await,
+        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "provisioning"),
         Action::Finish => finish(deps, &req).await,
     }
 }
@@ -209,10 +210,12 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> 
                         "builder {id}: provisioning script reported {why}"
                     )));
                 }
-                None if state.progress.polls >= MAX_POLLS_STOPPED_WITHOUT_MARKER => {
+                // Without a stop time (not reported) the step's deadline ends the wait instead.
+                None if stopped_at(&instance).is_some_and(|t| now - t > CONSOLE_GRACE_SECONDS) => {
                     return Err(Error::ProvisionFailed(format!(
-                        "builder {id} stopped without printing a result: the script was cut short or the instance \
-                         was stopped from outside"
+                        "builder {id} stopped more than {} minutes ago without printing a result: the script was \
+                         cut short or the instance was stopped from outside",
+                        CONSOLE_GRACE_SECONDS / 60
                     )));
                 }
                 None => false,
@@ -227,9 +230,19 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> 
     };
     let status = if ready { Status::Ready } else { Status::Pending };
     Ok(BuildState {
-        progress: state.progress.polled(now, status),
+        progress: state.progress.with_status(status),
         ..state
     })
+}
+
+/// When the instance stopped, from its `StateTransitionReason`: "User initiated (2026-11-27 10:00:00 GMT)" on
+/// AWS (EC2 API reference, Instance); the local emulator writes "UTC".
+fn stopped_at(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
+    let reason = instance.state_transition_reason()?;
+    let inside = reason.rsplit_once('(')?.1.strip_suffix(')')?;
+    let stamp = inside.strip_suffix(" GMT").or_else(|| inside.strip_suffix(" UTC"))?;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(t.and_utc().timestamp())
 }
 
 #[cfg(test)]

@@ -8,11 +8,11 @@
 //! Released images (and their snapshots) were handed over by publish and are left to retire. Running cleanup
 //! twice is success: what is already gone counts as removed.
 //!
-//! Input: either the state the state machine carries (the step envelope `{action, execution, run, steps,
-//! region}` with any action, plus the Catch's `error`), or a minimal `{"execution": {...}, "regions": [...]}`.
-//! The regions cleaned are the run's (`run.region` and the recipe's distribution regions), `region` and
-//! `regions`, together. Only `execution` and the regions are used; `steps` and `error` are accepted unread, so a
-//! half-written state from a failed step cannot stop the cleanup.
+//! Input: either the state the state machine carries (the step envelope `{action, execution, run, steps}` with
+//! any action, plus the Catch's `error`), or a minimal `{"execution": {...}, "regions": [...]}`. The regions
+//! cleaned are the run's (`run.regions`, home region first), `region` and `regions`, together. Only `execution`,
+//! the regions and the recipe's source are used; `steps` and `error` are accepted unread (any shape, including
+//! none), so a half-written state from a failed step cannot stop the cleanup.
 
 use std::collections::BTreeSet;
 
@@ -92,8 +92,8 @@ fn regions(req: &CleanupInput) -> Result<Vec<String>> {
     let mut named: Vec<(String, &str)> = Vec::new();
     if let Some(run) = &req.run {
         named.push(("input.run.region".into(), &run.region));
-        for (i, r) in run.recipe.distribution.regions.iter().enumerate() {
-            named.push((format!("input.run.recipe.distribution.regions[{i}]"), r));
+        for (i, r) in run.regions.iter().enumerate() {
+            named.push((format!("input.run.regions[{i}]"), r));
         }
     }
     if let Some(r) = &req.region {

@@ -19,6 +19,8 @@ use aws_sdk_ec2::types::{
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
+use ami_core::distribution::ShareState;
+use ami_core::steps::{CopyState, ImageState as StepImage, Progress, Status, Steps};
 use ami_core::testing::{self, EXECUTION};
 
 use super::*;
@@ -519,6 +521,38 @@ async fn a_half_written_state_does_not_stop_cleanup() {
 }
 
 #[tokio::test]
+async fn the_run_regions_are_cleaned_whatever_the_steps_so_far() {
+    // The state after a failed share: every step's output under `steps`, in the current shapes.
+    let world = scenario(Stage::Copy);
+    let mut run = testing::run();
+    // The run's region list, not the recipe's, says where to clean: Sydney is left out here.
+    run.regions = vec![HOME.into(), EU.into()];
+    let image = |region: &str, id: &str| StepImage {
+        region: region.into(),
+        image_id: id.into(),
+        name: "web-1.4.0-20261126-0f00ba11".into(),
+        progress: Progress::start(testing::NOW, 240).with_status(Status::Ready),
+    };
+    let steps = Steps {
+        image: Some(image(HOME, "ami-our-home")),
+        copy: Some(CopyState {
+            images: vec![image(HOME, "ami-our-home"), image(EU, "ami-our-eu")],
+            progress: Progress::start(testing::NOW, 240),
+        }),
+        share: Some(ShareState::default()),
+        ..Steps::default()
+    };
+    let mut req = testing::request("start", &run, serde_json::to_value(&steps).unwrap());
+    req["error"] = json!({"Error": "AmiPipeline.Transient", "Cause": "image not available yet"});
+    let out = handle(&deps(&world), req).await.unwrap();
+    let regions: Vec<&str> = out.regions.iter().map(|r| r.region.as_str()).collect();
+    assert_eq!(regions, [HOME, EU]);
+    assert_eq!(out.regions[1].images_deregistered, ["ami-our-eu"]);
+    let w = world.lock().unwrap();
+    assert!(w.log.iter().all(|l| !l.contains(AP)), "{:?}", w.log);
+}
+
+#[tokio::test]
 async fn instances_already_gone_count_as_terminated() {
     let world = scenario(Stage::Build);
     let gone = mock!(Ec2::terminate_instances)
@@ -607,10 +641,13 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         assert_eq!((w.describes, w.log.len()), (0, 0), "{req}: no calls");
     }
     let mut req = request();
-    req["run"]["recipe"]["distribution"]["regions"] = json!(["eu-west-1", "atlantis-1"]);
-    let err = handle(&deps(&scenario(Stage::Build)), req).await.unwrap_err();
+    req["run"]["regions"] = json!([HOME, "atlantis-1"]);
+    let world = scenario(Stage::Build);
+    let err = handle(&deps(&world), req).await.unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.distribution.regions[1]"),
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.regions[1]"),
         "{err}"
     );
+    let w = world.lock().unwrap();
+    assert_eq!((w.describes, w.log.len()), (0, 0), "no calls");
 }

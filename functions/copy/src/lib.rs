@@ -1,6 +1,11 @@
-//! copy: for one target region (the state machine maps over `run.copy_regions`), `start` copies the tested
-//! candidate from the pipeline's region with `CopyImage`, always encrypted; `status` reports pending until the
-//! copy is available.
+//! copy: one call for every region of the run. `start` copies the tested candidate (`steps.image`) from the
+//! pipeline's region into each other region of `run.regions` with `CopyImage`, always encrypted; `status` answers
+//! ready once every copy is available (while any is pending the status Task fails with `AmiPipeline.NotReady`,
+//! which the state machine's Retry turns into the poll loop).
+//!
+//! The output lists the image in every region, `run.regions` order: the home region's tested image first, then
+//! one copy per other region. A `start` that fails part-way is retried whole: each `CopyImage` carries a client
+//! token per execution and region, so a repeated call returns the copy already started instead of a second one.
 
 use aws_sdk_ec2::types::{Filter, ResourceType};
 use serde_json::Value;
@@ -8,7 +13,7 @@ use serde_json::Value;
 use ami_core::clients::Ec2Clients;
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, aws_code, from_sdk};
-use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now};
+use ami_core::steps::{Action, CopyState, ImageState, Progress, Status, StepRequest, now, settle};
 use ami_core::{naming, tags};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
@@ -24,28 +29,42 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
+pub async fn handle(deps: &Deps, event: Value) -> Result<CopyState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
-        Action::Status => status(deps, &req, now()).await,
+        Action::Status => poll(deps, &req, now()).await,
         Action::Finish => Err(Error::invalid("input.action", "copy takes `start` or `status`")),
     }
 }
 
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
-    let region = req.target_region()?;
+async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
     let source = req.steps.image()?;
-    if source.region == region {
-        // The state machine maps over every region, home first: there the tested image is the result.
-        return Ok(ImageState {
-            progress: source.progress.polled(now, Status::Ready),
-            ..source.clone()
-        });
+    if source.region != req.run.region {
+        return Err(Error::invalid(
+            "input.steps.image.region",
+            format!(
+                "is `{}` but the run's images are built in `{}`",
+                source.region, req.run.region
+            ),
+        ));
     }
     let distribution = &req.run.recipe.distribution;
+    let progress = Progress::start(now, distribution.copy_timeout_minutes);
+    // The home region's image is the tested candidate itself.
+    let mut images = vec![ImageState {
+        progress: source.progress.with_status(Status::Ready),
+        ..source.clone()
+    }];
+    let targets: Vec<&str> = req.copy_regions().collect();
+    if targets.is_empty() {
+        return Ok(CopyState {
+            images,
+            progress: progress.with_status(Status::Ready),
+        });
+    }
 
-    // The tested image itself: its description goes with the copy, and a vanished or broken source is reported
+    // The tested image itself: its description goes with the copies, and a vanished or broken source is reported
     // as such rather than as an opaque CopyImage error.
     let home = deps.ec2.get(&source.region);
     let image = ec2::describe_image(&home, &source.image_id).await?.ok_or_else(|| {
@@ -75,40 +94,43 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
     }
     let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
 
-    let dest = deps.ec2.get(region);
-    let result = dest
-        .copy_image()
-        .source_region(&source.region)
-        .source_image_id(&source.image_id)
-        .name(&source.name)
-        .set_description(image.description().map(String::from))
-        .client_token(naming::client_token(&req.execution.name, "copy", region))
-        .encrypted(true)
-        .set_kms_key_id(distribution.kms_key_ids.get(region).cloned())
-        .copy_image_tags(true)
-        .tag_specifications(tags::spec(ResourceType::Image, image_tags))
-        .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags))
-        .send()
-        .await;
-    let image_id = match result {
-        Ok(out) => out
-            .image_id()
-            .ok_or_else(|| Error::Internal("CopyImage returned no image id".into()))?
-            .to_string(),
-        // The ClientToken covers a retried start; this covers a copy started under another token (e.g. by
-        // hand) or where the token was not honoured: adopt our own image of that name, never someone else's.
-        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
-            adopt_by_name(&dest, &req.execution.name, &source.name, region).await?
-        }
-        Err(e) => return Err(from_sdk("CopyImage", e)),
-    };
-    lambda_runtime::tracing::info!(image_id, region, "copy started");
-    Ok(ImageState {
-        region: region.to_string(),
-        image_id,
-        name: source.name.clone(),
-        progress: Progress::start(now, distribution.copy_timeout_minutes),
-    })
+    for region in targets {
+        let dest = deps.ec2.get(region);
+        let result = dest
+            .copy_image()
+            .source_region(&source.region)
+            .source_image_id(&source.image_id)
+            .name(&source.name)
+            .set_description(image.description().map(String::from))
+            .client_token(naming::client_token(&req.execution.name, "copy", region))
+            .encrypted(true)
+            .set_kms_key_id(distribution.kms_key_ids.get(region).cloned())
+            .copy_image_tags(true)
+            .tag_specifications(tags::spec(ResourceType::Image, image_tags.clone()))
+            .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags.clone()))
+            .send()
+            .await;
+        let image_id = match result {
+            Ok(out) => out
+                .image_id()
+                .ok_or_else(|| Error::Internal("CopyImage returned no image id".into()))?
+                .to_string(),
+            // The ClientToken covers a retried start; this covers a copy started under another token (e.g. by
+            // hand) or where the token was not honoured: adopt our own image of that name, never someone else's.
+            Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
+                adopt_by_name(&dest, &req.execution.name, &source.name, region).await?
+            }
+            Err(e) => return Err(from_sdk("CopyImage", e)),
+        };
+        lambda_runtime::tracing::info!(image_id, region, "copy started");
+        images.push(ImageState {
+            region: region.to_string(),
+            image_id,
+            name: source.name.clone(),
+            progress,
+        });
+    }
+    Ok(CopyState { images, progress })
 }
 
 async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, region: &str) -> Result<String> {
@@ -136,25 +158,47 @@ async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, r
     }
 }
 
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
-    let region = req.target_region()?;
-    let state = req.steps.copy()?.clone();
-    if state.region != region {
-        return Err(Error::invalid(
-            "input.steps.copy.region",
-            format!("is `{}` but this call is for `{region}`", state.region),
-        ));
+/// A status call as the state machine sees it: while a copy is pending (or the look-up was throttled) it fails
+/// with `AmiPipeline.NotReady`, which the status Task's Retry turns into the next poll.
+async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
+    settle(
+        status(deps, req, now).await,
+        |s: &CopyState| &s.progress,
+        "image copies",
+    )
+}
+
+/// Where the copies are. Stateless: it reads only `start`'s output, so a retried call asks the same questions.
+/// Every copy is looked at even when an earlier one is still pending, so a failed copy is reported at once.
+async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
+    let state = req.steps.copy()?;
+    state.progress.check_deadline(now, "image copies")?;
+    let mut images = Vec::with_capacity(state.images.len());
+    let mut all_ready = true;
+    for image in &state.images {
+        if image.region == req.run.region {
+            // The tested candidate itself: available since register.
+            images.push(image.clone());
+            continue;
+        }
+        let described = ec2::describe_image(&deps.ec2.get(&image.region), &image.image_id).await?;
+        let status = match ec2::image_progress(described.as_ref()) {
+            ImageProgress::Pending => Status::Pending,
+            ImageProgress::Available => Status::Ready,
+            ImageProgress::Failed(why) => {
+                return Err(Error::ImageFailed(format!("copy in {}: {why}", image.region)));
+            }
+        };
+        all_ready &= status == Status::Ready;
+        images.push(ImageState {
+            progress: image.progress.with_status(status),
+            ..image.clone()
+        });
     }
-    state.progress.check_deadline(now, "image copy")?;
-    let image = ec2::describe_image(&deps.ec2.get(region), &state.image_id).await?;
-    let status = match ec2::image_progress(image.as_ref()) {
-        ImageProgress::Pending => Status::Pending,
-        ImageProgress::Available => Status::Ready,
-        ImageProgress::Failed(why) => return Err(Error::ImageFailed(format!("copy in {region}: {why}"))),
-    };
-    Ok(ImageState {
-        progress: state.progress.polled(now, status),
-        ..state
+    let status = if all_ready { Status::Ready } else { Status::Pending };
+    Ok(CopyState {
+        images,
+        progress: state.progress.with_status(status),
     })
 }
 

@@ -8,26 +8,34 @@ use serde_json::json;
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::steps::Run;
 
 use super::*;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
 const NAME: &str = "web-1.4.0-20261126-0f00ba11";
+const COPY_AP: &str = "ami-0eeeeeeeeeeeeeee2";
 const HOME: &str = testing::REGION;
 const DEST: &str = "eu-west-1";
+const SYDNEY: &str = "ap-southeast-2";
 
-/// EC2 clients for the pipeline's region and one destination, each with its own rules, so a call made in the
-/// wrong region finds no rule and fails the test.
-fn deps(home: &[&Rule], dest: &[&Rule]) -> Deps {
-    let (home, dest) = (testing::ec2(home), testing::ec2(dest));
+/// EC2 clients for the pipeline's region and the destinations, each with its own rules, so a call made in the
+/// wrong region finds no rule and fails the test. Every one carries the request audit (`testing::ec2`).
+fn deps_in(home: &[&Rule], dest: &[&Rule], sydney: &[&Rule]) -> Deps {
+    let (home, dest, sydney) = (testing::ec2(home), testing::ec2(dest), testing::ec2(sydney));
     Deps {
         ec2: Ec2Clients::from_fn(move |region| match region {
             HOME => home.clone(),
             DEST => dest.clone(),
+            SYDNEY => sydney.clone(),
             other => panic!("no client expected for {other}"),
         }),
     }
+}
+
+fn deps(home: &[&Rule], dest: &[&Rule]) -> Deps {
+    deps_in(home, dest, &[])
 }
 
 fn candidate() -> ImageState {
@@ -35,21 +43,33 @@ fn candidate() -> ImageState {
         region: HOME.into(),
         image_id: CANDIDATE.into(),
         name: NAME.into(),
-        progress: Progress {
-            status: Status::Ready,
-            ..Progress::start(NOW - 900, 30)
-        },
+        progress: Progress::start(NOW - 900, 30).with_status(Status::Ready),
     }
 }
 
-fn request(action: &str, region: &str, steps: Value) -> Value {
-    let mut r = testing::request(action, &testing::run(), steps);
-    r["region"] = json!(region);
-    r
+/// A run whose regions are the home region then `copies`, in that order.
+fn run_to(copies: &[&str]) -> Run {
+    let mut recipe = testing::recipe();
+    recipe.distribution.regions = copies.iter().map(|r| r.to_string()).collect();
+    let mut run = testing::run_with(recipe);
+    run.regions = std::iter::once(HOME)
+        .chain(copies.iter().copied())
+        .map(String::from)
+        .collect();
+    run
 }
 
-fn start_request(region: &str) -> Value {
-    request("start", region, json!({ "image": candidate() }))
+fn request_in(action: &str, run: &Run, steps: Value) -> Value {
+    testing::request(action, run, steps)
+}
+
+/// A request for a run that copies to `DEST` only.
+fn request(action: &str, steps: Value) -> Value {
+    request_in(action, &run_to(&[DEST]), steps)
+}
+
+fn start_request() -> Value {
+    request("start", json!({ "image": candidate() }))
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -89,16 +109,25 @@ async fn start_copies_encrypted_in_the_destination_region_with_token_key_and_tag
     let (src, copy) = (source_image(), copy_image(captured.clone()));
     let deps = deps(&[&src], &[&copy]);
 
-    let out = start(&deps, &parse(start_request(DEST)), NOW).await.unwrap();
-    assert_eq!(out.region, DEST);
-    assert_eq!(out.image_id, COPY);
-    assert_eq!(out.name, NAME);
+    let out = start(&deps, &parse(start_request()), NOW).await.unwrap();
     assert_eq!(out.progress.status, Status::Pending);
     assert_eq!(
         out.progress.deadline,
         NOW + 240 * 60,
         "distribution.copy_timeout_minutes"
     );
+    assert_eq!(out.progress.wait_seconds, ami_core::steps::polling::FIRST_POLL_SECONDS);
+    assert_eq!(out.images.len(), 2);
+    assert_eq!(
+        out.images[0],
+        candidate(),
+        "the home region's image is the tested candidate"
+    );
+    let copy = &out.images[1];
+    assert_eq!(copy.region, DEST);
+    assert_eq!(copy.image_id, COPY);
+    assert_eq!(copy.name, NAME);
+    assert_eq!(copy.progress.status, Status::Pending);
 
     let req = captured.only();
     assert_eq!(req.source_region(), Some(HOME));
@@ -135,41 +164,97 @@ async fn start_copies_encrypted_in_the_destination_region_with_token_key_and_tag
 }
 
 #[tokio::test]
-async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
-    const SYDNEY: &str = "ap-southeast-2";
-    let captured = Captured::default();
-    let (src, copy) = (
-        testing::ec2(&[&source_image()]),
-        testing::ec2(&[&copy_image(captured.clone())]),
+async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
+    let (eu, ap) = (Captured::default(), Captured::default());
+    let (src, copy_eu) = (source_image(), copy_image(eu.clone()));
+    let copy_ap = mock!(Ec2::copy_image).then_compute_output({
+        let ap = ap.clone();
+        move |req| {
+            ap.push(req);
+            CopyImageOutput::builder().image_id(COPY_AP).build()
+        }
+    });
+    let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
+    // Sydney before Ireland: the output follows `run.regions`, not the recipe's order.
+    let run = run_to(&[SYDNEY, DEST]);
+    let out = handle(&deps, request_in("start", &run, json!({ "image": candidate() })))
+        .await
+        .unwrap();
+
+    let regions: Vec<&str> = out.images.iter().map(|i| i.region.as_str()).collect();
+    assert_eq!(regions, [HOME, SYDNEY, DEST]);
+    let ids: Vec<&str> = out.images.iter().map(|i| i.image_id.as_str()).collect();
+    assert_eq!(ids, [CANDIDATE, COPY_AP, COPY]);
+    assert_eq!(src.num_calls(), 1, "the source is described once for all copies");
+    let (eu, ap) = (eu.only(), ap.only());
+    assert_eq!(
+        eu.client_token(),
+        Some(naming::client_token(testing::EXECUTION, "copy", DEST).as_str())
     );
-    let deps = Deps {
-        ec2: Ec2Clients::from_fn(move |region| if region == SYDNEY { copy.clone() } else { src.clone() }),
-    };
-    start(&deps, &parse(start_request(SYDNEY)), NOW).await.unwrap();
+    assert_eq!(
+        ap.client_token(),
+        Some(naming::client_token(testing::EXECUTION, "copy", SYDNEY).as_str())
+    );
+    assert_ne!(eu.client_token(), ap.client_token());
+    assert_eq!(eu.kms_key_id(), Some("alias/ami-pipeline"));
+    assert_eq!(ap.kms_key_id(), None);
+    assert!(eu.encrypted() == Some(true) && ap.encrypted() == Some(true));
+    assert_eq!(out.progress.status, Status::Pending);
+}
+
+#[tokio::test]
+async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
+    let captured = Captured::default();
+    let (src, copy) = (source_image(), copy_image(captured.clone()));
+    let deps = deps_in(&[&src], &[], &[&copy]);
+    let run = run_to(&[SYDNEY]);
+    start(
+        &deps,
+        &parse(request_in("start", &run, json!({ "image": candidate() }))),
+        NOW,
+    )
+    .await
+    .unwrap();
     let req = captured.only();
     assert_eq!(req.encrypted(), Some(true));
     assert_eq!(req.kms_key_id(), None);
 }
 
 #[tokio::test]
-async fn a_retried_start_sends_the_same_client_token() {
-    let captured = Captured::default();
-    let (src, copy) = (source_image(), copy_image(captured.clone()));
-    let deps = deps(&[&src], &[&copy]);
-    for _ in 0..2 {
-        start(&deps, &parse(start_request(DEST)), NOW).await.unwrap();
+async fn a_retried_start_sends_the_same_client_tokens() {
+    let (eu, ap) = (Captured::default(), Captured::default());
+    let (src, copy_eu, copy_ap) = (source_image(), copy_image(eu.clone()), copy_image(ap.clone()));
+    let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
+    let run = run_to(&[DEST, SYDNEY]);
+    let req = parse(request_in("start", &run, json!({ "image": candidate() })));
+    let first = start(&deps, &req, NOW).await.unwrap();
+    let again = start(&deps, &req, NOW).await.unwrap();
+    assert_eq!(first, again);
+    for captured in [eu, ap] {
+        let tokens: Vec<_> = captured
+            .all()
+            .iter()
+            .map(|r| r.client_token().map(String::from))
+            .collect();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens[0].is_some());
+        assert_eq!(
+            tokens[0], tokens[1],
+            "EC2 returns the first copy instead of making a second"
+        );
     }
-    let tokens: Vec<_> = captured
-        .all()
-        .iter()
-        .map(|r| r.client_token().map(String::from))
-        .collect();
-    assert_eq!(tokens.len(), 2);
-    assert!(tokens[0].is_some());
-    assert_eq!(
-        tokens[0], tokens[1],
-        "EC2 returns the first copy instead of making a second"
-    );
+}
+
+#[tokio::test]
+async fn without_copy_regions_start_is_ready_at_once_without_calls() {
+    let deps = deps(&[], &[]);
+    let run = run_to(&[]);
+    let out = handle(&deps, request_in("start", &run, json!({ "image": candidate() })))
+        .await
+        .unwrap();
+    assert_eq!(out.images, [candidate()]);
+    assert_eq!(out.progress.status, Status::Ready);
+    assert_eq!(out.progress.wait_seconds, 0, "no poll needed");
 }
 
 fn duplicate() -> Rule {
@@ -200,8 +285,8 @@ async fn duplicate_name_of_our_own_copy_is_adopted() {
     let lookups = Captured::default();
     let (src, dup, mine) = (source_image(), duplicate(), named(lookups.clone(), testing::EXECUTION));
     let deps = deps(&[&src], &[&dup, &mine]);
-    let out = handle(&deps, start_request(DEST)).await.unwrap();
-    assert_eq!(out.image_id, COPY);
+    let out = handle(&deps, start_request()).await.unwrap();
+    assert_eq!(out.images[1].image_id, COPY);
     assert_eq!(dup.num_calls(), 1, "no second copy");
     let q = lookups.only();
     assert_eq!(q.owners(), ["self"]);
@@ -217,7 +302,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
         named(Captured::default(), "web-r-1-3-9-00000000"),
     );
     let deps = deps(&[&src], &[&dup, &theirs]);
-    let err = handle(&deps, start_request(DEST)).await.unwrap_err();
+    let err = handle(&deps, start_request()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
     assert!(err.to_string().contains(COPY), "{err}");
 }
@@ -231,8 +316,8 @@ async fn throttled_copy_is_retried_then_succeeds() {
         .output(|| CopyImageOutput::builder().image_id(COPY).build())
         .build();
     let deps = deps(&[&src], &[&copy]);
-    let out = handle(&deps, start_request(DEST)).await.unwrap();
-    assert_eq!(out.image_id, COPY);
+    let out = handle(&deps, start_request()).await.unwrap();
+    assert_eq!(out.images[1].image_id, COPY);
     assert_eq!(copy.num_calls(), 2);
 }
 
@@ -244,33 +329,46 @@ async fn a_vanished_source_is_reported_and_nothing_copied() {
         .build();
     let copy = copy_image(Captured::default());
     let deps = deps(&[&gone], &[&copy]);
-    let err = handle(&deps, start_request(DEST)).await.unwrap_err();
+    let err = handle(&deps, start_request()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone", "{err}");
     assert_eq!(copy.num_calls(), 0);
 }
 
-fn copy_state() -> ImageState {
+fn copy_of(region: &str, image_id: &str) -> ImageState {
     ImageState {
-        region: DEST.into(),
-        image_id: COPY.into(),
+        region: region.into(),
+        image_id: image_id.into(),
         name: NAME.into(),
-        progress: Progress::start(NOW - 600, 240),
+        progress: copy_progress(),
+    }
+}
+
+fn copy_progress() -> Progress {
+    Progress::start(NOW - 600, 240)
+}
+
+/// `start`'s output for a run copying to `DEST` and `SYDNEY`.
+fn copy_state() -> CopyState {
+    CopyState {
+        images: vec![candidate(), copy_of(DEST, COPY), copy_of(SYDNEY, COPY_AP)],
+        progress: copy_progress(),
     }
 }
 
 fn status_request() -> StepRequest {
-    parse(request(
+    let run = run_to(&[DEST, SYDNEY]);
+    parse(request_in(
         "status",
-        DEST,
+        &run,
         json!({ "image": candidate(), "copy": copy_state() }),
     ))
 }
 
-fn copy_described(state: AwsImageState) -> DescribeImagesOutput {
+fn described(id: &'static str, state: AwsImageState) -> DescribeImagesOutput {
     DescribeImagesOutput::builder()
         .images(
             Image::builder()
-                .image_id(COPY)
+                .image_id(id)
                 .state(state)
                 .state_reason(
                     StateReason::builder()
@@ -282,41 +380,77 @@ fn copy_described(state: AwsImageState) -> DescribeImagesOutput {
         .build()
 }
 
+fn always(id: &'static str, state: AwsImageState) -> Rule {
+    mock!(Ec2::describe_images)
+        .match_requests(move |r| r.image_ids() == [id])
+        .then_output(move || described(id, state.clone()))
+}
+
 #[tokio::test]
-async fn status_is_pending_while_unknown_or_pending_then_ready() {
+async fn status_is_not_ready_while_unknown_or_pending_then_ready() {
     let states = mock!(Ec2::describe_images)
         .match_requests(|r| r.image_ids() == [COPY])
         .sequence()
         // Right after CopyImage, the destination may not know the image yet.
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
-        .output(|| copy_described(AwsImageState::Pending))
-        .output(|| copy_described(AwsImageState::Available))
+        .output(|| described(COPY, AwsImageState::Pending))
+        .output(|| described(COPY, AwsImageState::Available))
         .build();
-    let deps = deps(&[], &[&states]);
-    let mut req = status_request();
-    let mut seen = vec![];
-    for _ in 0..3 {
-        let s = status(&deps, &req, NOW).await.unwrap();
-        seen.push(s.progress.status);
-        req.steps.copy = Some(s);
+    let sydney = always(COPY_AP, AwsImageState::Available);
+    let deps = deps_in(&[], &[&states], &[&sydney]);
+    // Stateless: every poll gets the same input, `start`'s output.
+    let req = status_request();
+    for _ in 0..2 {
+        let err = poll(&deps, &req, NOW).await.unwrap_err();
+        assert_eq!(err.error_type(), "AmiPipeline.NotReady", "{err}");
     }
-    assert_eq!(seen, [Status::Pending, Status::Pending, Status::Ready]);
-    assert_eq!(req.steps.copy.unwrap().progress.polls, 3);
+    let out = poll(&deps, &req, NOW).await.unwrap();
+    assert_eq!(out.progress.status, Status::Ready);
+    assert_eq!(out.progress.wait_seconds, 0);
+    assert_eq!(
+        (out.progress.started_at, out.progress.deadline),
+        (copy_progress().started_at, copy_progress().deadline)
+    );
+    assert!(out.images.iter().all(|i| i.progress.status == Status::Ready));
+    let regions: Vec<&str> = out.images.iter().map(|i| i.region.as_str()).collect();
+    assert_eq!(regions, [HOME, DEST, SYDNEY]);
+    assert_eq!(out.images[0], candidate());
+    assert_eq!(states.num_calls(), 3);
+    assert_eq!(sydney.num_calls(), 3, "every copy is looked at on every poll");
 }
 
 #[tokio::test]
-async fn a_failed_copy_is_image_failed_with_the_reason() {
-    let failed = mock!(Ec2::describe_images).then_output(|| copy_described(AwsImageState::Failed));
-    let deps = deps(&[], &[&failed]);
-    let err = status(&deps, &status_request(), NOW).await.unwrap_err();
+async fn a_throttled_describe_is_not_ready() {
+    let throttled = mock!(Ec2::describe_images)
+        .sequence()
+        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
+        .repeatedly()
+        .build();
+    let sydney = always(COPY_AP, AwsImageState::Available);
+    let deps = deps_in(&[], &[&throttled], &[&sydney]);
+    let err = poll(&deps, &status_request(), NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.NotReady", "{err}");
+    assert_eq!(throttled.num_calls(), 3, "the SDK's own retries first");
+}
+
+#[tokio::test]
+async fn a_failed_copy_is_image_failed_naming_its_region() {
+    // Ireland is still pending; Sydney's copy failed: that is reported, not another poll.
+    let (eu, failed) = (
+        always(COPY, AwsImageState::Pending),
+        always(COPY_AP, AwsImageState::Failed),
+    );
+    let deps = deps_in(&[], &[&eu], &[&failed]);
+    let err = poll(&deps, &status_request(), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
+    assert!(err.to_string().contains(SYDNEY), "{err}");
     assert!(err.to_string().contains("snapshot copy failed"), "{err}");
 }
 
 #[tokio::test]
 async fn past_the_deadline_is_a_timeout_without_calls() {
     let deps = deps(&[], &[]);
-    let err = status(&deps, &status_request(), copy_state().progress.deadline + 1)
+    let err = poll(&deps, &status_request(), copy_progress().deadline + 1)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
@@ -330,41 +464,56 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         other => panic!("expected InvalidInput, got {other}"),
     };
 
-    let mut no_region = start_request(DEST);
-    no_region.as_object_mut().unwrap().remove("region");
-    assert_eq!(field_of(handle(&deps, no_region).await.unwrap_err()), "input.region");
     assert_eq!(
-        field_of(handle(&deps, start_request("eu-nowhere-9")).await.unwrap_err()),
-        "input.region"
-    );
-    assert_eq!(
-        field_of(handle(&deps, request("start", DEST, json!({}))).await.unwrap_err()),
+        field_of(handle(&deps, request("start", json!({}))).await.unwrap_err()),
         "input.steps.image"
     );
-    let mut bad = start_request(DEST);
+    let mut elsewhere = candidate();
+    elsewhere.region = DEST.into();
+    assert_eq!(
+        field_of(
+            handle(&deps, request("start", json!({ "image": elsewhere })))
+                .await
+                .unwrap_err()
+        ),
+        "input.steps.image.region"
+    );
+    let mut bad = start_request();
     bad["run"]["recipe"]["distribution"]["copy_timeout_minutes"] = json!(-1);
     assert_eq!(
         field_of(handle(&deps, bad).await.unwrap_err()),
         "input.run.recipe.distribution.copy_timeout_minutes"
     );
-    let mut other = copy_state();
-    other.region = "ap-southeast-2".into();
-    let req = request("status", DEST, json!({ "image": candidate(), "copy": other }));
+    let mut bad = start_request();
+    bad["run"]["regions"] = json!("eu-west-1");
+    assert_eq!(field_of(handle(&deps, bad).await.unwrap_err()), "input.run.regions");
+    // The per-call region of the old Map is gone: an input still carrying it is refused.
+    let mut stale = start_request();
+    stale["region"] = json!(DEST);
+    assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
     assert_eq!(
-        field_of(handle(&deps, req).await.unwrap_err()),
-        "input.steps.copy.region"
+        field_of(
+            handle(&deps, request("status", json!({ "image": candidate() })))
+                .await
+                .unwrap_err()
+        ),
+        "input.steps.copy"
+    );
+    let mut bad_copy = serde_json::to_value(copy_state()).unwrap();
+    bad_copy["images"][1]["image_id"] = json!(7);
+    assert_eq!(
+        field_of(
+            handle(
+                &deps,
+                request("status", json!({ "image": candidate(), "copy": bad_copy }))
+            )
+            .await
+            .unwrap_err()
+        ),
+        "input.steps.copy.images[1].image_id"
     );
     assert_eq!(
-        field_of(handle(&deps, request("finish", DEST, json!({}))).await.unwrap_err()),
+        field_of(handle(&deps, request("finish", json!({}))).await.unwrap_err()),
         "input.action"
     );
-}
-
-#[tokio::test]
-async fn home_region_is_the_tested_image_itself_without_calls() {
-    let deps = deps(&[], &[]);
-    let out = handle(&deps, start_request(HOME)).await.unwrap();
-    assert_eq!(out.image_id, candidate().image_id);
-    assert_eq!(out.region, HOME);
-    assert_eq!(out.progress.status, Status::Ready);
 }

@@ -34,36 +34,31 @@ pub fn home_region(config: &SdkConfig) -> String {
         .unwrap_or_else(|| "us-east-1".to_string())
 }
 
-type MakeClient = dyn Fn(&str) -> aws_sdk_ec2::Client + Send + Sync;
-
-/// EC2 clients per region, made on first use and kept: copy, share, publish, retire and cleanup work in
-/// several regions from one function.
-#[derive(Clone)]
-pub struct Ec2Clients {
-    make: Arc<MakeClient>,
-    cache: Arc<Mutex<HashMap<String, aws_sdk_ec2::Client>>>,
+/// One kind of SDK client per region, made on first use and kept: copy, share, publish, retire and cleanup work
+/// in several regions from one function. `from_fn` is for tests: `make` returns the (mocked) client for a region.
+pub struct RegionalClients<C> {
+    make: Arc<dyn Fn(&str) -> C + Send + Sync>,
+    cache: Arc<Mutex<HashMap<String, C>>>,
 }
 
-impl Ec2Clients {
-    pub fn from_config(config: &SdkConfig) -> Self {
-        let config = config.clone();
-        Self::from_fn(move |region| {
-            let conf = aws_sdk_ec2::config::Builder::from(&config)
-                .region(Region::new(region.to_string()))
-                .build();
-            aws_sdk_ec2::Client::from_conf(conf)
-        })
+impl<C> Clone for RegionalClients<C> {
+    fn clone(&self) -> Self {
+        RegionalClients {
+            make: Arc::clone(&self.make),
+            cache: Arc::clone(&self.cache),
+        }
     }
+}
 
-    /// For tests: `make` returns the (mocked) client for a region.
-    pub fn from_fn(make: impl Fn(&str) -> aws_sdk_ec2::Client + Send + Sync + 'static) -> Self {
-        Ec2Clients {
+impl<C: Clone> RegionalClients<C> {
+    pub fn from_fn(make: impl Fn(&str) -> C + Send + Sync + 'static) -> Self {
+        RegionalClients {
             make: Arc::new(make),
             cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    pub fn get(&self, region: &str) -> aws_sdk_ec2::Client {
+    pub fn get(&self, region: &str) -> C {
         // A poisoned lock only means another thread panicked mid-insert; the map is still usable.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
@@ -73,36 +68,24 @@ impl Ec2Clients {
     }
 }
 
-/// SSM clients per region (publish writes parameters in every region).
-#[derive(Clone)]
-pub struct SsmClients {
-    make: Arc<dyn Fn(&str) -> aws_sdk_ssm::Client + Send + Sync>,
-    cache: Arc<Mutex<HashMap<String, aws_sdk_ssm::Client>>>,
-}
+/// Builds the per-region clients of one SDK from the shared configuration.
+macro_rules! regional {
+    ($alias:ident, $sdk:ident) => {
+        pub type $alias = RegionalClients<$sdk::Client>;
 
-impl SsmClients {
-    pub fn from_config(config: &SdkConfig) -> Self {
-        let config = config.clone();
-        Self::from_fn(move |region| {
-            let conf = aws_sdk_ssm::config::Builder::from(&config)
-                .region(Region::new(region.to_string()))
-                .build();
-            aws_sdk_ssm::Client::from_conf(conf)
-        })
-    }
-
-    pub fn from_fn(make: impl Fn(&str) -> aws_sdk_ssm::Client + Send + Sync + 'static) -> Self {
-        SsmClients {
-            make: Arc::new(make),
-            cache: Arc::new(Mutex::new(HashMap::new())),
+        impl RegionalClients<$sdk::Client> {
+            pub fn from_config(config: &SdkConfig) -> Self {
+                let config = config.clone();
+                Self::from_fn(move |region| {
+                    let conf = $sdk::config::Builder::from(&config)
+                        .region(Region::new(region.to_string()))
+                        .build();
+                    $sdk::Client::from_conf(conf)
+                })
+            }
         }
-    }
-
-    pub fn get(&self, region: &str) -> aws_sdk_ssm::Client {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(region.to_string())
-            .or_insert_with(|| (self.make)(region))
-            .clone()
-    }
+    };
 }
+
+regional!(Ec2Clients, aws_sdk_ec2);
+regional!(SsmClients, aws_sdk_ssm);

@@ -1,7 +1,4 @@
-//! Step outputs for copy and share.
-//!
-//! A copy's output is an [`ImageState`](crate::steps::ImageState) (the same shape as the registered image), so
-//! the only new type here is what `share` reports.
+//! What `share` reports. (The copy step's output is [`CopyState`](crate::steps::CopyState).)
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +26,12 @@ pub struct ShareOutput {
     pub already_granted: Vec<Grantee>,
     /// `createVolumePermission` per snapshot of the image, so the accounts can copy it.
     pub snapshots: Vec<SnapshotShare>,
+}
+
+/// The share step: one entry per region of the run, `run.regions` order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareState {
+    pub regions: Vec<ShareOutput>,
 }
 
 /// The accounts that may create volumes from (and so copy) one snapshot.

@@ -45,6 +45,10 @@ pub enum Error {
     /// The test instance did not pass its status checks or its smoke test.
     #[error("test failed: {0}")]
     TestFailed(String),
+    /// A status call found the step still running. The state machine's Retry on the status Task is the poll
+    /// loop: it calls again after a back-off, and the handler's deadline (`Timeout`, not retried) bounds it.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// A step did not finish before its deadline from the recipe.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -84,6 +88,7 @@ impl Error {
             Error::SnapshotFailed(_) => "AmiPipeline.SnapshotFailed",
             Error::ImageFailed(_) => "AmiPipeline.ImageFailed",
             Error::TestFailed(_) => "AmiPipeline.TestFailed",
+            Error::NotReady(_) => "AmiPipeline.NotReady",
             Error::Timeout(_) => "AmiPipeline.Timeout",
             Error::ResourceGone(_) => "AmiPipeline.ResourceGone",
             Error::PublicSharingNotAllowed(_) => "AmiPipeline.PublicSharingNotAllowed",
@@ -110,6 +115,7 @@ impl Error {
         "AmiPipeline.SnapshotFailed",
         "AmiPipeline.ImageFailed",
         "AmiPipeline.TestFailed",
+        "AmiPipeline.NotReady",
         "AmiPipeline.Timeout",
         "AmiPipeline.ResourceGone",
         "AmiPipeline.PublicSharingNotAllowed",

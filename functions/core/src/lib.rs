@@ -4,6 +4,8 @@
 #[cfg(feature = "testing")]
 pub mod audit;
 pub mod clients;
+pub mod contract;
+pub mod definition;
 pub mod distribution;
 pub mod ec2;
 pub mod error;

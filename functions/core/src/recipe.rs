@@ -13,6 +13,17 @@ use crate::naming;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The longest time, in minutes, validation lets each long step take. The state machine's poll retriers are
+/// generated to outlast these, and its history bound is proved for them (`crate::definition`).
+pub mod limits {
+    pub const BUILD_MINUTES: u32 = 1440;
+    /// Snapshot and register each.
+    pub const IMAGE_MINUTES: u32 = 1440;
+    pub const TEST_MINUTES: u32 = 240;
+    /// All copy regions together: they are copied in parallel and polled in one call.
+    pub const COPY_MINUTES: u32 = 2880;
+}
+
 /// One pipeline's recipe, stored as JSON in SSM Parameter Store under `<prefix>/<name>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -520,7 +531,12 @@ impl Recipe {
         if let Some(d) = &img.description {
             check_text("recipe.image.description", d, 255)?;
         }
-        check_range("recipe.image.timeout_minutes", img.timeout_minutes, 15, 1440)?;
+        check_range(
+            "recipe.image.timeout_minutes",
+            img.timeout_minutes,
+            15,
+            limits::IMAGE_MINUTES,
+        )?;
         if img.tpm_support && img.boot_mode != Some(BootMode::Uefi) {
             return Err(Error::invalid(
                 "recipe.image.tpm_support",
@@ -577,7 +593,12 @@ impl Recipe {
         if let Some(s) = &t.script {
             check_script("recipe.test.script", s)?;
         }
-        check_range("recipe.test.timeout_minutes", t.timeout_minutes, 5, 240)?;
+        check_range(
+            "recipe.test.timeout_minutes",
+            t.timeout_minutes,
+            5,
+            limits::TEST_MINUTES,
+        )?;
         if t.enabled && t.instance_type.is_none() && self.build.is_none() {
             return Err(Error::invalid(
                 "recipe.test.instance_type",
@@ -638,7 +659,7 @@ impl Recipe {
             "recipe.distribution.copy_timeout_minutes",
             d.copy_timeout_minutes,
             15,
-            2880,
+            limits::COPY_MINUTES,
         )
     }
 
@@ -661,11 +682,6 @@ impl Recipe {
         let mut out = vec![home.to_string()];
         out.extend(self.distribution.regions.iter().filter(|r| *r != home).cloned());
         out
-    }
-
-    /// Target regions for copies: the distribution regions other than `home`.
-    pub fn copy_regions(&self, home: &str) -> Vec<String> {
-        self.all_regions(home).into_iter().skip(1).collect()
     }
 }
 
@@ -708,7 +724,12 @@ fn validate_build(b: &Build) -> Result<()> {
     if b.data_volumes.len() > 20 {
         return Err(Error::invalid("recipe.build.data_volumes", "at most 20 data volumes"));
     }
-    check_range("recipe.build.timeout_minutes", b.timeout_minutes, 5, 1440)?;
+    check_range(
+        "recipe.build.timeout_minutes",
+        b.timeout_minutes,
+        5,
+        limits::BUILD_MINUTES,
+    )?;
     check_script("recipe.build.script", &b.script)
 }
 
@@ -883,7 +904,6 @@ mod tests {
             web.all_regions("us-east-1"),
             ["us-east-1", "eu-west-1", "ap-southeast-2"]
         );
-        assert_eq!(web.copy_regions("eu-west-1"), ["ap-southeast-2"]);
         let win = Recipe::from_json(WINDOWS).unwrap();
         assert_eq!(win.build.unwrap().platform, Platform::Windows);
         assert!(!win.distribution.public, "public sharing is off unless asked for");

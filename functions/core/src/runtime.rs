@@ -1,6 +1,7 @@
 //! The Lambda entry point every handler shares: JSON logs, a span with pipeline and execution, stable errors.
 
 use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{LambdaEvent, service_fn, tracing};
 use serde::Serialize;
@@ -37,6 +38,40 @@ pub fn span_for(payload: &Value) -> tracing::Span {
     )
 }
 
+/// The invocation being served: the Lambda `Context`'s request id and deadline.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub deadline: SystemTime,
+}
+
+tokio::task_local! {
+    static INVOCATION: Invocation;
+}
+
+/// The invocation the current handler call serves (`None` outside `serve`, e.g. in unit tests).
+pub fn invocation() -> Option<Invocation> {
+    INVOCATION.try_with(Invocation::clone).ok()
+}
+
+/// Fails with `Transient` when less than `need` is left before the Lambda timeout, so a handler that works
+/// through several regions stops between calls, and the Task's retry resumes it (every step is idempotent),
+/// instead of being killed mid-call (`Lambda.Unknown`, not retried). No limit outside `serve`.
+pub fn ensure_time_left(need: Duration, what: &str) -> Result<(), Error> {
+    let Some(inv) = invocation() else {
+        return Ok(());
+    };
+    let left = inv.deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    if left < need {
+        return Err(Error::Transient(format!(
+            "{what}: {} ms left before the Lambda timeout (request {}); continuing on retry",
+            left.as_millis(),
+            inv.request_id
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `handler` under the Lambda runtime. Input is taken as raw JSON so the handler parses it and names the
 /// bad field itself; errors reach Step Functions under their `AmiPipeline.*` name.
 pub async fn serve<F, Fut, O>(handler: F) -> Result<(), lambda_runtime::Error>
@@ -49,10 +84,14 @@ where
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let span = span_for(&event.payload);
+        let invocation = Invocation {
+            request_id: event.context.request_id.clone(),
+            deadline: event.context.deadline(),
+        };
         async move {
             // Boxed so each binary's top-level future stays shallow: the handlers' nested async state machines
             // otherwise overflow rustc's query depth when computing the layout of `main` (seen on clean builds).
-            let result = Box::pin(handler(event.payload)).await;
+            let result = INVOCATION.scope(invocation, Box::pin(handler(event.payload))).await;
             match &result {
                 Ok(_) => tracing::info!("done"),
                 Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "failed"),
@@ -62,4 +101,37 @@ where
         .instrument(span)
     }))
     .await
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    fn inv(left: Duration) -> Invocation {
+        Invocation {
+            request_id: "req-1".into(),
+            deadline: SystemTime::now() + left,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_stops_before_the_lambda_timeout() {
+        assert!(
+            ensure_time_left(Duration::from_secs(30), "x").is_ok(),
+            "no limit outside serve"
+        );
+        let short = INVOCATION.scope(inv(Duration::from_secs(5)), async {
+            ensure_time_left(Duration::from_secs(30), "sharing in eu-west-1")
+        });
+        let err = short.await.unwrap_err();
+        assert_eq!(err.error_type(), "AmiPipeline.Transient");
+        assert!(err.to_string().contains("req-1"), "{err}");
+        let long = INVOCATION.scope(inv(Duration::from_secs(300)), async {
+            (
+                invocation().map(|i| i.request_id),
+                ensure_time_left(Duration::from_secs(30), "x"),
+            )
+        });
+        assert_eq!(long.await, (Some("req-1".to_string()), Ok(())));
+    }
 }

@@ -1,8 +1,8 @@
 //! Step inputs and outputs: the JSON the state machine passes between handlers.
 //!
 //! The trigger freezes a [`Run`] (recipe included) into the execution input, so a run is reproducible. Every Task
-//! then gets `{action, execution, run, state?, region?}`, where `execution` comes from the context object and
-//! `state` is the step's previous output.
+//! then gets `{action, execution, run, steps}`, where `execution` comes from the context object and `steps` holds
+//! every earlier step's output under the step's name.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,11 +49,9 @@ pub struct Run {
     pub recipe: Recipe,
     /// Whether the state machine runs a build (image source) or snapshots an instance as it is.
     pub build: bool,
-    /// Every region the image ends up in, `region` first: the state machine's Map runs copy (a no-op for the
-    /// home region) and share once per entry.
+    /// Every region the image ends up in, `region` first: the run's one region list, which copy, share,
+    /// publish, retire and cleanup all read.
     pub regions: Vec<String>,
-    /// Regions to copy to: `regions` without the home region.
-    pub copy_regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,12 +72,9 @@ pub struct StepRequest {
     pub run: Run,
     #[serde(default)]
     pub steps: Steps,
-    /// For per-region steps (copy, share, publish of one copy): the region this call works on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
 }
 
-/// The outputs of the steps so far.
+/// The outputs of the steps so far: each step's output under `$.steps.<step>` (the definition's one rule).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Steps {
@@ -91,12 +86,15 @@ pub struct Steps {
     pub image: Option<ImageState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestState>,
-    /// Inside the Map over regions: this region's copy.
+    /// The image in every region of the run, one call for all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<ImageState>,
-    /// After the Map: one entry per region, the home region's image first.
+    pub copy: Option<CopyState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<Vec<ImageState>>,
+    pub share: Option<crate::distribution::ShareState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::lifecycle::PublishOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire: Option<crate::lifecycle::RetireOutput>,
 }
 
 fn missing(step: &str) -> crate::Error {
@@ -107,6 +105,11 @@ fn missing(step: &str) -> crate::Error {
 }
 
 impl Steps {
+    /// Every key `Steps` accepts (it denies unknown ones), as written to the contract file.
+    pub const KEYS: &'static [&'static str] = &[
+        "build", "snapshot", "image", "test", "copy", "share", "publish", "retire",
+    ];
+
     pub fn build(&self) -> crate::Result<&BuildState> {
         self.build.as_ref().ok_or_else(|| missing("build"))
     }
@@ -119,27 +122,25 @@ impl Steps {
     pub fn test(&self) -> crate::Result<&TestState> {
         self.test.as_ref().ok_or_else(|| missing("test"))
     }
-    pub fn copy(&self) -> crate::Result<&ImageState> {
+    pub fn copy(&self) -> crate::Result<&CopyState> {
         self.copy.as_ref().ok_or_else(|| missing("copy"))
     }
 }
 
 impl StepRequest {
-    /// Parses a step input and re-checks the frozen recipe, so nothing malformed reaches an AWS call.
+    /// Parses a step input. The recipe in it was validated once, by the trigger, and is carried frozen: a
+    /// stricter validator in a later release must not break executions already running.
     pub fn parse(event: serde_json::Value) -> crate::Result<StepRequest> {
-        let req: StepRequest = crate::input::parse_value("input", event)?;
-        req.run.recipe.validate()?;
-        Ok(req)
+        crate::input::parse_value("input", event)
     }
 
-    /// The region a per-region step works on, checked.
-    pub fn target_region(&self) -> crate::Result<&str> {
-        let r = self
-            .region
-            .as_deref()
-            .ok_or_else(|| crate::Error::invalid("input.region", "required for this step"))?;
-        crate::recipe::check_region("input.region", r)?;
-        Ok(r)
+    /// The regions other than the home one, in `run.regions` order.
+    pub fn copy_regions(&self) -> impl Iterator<Item = &str> {
+        self.run
+            .regions
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != self.run.region)
     }
 }
 
@@ -193,6 +194,15 @@ pub struct ImageState {
     pub progress: Progress,
 }
 
+/// The copy step: the image in every region of the run, `run.regions` order (the home region's tested image
+/// first, then one copy per other region). Ready when every copy is available.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyState {
+    pub images: Vec<ImageState>,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
 /// The test instance (test-launch step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestState {
@@ -209,7 +219,8 @@ pub struct TestState {
     pub progress: Progress,
 }
 
-/// Whether a long-running step is done. The state machine's Choice states match on it.
+/// Whether a long-running step is done. A status call answers only `ready`; while pending it fails with
+/// `AmiPipeline.NotReady` (see [`settle`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -217,7 +228,39 @@ pub enum Status {
     Ready,
 }
 
-/// Poll bookkeeping shared by every long step: when it started, its deadline, and how long to wait next.
+/// How the state machine polls a long step, written once here and read by the definition's generator
+/// (`crate::definition`): a Wait of `FIRST_POLL_SECONDS` after `start`, then the status Task, retried on
+/// `AmiPipeline.NotReady` every `INTERVAL * BACKOFF^n` seconds, capped at `MAX_DELAY`.
+///
+/// With the first wait equal to `INTERVAL / (BACKOFF - 1)`, the n-th status call comes at
+/// `FIRST_POLL_SECONDS * BACKOFF^n` after start, so a result is noticed at most `BACKOFF - 1` (14%) of the step's
+/// time late (until the cap, after which it is noticed earlier still), whatever the step's length. Each poll is
+/// one state transition and three history events (Step Functions pricing and quotas).
+pub mod polling {
+    pub const INTERVAL_SECONDS: u32 = 14;
+    pub const BACKOFF_RATE: f64 = 1.14;
+    pub const MAX_DELAY_SECONDS: u32 = 600;
+    pub const FIRST_POLL_SECONDS: u32 = 100;
+
+    /// Seconds from `start` to the status call numbered `attempt` (0 is the first), as the retrier schedules it.
+    pub fn call_time(attempt: u32) -> f64 {
+        let mut t = f64::from(FIRST_POLL_SECONDS);
+        for k in 0..attempt {
+            t += (f64::from(INTERVAL_SECONDS) * BACKOFF_RATE.powi(k as i32)).min(f64::from(MAX_DELAY_SECONDS));
+        }
+        t
+    }
+
+    /// Retries the status Task needs so that its last call comes after a deadline of `minutes` (plus one
+    /// maximum delay of slack): the handler's `Timeout`, not the retrier running out, ends a step that hangs.
+    pub fn attempts_to_cover(minutes: u32) -> u32 {
+        let until = f64::from(minutes) * 60.0 + f64::from(MAX_DELAY_SECONDS);
+        (0..).find(|&n| call_time(n) >= until).unwrap_or(u32::MAX)
+    }
+}
+
+/// Deadline bookkeeping shared by every long step. Status calls are stateless: a retried status call gets the
+/// same input as the first, so nothing here may change between polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub status: Status,
@@ -225,13 +268,9 @@ pub struct Progress {
     pub started_at: i64,
     /// Unix seconds after which the step fails with `AmiPipeline.Timeout`.
     pub deadline: i64,
-    pub polls: u32,
-    /// Seconds the state machine waits before the next status call.
+    /// Seconds the state machine waits before the first status call: 0 when `start` is already done.
     pub wait_seconds: u32,
 }
-
-pub const MIN_WAIT: i64 = 15;
-pub const MAX_WAIT: i64 = 600;
 
 impl Progress {
     pub fn start(now: i64, timeout_minutes: u32) -> Progress {
@@ -239,19 +278,15 @@ impl Progress {
             status: Status::Pending,
             started_at: now,
             deadline: now + i64::from(timeout_minutes) * 60,
-            polls: 0,
-            wait_seconds: MIN_WAIT as u32,
+            wait_seconds: polling::FIRST_POLL_SECONDS,
         }
     }
 
-    /// The progress after one more status call. The wait grows with the time already spent (an eighth of it,
-    /// 15 s to 10 min), so a result is seen at most ~12% late and a 24-hour copy takes ~170 polls, not 5,760.
-    pub fn polled(self, now: i64, status: Status) -> Progress {
-        let elapsed = (now - self.started_at).max(0);
+    /// The same progress with `status`; ready needs no wait.
+    pub fn with_status(self, status: Status) -> Progress {
         Progress {
             status,
-            polls: self.polls.saturating_add(1),
-            wait_seconds: (elapsed / 8).clamp(MIN_WAIT, MAX_WAIT) as u32,
+            wait_seconds: if status == Status::Ready { 0 } else { self.wait_seconds },
             ..self
         }
     }
@@ -269,6 +304,19 @@ impl Progress {
     }
 }
 
+/// A status call's answer as the state machine's Retry sees it: a pending state fails with `NotReady` (the
+/// poll), and so do throttling and transient failures, so that they cost one poll each instead of drawing on a
+/// retrier whose budget, counted per state entry, would otherwise have to last the whole step. The deadline
+/// (`Timeout`) still ends a step that stays throttled.
+pub fn settle<T>(result: crate::Result<T>, progress: impl Fn(&T) -> &Progress, what: &str) -> crate::Result<T> {
+    match result {
+        Ok(state) if progress(&state).status == Status::Ready => Ok(state),
+        Ok(_) => Err(crate::Error::NotReady(format!("{what} still in progress"))),
+        Err(e) if e.is_retryable() => Err(crate::Error::NotReady(format!("{what}: {e}; polling again"))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -279,20 +327,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_back_off_and_stay_bounded() {
-        let p = Progress::start(1_000, 60);
-        assert_eq!(p.wait_seconds, 15);
-        assert_eq!(p.polled(1_030, Status::Pending).wait_seconds, 15);
-        assert_eq!(p.polled(1_000 + 800, Status::Pending).wait_seconds, 100);
-        assert_eq!(p.polled(1_000 + 86_400, Status::Pending).wait_seconds, 600);
-        // a 24-hour step: count polls when every wait follows the rule
-        let (mut t, mut q, mut polls) = (1_000, p, 0);
-        while t < 1_000 + 86_400 {
-            t += i64::from(q.wait_seconds);
-            q = q.polled(t, Status::Pending);
-            polls += 1;
+    fn polls_are_late_by_at_most_the_backoff_share() {
+        // Between the first call and the cap, each wait is (BACKOFF - 1) of the time since start.
+        for n in 0..20 {
+            let (t, next) = (polling::call_time(n), polling::call_time(n + 1));
+            if next - t < f64::from(polling::MAX_DELAY_SECONDS) {
+                assert!(
+                    (next - t) / t <= polling::BACKOFF_RATE - 1.0 + 1e-9,
+                    "call {n}: {t} -> {next}"
+                );
+            }
         }
-        assert!(polls < 250, "{polls} polls");
+        // A 24-hour step is covered by a few hundred calls, not 5,760.
+        let n = polling::attempts_to_cover(1440);
+        assert!(polling::call_time(n) >= 86_400.0 && n < 200, "{n}");
     }
 
     #[test]
@@ -301,6 +349,32 @@ mod tests {
         assert!(p.check_deadline(300, "x").is_ok());
         let err = p.check_deadline(301, "build").unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.Timeout");
+    }
+
+    #[test]
+    fn pending_and_throttled_status_calls_become_not_ready() {
+        let pending = Progress::start(0, 5);
+        let ready = pending.with_status(Status::Ready);
+        assert_eq!(ready.wait_seconds, 0);
+        fn p(s: &Progress) -> &Progress {
+            s
+        }
+        assert_eq!(settle(Ok(ready), p, "x"), Ok(ready));
+        let not_ready = |r: crate::Result<Progress>| settle(r, p, "x").unwrap_err().error_type();
+        assert_eq!(not_ready(Ok(pending)), "AmiPipeline.NotReady");
+        assert_eq!(
+            not_ready(Err(crate::Error::Throttled("t".into()))),
+            "AmiPipeline.NotReady"
+        );
+        assert_eq!(
+            not_ready(Err(crate::Error::Transient("t".into()))),
+            "AmiPipeline.NotReady"
+        );
+        assert_eq!(not_ready(Err(crate::Error::Timeout("t".into()))), "AmiPipeline.Timeout");
+        assert_eq!(
+            not_ready(Err(crate::Error::ImageFailed("t".into()))),
+            "AmiPipeline.ImageFailed"
+        );
     }
 }
 

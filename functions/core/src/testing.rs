@@ -37,7 +37,6 @@ pub fn run_with(recipe: Recipe) -> Run {
         date: "20261126".into(),
         build: true,
         regions: recipe.all_regions(REGION),
-        copy_regions: recipe.copy_regions(REGION),
         recipe,
     }
 }

@@ -57,16 +57,17 @@ struct Target<'a> {
 /// Checks everything publish relies on before any call, so a bad input changes nothing.
 fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
     let run = &req.run;
-    let images = req.steps.images.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| {
-        Error::invalid(
-            "input.steps.images",
-            "required here: pass the image of every region (the copy Map's output)",
-        )
-    })?;
-    let expected = run.recipe.all_regions(&run.region);
+    let images = &req.steps.copy()?.images;
+    if images.is_empty() {
+        return Err(Error::invalid(
+            "input.steps.copy.images",
+            "required here: pass the image of every region (the copy step's output)",
+        ));
+    }
+    let expected = &run.regions;
     let mut seen = BTreeSet::new();
     for (i, image) in images.iter().enumerate() {
-        let field = format!("input.steps.images[{i}]");
+        let field = format!("input.steps.copy.images[{i}]");
         check_region(&format!("{field}.region"), &image.region)?;
         check_id(&format!("{field}.image_id"), "ami-", &image.image_id)?;
         if !expected.contains(&image.region) {
@@ -85,7 +86,7 @@ fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
     // Publishing in some regions only would leave the regions pointing at different releases.
     if let Some(missing) = expected.iter().find(|r| !seen.contains(r.as_str())) {
         return Err(Error::invalid(
-            "input.steps.images",
+            "input.steps.copy.images",
             format!("no image for region `{missing}`"),
         ));
     }
@@ -93,7 +94,7 @@ fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
     let home = images
         .iter()
         .find(|i| i.region == run.region)
-        .ok_or_else(|| Error::invalid("input.steps.images", "no image for the run's region"))?;
+        .ok_or_else(|| Error::invalid("input.steps.copy.images", "no image for the run's region"))?;
     // A recipe that turns the test off has no test step; otherwise only the image that passed is published.
     if run.recipe.test.enabled {
         let test = req.steps.test()?;
@@ -115,8 +116,10 @@ fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
         }
     }
 
-    let mut targets: Vec<Target> = images
+    // `run.regions` order (the copy step's is the same), whatever order the images came in.
+    let mut targets: Vec<Target> = expected
         .iter()
+        .filter_map(|r| images.iter().find(|i| &i.region == r))
         .map(|i| Target {
             region: &i.region,
             image_id: &i.image_id,
@@ -223,7 +226,7 @@ async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -
         ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
         ImageProgress::Pending => {
             return Err(Error::invalid(
-                "input.steps.images",
+                "input.steps.copy.images",
                 format!("image {image_id} is not available yet"),
             ));
         }

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::recipe::LaunchTemplateRef;
-use ami_core::steps::{ImageState, Progress, Run, TestState};
+use ami_core::steps::{CopyState, ImageState, Progress, Run, TestState};
 use ami_core::testing::{self, EXECUTION, NOW};
 
 use super::*;
@@ -309,7 +309,10 @@ fn request_for(run: &Run) -> serde_json::Value {
         run,
         json!({
             "test": passed_test(),
-            "images": [image_state(HOME, HOME_IMAGE), image_state(EU, EU_IMAGE), image_state(AP, AP_IMAGE)],
+            "copy": CopyState {
+                images: vec![image_state(HOME, HOME_IMAGE), image_state(EU, EU_IMAGE), image_state(AP, AP_IMAGE)],
+                progress: ready(),
+            },
         }),
     )
 }
@@ -515,6 +518,20 @@ async fn a_template_named_by_id_in_a_copy_region_gets_that_regions_image() {
 }
 
 #[tokio::test]
+async fn regions_are_published_in_run_order_whatever_the_images_order() {
+    let world = world();
+    let mut req = request();
+    req["steps"]["copy"]["images"].as_array_mut().unwrap().reverse();
+    let out = handle(&deps(&world), req).await.unwrap();
+    let regions: Vec<(&str, &str)> = out
+        .regions
+        .iter()
+        .map(|r| (r.region.as_str(), r.image_id.as_str()))
+        .collect();
+    assert_eq!(regions, [(HOME, HOME_IMAGE), (EU, EU_IMAGE), (AP, AP_IMAGE)]);
+}
+
+#[tokio::test]
 async fn nothing_is_published_without_a_passed_test() {
     let cases: &[(Change, &str)] = &[
         (
@@ -565,27 +582,37 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         (|r| r["action"] = json!("explode"), "input.action"),
         (
             |r| {
-                r["steps"].as_object_mut().unwrap().remove("images");
+                r["steps"].as_object_mut().unwrap().remove("copy");
             },
-            "input.steps.images",
+            "input.steps.copy",
         ),
+        (|r| r["steps"]["copy"]["images"] = json!([]), "input.steps.copy.images"),
         (
             |r| {
-                r["steps"]["images"].as_array_mut().unwrap().pop();
+                r["steps"]["copy"]["images"].as_array_mut().unwrap().pop();
             },
-            "input.steps.images",
+            "input.steps.copy.images",
         ),
         (
-            |r| r["steps"]["images"][1]["image_id"] = json!("ami-$(reboot)"),
-            "input.steps.images[1].image_id",
+            |r| r["steps"]["copy"]["images"][1]["image_id"] = json!("ami-$(reboot)"),
+            "input.steps.copy.images[1].image_id",
         ),
         (
-            |r| r["steps"]["images"][2]["region"] = json!("eu-west-1"),
-            "input.steps.images[2].region",
+            |r| r["steps"]["copy"]["images"][2]["region"] = json!("eu-west-1"),
+            "input.steps.copy.images[2].region",
         ),
         (
-            |r| r["run"]["recipe"]["publish"]["ssm_parameters"] = json!(["no-slash"]),
-            "recipe.publish.ssm_parameters[0]",
+            |r| r["steps"]["copy"]["images"][2]["region"] = json!("us-west-2"),
+            "input.steps.copy.images[2].region",
+        ),
+        // The run's region list, not the recipe, says where the images must be.
+        (
+            |r| r["run"]["regions"].as_array_mut().unwrap().push(json!("us-west-2")),
+            "input.steps.copy.images",
+        ),
+        (
+            |r| r["run"]["recipe"]["publish"]["ssm_parameters"] = json!("/images/web/latest"),
+            "input.run.recipe.publish.ssm_parameters",
         ),
     ];
     for (change, want) in cases {

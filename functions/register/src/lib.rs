@@ -11,7 +11,7 @@ use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, aws_code};
 use ami_core::naming::{self, NameValues};
 use ami_core::recipe::RootDeviceType;
-use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now};
+use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now, settle};
 use ami_core::{tags, userdata};
 
 pub struct Deps {
@@ -30,7 +30,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
-        Action::Status => status(deps, &req, now()).await,
+        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "image registration"),
         Action::Finish => Err(Error::invalid("input.action", "register takes `start` or `status`")),
     }
 }
@@ -173,7 +173,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> 
         ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
     };
     Ok(ImageState {
-        progress: state.progress.polled(now, status),
+        progress: state.progress.with_status(status),
         ..state
     })
 }

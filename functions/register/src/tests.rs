@@ -33,7 +33,7 @@ fn snapshot_steps() -> serde_json::Value {
             info("snap-02", "/dev/xvda", 16, "gp3"),
         ],
         percent: 100,
-        progress: Progress::start(NOW - 600, 60).polled(NOW - 5, Status::Ready),
+        progress: Progress::start(NOW - 600, 60).with_status(Status::Ready),
     };
     json!({ "snapshot": s })
 }

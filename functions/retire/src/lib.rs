@@ -38,14 +38,22 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<RetireOutput> {
     if req.action != Action::Start {
         return Err(Error::invalid("input.action", "retire takes `start`"));
     }
+    // The recipe was validated by the trigger and is not validated again, but deregistering cannot be undone:
+    // with `keep: 0` every unprotected image would go, so that one rule is checked here too.
+    if req.run.recipe.retention.keep == 0 {
+        return Err(Error::invalid(
+            "recipe.retention.keep",
+            "must be at least 1 (the image just built)",
+        ));
+    }
     retire(deps, &req.run, now()).await
 }
 
 /// Retires in every region of the pipeline, home region first.
 pub async fn retire(deps: &Deps, run: &Run, now: i64) -> Result<RetireOutput> {
     let mut regions = Vec::new();
-    for region in run.recipe.all_regions(&run.region) {
-        regions.push(retire_region(deps, run, &region, now).await?);
+    for region in &run.regions {
+        regions.push(retire_region(deps, run, region, now).await?);
     }
     Ok(RetireOutput { regions })
 }

@@ -245,6 +245,17 @@ fn ids_of(ages: &[i64]) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn the_regions_retired_are_the_runs_in_its_order() {
+    let world = world_with(&[10]);
+    let mut run = run_with(3, None);
+    // `run.regions`, not the recipe's distribution regions, says where the pipeline's images are.
+    run.regions = vec![HOME.into(), EU.into()];
+    let out = retire(&deps(&world), &run, NOW).await.unwrap();
+    let regions: Vec<&str> = out.regions.iter().map(|r| r.region.as_str()).collect();
+    assert_eq!(regions, [HOME, EU]);
+}
+
+#[tokio::test]
 async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots() {
     let world = world_with(&[40, 10, 70, 20, 50, 30]);
     let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
@@ -482,9 +493,10 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
             "input.run.recipe.retention.keep",
         ),
         (
-            |r| r["run"]["recipe"]["retention"]["deprecate_after_days"] = json!(4000),
-            "recipe.retention.deprecate_after_days",
+            |r| r["run"]["recipe"]["retention"]["deprecate_after_days"] = json!("soon"),
+            "input.run.recipe.retention.deprecate_after_days",
         ),
+        (|r| r["run"]["regions"] = json!("us-east-1"), "input.run.regions"),
     ];
     for (change, want) in cases {
         let want = *want;

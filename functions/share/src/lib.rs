@@ -1,10 +1,12 @@
-//! share: in one region, grants launch permission on the image to the recipe's accounts, organizations and
-//! OUs, and `createVolumePermission` on its snapshots to the accounts so they can copy it. Public only with
-//! `distribution.public: true`. It adds only what is missing, so a repeated share is success without calls
-//! beyond the reads.
+//! share: in every region of the run, grants launch permission on that region's image to the recipe's accounts,
+//! organizations and OUs, and `createVolumePermission` on its snapshots to the accounts so they can copy it.
+//! Public only with `distribution.public: true`. It adds only what is missing, so a repeated share is success
+//! without calls beyond the reads.
 //!
-//! The image is this region's copy (`steps.copy`, inside the Map over regions) or else the candidate itself
-//! (`steps.image`, in the pipeline's region). One action, `start`: the grants take effect at once.
+//! One call for all regions, `run.regions` order; each region's image comes from the copy step's output
+//! (`steps.copy.images`: the tested candidate in the pipeline's region, a copy elsewhere). One action, `start`: the
+//! grants take effect at once. A call that fails part-way is retried whole, and the regions already done then
+//! report their grants under `already_granted`.
 
 use std::collections::BTreeSet;
 
@@ -16,10 +18,11 @@ use aws_sdk_ec2::types::{
 use serde_json::Value;
 
 use ami_core::clients::Ec2Clients;
-use ami_core::distribution::{Grantee, ShareOutput, SnapshotShare};
+use ami_core::distribution::{Grantee, ShareOutput, ShareState, SnapshotShare};
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
-use ami_core::recipe::{Distribution, is_account};
+use ami_core::recipe::{Distribution, check_id, is_account};
+use ami_core::steps::ImageState;
 use ami_core::steps::{Action, StepRequest};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
@@ -35,7 +38,7 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<ShareOutput> {
+pub async fn handle(deps: &Deps, event: Value) -> Result<ShareState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => share(deps, &req).await,
@@ -117,19 +120,43 @@ where
     }
 }
 
-async fn share(deps: &Deps, req: &StepRequest) -> Result<ShareOutput> {
-    let region = req.target_region()?;
-    let (field, image) = match &req.steps.copy {
-        Some(copy) => ("input.steps.copy.region", copy),
-        None => ("input.steps.image.region", req.steps.image()?),
-    };
-    if image.region != region {
-        return Err(Error::invalid(
-            field,
-            format!("is `{}` but this call shares in `{region}`", image.region),
-        ));
-    }
+async fn share(deps: &Deps, req: &StepRequest) -> Result<ShareState> {
+    let targets = plan(req)?;
     let wanted = launch_permissions(&req.run.recipe.distribution)?;
+    let mut regions = Vec::with_capacity(targets.len());
+    for image in targets {
+        regions.push(share_in(deps, image, &wanted).await?);
+    }
+    Ok(ShareState { regions })
+}
+
+/// The image to share in each region of the run, `run.regions` order, checked before any call.
+fn plan(req: &StepRequest) -> Result<Vec<&ImageState>> {
+    let images = &req.steps.copy()?.images;
+    for (i, image) in images.iter().enumerate() {
+        check_id(
+            &format!("input.steps.copy.images[{i}].image_id"),
+            "ami-",
+            &image.image_id,
+        )?;
+    }
+    req.run
+        .regions
+        .iter()
+        .map(|region| {
+            images.iter().find(|i| &i.region == region).ok_or_else(|| {
+                Error::invalid(
+                    "input.steps.copy.images",
+                    format!("no image for region `{region}`: pass the copy step's output"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Shares one region's image.
+async fn share_in(deps: &Deps, image: &ImageState, wanted: &[Grantee]) -> Result<ShareOutput> {
+    let region = image.region.as_str();
     let image_id = image.image_id.as_str();
     let mut out = ShareOutput {
         region: region.to_string(),

@@ -9,7 +9,7 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::recipe::Recipe;
-use ami_core::steps::{ImageState, Progress, Run, Status};
+use ami_core::steps::{CopyState, ImageState, Progress, Run, Status};
 use ami_core::testing::{self, Captured, NOW};
 
 use ami_core::input;
@@ -18,19 +18,35 @@ use super::*;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
+const HOME: &str = testing::REGION;
 const DEST: &str = "eu-west-1";
-const SNAPSHOTS: [&str; 2] = ["snap-0eeeeeeeeeeeeeee1", "snap-0eeeeeeeeeeeeeee2"];
+const SNAPSHOTS: [&str; 2] = ["snap-0ccccccccccccccc1", "snap-0ccccccccccccccc2"];
+const COPY_SNAPSHOTS: [&str; 2] = ["snap-0eeeeeeeeeeeeeee1", "snap-0eeeeeeeeeeeeeee2"];
 const A: &str = "111122223333";
 const B: &str = "444455556666";
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-exampleorg1";
 const OU: &str = "arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-cdefgh34";
 
-/// One client for the destination region: a call in any other region fails the test.
+/// One client per region, each with its own rules (and the request audit): a call in a region without rules
+/// fails the test.
+fn deps_in(home: &[&Rule], dest: &[&Rule]) -> Deps {
+    let (home, dest) = (testing::ec2(home), testing::ec2(dest));
+    Deps {
+        ec2: Ec2Clients::from_fn(move |region| match region {
+            HOME => home.clone(),
+            DEST => dest.clone(),
+            other => panic!("no client expected for {other}"),
+        }),
+    }
+}
+
+/// For the single-region tests (a run without copy regions): one client for the pipeline's region, where the
+/// candidate is shared.
 fn deps(rules: &[&Rule]) -> Deps {
     let client = testing::ec2(rules);
     Deps {
         ec2: Ec2Clients::from_fn(move |region| {
-            assert_eq!(region, DEST, "calls go to the region being shared in");
+            assert_eq!(region, HOME, "calls go to the region being shared in");
             client.clone()
         }),
     }
@@ -41,21 +57,37 @@ fn image_state(region: &str, image_id: &str) -> ImageState {
         region: region.into(),
         image_id: image_id.into(),
         name: "web-1.4.0-20261126-0f00ba11".into(),
-        progress: Progress {
-            status: Status::Ready,
-            ..Progress::start(NOW - 900, 240)
-        },
+        progress: Progress::start(NOW - 900, 240).with_status(Status::Ready),
     }
 }
 
-fn request_with(run: &Run, region: &str) -> Value {
-    let mut r = testing::request(
+fn copy_output(images: Vec<ImageState>) -> CopyState {
+    CopyState {
+        images,
+        progress: Progress::start(NOW - 900, 240).with_status(Status::Ready),
+    }
+}
+
+/// `run` over `regions` (the first is home), with the recipe's distribution regions to match.
+fn with_regions(mut run: Run, regions: &[&str]) -> Run {
+    run.recipe.distribution.regions = regions[1..].iter().map(|r| r.to_string()).collect();
+    run.recipe.distribution.kms_key_ids.clear();
+    run.regions = regions.iter().map(|r| r.to_string()).collect();
+    run
+}
+
+/// For the single-region tests: `run` without copy regions, so the candidate is shared in the pipeline's region
+/// alone.
+fn request_with(run: &Run) -> Value {
+    let run = with_regions(run.clone(), &[HOME]);
+    testing::request(
         "start",
-        run,
-        json!({ "image": image_state(testing::REGION, CANDIDATE), "copy": image_state(DEST, COPY) }),
-    );
-    r["region"] = json!(region);
-    r
+        &run,
+        json!({
+            "image": image_state(HOME, CANDIDATE),
+            "copy": copy_output(vec![image_state(HOME, CANDIDATE)]),
+        }),
+    )
 }
 
 fn run_with(edit: impl FnOnce(&mut Distribution)) -> Run {
@@ -65,12 +97,12 @@ fn run_with(edit: impl FnOnce(&mut Distribution)) -> Run {
     testing::run_with(recipe)
 }
 
-fn image(state: AwsImageState) -> Rule {
+fn image_with(id: &'static str, snapshots: [&'static str; 2], state: AwsImageState) -> Rule {
     mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [COPY])
+        .match_requests(move |r| r.image_ids() == [id])
         .then_output(move || {
-            let mut b = Image::builder().image_id(COPY).state(state.clone());
-            for (i, snap) in SNAPSHOTS.iter().enumerate() {
+            let mut b = Image::builder().image_id(id).state(state.clone());
+            for (i, snap) in snapshots.iter().enumerate() {
                 b = b.block_device_mappings(
                     BlockDeviceMapping::builder()
                         .device_name(["/dev/xvda", "/dev/sdf"][i])
@@ -82,12 +114,18 @@ fn image(state: AwsImageState) -> Rule {
         })
 }
 
-fn launch_permission_now(current: &'static [&'static str]) -> Rule {
+fn image(state: AwsImageState) -> Rule {
+    image_with(CANDIDATE, SNAPSHOTS, state)
+}
+
+fn launch_permission_of(id: &'static str, current: &'static [&'static str]) -> Rule {
     mock!(Ec2::describe_image_attribute)
-        .match_requests(|r| r.image_id() == Some(COPY) && r.attribute() == Some(&ImageAttributeName::LaunchPermission))
+        .match_requests(move |r| {
+            r.image_id() == Some(id) && r.attribute() == Some(&ImageAttributeName::LaunchPermission)
+        })
         .then_output(move || {
             DescribeImageAttributeOutput::builder()
-                .image_id(COPY)
+                .image_id(id)
                 .set_launch_permissions(Some(
                     current
                         .iter()
@@ -96,6 +134,10 @@ fn launch_permission_now(current: &'static [&'static str]) -> Rule {
                 ))
                 .build()
         })
+}
+
+fn launch_permission_now(current: &'static [&'static str]) -> Rule {
+    launch_permission_of(CANDIDATE, current)
 }
 
 fn modify_image(captured: Captured<ModifyImageAttributeInput>) -> Rule {
@@ -126,6 +168,12 @@ fn modify_snapshot(captured: Captured<ModifySnapshotAttributeInput>) -> Rule {
         captured.push(req);
         ModifySnapshotAttributeOutput::builder().build()
     })
+}
+
+/// The one region's share of a single-region call.
+fn only(state: ShareState) -> ShareOutput {
+    assert_eq!(state.regions.len(), 1, "{state:?}");
+    state.regions.into_iter().next().unwrap()
 }
 
 fn added(req: &ModifyImageAttributeInput) -> Vec<LaunchPermission> {
@@ -202,10 +250,10 @@ async fn share_grants_launch_and_volume_permissions_to_the_accounts() {
         modify_snapshot(snap_mods.clone()),
     ];
     let deps = deps(&rules.iter().collect::<Vec<_>>());
-    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&testing::run())).await.map(only).unwrap();
 
     let req = mods.only();
-    assert_eq!(req.image_id(), Some(COPY));
+    assert_eq!(req.image_id(), Some(CANDIDATE));
     assert_eq!(
         added(&req),
         [user(A), user(B)],
@@ -225,8 +273,8 @@ async fn share_grants_launch_and_volume_permissions_to_the_accounts() {
             .collect();
         assert_eq!(users, [(Some(A), None), (Some(B), None)]);
     }
-    assert_eq!(out.region, DEST);
-    assert_eq!(out.image_id, COPY);
+    assert_eq!(out.region, HOME);
+    assert_eq!(out.image_id, CANDIDATE);
     assert_eq!(out.granted, [Grantee::Account(A.into()), Grantee::Account(B.into())]);
     assert!(out.already_granted.is_empty());
     assert_eq!(out.snapshots.len(), 2);
@@ -242,7 +290,7 @@ async fn already_granted_is_success_without_modify_calls() {
         volume_permission_now(&[A, B]),
     ];
     let deps = deps(&[&rules[0], &rules[1], &rules[2], &modify, &modify_snap]);
-    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&testing::run())).await.map(only).unwrap();
     assert_eq!(modify.num_calls(), 0);
     assert_eq!(modify_snap.num_calls(), 0);
     assert!(out.granted.is_empty());
@@ -269,7 +317,7 @@ async fn only_what_is_missing_is_added() {
         modify_snapshot(snap_mods.clone()),
     ];
     let deps = deps(&rules.iter().collect::<Vec<_>>());
-    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&testing::run())).await.map(only).unwrap();
     assert_eq!(added(&mods.only()), [user(B)]);
     for req in snap_mods.all() {
         let users: Vec<_> = req
@@ -299,7 +347,7 @@ async fn organizations_and_ous_get_launch_permission_only() {
         modify_image(mods.clone()),
     );
     let deps = deps(&[&img, &attr, &modify]); // no snapshot rules: a snapshot call would fail the test
-    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&run)).await.map(only).unwrap();
     assert_eq!(
         added(&mods.only()),
         [
@@ -322,7 +370,7 @@ async fn group_all_is_sent_only_when_the_recipe_says_public() {
         volume_permission_now(&[A, B]),
     ];
     let deps = deps(&rules.iter().collect::<Vec<_>>());
-    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&run)).await.map(only).unwrap();
     assert_eq!(
         added(&mods.only()),
         [
@@ -336,33 +384,32 @@ async fn group_all_is_sent_only_when_the_recipe_says_public() {
 
 #[tokio::test]
 async fn a_public_request_without_the_flag_is_refused_before_any_call() {
-    // Recipe validation rejects `all` as an account, so go around it: the handler's own check must hold.
+    // Recipe validation (by the trigger) rejects `all` as an account, so go around it: the handler's own check
+    // must hold.
     let mut recipe = testing::recipe();
     recipe.distribution.accounts.push("all".into());
     let run = testing::run_with(recipe);
-    let req: StepRequest = input::parse_value("input", request_with(&run, DEST)).unwrap();
+    let req: StepRequest = input::parse_value("input", request_with(&run)).unwrap();
     let deps = deps(&[]);
     let err = share(&deps, &req).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
 
-    // Through the handler, validation stops it first, naming the field.
-    let err = handle(&deps, request_with(&run, DEST)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.distribution.accounts[2]"),
-        "{err}"
-    );
+    // The recipe is carried frozen and not validated again: through the handler the same check stops it.
+    let err = handle(&deps, request_with(&run)).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
+    assert!(err.to_string().contains("accounts[2]"), "{err}");
 }
 
 #[tokio::test]
 async fn nothing_to_share_is_success_without_calls() {
     let run = run_with(|d| d.accounts.clear());
     let deps = deps(&[]);
-    let out = handle(&deps, request_with(&run, DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&run)).await.map(only).unwrap();
     assert_eq!(
         out,
         ShareOutput {
-            region: DEST.into(),
-            image_id: COPY.into(),
+            region: HOME.into(),
+            image_id: CANDIDATE.into(),
             ..ShareOutput::default()
         }
     );
@@ -373,7 +420,7 @@ async fn an_image_still_pending_is_transient() {
     let modify = modify_image(Captured::default());
     let img = image(AwsImageState::Pending);
     let deps = deps(&[&img, &modify]);
-    let err = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap_err();
+    let err = handle(&deps, request_with(&testing::run())).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
     assert_eq!(modify.num_calls(), 0);
 
@@ -383,7 +430,7 @@ async fn an_image_still_pending_is_transient() {
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.Unavailable")))
         .build();
     let deps = self::deps(&[&img, &attr, &unavailable]);
-    let err = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap_err();
+    let err = handle(&deps, request_with(&testing::run())).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
     assert!(err.is_retryable());
 }
@@ -401,47 +448,94 @@ async fn throttled_modify_is_retried_then_succeeds() {
         volume_permission_now(&[A, B]),
     ];
     let deps = deps(&[&rules[0], &rules[1], &rules[2], &modify]);
-    let out = handle(&deps, request_with(&testing::run(), DEST)).await.unwrap();
+    let out = handle(&deps, request_with(&testing::run())).await.map(only).unwrap();
     assert_eq!(modify.num_calls(), 2);
     assert_eq!(out.granted.len(), 2);
 }
 
 #[tokio::test]
-async fn in_the_pipeline_region_the_candidate_itself_is_shared() {
-    // No `steps.copy`: the home region's share works on `steps.image`.
-    let mods = Captured::default();
-    let img = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [CANDIDATE])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(
-                    Image::builder()
-                        .image_id(CANDIDATE)
-                        .state(AwsImageState::Available)
-                        .build(),
-                )
-                .build()
-        });
-    let attr = mock!(Ec2::describe_image_attribute)
-        .match_requests(|r| r.image_id() == Some(CANDIDATE))
-        .then_output(|| DescribeImageAttributeOutput::builder().build());
-    let modify = modify_image(mods.clone());
-    let client = testing::ec2(&[&img, &attr, &modify]);
-    let deps = Deps {
-        ec2: Ec2Clients::from_fn(move |region| {
-            assert_eq!(region, testing::REGION);
-            client.clone()
-        }),
-    };
-    let mut req = testing::request(
+async fn every_region_of_the_run_is_shared_with_its_own_image_in_run_order() {
+    let (home_mods, dest_mods) = (Captured::default(), Captured::default());
+    let (home_snaps, dest_snaps) = (Captured::default(), Captured::default());
+    let home = [
+        image_with(CANDIDATE, SNAPSHOTS, AwsImageState::Available),
+        launch_permission_of(CANDIDATE, &[]),
+        modify_image(home_mods.clone()),
+        volume_permission_now(&[]),
+        modify_snapshot(home_snaps.clone()),
+    ];
+    let dest = [
+        image_with(COPY, COPY_SNAPSHOTS, AwsImageState::Available),
+        launch_permission_of(COPY, &[A]),
+        modify_image(dest_mods.clone()),
+        volume_permission_now(&[]),
+        modify_snapshot(dest_snaps.clone()),
+    ];
+    let deps = deps_in(&home.iter().collect::<Vec<_>>(), &dest.iter().collect::<Vec<_>>());
+    let run = with_regions(testing::run(), &[HOME, DEST]);
+    // The copy step's images in another order than the run's: the output follows `run.regions`.
+    let req = testing::request(
         "start",
-        &testing::run(),
-        json!({ "image": image_state(testing::REGION, CANDIDATE) }),
+        &run,
+        json!({
+            "image": image_state(HOME, CANDIDATE),
+            "copy": copy_output(vec![image_state(DEST, COPY), image_state(HOME, CANDIDATE)]),
+        }),
     );
-    req["region"] = json!(testing::REGION);
     let out = handle(&deps, req).await.unwrap();
-    assert_eq!(out.image_id, CANDIDATE);
-    assert_eq!(mods.only().image_id(), Some(CANDIDATE));
+
+    let regions: Vec<(&str, &str)> = out
+        .regions
+        .iter()
+        .map(|r| (r.region.as_str(), r.image_id.as_str()))
+        .collect();
+    assert_eq!(regions, [(HOME, CANDIDATE), (DEST, COPY)]);
+    assert_eq!(home_mods.only().image_id(), Some(CANDIDATE));
+    assert_eq!(added(&home_mods.only()), [user(A), user(B)]);
+    assert_eq!(dest_mods.only().image_id(), Some(COPY));
+    assert_eq!(added(&dest_mods.only()), [user(B)], "A already had it in this region");
+    assert_eq!(out.regions[1].already_granted, [Grantee::Account(A.into())]);
+    let ids = |c: &Captured<ModifySnapshotAttributeInput>| {
+        c.all()
+            .iter()
+            .map(|r| r.snapshot_id().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&home_snaps), SNAPSHOTS);
+    assert_eq!(ids(&dest_snaps), COPY_SNAPSHOTS);
+    let snapshots: Vec<&str> = out.regions[1]
+        .snapshots
+        .iter()
+        .map(|s| s.snapshot_id.as_str())
+        .collect();
+    assert_eq!(snapshots, COPY_SNAPSHOTS);
+}
+
+#[tokio::test]
+async fn a_region_still_pending_fails_the_call_for_a_retry_of_all() {
+    // Home shares; the copy is not available yet: Transient, and the retried call finds home already done.
+    let home_mods = Captured::default();
+    let home = [
+        image_with(CANDIDATE, SNAPSHOTS, AwsImageState::Available),
+        launch_permission_of(CANDIDATE, &[]),
+        modify_image(home_mods.clone()),
+        volume_permission_now(&[A, B]),
+    ];
+    let dest_modify = modify_image(Captured::default());
+    let dest = [image_with(COPY, COPY_SNAPSHOTS, AwsImageState::Pending)];
+    let deps = deps_in(&home.iter().collect::<Vec<_>>(), &[&dest[0], &dest_modify]);
+    let run = with_regions(testing::run(), &[HOME, DEST]);
+    let req = testing::request(
+        "start",
+        &run,
+        json!({
+            "copy": copy_output(vec![image_state(HOME, CANDIDATE), image_state(DEST, COPY)]),
+        }),
+    );
+    let err = handle(&deps, req).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    assert!(err.to_string().contains(DEST), "{err}");
+    assert_eq!(dest_modify.num_calls(), 0);
 }
 
 #[tokio::test]
@@ -451,31 +545,33 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         Error::InvalidInput { field, .. } => field,
         other => panic!("expected InvalidInput, got {other}"),
     };
-    let mut no_region = request_with(&testing::run(), DEST);
-    no_region.as_object_mut().unwrap().remove("region");
-    assert_eq!(field_of(handle(&deps, no_region).await.unwrap_err()), "input.region");
-    // The Map item's copy is for another region than the call.
+    let mut no_copy = request_with(&testing::run());
+    no_copy["steps"].as_object_mut().unwrap().remove("copy");
+    assert_eq!(field_of(handle(&deps, no_copy).await.unwrap_err()), "input.steps.copy");
+    // The copy step's output has no image for one of the run's regions.
+    let mut missing = request_with(&testing::run());
+    missing["run"]["regions"] = json!([HOME, DEST]);
     assert_eq!(
-        field_of(
-            handle(&deps, request_with(&testing::run(), "ap-southeast-2"))
-                .await
-                .unwrap_err()
-        ),
-        "input.steps.copy.region"
+        field_of(handle(&deps, missing).await.unwrap_err()),
+        "input.steps.copy.images"
     );
-    let mut bad = request_with(&testing::run(), DEST);
+    let mut bad_id = request_with(&testing::run());
+    bad_id["steps"]["copy"]["images"][0]["image_id"] = json!("ami-$(reboot)");
+    assert_eq!(
+        field_of(handle(&deps, bad_id).await.unwrap_err()),
+        "input.steps.copy.images[0].image_id"
+    );
+    let mut bad = request_with(&testing::run());
     bad["run"]["recipe"]["distribution"]["public"] = json!("yes");
     assert_eq!(
         field_of(handle(&deps, bad).await.unwrap_err()),
         "input.run.recipe.distribution.public"
     );
-    let mut no_image = request_with(&testing::run(), DEST);
-    no_image["steps"] = json!({});
-    assert_eq!(
-        field_of(handle(&deps, no_image).await.unwrap_err()),
-        "input.steps.image"
-    );
-    let mut status = request_with(&testing::run(), DEST);
+    // The per-call region of the old Map is gone: an input still carrying it is refused.
+    let mut stale = request_with(&testing::run());
+    stale["region"] = json!(HOME);
+    assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
+    let mut status = request_with(&testing::run());
     status["action"] = json!("status");
     assert_eq!(field_of(handle(&deps, status).await.unwrap_err()), "input.action");
 }

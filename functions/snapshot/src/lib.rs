@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{RootDeviceType, Source};
-use ami_core::steps::{Action, Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
+use ami_core::steps::{Action, Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now, settle};
 use ami_core::tags;
 
 pub struct Deps {
@@ -31,7 +31,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
-        Action::Status => status(deps, &req, now()).await,
+        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "snapshots"),
         Action::Finish => Err(Error::invalid("input.action", "snapshot takes `start` or `status`")),
     }
 }
@@ -63,7 +63,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState
     if req.run.recipe.image.root_device_type == RootDeviceType::InstanceStore {
         // Instance-store images are bundled to S3 by the provisioning script; there is nothing to snapshot.
         state.percent = 100;
-        state.progress = state.progress.polled(now, Status::Ready);
+        state.progress = state.progress.with_status(Status::Ready);
         return Ok(state);
     }
     if stop_first && !is_stopped(&instance) {
@@ -223,13 +223,13 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotStat
     }
     state.progress.check_deadline(now, "snapshots")?;
     if state.snapshots.is_empty() {
-        // Waiting for the source instance to stop.
+        // Waiting for the source instance to stop. Once stopped, the snapshots are started (or, on a later poll,
+        // found by tag: a status call's output is not kept while pending) and checked in the same call.
         let instance = describe(deps, &state.instance_id).await?;
-        if is_stopped(&instance) {
-            state.snapshots = ensure_snapshots(deps, req, &instance).await?;
+        if !is_stopped(&instance) {
+            return Ok(state);
         }
-        state.progress = state.progress.polled(now, Status::Pending);
-        return Ok(state);
+        state.snapshots = ensure_snapshots(deps, req, &instance).await?;
     }
     let ids: Vec<String> = state.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
     let out = deps
@@ -256,7 +256,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotStat
     }
     state.percent = lowest;
     let status = if lowest == 100 { Status::Ready } else { Status::Pending };
-    state.progress = state.progress.polled(now, status);
+    state.progress = state.progress.with_status(status);
     Ok(state)
 }
 

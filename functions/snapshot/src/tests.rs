@@ -112,7 +112,7 @@ fn build_steps() -> serde_json::Value {
         instance_id: BUILDER.into(),
         source_image_id: BASE_IMAGE.into(),
         terminated: false,
-        progress: Progress::start(NOW - 600, 45).polled(NOW - 10, Status::Ready),
+        progress: Progress::start(NOW - 600, 45).with_status(Status::Ready),
     };
     json!({ "build": b })
 }
@@ -382,25 +382,48 @@ async fn instance_source_is_stopped_first_then_snapshotted() {
         InstanceStateName::Running,
         InstanceStateName::Stopping,
         InstanceStateName::Stopped,
+        InstanceStateName::Stopped,
     ]);
-    let (mine, vols) = (own_snapshots(vec![]), volumes());
+    // The tag look-up: nothing before the create, the created set after it.
+    let mine = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(made_snapshots()))
+                .build()
+        })
+        .build();
+    use Ec2SnapshotState::Pending;
+    let (s1, s2) = ("snap-0000000000000001", "snap-0000000000000002");
+    let progress = snapshot_states(vec![
+        vec![(s1, Pending, "0%"), (s2, Pending, "0%")],
+        vec![(s1, Pending, "30%"), (s2, Pending, "20%")],
+    ]);
+    let vols = volumes();
     let deps = Deps {
-        ec2: testing::ec2(&[&inst, &stop, &mine, &vols, &create]),
+        ec2: testing::ec2(&[&inst, &stop, &mine, &vols, &create, &progress]),
     };
 
     let s = start(&deps, &request("start", &run, json!({})), NOW).await.unwrap();
     assert_eq!((stop.num_calls(), create.num_calls()), (1, 0));
     assert_eq!(s.source_image_id, BASE_IMAGE, "recorded from the instance");
-    let s = status(&deps, &request("status", &run, json!({ "snapshot": s })), NOW + 15)
-        .await
-        .unwrap();
-    assert_eq!(create.num_calls(), 0, "still stopping");
-    let s = status(&deps, &request("status", &run, json!({ "snapshot": s })), NOW + 30)
-        .await
-        .unwrap();
-    assert_eq!(create.num_calls(), 1);
-    assert_eq!(s.snapshots.len(), 2);
-    assert_eq!(s.progress.status, Status::Pending);
+    // Every poll gets the start output, as the state machine's Retry sends it.
+    let poll = || request("status", &run, json!({ "snapshot": s.clone() }));
+    let out = status(&deps, &poll(), NOW + 15).await.unwrap();
+    assert_eq!(
+        (create.num_calls(), out.progress.status),
+        (0, Status::Pending),
+        "still stopping"
+    );
+    let out = status(&deps, &poll(), NOW + 30).await.unwrap();
+    assert_eq!(create.num_calls(), 1, "stopped: snapshots started");
+    assert_eq!((out.snapshots.len(), out.progress.status), (2, Status::Pending));
+    // The next poll does not see that output: it finds its snapshots by tag instead of making a second set.
+    let out = status(&deps, &poll(), NOW + 45).await.unwrap();
+    assert_eq!(create.num_calls(), 1, "adopted, not created twice");
+    assert_eq!((out.snapshots.len(), out.percent), (2, 20));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::steps::{Action, Progress, Status, StepRequest, TestState, now};
+use ami_core::steps::{Action, Progress, Status, StepRequest, TestState, now, settle};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{naming, tags};
 
@@ -33,7 +33,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
     let req = StepRequest::parse(event)?;
     match req.action {
         Action::Start => start(deps, &req, now()).await,
-        Action::Status => status(deps, &req, now()).await,
+        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "test launch"),
         Action::Finish => finish(deps, &req).await,
     }
 }
@@ -68,10 +68,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     };
     if !test.enabled {
         return Ok(TestState {
-            progress: Progress {
-                status: Status::Ready,
-                ..progress
-            },
+            progress: progress.with_status(Status::Ready),
             ..state(String::new(), now)
         });
     }
@@ -217,7 +214,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     state.progress.check_deadline(now, "test launch")?;
     let id = &state.instance_id;
     let pending = |state: TestState| TestState {
-        progress: state.progress.polled(now, Status::Pending),
+        progress: state.progress.with_status(Status::Pending),
         ..state
     };
 
@@ -290,7 +287,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     log(id, "test instance passed");
     Ok(TestState {
         boot_to_ready_seconds: Some(seconds),
-        progress: state.progress.polled(now, Status::Ready),
+        progress: state.progress.with_status(Status::Ready),
         ..state
     })
 }

@@ -81,7 +81,6 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
         date: day,
         build: matches!(recipe.source, Source::Image(_)),
         regions: recipe.all_regions(&deps.region),
-        copy_regions: recipe.copy_regions(&deps.region),
         recipe,
     };
     start_execution(deps, run, name).await

@@ -93,7 +93,7 @@ async fn release_event_starts_one_named_execution_with_the_frozen_recipe() {
         "from the event's time, so a redelivery gives the same input"
     );
     assert_eq!(run.recipe, testing::recipe());
-    assert_eq!(run.copy_regions, ["eu-west-1", "ap-southeast-2"]);
+
     assert!(run.build);
 }
 

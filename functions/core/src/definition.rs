@@ -1,0 +1,326 @@
+//! The state machine's definition, generated from the compact description below. The committed
+//! `statemachine/pipeline.asl.json` is what SAM deploys; `committed_definition_is_current` fails when it is stale
+//! (`make definition` rewrites it).
+//!
+//! One rule for outputs: each step's Tasks write `$.steps.<step>`. A long step is `<Step> Start` (Task, action
+//! `start`), `<Step> Wait` (the first wait, from the start output) and `<Step> Status` (Task, action `status`),
+//! whose Retry on `AmiPipeline.NotReady` is the poll loop: one transition and three history events per poll, and
+//! no loop in the graph, so the worst case is a sum the tests compute from the committed JSON.
+
+use serde_json::{Map, Value, json};
+
+use crate::recipe::limits;
+use crate::steps::polling;
+
+/// The errors Step Functions raises for Lambda service faults, retried as AWS recommends ("Handle transient
+/// Lambda service exceptions", Step Functions developer guide).
+pub const LAMBDA_ERRORS: &[&str] = &[
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.TooManyRequestsException",
+];
+
+/// One Task-backed step of the pipeline.
+struct Step {
+    /// The key under `$.steps`, and the first word of the state names (capitalised).
+    key: &'static str,
+    title: &'static str,
+    /// The `${...}` substitution of the function's ARN.
+    function: &'static str,
+    /// The function's binary (its crate's `[[bin]]`, and its `dist/<binary>/bootstrap.zip`).
+    binary: &'static str,
+    what: &'static str,
+    /// For a long step: the most minutes validation lets it take; its Status Task's retrier outlasts that.
+    poll_minutes: Option<u32>,
+}
+
+const BUILD: Step = Step {
+    key: "build",
+    binary: "ami-build",
+    title: "Build",
+    function: "BuildFunctionArn",
+    what: "the builder (vetted base image, provisioning script)",
+    poll_minutes: Some(limits::BUILD_MINUTES),
+};
+const SNAPSHOT: Step = Step {
+    key: "snapshot",
+    binary: "ami-snapshot",
+    title: "Snapshot",
+    function: "SnapshotFunctionArn",
+    what: "the snapshots of the builder's (or source instance's) volumes",
+    poll_minutes: Some(limits::IMAGE_MINUTES),
+};
+const REGISTER: Step = Step {
+    key: "image",
+    binary: "ami-register",
+    title: "Register",
+    function: "RegisterFunctionArn",
+    what: "the candidate image",
+    poll_minutes: Some(limits::IMAGE_MINUTES),
+};
+const TEST: Step = Step {
+    key: "test",
+    binary: "ami-test-launch",
+    title: "Test",
+    function: "TestLaunchFunctionArn",
+    what: "the test launch (status checks and smoke test)",
+    poll_minutes: Some(limits::TEST_MINUTES),
+};
+const COPY: Step = Step {
+    key: "copy",
+    binary: "ami-copy",
+    title: "Copy",
+    function: "CopyFunctionArn",
+    what: "the copies to every other region of the run, started together and polled in one call",
+    poll_minutes: Some(limits::COPY_MINUTES),
+};
+const SHARE: Step = Step {
+    key: "share",
+    binary: "ami-share",
+    title: "Share",
+    function: "ShareFunctionArn",
+    what: "launch (and snapshot create-volume) permissions in every region of the run",
+    poll_minutes: None,
+};
+const PUBLISH: Step = Step {
+    key: "publish",
+    binary: "ami-publish",
+    title: "Publish",
+    function: "PublishFunctionArn",
+    what: "the images marked released, the recipe's SSM parameters and launch templates pointed at them",
+    poll_minutes: None,
+};
+const RETIRE: Step = Step {
+    key: "retire",
+    binary: "ami-retire",
+    title: "Retire",
+    function: "RetireFunctionArn",
+    what: "older released images beyond recipe.retention deprecated and deregistered",
+    poll_minutes: None,
+};
+const CLEANUP: Step = Step {
+    key: "cleanup",
+    binary: "ami-cleanup",
+    title: "Cleanup",
+    function: "CleanupFunctionArn",
+    what: "after any failure, this execution's instances, candidate images and snapshots removed in every region \
+           (found by tag); the original error stays in $.error",
+    poll_minutes: None,
+};
+
+const ALL: [Step; 9] = [BUILD, SNAPSHOT, REGISTER, TEST, COPY, SHARE, PUBLISH, RETIRE, CLEANUP];
+
+/// Every function the definition calls, by the substitution name SAM fills in.
+pub fn functions() -> Vec<&'static str> {
+    ALL.iter().map(|s| s.function).collect()
+}
+
+/// (binary, substitution, key under `$.steps`) of every function the definition calls.
+pub fn function_table() -> Vec<(&'static str, &'static str, &'static str)> {
+    ALL.iter().map(|s| (s.binary, s.function, s.key)).collect()
+}
+
+fn lambda_retrier() -> Value {
+    json!({"ErrorEquals": LAMBDA_ERRORS, "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2,
+           "JitterStrategy": "FULL"})
+}
+
+/// Retries a throttled or failed AWS call of a one-shot Task (start, finish, share ...): every such action is
+/// idempotent, so a retry repeats it safely.
+fn transient_retrier() -> Value {
+    json!({"ErrorEquals": ["AmiPipeline.Throttled", "AmiPipeline.Transient"], "IntervalSeconds": 5,
+           "MaxAttempts": 5, "BackoffRate": 2, "MaxDelaySeconds": 60, "JitterStrategy": "FULL"})
+}
+
+/// The poll loop of a status Task. No jitter, so the schedule (and the detection delay) is exact.
+fn poll_retrier(minutes: u32) -> Value {
+    json!({"ErrorEquals": ["AmiPipeline.NotReady"], "IntervalSeconds": polling::INTERVAL_SECONDS,
+           "MaxAttempts": polling::attempts_to_cover(minutes), "BackoffRate": polling::BACKOFF_RATE,
+           "MaxDelaySeconds": polling::MAX_DELAY_SECONDS, "JitterStrategy": "NONE"})
+}
+
+fn task(step: &Step, action: &str, comment: &str, retry: Vec<Value>, catch_next: &str, next: Option<&str>) -> Value {
+    let mut t = json!({
+        "Type": "Task",
+        "Comment": comment,
+        "Resource": format!("${{{}}}", step.function),
+        "Parameters": {
+            "action": action,
+            "execution": {"name.$": "$$.Execution.Name", "id.$": "$$.Execution.Id"},
+            "run.$": "$.run",
+            "steps.$": "$.steps"
+        },
+        "ResultPath": format!("$.steps.{}", step.key),
+        "Retry": retry,
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_next}],
+    });
+    if let Some(next) = next {
+        t["Next"] = json!(next);
+    } else {
+        t["End"] = json!(true);
+    }
+    t
+}
+
+/// `<Title> Start`, and for a long step `<Title> Wait` and `<Title> Status`; the last goes to `next`.
+fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
+    let start = format!("{} Start", step.title);
+    let Some(minutes) = step.poll_minutes else {
+        let comment = format!("{}: {}.", step.title, step.what);
+        let retry = vec![lambda_retrier(), transient_retrier()];
+        states.insert(
+            step.title.into(),
+            task(step, "start", &comment, retry, "Cleanup", Some(next)),
+        );
+        return;
+    };
+    let wait = format!("{} Wait", step.title);
+    let status = format!("{} Status", step.title);
+    let comment = format!(
+        "Starts {}; the output's wait_seconds is the first wait (0 when already done).",
+        step.what
+    );
+    let retry = vec![lambda_retrier(), transient_retrier()];
+    states.insert(
+        start.clone(),
+        task(step, "start", &comment, retry, "Cleanup", Some(&wait)),
+    );
+    states.insert(
+        wait.clone(),
+        json!({
+            "Type": "Wait",
+            "Comment": "The first poll comes INTERVAL / (BACKOFF - 1) after start, so every later poll is at most \
+                        (BACKOFF - 1) of the elapsed time after the result (ami_core::steps::polling).",
+            "SecondsPath": format!("$.steps.{}.wait_seconds", step.key),
+            "Next": status
+        }),
+    );
+    let comment = format!(
+        "Polls {}: AmiPipeline.NotReady until done, retried with back-off; enough attempts to outlast the longest \
+         timeout validation accepts ({minutes} min), so the handler's AmiPipeline.Timeout (not retried) ends a \
+         hung step. Throttling inside a poll is answered NotReady, so it costs a poll, not a retrier's budget.",
+        step.what
+    );
+    let retry = vec![lambda_retrier(), poll_retrier(minutes)];
+    states.insert(status, task(step, "status", &comment, retry, "Cleanup", Some(next)));
+}
+
+/// The definition, as SAM deploys it (Task resources are `${...}` substitutions).
+pub fn definition() -> Value {
+    let mut s = Map::new();
+    s.insert(
+        "Init".into(),
+        json!({"Type": "Pass", "Comment": "Execution input is {run}; every step's output is kept under $.steps.",
+               "Parameters": {"run.$": "$.run", "steps": {}}, "Next": "Source?"}),
+    );
+    s.insert(
+        "Source?".into(),
+        json!({"Type": "Choice",
+               "Comment": "An image source is built first; an instance source is snapshotted as it is.",
+               "Choices": [{"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Start"}],
+               "Default": "Snapshot Start"}),
+    );
+    step_states(&mut s, &BUILD, "Snapshot Start");
+    step_states(&mut s, &SNAPSHOT, "Builder Built?");
+    s.insert(
+        "Builder Built?".into(),
+        json!({"Type": "Choice",
+               "Comment": "A builder exists only for an image source; a source instance is never terminated.",
+               "Choices": [{"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Finish"}],
+               "Default": "Register Start"}),
+    );
+    s.insert(
+        "Build Finish".into(),
+        task(
+            &BUILD,
+            "finish",
+            "Terminates the builder once its snapshots are complete. On a failure the Catch goes to Cleanup, \
+             which terminates it by tag.",
+            vec![lambda_retrier(), transient_retrier()],
+            "Cleanup",
+            Some("Register Start"),
+        ),
+    );
+    step_states(&mut s, &REGISTER, "Test Start");
+    step_states(&mut s, &TEST, "Test Finish");
+    s.insert(
+        "Test Finish".into(),
+        task(
+            &TEST,
+            "finish",
+            "Terminates the test instance after a pass. On a failure the Catch goes to Cleanup, which terminates \
+             it by tag.",
+            vec![lambda_retrier(), transient_retrier()],
+            "Cleanup",
+            Some("Copy Start"),
+        ),
+    );
+    step_states(&mut s, &COPY, "Share");
+    step_states(&mut s, &SHARE, "Publish");
+    step_states(&mut s, &PUBLISH, "Retire");
+    step_states(&mut s, &RETIRE, "Summary");
+    s.insert(
+        "Summary".into(),
+        json!({"Type": "Pass", "Comment": "The execution's output.",
+               "Parameters": {"pipeline.$": "$.run.pipeline", "release.$": "$.run.release",
+                              "source_image_id.$": "$.steps.snapshot.source_image_id",
+                              "images.$": "$.steps.copy.images",
+                              "boot_to_ready_seconds.$": "$.steps.test.boot_to_ready_seconds"},
+               "End": true}),
+    );
+    let mut cleanup = task(
+        &CLEANUP,
+        "start",
+        &format!("{}: {}.", CLEANUP.title, CLEANUP.what),
+        vec![lambda_retrier(), transient_retrier()],
+        "Failed",
+        Some("Failed"),
+    );
+    cleanup["Catch"][0]["ResultPath"] = json!("$.cleanup_error");
+    s.insert("Cleanup".into(), cleanup);
+    s.insert(
+        "Failed".into(),
+        json!({"Type": "Fail",
+               "Comment": "Fails the execution with the original error name and cause (not the cleanup's).",
+               "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}),
+    );
+    json!({
+        "Comment": "ami-pipeline: build, snapshot, register, test, copy to every region, share, publish, retire. \
+                    Any failure runs Cleanup, then fails with the original error. Generated by \
+                    functions/core/src/definition.rs (`make definition`); Task resources are DefinitionSubstitutions \
+                    (the SAM template; tests/local/runner.mjs locally).",
+        "StartAt": "Init",
+        "States": s
+    })
+}
+
+/// `v` with every object's keys sorted, so the text is the same whether or not serde_json keeps insertion order
+/// (its `preserve_order` feature, which another crate may turn on).
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The committed definition's text.
+pub fn render() -> String {
+    render_json(definition())
+}
+
+/// A generated file's text: the JSON with sorted keys, two-space indented, with a final newline.
+pub fn render_json(v: Value) -> String {
+    let mut text = serde_json::to_string_pretty(&sorted(v)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests;

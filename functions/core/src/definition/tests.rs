@@ -1,0 +1,230 @@
+//! The committed definition: current, valid for AWS, and within the history quota for the largest recipe
+//! validation accepts. The bound is computed from the committed JSON itself, not from the generator's constants.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::*;
+use crate::Error;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachine/pipeline.asl.json");
+
+fn committed() -> Value {
+    let text = std::fs::read_to_string(COMMITTED).expect("statemachine/pipeline.asl.json");
+    serde_json::from_str(&text).expect("the committed definition is JSON")
+}
+
+fn states(d: &Value) -> &serde_json::Map<String, Value> {
+    d["States"].as_object().expect("States")
+}
+
+#[test]
+fn committed_definition_is_current() {
+    let fresh = render();
+    if std::env::var_os("UPDATE_DEFINITION").is_some() {
+        std::fs::write(COMMITTED, &fresh).expect("write the definition");
+    }
+    let text = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        text == fresh,
+        "statemachine/pipeline.asl.json is stale: run `make definition` and commit it"
+    );
+}
+
+/// Step Functions quotas and pricing: a Task is 5 history events (entered, scheduled, started,
+/// succeeded/failed, exited) and each retry 3 more (scheduled, started, failed); Pass, Wait and Choice are 2;
+/// each state entered and each retry is one billed transition.
+fn cost(state: &Value) -> (u64, u64) {
+    let retries: u64 = state["Retry"]
+        .as_array()
+        .map(|r| r.iter().map(|r| r["MaxAttempts"].as_u64().unwrap_or(3)).sum())
+        .unwrap_or(0);
+    match state["Type"].as_str() {
+        Some("Task") => (5 + 3 * retries, 1 + retries),
+        Some("Fail") => (2, 1),
+        _ => (2, 1),
+    }
+}
+
+fn successors(state: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    out.extend(state["Next"].as_str());
+    out.extend(state["Default"].as_str());
+    for key in ["Choices", "Catch"] {
+        if let Some(list) = state[key].as_array() {
+            out.extend(list.iter().filter_map(|c| c["Next"].as_str()));
+        }
+    }
+    out
+}
+
+/// The most (events, transitions) any execution can take from `name` on, over the graph's paths (every retrier
+/// exhausted, then caught). Panics on a loop: the bound below holds only because the graph has none.
+fn worst_from<'a>(
+    all: &'a serde_json::Map<String, Value>,
+    name: &'a str,
+    seen: &mut Vec<&'a str>,
+    memo: &mut BTreeMap<&'a str, (u64, u64)>,
+) -> (u64, u64) {
+    if let Some(c) = memo.get(name) {
+        return *c;
+    }
+    assert!(
+        !seen.contains(&name),
+        "the definition loops through `{name}`: its history is not bounded"
+    );
+    seen.push(name);
+    let state = &all[name];
+    let (events, transitions) = cost(state);
+    let rest = successors(state)
+        .into_iter()
+        .map(|n| worst_from(all, n, seen, memo))
+        .max()
+        .unwrap_or((0, 0));
+    seen.pop();
+    let total = (events + rest.0, transitions + rest.1);
+    memo.insert(name, total);
+    total
+}
+
+/// Seconds a status Task's NotReady retrier keeps polling, from its committed fields (the first Wait not
+/// counted, so this is a lower bound).
+fn poll_coverage(retrier: &Value) -> f64 {
+    let interval = retrier["IntervalSeconds"].as_f64().unwrap_or(1.0);
+    let rate = retrier["BackoffRate"].as_f64().unwrap_or(2.0);
+    let cap = retrier["MaxDelaySeconds"].as_f64().unwrap_or(f64::INFINITY);
+    let attempts = retrier["MaxAttempts"].as_u64().unwrap_or(3);
+    (0..attempts).map(|k| (interval * rate.powi(k as i32)).min(cap)).sum()
+}
+
+#[test]
+fn worst_case_history_is_half_the_quota_for_the_largest_recipe() {
+    let d = committed();
+    let all = states(&d);
+    let start = d["StartAt"].as_str().expect("StartAt");
+    let (events, transitions) = worst_from(all, start, &mut Vec::new(), &mut BTreeMap::new());
+    // + ExecutionStarted and ExecutionFailed/Succeeded.
+    let events = events + 2;
+    eprintln!("worst case: {events} history events, {transitions} state transitions");
+    assert!(
+        events <= 12_500,
+        "worst case {events} history events: above half of the 25,000 quota"
+    );
+
+    // Each poll loop outlasts the longest timeout validation accepts for its step, so the step ends with the
+    // handler's Timeout (caught, cleaned up), never with the retrier running out first.
+    let longest = BTreeMap::from([
+        ("$.steps.build", limits::BUILD_MINUTES),
+        ("$.steps.snapshot", limits::IMAGE_MINUTES),
+        ("$.steps.image", limits::IMAGE_MINUTES),
+        ("$.steps.test", limits::TEST_MINUTES),
+        ("$.steps.copy", limits::COPY_MINUTES),
+    ]);
+    let mut polled = 0;
+    for (name, state) in all {
+        let Some(poll) = state["Retry"].as_array().and_then(|r| {
+            r.iter()
+                .find(|r| r["ErrorEquals"] == serde_json::json!(["AmiPipeline.NotReady"]))
+        }) else {
+            continue;
+        };
+        polled += 1;
+        assert_eq!(
+            state["Parameters"]["action"], "status",
+            "{name}: only status calls poll"
+        );
+        let path = state["ResultPath"].as_str().unwrap_or("");
+        let minutes = longest
+            .get(path)
+            .unwrap_or_else(|| panic!("{name}: no timeout limit for {path}"));
+        let covered = poll_coverage(poll);
+        assert!(
+            covered >= f64::from(*minutes) * 60.0,
+            "{name}: polls for {covered:.0} s, less than the {minutes}-minute limit"
+        );
+    }
+    assert_eq!(polled, longest.len(), "one poll loop per long step");
+}
+
+#[test]
+fn every_task_retries_and_catches_with_names_the_handlers_emit() {
+    let d = committed();
+    for (name, state) in states(&d) {
+        if state["Type"] != "Task" {
+            continue;
+        }
+        let retry = state["Retry"].as_array().unwrap_or_else(|| panic!("{name}: no Retry"));
+        assert!(
+            state["Catch"].as_array().is_some_and(|c| !c.is_empty()),
+            "{name}: no Catch"
+        );
+        assert!(
+            retry
+                .iter()
+                .any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_ERRORS)),
+            "{name}: Lambda service errors not retried"
+        );
+        for r in retry {
+            for e in r["ErrorEquals"].as_array().expect("ErrorEquals") {
+                let e = e.as_str().expect("error name");
+                assert!(
+                    LAMBDA_ERRORS.contains(&e) || Error::ALL_TYPES.contains(&e),
+                    "{name}: retries `{e}`, which no handler emits"
+                );
+                assert_ne!(
+                    e, "AmiPipeline.Timeout",
+                    "{name}: a deadline must end the step, not be retried"
+                );
+            }
+            // Retrier fields as AWS accepts them (States Language, "Retrying after an error"): whole seconds.
+            for key in ["IntervalSeconds", "MaxDelaySeconds"] {
+                if let Some(v) = r.get(key) {
+                    assert!(
+                        v.as_u64().is_some_and(|v| v >= 1),
+                        "{name}: {key} must be a positive integer"
+                    );
+                }
+            }
+            assert!(
+                r["MaxAttempts"].as_u64().is_some_and(|m| m <= 99_999_999),
+                "{name}: MaxAttempts"
+            );
+            assert!(
+                r["BackoffRate"].as_f64().is_some_and(|b| b >= 1.0),
+                "{name}: BackoffRate"
+            );
+            assert!(
+                matches!(r["JitterStrategy"].as_str(), Some("FULL" | "NONE")),
+                "{name}: JitterStrategy"
+            );
+        }
+        let resource = state["Resource"].as_str().unwrap_or("");
+        let function = resource.trim_start_matches("${").trim_end_matches('}');
+        assert!(functions().contains(&function), "{name}: unknown resource {resource}");
+        // Outputs go under $.steps.<step>.
+        assert!(
+            state["ResultPath"].as_str().is_some_and(|p| p.starts_with("$.steps.")),
+            "{name}: ResultPath"
+        );
+    }
+}
+
+#[test]
+fn status_tasks_retry_only_service_faults_and_not_ready() {
+    // A status Task's retry counters last for the whole step (they are kept per state entry), so throttling
+    // must be answered NotReady by the handler, not spent from a fixed budget.
+    let d = committed();
+    for (name, state) in states(&d) {
+        if state["Parameters"]["action"] != "status" {
+            continue;
+        }
+        for r in state["Retry"].as_array().expect("Retry") {
+            let names = &r["ErrorEquals"];
+            assert!(
+                *names == serde_json::json!(LAMBDA_ERRORS) || *names == serde_json::json!(["AmiPipeline.NotReady"]),
+                "{name}: retries {names}"
+            );
+        }
+    }
+}
