@@ -25,9 +25,10 @@ TAG_PIPELINE = "ami-pipeline:pipeline"
 
 
 def pytest_collection_modifyitems(config, items):
-    # The static check needs no stack: run it first, so a broken definition fails fast. The request audit reads
-    # what every other test sent: run it last.
-    items.sort(key=lambda item: 0 if "static" in item.nodeid else 2 if "test_audit" in item.nodeid else 1)
+    # The static check needs no stack: run it first, so a broken definition fails fast. The request audit and the
+    # IAM-actions check read what every other test sent: run them last.
+    last = ("test_audit", "test_actions")
+    items.sort(key=lambda item: 0 if "static" in item.nodeid else 2 if any(n in item.nodeid for n in last) else 1)
 
 
 @pytest.fixture(scope="session")
@@ -104,14 +105,23 @@ def mutating_calls(stack: local.Stack) -> list[str]:
 
 
 def task_calls(detail: dict, state: str) -> list[dict]:
+    """Every call of a Task state, one per attempt (a status Task's polls are its retries)."""
     return [t for t in detail["tasks"] if t["state"] == state]
+
+
+NOT_READY = "AmiPipeline.NotReady"
+
+
+def errors_besides_polls(detail: dict) -> list[dict]:
+    """Task calls that failed with something other than a status Task's `NotReady` (a poll, not a fault)."""
+    return [t for t in detail["tasks"] if t["error"] and not (t["error"] == NOT_READY and t["action"] == "status")]
 
 
 def explain(detail: dict) -> str:
     """A failure message: status, error, and the task calls."""
     lines = [f"{detail['name']}: {detail['status']} {detail.get('error') or ''} {detail.get('cause') or ''}"]
     for t in detail["tasks"]:
-        lines.append(f"  {t['state']:<16} {t['function']:<16} {t.get('region') or '':<15} {t['ms']} ms"
+        lines.append(f"  {t['state']:<16} {t['function']:<16} {t.get('action') or '':<7} {t['ms']} ms"
                      f" {t['error'] or ''}")
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import explain, leftovers, release, task_calls, wait_until
+from conftest import REGIONS, errors_besides_polls, explain, leftovers, release, task_calls, wait_until
 
 
 def check_failed_and_clean(stack, out, detail, error):
@@ -53,5 +53,10 @@ def failing_copies(stack):
 def test_copy_failure_in_one_region(stack, failing_copies):
     out, detail = release(stack, "web-fail-copy", "1.0.0", stack.recipe("web-fail-copy"))
     check_failed_and_clean(stack, out, detail, "AmiPipeline.ImageFailed")
+    # the copies to every region are polled in one call: that call fails, naming the failing region only
     failed = [t for t in detail["tasks"] if t["error"] == "AmiPipeline.ImageFailed"]
-    assert failed and all(t["region"] == failing_copies for t in failed), explain(detail)
+    assert failed and all(t["state"] == "Copy Status" for t in failed), explain(detail)
+    assert failing_copies in detail["cause"], detail["cause"]
+    assert not [r for r in REGIONS if r != failing_copies and r in detail["cause"]], detail["cause"]
+    # ImageFailed is not retried: the only other errors are polls before the failure was seen
+    assert errors_besides_polls(detail) == failed[:1], explain(detail)

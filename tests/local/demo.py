@@ -5,7 +5,7 @@
 
 Starts the stack (tests/local/stack.py: moto, the handlers under cargo lambda watch, the Step Functions runner),
 seeds a base image and the example recipe, sends the event to ami-trigger, waits for the execution, prints a
-summary (steps, times, image id per region) and the execution's JSON result, and stops the stack.
+summary (steps, times, calls, image id per region) and the execution's JSON result, and stops the stack.
 Exit status: 0 when the pipeline succeeded (or the trigger rightly started nothing), 1 when it failed.
 """
 
@@ -19,36 +19,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local  # noqa: E402
 
-# Display names for the states, in pipeline order; loops (Wait/Status/Ready?) count toward their step.
+# Display names for the states, in pipeline order: a state belongs to the step its name starts with (`Build Start`,
+# `Build Wait`, `Build Status`, `Build Finish` are Build). A long step's polls are its Status Task's retries.
 STEPS = [
     ("Build", "build the image on the builder"),
     ("Snapshot", "snapshot the builder's volumes"),
     ("Register", "register the candidate image"),
     ("Test", "launch and smoke-test the candidate"),
-    ("Distribute", "copy and share, per region"),
+    ("Copy", "copy to every other region, started and polled in one call"),
+    ("Share", "launch permissions in every region, one call"),
     ("Publish", "hand over: tags, SSM parameters, launch templates"),
     ("Retire", "deprecate and remove old images"),
     ("Cleanup", "remove what the failed run made"),
 ]
+NOT_READY = "AmiPipeline.NotReady"
 
 
 def step_of(state: str) -> str | None:
     for step, _ in STEPS:
         if state == step or state.startswith(step + " "):
             return step
-    if state.startswith(("Copy ", "Share", "Region ")):
-        return "Distribute"
     return None
 
 
 def summarize(detail: dict) -> list[str]:
-    """Per step: first entry to last exit, number of handler calls, errors met (retried or caught)."""
+    """Per step: first entry to last exit, number of handler calls (of which status polls answered NotReady),
+    errors met (retried or caught)."""
     spans: dict[str, list[float]] = {}
     for ev in detail["events"]:
         if ev["type"] not in ("StateEntered", "StateExited", "StateFailed") or "state" not in ev:
             continue
-        # events of the Map's iterations carry their index; they belong to Distribute
-        step = "Distribute" if "index" in ev else step_of(ev["state"])
+        step = step_of(ev["state"])
         if step is None:
             continue
         span = spans.setdefault(step, [ev["t"], ev["t"]])
@@ -64,26 +65,12 @@ def summarize(detail: dict) -> list[str]:
             continue
         t0, t1 = spans[step]
         these = calls.get(step, [])
-        errors = sorted({t["error"] for t in these if t["error"]})
+        not_ready = sum(1 for t in these if t["error"] == NOT_READY and t.get("action") == "status")
+        errors = sorted({t["error"] for t in these
+                         if t["error"] and not (t["error"] == NOT_READY and t.get("action") == "status")})
+        polls = f" ({not_ready} not ready)" if not_ready else ""
         note = f"  errors: {', '.join(errors)}" if errors else ""
-        lines.append(f"  {step:<11} {(t1 - t0) / 1000:7.2f} s  {len(these):3d} calls  {what}{note}")
-        if step == "Distribute":
-            lines.extend(per_region(detail))
-    return lines
-
-
-def per_region(detail: dict) -> list[str]:
-    regions = (detail.get("input") or {}).get("run", {}).get("regions", [])
-    spans: dict[int, list[float]] = {}
-    for ev in detail["events"]:
-        if "index" in ev and "state" in ev:
-            span = spans.setdefault(ev["index"], [ev["t"], ev["t"]])
-            span[0], span[1] = min(span[0], ev["t"]), max(span[1], ev["t"])
-    lines = []
-    for i, (t0, t1) in sorted(spans.items()):
-        region = regions[i] if i < len(regions) else f"#{i}"
-        calls = [t for t in detail["tasks"] if t.get("region") == region]
-        lines.append(f"    {region:<16} {(t1 - t0) / 1000:6.2f} s  {len(calls):3d} calls")
+        lines.append(f"  {step:<9} {(t1 - t0) / 1000:7.2f} s  {len(these):3d} calls{polls:<16} {what}{note}")
     return lines
 
 
@@ -103,7 +90,8 @@ def main(argv: list[str]) -> int:
         detail = s.wait_for(out["execution_name"], timeout=600)
 
         print(f"\nexecution {detail['name']}: {detail['status']} in {detail['durationMs'] / 1000:.1f} s"
-              f" (waits shortened to {s.wait_ms} ms; moto resources ready after {s.polls} polls)")
+              f" (waits shortened to {s.wait_ms} ms, retry intervals x{s.retry_scale}; moto resources ready after"
+              f" {s.polls} polls)")
         for line in summarize(detail):
             print(line)
         result = detail.get("output")

@@ -4,9 +4,19 @@
 // ListExecutions, StopExecution, GetExecutionHistory), runs each execution with aws-local-stepfunctions, and sends
 // every Task to its Lambda function through `cargo lambda watch`'s Invoke API, by function name (the library would
 // pass the full ARN, which cargo lambda does not resolve). A handler's error payload becomes the error name Step
-// Functions sees (its `errorType`), so Retry and Catch behave as in AWS. Waits and Retry intervals are shortened
-// with the library's overrides; the definition itself is used as written, with only the `${...}` substitutions
-// the SAM template makes in production.
+// Functions sees (its `errorType`), so Retry and Catch behave as in AWS. Time is shortened in two ways, and
+// otherwise the definition is used as written, with only the `${...}` substitutions the SAM template makes in
+// production:
+//   - Retry timing is scaled, not replaced: every retrier's IntervalSeconds and MaxDelaySeconds are multiplied by
+//     --retry-scale (default 0.001: 14 s -> 14 ms, 600 s -> 0.6 s) in the in-memory copy the executions run, so
+//     BackoffRate, MaxDelaySeconds, MaxAttempts and JitterStrategy act as in AWS (the library honours fractional
+//     seconds; JitterStrategy NONE is exact). A status Task's NotReady retrier (the poll loop) therefore polls on
+//     the production schedule, 1000 times faster. (The library's retryIntervalOverrides would replace backoff and
+//     cap with one fixed interval.)
+//   - Wait states take --wait-ms (the library's waitTimeOverrides): their seconds come from a path
+//     ($.steps.<step>.wait_seconds), so they cannot be scaled ahead of time.
+// A retried Task is one task call per attempt, all under the same state name (rec.tasks), and one StateRetried
+// event per retry, as AWS bills one transition per retry.
 //
 // Extra, not in AWS:
 //   GET  /_local/health                    {"ok": true}
@@ -14,15 +24,17 @@
 //   GET  /_local/executions                every execution, summarised
 //   GET  /_local/executions/<name>         one execution: status, output, error, event log, task calls, and every
 //                                          StartExecution request that named it
-// `--check` validates the definition (ASL, substitutions, Task resources) and exits.
+// `--check` validates the definition as committed (ASL, whole-second retriers, substitutions, Task resources),
+// prints what the runner would run (with the scaled retriers) and exits.
 //
 // Usage: node runner.mjs --definition FILE --lambda-endpoint URL [--port 0] [--port-file FILE] [--wait-ms 20]
-//        [--retry-ms 20] [--region us-east-1] [--account 123456789012] [--name ami-pipeline] [--log-dir DIR]
-//        [--served ami-build,ami-snapshot,...]
+//        [--retry-scale 0.001] [--region us-east-1] [--account 123456789012] [--name ami-pipeline]
+//        [--log-dir DIR] [--served ami-build,ami-snapshot,...]
+// --retry-scale defaults to $AMI_RUNNER_RETRY_SCALE, else 0.001; 1 runs retries in real time.
 // Prints `runner listening on 127.0.0.1:PORT` once it accepts requests.
 
 import { createServer } from 'node:http';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -42,7 +54,7 @@ const { values: opt } = parseArgs({
     port: { type: 'string', default: '0' },
     'port-file': { type: 'string' },
     'wait-ms': { type: 'string', default: '20' },
-    'retry-ms': { type: 'string', default: '20' },
+    'retry-scale': { type: 'string', default: process.env.AMI_RUNNER_RETRY_SCALE ?? '0.001' },
     region: { type: 'string', default: 'us-east-1' },
     account: { type: 'string', default: '123456789012' },
     name: { type: 'string', default: 'ami-pipeline' },
@@ -64,13 +76,24 @@ const LAMBDA = (opt['lambda-endpoint'] ?? '').replace(/\/$/, '');
 const WAIT_MS = Number(opt['wait-ms']);
 // When given, the functions that exist locally: invoking another fails at once, as an unknown function would.
 const SERVED = opt.served ? new Set(opt.served.split(',').filter(Boolean)) : null;
-const RETRY_MS = Number(opt['retry-ms']);
+// Every retrier's IntervalSeconds and MaxDelaySeconds are multiplied by this (see the header).
+const RETRY_SCALE = Number(opt['retry-scale']);
+if (!(RETRY_SCALE > 0 && RETRY_SCALE <= 1)) {
+  console.error(`runner: --retry-scale must be in (0, 1], not ${opt['retry-scale']}`);
+  process.exit(2);
+}
 // AWS's default Task timeout is 99999999 s; aws-local-stepfunctions defaults to 60 s. A Lambda cannot run longer
 // than 900 s, so 900 s locally means "no limit of the state machine's own", as in AWS.
 const AWS_DEFAULT_TASK_TIMEOUT = 900;
 
-/** The function behind each ${...} name of the definition (functions.json; the SAM template defines the same). */
-const FUNCTIONS = JSON.parse(readFileSync(join(HERE, 'functions.json'), 'utf8'));
+/** The function (binary) behind each ${...} name of the definition: infra/contract.json, generated from the Rust
+ * code (functions/core/src/contract.rs); the SAM template defines the same. */
+const CONTRACT = JSON.parse(readFileSync(join(HERE, '..', '..', 'infra', 'contract.json'), 'utf8'));
+const FUNCTIONS = Object.fromEntries(
+  Object.entries(CONTRACT.functions)
+    .filter(([, f]) => f.substitution)
+    .map(([binary, f]) => [f.substitution, binary]),
+);
 const SUBSTITUTIONS = Object.fromEntries(
   Object.entries(FUNCTIONS).map(([k, fn]) => [k, `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${fn}`]),
 );
@@ -104,6 +127,22 @@ const definition = JSON.parse(substitute(definitionText));
 const taskFunctions = {}; // Task state name -> function name
 const waitStates = [];
 const retryStates = [];
+// Whole seconds, as AWS requires (States Language, "Retrying after an error"); asl-validator accepts fractions,
+// so the committed definition is checked here before it is scaled.
+const retryFieldErrors = [];
+eachState(definition, (name, state) => {
+  for (const [i, r] of (state.Retry ?? []).entries()) {
+    for (const key of ['IntervalSeconds', 'MaxDelaySeconds']) {
+      if (key in r && !(Number.isInteger(r[key]) && r[key] >= 1)) {
+        retryFieldErrors.push(`${name}.Retry[${i}].${key} = ${r[key]}: must be a positive integer`);
+      }
+    }
+  }
+});
+if (retryFieldErrors.length) {
+  console.error(`runner: invalid retriers:\n  ${retryFieldErrors.join('\n  ')}`);
+  process.exit(1);
+}
 eachState(definition, (name, state) => {
   if (state.Type === 'Task') {
     const m = /^arn:aws:lambda:[^:]+:\d{12}:function:([A-Za-z0-9_-]+)(:[A-Za-z0-9_$-]+)?$/.exec(state.Resource);
@@ -117,12 +156,33 @@ eachState(definition, (name, state) => {
   if (state.Type === 'Wait') waitStates.push(name);
   if (state.Retry) retryStates.push(name);
 });
-// Validates the definition (asl-validator) once, at start-up.
-const machine = new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
+// Validates the definition as written (asl-validator) once, at start-up.
+new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
+
+/** A copy of the definition whose retriers wait `scale` times as long (IntervalSeconds, MaxDelaySeconds); the
+ * library's defaults (1 s interval, no cap) are made explicit first so they are scaled too. */
+function scaleRetries(machineDefinition, scale) {
+  const copy = structuredClone(machineDefinition);
+  eachState(copy, (name, state) => {
+    for (const r of state.Retry ?? []) {
+      r.IntervalSeconds = (r.IntervalSeconds ?? 1) * scale;
+      if (r.MaxDelaySeconds !== undefined) r.MaxDelaySeconds *= scale;
+    }
+  });
+  return copy;
+}
+const scaled = scaleRetries(definition, RETRY_SCALE);
+const machine = new StateMachine(scaled, { validationOptions: { noValidate: true } });
 if (opt.check) {
   // --check: the definition is valid ASL and every ${...} is defined; print what the runner would run.
+  const retriers = {};
+  eachState(scaled, (name, state) => {
+    if (state.Retry) retriers[name] = state.Retry.map((r) => ({ errors: r.ErrorEquals, intervalSeconds: r.IntervalSeconds,
+      backoffRate: r.BackoffRate, maxDelaySeconds: r.MaxDelaySeconds, maxAttempts: r.MaxAttempts,
+      jitter: r.JitterStrategy }));
+  });
   console.log(JSON.stringify({ valid: true, substitutions: SUBSTITUTIONS, tasks: taskFunctions, waits: waitStates,
-    retries: retryStates }, null, 1));
+    retries: retryStates, retryScale: RETRY_SCALE, scaledRetriers: retriers }, null, 1));
   process.exit(0);
 }
 
@@ -225,7 +285,6 @@ function startExecution(name, input) {
         state: stateName,
         function: fn,
         action: payload?.action ?? null,
-        region: payload?.region ?? null,
         start: now(),
         ms: null,
         error: null,
@@ -242,7 +301,6 @@ function startExecution(name, input) {
     };
   }
   const waitTimeOverrides = Object.fromEntries(waitStates.map((s) => [s, WAIT_MS]));
-  const retryIntervalOverrides = Object.fromEntries(retryStates.map((s) => [s, RETRY_MS]));
   const context = {
     Execution: { Id: arn, Name: name, RoleArn: `arn:aws:iam::${ACCOUNT}:role/${SM_NAME}` },
     StateMachine: { Id: STATE_MACHINE_ARN, Name: SM_NAME },
@@ -254,7 +312,7 @@ function startExecution(name, input) {
     parsed = {};
   }
   const execution = machine.run(parsed, {
-    overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides, retryIntervalOverrides },
+    overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides },
     context,
   });
   (async () => {
@@ -343,6 +401,8 @@ function detail(rec) {
     events: rec.events,
     tasks: rec.tasks,
     startRequests: rec.startRequests,
+    // how the runner shortened time: Waits took waitMs, Retry intervals and caps were multiplied by retryScale
+    time: { waitMs: WAIT_MS, retryScale: RETRY_SCALE },
   };
 }
 
@@ -468,6 +528,12 @@ const server = createServer(async (req, res) => {
     const op = target.startsWith('AWSStepFunctions.') ? target.slice('AWSStepFunctions.'.length) : null;
     if (req.method !== 'POST' || !op) {
       return send(res, 400, { __type: 'UnknownOperationException', message: `unsupported: ${req.method} ${target}` });
+    }
+    if (process.env.AMI_SIM_ACTION_LOG) {
+      // Beside moto's: every request by caller, for the IAM-actions check (tests/e2e/test_actions.py).
+      const agent = req.headers['x-amz-user-agent'] ?? req.headers['user-agent'] ?? '';
+      const line = { service: 'states', action: op, agent, tagged: false, profile: false };
+      appendFileSync(process.env.AMI_SIM_ACTION_LOG, JSON.stringify(line) + '\n');
     }
     if (!operations[op]) {
       return send(res, 400, { __type: 'UnknownOperationException', message: `${op} is not served locally` });

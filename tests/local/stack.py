@@ -82,11 +82,11 @@ class StackError(RuntimeError):
 class Stack:
     """Starts and stops the local stack. Attributes once started: moto_url, invoke_url, sfn_url, log_dir."""
 
-    def __init__(self, *, polls: int = 2, wait_ms: int = 20, retry_ms: int = 20, concurrency: int = 4,
+    def __init__(self, *, polls: int = 2, wait_ms: int = 20, retry_scale: float = 0.001, concurrency: int = 4,
                  log_dir: Path | None = None, quiet: bool = True):
         self.polls = polls
         self.wait_ms = wait_ms
-        self.retry_ms = retry_ms
+        self.retry_scale = retry_scale  # Retry IntervalSeconds/MaxDelaySeconds x this (runner.mjs)
         self.concurrency = concurrency
         run = time.strftime("%Y%m%d-%H%M%S")
         self.log_dir = Path(log_dir) if log_dir else TOOLS / "logs" / run
@@ -94,6 +94,7 @@ class Stack:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.moto_url = self.invoke_url = self.sfn_url = ""
         self.request_log: Path | None = None
+        self.action_log: Path | None = None
         self._base_env: dict = {}
         self.seed: dict = {}
         self.functions: list[str] = []
@@ -168,7 +169,10 @@ class Stack:
         # moto
         # every mutating EC2 request, with its parameters, for the request audit (tests/e2e/test_audit.py)
         self.request_log = self.log_dir / "requests.jsonl"
-        env = dict(base_env, AMI_SIM_POLLS=str(self.polls), AMI_SIM_REQUEST_LOG=str(self.request_log))
+        # every AWS request of every service, by caller, for the IAM-actions check (tests/e2e/test_actions.py)
+        self.action_log = self.log_dir / "actions.jsonl"
+        env = dict(base_env, AMI_SIM_POLLS=str(self.polls), AMI_SIM_REQUEST_LOG=str(self.request_log),
+                   AMI_SIM_ACTION_LOG=str(self.action_log))
         p = self._spawn("moto", [str(VENV_BIN / "python"), "tests/stack/moto_server.py", "--port", "0"],
                         env, "moto.log")
         m = self._wait_for_line(p, "moto.log", r"listening on (http://127\.0\.0\.1:\d+)", 60)
@@ -191,10 +195,10 @@ class Stack:
         self.invoke_url = f"http://127.0.0.1:{invoke_port}"
         p = self._spawn("runner", [str(NODE), "tests/local/runner.mjs", "--definition", str(DEFINITION),
                                    "--lambda-endpoint", self.invoke_url, "--port", "0",
-                                   "--wait-ms", str(self.wait_ms), "--retry-ms", str(self.retry_ms),
+                                   "--wait-ms", str(self.wait_ms), "--retry-scale", str(self.retry_scale),
                                    "--log-dir", str(self.log_dir / "executions"),
                                    "--served", ",".join(self.functions)],
-                        base_env, "runner.log")
+                        dict(base_env, AMI_SIM_ACTION_LOG=str(self.action_log)), "runner.log")
         m = self._wait_for_line(p, "runner.log", r"runner listening on 127\.0\.0\.1:(\d+)", 30)
         self.sfn_url = f"http://127.0.0.1:{m.group(1)}"
         self.log(f"step functions runner on {self.sfn_url}")
@@ -250,6 +254,8 @@ class Stack:
             "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_NAME": fn,
             "AWS_LAMBDA_RUNTIME_API": f"{self.invoke_url}/.rt/{queue or fn}",
+            # the SDK's user agent then says `app/<fn>`: the emulators' logs attribute each request to its function
+            "AWS_SDK_UA_APP_ID": fn,
         })
         return env
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Source};
-use ami_core::steps::{Action, BuildState, Progress, Status, StepRequest, now, settle};
+use ami_core::step::Step;
+use ami_core::steps::{BuildState, Progress, Status, StepRequest, now};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{naming, source, tags};
 
@@ -34,13 +35,31 @@ impl Deps {
 /// lag the stop. Measured from the stop time EC2 records, not from a poll count: status calls are stateless.
 const CONSOLE_GRACE_SECONDS: i64 = 15 * 60;
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => start(deps, &req, now()).await,
-        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "provisioning"),
-        Action::Finish => finish(deps, &req).await,
+impl Step for Deps {
+    type Output = BuildState;
+    const NAME: &'static str = "build";
+    const ACTIONS: &'static str = "`start`, `status` or `finish`";
+
+    async fn start(&self, req: &StepRequest) -> Result<BuildState> {
+        start(self, req, now()).await
     }
+
+    async fn status(&self, req: &StepRequest) -> Result<BuildState> {
+        status(self, req, now()).await
+    }
+
+    async fn finish(&self, req: &StepRequest) -> Result<BuildState> {
+        finish(self, req).await
+    }
+
+    fn progress(out: &BuildState) -> Option<&Progress> {
+        Some(&out.progress)
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
+    ami_core::step::handle(deps, event).await
 }
 
 /// Terminates the builder; one already gone counts as done.

@@ -77,6 +77,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<CleanupOutput> {
     });
     let mut out = Vec::new();
     for region in regions {
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("cleanup in {region}"))?;
         let ec2 = deps.ec2.get(&region);
         out.push(clean_region(&ec2, execution, source_instance.as_deref(), region).await?);
     }

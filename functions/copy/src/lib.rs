@@ -13,7 +13,8 @@ use serde_json::Value;
 use ami_core::clients::Ec2Clients;
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, aws_code, from_sdk};
-use ami_core::steps::{Action, CopyState, ImageState, Progress, Status, StepRequest, now, settle};
+use ami_core::step::Step;
+use ami_core::steps::{CopyState, ImageState, Progress, Status, StepRequest, now};
 use ami_core::{naming, tags};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
@@ -29,13 +30,27 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<CopyState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => start(deps, &req, now()).await,
-        Action::Status => poll(deps, &req, now()).await,
-        Action::Finish => Err(Error::invalid("input.action", "copy takes `start` or `status`")),
+impl Step for Deps {
+    type Output = CopyState;
+    const NAME: &'static str = "copy";
+    const ACTIONS: &'static str = "`start` or `status`";
+
+    async fn start(&self, req: &StepRequest) -> Result<CopyState> {
+        start(self, req, now()).await
     }
+
+    async fn status(&self, req: &StepRequest) -> Result<CopyState> {
+        status(self, req, now()).await
+    }
+
+    fn progress(out: &CopyState) -> Option<&Progress> {
+        Some(&out.progress)
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<CopyState> {
+    ami_core::step::handle(deps, event).await
 }
 
 async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
@@ -95,6 +110,8 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
     let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
 
     for region in targets {
+        // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("copy to {region}"))?;
         let dest = deps.ec2.get(region);
         let result = dest
             .copy_image()
@@ -156,16 +173,6 @@ async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, r
             found.iter().filter_map(|i| i.image_id()).collect::<Vec<_>>().join(", ")
         ))),
     }
-}
-
-/// A status call as the state machine sees it: while a copy is pending (or the look-up was throttled) it fails
-/// with `AmiPipeline.NotReady`, which the status Task's Retry turns into the next poll.
-async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    settle(
-        status(deps, req, now).await,
-        |s: &CopyState| &s.progress,
-        "image copies",
-    )
 }
 
 /// Where the copies are. Stateless: it reads only `start`'s output, so a retried call asks the same questions.

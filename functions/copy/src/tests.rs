@@ -12,6 +12,11 @@ use ami_core::steps::Run;
 
 use super::*;
 
+/// A status call as `handle` makes it (pending or throttled: `NotReady`), at a fixed time.
+async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
+    ami_core::steps::settle(status(deps, req, now).await, Deps::progress, "copy status")
+}
+
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
 const NAME: &str = "web-1.4.0-20261126-0f00ba11";

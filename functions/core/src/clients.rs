@@ -11,6 +11,9 @@ pub use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 
+/// The longest one SDK operation (all its attempts) may take.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// Loads the shared SDK configuration: standard retries (3 attempts) and bounded timeouts, so one slow call
 /// fails inside the Lambda's own timeout and Step Functions' retry takes over.
 pub async fn load_config() -> SdkConfig {
@@ -19,7 +22,7 @@ pub async fn load_config() -> SdkConfig {
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .operation_attempt_timeout(Duration::from_secs(10))
-                .operation_timeout(Duration::from_secs(25))
+                .operation_timeout(OPERATION_TIMEOUT)
                 .build(),
         )
         .load()

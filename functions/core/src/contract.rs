@@ -12,18 +12,122 @@ use crate::{definition, tags};
 /// The function the definition does not call: it starts executions.
 pub const TRIGGER_BINARY: &str = "ami-trigger";
 
+/// The IAM actions each function's requests need: its SDK calls, `ec2:CreateTags` where a create call tags in
+/// `TagSpecifications` (authorized as CreateTags with `ec2:CreateAction`), `iam:PassRole` where it launches with
+/// an instance profile. The template's roles must allow exactly these (`tests/infra`), and the e2e run proves
+/// every request each function made is covered and every action listed was needed (`tests/e2e/test_actions.py`,
+/// from the emulators' request logs, attributed by the SDK user agent's app id).
+pub const ACTIONS: &[(&str, &[&str])] = &[
+    (
+        "ami-build",
+        &[
+            "ec2:CreateTags",
+            "ec2:DescribeImages",
+            "ec2:DescribeInstances",
+            "ec2:GetConsoleOutput",
+            "ec2:RunInstances",
+            "ec2:TerminateInstances",
+            "iam:PassRole",
+            "ssm:GetParameter",
+        ],
+    ),
+    (
+        "ami-cleanup",
+        &[
+            "ec2:DeleteSnapshot",
+            "ec2:DeregisterImage",
+            "ec2:DescribeImages",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            "ec2:TerminateInstances",
+        ],
+    ),
+    ("ami-copy", &["ec2:CopyImage", "ec2:CreateTags", "ec2:DescribeImages"]),
+    (
+        "ami-publish",
+        &[
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:CreateTags",
+            "ec2:DescribeImages",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:ModifyLaunchTemplate",
+            "ssm:GetParameter",
+            "ssm:PutParameter",
+        ],
+    ),
+    (
+        "ami-register",
+        &["ec2:CreateTags", "ec2:DescribeImages", "ec2:RegisterImage"],
+    ),
+    (
+        "ami-retire",
+        &[
+            "ec2:DeleteSnapshot",
+            "ec2:DeregisterImage",
+            "ec2:DescribeImages",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:EnableImageDeprecation",
+            "ssm:GetParameter",
+        ],
+    ),
+    (
+        "ami-share",
+        &[
+            "ec2:DescribeImageAttribute",
+            "ec2:DescribeImages",
+            "ec2:DescribeSnapshotAttribute",
+            "ec2:ModifyImageAttribute",
+            "ec2:ModifySnapshotAttribute",
+        ],
+    ),
+    (
+        "ami-snapshot",
+        &[
+            "ec2:CreateSnapshots",
+            "ec2:CreateTags",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            "ec2:DescribeVolumes",
+            "ec2:StopInstances",
+        ],
+    ),
+    (
+        "ami-test-launch",
+        &[
+            "ec2:CreateTags",
+            "ec2:DescribeInstanceStatus",
+            "ec2:DescribeInstances",
+            "ec2:GetConsoleOutput",
+            "ec2:RunInstances",
+            "ec2:TerminateInstances",
+        ],
+    ),
+    (
+        "ami-trigger",
+        &["ec2:DescribeImages", "ssm:GetParameter", "states:StartExecution"],
+    ),
+];
+
+fn actions_of(binary: &str) -> &'static [&'static str] {
+    ACTIONS
+        .iter()
+        .find(|(b, _)| *b == binary)
+        .map(|(_, a)| *a)
+        .unwrap_or(&[])
+}
+
 pub fn contract() -> Value {
     let functions: serde_json::Map<String, Value> = definition::function_table()
         .into_iter()
         .map(|(binary, substitution, key)| {
             (
                 binary.to_string(),
-                json!({"substitution": substitution, "step_key": key}),
+                json!({"substitution": substitution, "step_key": key, "actions": actions_of(binary)}),
             )
         })
         .chain([(
             TRIGGER_BINARY.to_string(),
-            json!({"substitution": null, "step_key": null}),
+            json!({"substitution": null, "step_key": null, "actions": actions_of(TRIGGER_BINARY)}),
         )])
         .collect();
     let retryable: Vec<&str> = [Error::Throttled(String::new()), Error::Transient(String::new())]
@@ -130,6 +234,9 @@ mod tests {
             }
         }
         found.sort();
+        let mut with_actions: Vec<String> = ACTIONS.iter().map(|(b, _)| b.to_string()).collect();
+        with_actions.sort();
+        assert_eq!(found, with_actions, "ACTIONS lists every binary once");
         let c = contract();
         let mut declared: Vec<String> = c["functions"].as_object().expect("functions").keys().cloned().collect();
         declared.sort();

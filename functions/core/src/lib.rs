@@ -16,6 +16,7 @@ pub mod naming;
 pub mod recipe;
 pub mod runtime;
 pub mod source;
+pub mod step;
 pub mod steps;
 pub mod tags;
 #[cfg(feature = "testing")]

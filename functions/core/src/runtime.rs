@@ -42,7 +42,9 @@ pub fn span_for(payload: &Value) -> tracing::Span {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub request_id: String,
-    pub deadline: SystemTime,
+    /// `None` when the runtime API sent no usable deadline: one already past when the invocation arrived (the
+    /// local emulator, cargo lambda watch, sends the constant 600000 ms since the epoch).
+    pub deadline: Option<SystemTime>,
 }
 
 tokio::task_local! {
@@ -54,14 +56,18 @@ pub fn invocation() -> Option<Invocation> {
     INVOCATION.try_with(Invocation::clone).ok()
 }
 
+/// Time a handler keeps in hand before starting the next region's calls: one SDK operation's timeout and a
+/// margin.
+pub const CALL_BUDGET: Duration = Duration::from_secs(crate::clients::OPERATION_TIMEOUT.as_secs() + 5);
+
 /// Fails with `Transient` when less than `need` is left before the Lambda timeout, so a handler that works
 /// through several regions stops between calls, and the Task's retry resumes it (every step is idempotent),
 /// instead of being killed mid-call (`Lambda.Unknown`, not retried). No limit outside `serve`.
 pub fn ensure_time_left(need: Duration, what: &str) -> Result<(), Error> {
-    let Some(inv) = invocation() else {
+    let Some((inv, deadline)) = invocation().and_then(|i| i.deadline.map(|d| (i, d))) else {
         return Ok(());
     };
-    let left = inv.deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
     if left < need {
         return Err(Error::Transient(format!(
             "{what}: {} ms left before the Lambda timeout (request {}); continuing on retry",
@@ -86,7 +92,7 @@ where
         let span = span_for(&event.payload);
         let invocation = Invocation {
             request_id: event.context.request_id.clone(),
-            deadline: event.context.deadline(),
+            deadline: Some(event.context.deadline()).filter(|d| *d > SystemTime::now()),
         };
         async move {
             // Boxed so each binary's top-level future stays shallow: the handlers' nested async state machines
@@ -94,6 +100,8 @@ where
             let result = INVOCATION.scope(invocation, Box::pin(handler(event.payload))).await;
             match &result {
                 Ok(_) => tracing::info!("done"),
+                // A poll of a step still running: the normal answer, not a failure worth an error line.
+                Err(e @ Error::NotReady(_)) => tracing::info!(error_type = e.error_type(), "not ready"),
                 Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "failed"),
             }
             result
@@ -110,7 +118,7 @@ mod time_tests {
     fn inv(left: Duration) -> Invocation {
         Invocation {
             request_id: "req-1".into(),
-            deadline: SystemTime::now() + left,
+            deadline: Some(SystemTime::now() + left),
         }
     }
 
@@ -133,5 +141,11 @@ mod time_tests {
             )
         });
         assert_eq!(long.await, (Some("req-1".to_string()), Ok(())));
+        let unknown = Invocation {
+            deadline: None,
+            ..inv(Duration::ZERO)
+        };
+        let no_deadline = INVOCATION.scope(unknown, async { ensure_time_left(Duration::from_secs(30), "x") });
+        assert_eq!(no_deadline.await, Ok(()), "no usable deadline: no limit");
     }
 }

@@ -308,9 +308,10 @@ impl Progress {
 /// poll), and so do throttling and transient failures, so that they cost one poll each instead of drawing on a
 /// retrier whose budget, counted per state entry, would otherwise have to last the whole step. The deadline
 /// (`Timeout`) still ends a step that stays throttled.
-pub fn settle<T>(result: crate::Result<T>, progress: impl Fn(&T) -> &Progress, what: &str) -> crate::Result<T> {
+/// A state without progress (`None`) is a one-shot answer, ready as it is.
+pub fn settle<T>(result: crate::Result<T>, progress: impl Fn(&T) -> Option<&Progress>, what: &str) -> crate::Result<T> {
     match result {
-        Ok(state) if progress(&state).status == Status::Ready => Ok(state),
+        Ok(state) if progress(&state).is_none_or(|p| p.status == Status::Ready) => Ok(state),
         Ok(_) => Err(crate::Error::NotReady(format!("{what} still in progress"))),
         Err(e) if e.is_retryable() => Err(crate::Error::NotReady(format!("{what}: {e}; polling again"))),
         Err(e) => Err(e),
@@ -356,8 +357,8 @@ mod tests {
         let pending = Progress::start(0, 5);
         let ready = pending.with_status(Status::Ready);
         assert_eq!(ready.wait_seconds, 0);
-        fn p(s: &Progress) -> &Progress {
-            s
+        fn p(s: &Progress) -> Option<&Progress> {
+            Some(s)
         }
         assert_eq!(settle(Ok(ready), p, "x"), Ok(ready));
         let not_ready = |r: crate::Result<Progress>| settle(r, p, "x").unwrap_err().error_type();

@@ -15,7 +15,8 @@ use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::lifecycle::{self, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion};
 use ami_core::recipe::{LaunchTemplateRef, check_id, check_region};
-use ami_core::steps::{Action, Status, StepRequest};
+use ami_core::step::Step;
+use ami_core::steps::{Status, StepRequest};
 use ami_core::{naming, tags};
 
 /// Clients, built once per process; publish works in every region of the run.
@@ -36,13 +37,20 @@ impl Deps {
 /// SSM checks that such a parameter's value is an image id the account can use.
 pub const IMAGE_DATA_TYPE: &str = "aws:ec2:image";
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<PublishOutput> {
-    let req = StepRequest::parse(event)?;
-    if req.action != Action::Start {
-        return Err(Error::invalid("input.action", "publish takes `start`"));
+impl Step for Deps {
+    type Output = PublishOutput;
+    const NAME: &'static str = "publish";
+    const ACTIONS: &'static str = "`start`";
+
+    async fn start(&self, req: &StepRequest) -> Result<PublishOutput> {
+        let targets = plan(req)?;
+        publish(self, req, &targets).await
     }
-    let targets = plan(&req)?;
-    publish(deps, &req, &targets).await
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<PublishOutput> {
+    ami_core::step::handle(deps, event).await
 }
 
 /// One region's image and the launch templates that live in that region.

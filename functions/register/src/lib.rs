@@ -11,7 +11,8 @@ use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, aws_code};
 use ami_core::naming::{self, NameValues};
 use ami_core::recipe::RootDeviceType;
-use ami_core::steps::{Action, ImageState, Progress, Status, StepRequest, now, settle};
+use ami_core::step::Step;
+use ami_core::steps::{ImageState, Progress, Status, StepRequest, now};
 use ami_core::{tags, userdata};
 
 pub struct Deps {
@@ -26,13 +27,27 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => start(deps, &req, now()).await,
-        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "image registration"),
-        Action::Finish => Err(Error::invalid("input.action", "register takes `start` or `status`")),
+impl Step for Deps {
+    type Output = ImageState;
+    const NAME: &'static str = "register";
+    const ACTIONS: &'static str = "`start` or `status`";
+
+    async fn start(&self, req: &StepRequest) -> Result<ImageState> {
+        start(self, req, now()).await
     }
+
+    async fn status(&self, req: &StepRequest) -> Result<ImageState> {
+        status(self, req, now()).await
+    }
+
+    fn progress(out: &ImageState) -> Option<&Progress> {
+        Some(&out.progress)
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
+    ami_core::step::handle(deps, event).await
 }
 
 /// The AMI name for this execution: the recipe's template, rendered and sanitized.

@@ -15,7 +15,8 @@ use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::error::{Error, Result, aws_code};
 use ami_core::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion};
 use ami_core::recipe::Retention;
-use ami_core::steps::{Action, Run, StepRequest, now};
+use ami_core::step::Step;
+use ami_core::steps::{Run, StepRequest, now};
 use ami_core::tags;
 
 /// Clients, built once per process; retire works in every region of the pipeline.
@@ -33,26 +34,34 @@ impl Deps {
     }
 }
 
+impl Step for Deps {
+    type Output = RetireOutput;
+    const NAME: &'static str = "retire";
+    const ACTIONS: &'static str = "`start`";
+
+    async fn start(&self, req: &StepRequest) -> Result<RetireOutput> {
+        // The recipe was validated by the trigger and is not validated again, but deregistering cannot be
+        // undone: with `keep: 0` every unprotected image would go, so that one rule is checked here too.
+        if req.run.recipe.retention.keep == 0 {
+            return Err(Error::invalid(
+                "recipe.retention.keep",
+                "must be at least 1 (the image just built)",
+            ));
+        }
+        retire(self, &req.run, now()).await
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
 pub async fn handle(deps: &Deps, event: Value) -> Result<RetireOutput> {
-    let req = StepRequest::parse(event)?;
-    if req.action != Action::Start {
-        return Err(Error::invalid("input.action", "retire takes `start`"));
-    }
-    // The recipe was validated by the trigger and is not validated again, but deregistering cannot be undone:
-    // with `keep: 0` every unprotected image would go, so that one rule is checked here too.
-    if req.run.recipe.retention.keep == 0 {
-        return Err(Error::invalid(
-            "recipe.retention.keep",
-            "must be at least 1 (the image just built)",
-        ));
-    }
-    retire(deps, &req.run, now()).await
+    ami_core::step::handle(deps, event).await
 }
 
 /// Retires in every region of the pipeline, home region first.
 pub async fn retire(deps: &Deps, run: &Run, now: i64) -> Result<RetireOutput> {
     let mut regions = Vec::new();
     for region in &run.regions {
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("retire in {region}"))?;
         regions.push(retire_region(deps, run, region, now).await?);
     }
     Ok(RetireOutput { regions })

@@ -1,7 +1,7 @@
-use ami_retire::{Deps, handle};
+use ami_retire::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = Deps::from_config(&ami_core::clients::load_config().await);
-    ami_core::runtime::serve(|event| handle(&deps, event)).await
+    ami_core::step::serve_step(deps).await
 }

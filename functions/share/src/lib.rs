@@ -22,8 +22,9 @@ use ami_core::distribution::{Grantee, ShareOutput, ShareState, SnapshotShare};
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
 use ami_core::recipe::{Distribution, check_id, is_account};
+use ami_core::step::Step;
 use ami_core::steps::ImageState;
-use ami_core::steps::{Action, StepRequest};
+use ami_core::steps::StepRequest;
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
 pub struct Deps {
@@ -38,12 +39,19 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<ShareState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => share(deps, &req).await,
-        Action::Status | Action::Finish => Err(Error::invalid("input.action", "share takes `start`")),
+impl Step for Deps {
+    type Output = ShareState;
+    const NAME: &'static str = "share";
+    const ACTIONS: &'static str = "`start`";
+
+    async fn start(&self, req: &StepRequest) -> Result<ShareState> {
+        share(self, req).await
     }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<ShareState> {
+    ami_core::step::handle(deps, event).await
 }
 
 /// The launch permissions the recipe asks for, sorted and without duplicates. Making an image public is
@@ -125,6 +133,8 @@ async fn share(deps: &Deps, req: &StepRequest) -> Result<ShareState> {
     let wanted = launch_permissions(&req.run.recipe.distribution)?;
     let mut regions = Vec::with_capacity(targets.len());
     for image in targets {
+        let what = format!("share in {}", image.region);
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
         regions.push(share_in(deps, image, &wanted).await?);
     }
     Ok(ShareState { regions })

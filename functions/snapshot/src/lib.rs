@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{RootDeviceType, Source};
-use ami_core::steps::{Action, Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now, settle};
+use ami_core::step::Step;
+use ami_core::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
 use ami_core::tags;
 
 pub struct Deps {
@@ -27,13 +28,27 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => start(deps, &req, now()).await,
-        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "snapshots"),
-        Action::Finish => Err(Error::invalid("input.action", "snapshot takes `start` or `status`")),
+impl Step for Deps {
+    type Output = SnapshotState;
+    const NAME: &'static str = "snapshot";
+    const ACTIONS: &'static str = "`start` or `status`";
+
+    async fn start(&self, req: &StepRequest) -> Result<SnapshotState> {
+        start(self, req, now()).await
     }
+
+    async fn status(&self, req: &StepRequest) -> Result<SnapshotState> {
+        status(self, req, now()).await
+    }
+
+    fn progress(out: &SnapshotState) -> Option<&Progress> {
+        Some(&out.progress)
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
+    ami_core::step::handle(deps, event).await
 }
 
 /// The instance to snapshot and whether it must be stopped first.

@@ -12,7 +12,8 @@ use aws_sdk_ec2::types::{
 use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::steps::{Action, Progress, Status, StepRequest, TestState, now, settle};
+use ami_core::step::Step;
+use ami_core::steps::{Progress, Status, StepRequest, TestState, now};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{naming, tags};
 
@@ -29,13 +30,31 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
-    let req = StepRequest::parse(event)?;
-    match req.action {
-        Action::Start => start(deps, &req, now()).await,
-        Action::Status => settle(status(deps, &req, now()).await, |s| &s.progress, "test launch"),
-        Action::Finish => finish(deps, &req).await,
+impl Step for Deps {
+    type Output = TestState;
+    const NAME: &'static str = "test-launch";
+    const ACTIONS: &'static str = "`start`, `status` or `finish`";
+
+    async fn start(&self, req: &StepRequest) -> Result<TestState> {
+        start(self, req, now()).await
     }
+
+    async fn status(&self, req: &StepRequest) -> Result<TestState> {
+        status(self, req, now()).await
+    }
+
+    async fn finish(&self, req: &StepRequest) -> Result<TestState> {
+        finish(self, req).await
+    }
+
+    fn progress(out: &TestState) -> Option<&Progress> {
+        Some(&out.progress)
+    }
+}
+
+/// The state machine's input, answered as the deployed function answers it.
+pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
+    ami_core::step::handle(deps, event).await
 }
 
 fn log(instance_id: &str, what: &str) {

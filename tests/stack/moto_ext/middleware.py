@@ -57,6 +57,12 @@ class SimMiddleware:
             return self.respond(start_response, status, headers, body)
 
         scope = SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        agent = environ.get("HTTP_X_AMZ_USER_AGENT") or environ.get("HTTP_USER_AGENT", "")
+        if scope and scope.group(2) != "ec2":
+            # JSON protocols (SSM, STS ...): the action is the X-Amz-Target's operation.
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            if target:
+                state.record_action(scope.group(2), target.rsplit(".", 1)[-1], agent)
         if not scope or scope.group(2) != "ec2":
             return self.app(environ, start_response)
         region = scope.group(1)
@@ -85,8 +91,8 @@ class SimMiddleware:
                 # The action happened, but the client never sees the answer.
                 result = ec2_error(500, "InternalError", "An internal error has occurred. (simulated lost response)")
             params = {k: v[0] if len(v) == 1 else v for k, v in form.items() if k not in ("Action", "Version")}
-            agent = environ.get("HTTP_X_AMZ_USER_AGENT") or environ.get("HTTP_USER_AGENT", "")
             state.record_call(region, action, result[0], params, created, agent)
+            state.record_action("ec2", action, agent, params)
         return self.respond(start_response, *result)
 
     def run_app(self, environ) -> tuple[int, list, bytes]:

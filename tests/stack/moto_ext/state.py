@@ -42,6 +42,25 @@ def reset() -> None:
     CALLS.clear()
 
 
+# Every AWS request (any service, read-only ones too) as {service, action, agent, tagged, profile}, one JSON line
+# each, when AMI_SIM_ACTION_LOG names a file: the e2e run checks each function's requests against the actions
+# infra/contract.json lists for it (tests/e2e/test_actions.py). The Step Functions runner appends its own.
+ACTION_LOG = os.environ.get("AMI_SIM_ACTION_LOG")
+
+
+def record_action(service: str, action: str, agent: str, params: dict | None = None) -> None:
+    """`tagged`: the request tags on create (TagSpecification.*, authorized as ec2:CreateTags); `profile`: it
+    launches with an instance profile (IamInstanceProfile.*, authorized as iam:PassRole)."""
+    if not ACTION_LOG:
+        return
+    keys = list(params or {})
+    line = {"service": service, "action": action, "agent": agent,
+            "tagged": any(k.startswith("TagSpecification.") for k in keys),
+            "profile": any(k.startswith("IamInstanceProfile.") for k in keys)}
+    with open(ACTION_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 # Every mutating EC2 request with its parameters, one JSON line each, when AMI_SIM_REQUEST_LOG names a file:
 # kept across /_sim/reset, so a test session can audit every request the handlers made (tests/e2e/test_audit.py).
 REQUEST_LOG = os.environ.get("AMI_SIM_REQUEST_LOG")
