@@ -34,7 +34,7 @@ FUNCTIONS = {f["substitution"]: binary for binary, f in CONTRACT["functions"].it
 # The key under $.steps each function's Tasks write (one rule: a step's Tasks write `$.steps.<key>`).
 STEP_OF_FUNCTION = {f["substitution"]: f["step_key"] for f in CONTRACT["functions"].values() if f["substitution"]}
 # Long steps: `<Title> Start` -> `<Title> Wait` -> `<Title> Status` (whose NotReady retrier is the poll loop).
-LONG_STEPS = {"Build": "build", "Snapshot": "snapshot", "Register": "image", "Test": "test", "Copy": "copy"}
+LONG_STEPS = {"Build": "build", "Snapshot": "snapshot", "Register": "register", "Test": "test_launch", "Copy": "copy"}
 
 
 def handler_error_types() -> set[str]:
@@ -164,7 +164,7 @@ def test_every_matched_error_is_emitted(definition):
 
 def test_parameters_follow_the_handler_contract(definition):
     accepted = step_keys()
-    assert {"build", "snapshot", "image", "test", "copy"} <= accepted, accepted
+    assert {"build", "snapshot", "register", "test_launch", "copy"} <= accepted, accepted
     assert set(STEP_OF_FUNCTION) == set(FUNCTIONS), (sorted(STEP_OF_FUNCTION), sorted(FUNCTIONS))
     for scope, name, state in states(definition):
         if state["Type"] != "Task":

@@ -514,7 +514,7 @@ async fn minimal_input_cleans_the_regions_given() {
 async fn a_half_written_state_does_not_stop_cleanup() {
     let world = scenario(Stage::Register);
     let mut req = request();
-    req["steps"] = json!({"build": "half written", "image": {"region": 5}});
+    req["steps"] = json!({"build": "half written", "register": {"region": 5}});
     req["region"] = json!(EU);
     let out = handle(&deps(&world), req).await.unwrap();
     assert_eq!(out.regions[0].images_deregistered, ["ami-our-home"]);
@@ -534,7 +534,7 @@ async fn the_run_regions_are_cleaned_whatever_the_steps_so_far() {
         progress: Progress::start(testing::NOW, 240).with_status(Status::Ready),
     };
     let steps = Steps {
-        image: Some(image(HOME, "ami-our-home")),
+        register: Some(image(HOME, "ami-our-home")),
         copy: Some(CopyState {
             images: vec![image(HOME, "ami-our-home"), image(EU, "ami-our-eu")],
             progress: Progress::start(testing::NOW, 240),

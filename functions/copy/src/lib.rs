@@ -1,4 +1,4 @@
-//! copy: one call for every region of the run. `start` copies the tested candidate (`steps.image`) from the
+//! copy: one call for every region of the run. `start` copies the tested candidate (`steps.register`) from the
 //! pipeline's region into each other region of `run.regions` with `CopyImage`, always encrypted; `status` answers
 //! ready once every copy is available (while any is pending the status Task fails with `AmiPipeline.NotReady`,
 //! which the state machine's Retry turns into the poll loop).
@@ -54,10 +54,10 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<CopyState> {
 }
 
 async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    let source = req.steps.image()?;
+    let source = req.steps.register()?;
     if source.region != req.run.region {
         return Err(Error::invalid(
-            "input.steps.image.region",
+            "input.steps.register.region",
             format!(
                 "is `{}` but the run's images are built in `{}`",
                 source.region, req.run.region

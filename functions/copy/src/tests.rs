@@ -74,7 +74,7 @@ fn request(action: &str, steps: Value) -> Value {
 }
 
 fn start_request() -> Value {
-    request("start", json!({ "image": candidate() }))
+    request("start", json!({ "register": candidate() }))
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -182,7 +182,7 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     // Sydney before Ireland: the output follows `run.regions`, not the recipe's order.
     let run = run_to(&[SYDNEY, DEST]);
-    let out = handle(&deps, request_in("start", &run, json!({ "image": candidate() })))
+    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
         .await
         .unwrap();
 
@@ -215,7 +215,7 @@ async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
     let run = run_to(&[SYDNEY]);
     start(
         &deps,
-        &parse(request_in("start", &run, json!({ "image": candidate() }))),
+        &parse(request_in("start", &run, json!({ "register": candidate() }))),
         NOW,
     )
     .await
@@ -231,7 +231,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
     let (src, copy_eu, copy_ap) = (source_image(), copy_image(eu.clone()), copy_image(ap.clone()));
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     let run = run_to(&[DEST, SYDNEY]);
-    let req = parse(request_in("start", &run, json!({ "image": candidate() })));
+    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
     let first = start(&deps, &req, NOW).await.unwrap();
     let again = start(&deps, &req, NOW).await.unwrap();
     assert_eq!(first, again);
@@ -254,7 +254,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
 async fn without_copy_regions_start_is_ready_at_once_without_calls() {
     let deps = deps(&[], &[]);
     let run = run_to(&[]);
-    let out = handle(&deps, request_in("start", &run, json!({ "image": candidate() })))
+    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
         .await
         .unwrap();
     assert_eq!(out.images, [candidate()]);
@@ -365,7 +365,7 @@ fn status_request() -> StepRequest {
     parse(request_in(
         "status",
         &run,
-        json!({ "image": candidate(), "copy": copy_state() }),
+        json!({ "register": candidate(), "copy": copy_state() }),
     ))
 }
 
@@ -471,17 +471,17 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
 
     assert_eq!(
         field_of(handle(&deps, request("start", json!({}))).await.unwrap_err()),
-        "input.steps.image"
+        "input.steps.register"
     );
     let mut elsewhere = candidate();
     elsewhere.region = DEST.into();
     assert_eq!(
         field_of(
-            handle(&deps, request("start", json!({ "image": elsewhere })))
+            handle(&deps, request("start", json!({ "register": elsewhere })))
                 .await
                 .unwrap_err()
         ),
-        "input.steps.image.region"
+        "input.steps.register.region"
     );
     let mut bad = start_request();
     bad["run"]["recipe"]["distribution"]["copy_timeout_minutes"] = json!(-1);
@@ -498,7 +498,7 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
     assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
     assert_eq!(
         field_of(
-            handle(&deps, request("status", json!({ "image": candidate() })))
+            handle(&deps, request("status", json!({ "register": candidate() })))
                 .await
                 .unwrap_err()
         ),
@@ -510,7 +510,7 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         field_of(
             handle(
                 &deps,
-                request("status", json!({ "image": candidate(), "copy": bad_copy }))
+                request("status", json!({ "register": candidate(), "copy": bad_copy }))
             )
             .await
             .unwrap_err()

@@ -53,7 +53,7 @@ const SNAPSHOT: Step = Step {
     poll_minutes: Some(limits::IMAGE_MINUTES),
 };
 const REGISTER: Step = Step {
-    key: "image",
+    key: "register",
     binary: "ami-register",
     title: "Register",
     function: "RegisterFunctionArn",
@@ -61,7 +61,7 @@ const REGISTER: Step = Step {
     poll_minutes: Some(limits::IMAGE_MINUTES),
 };
 const TEST: Step = Step {
-    key: "test",
+    key: "test_launch",
     binary: "ami-test-launch",
     title: "Test",
     function: "TestLaunchFunctionArn",
@@ -267,7 +267,7 @@ pub fn definition() -> Value {
                "Parameters": {"pipeline.$": "$.run.pipeline", "release.$": "$.run.release",
                               "source_image_id.$": "$.steps.snapshot.source_image_id",
                               "images.$": "$.steps.copy.images",
-                              "boot_to_ready_seconds.$": "$.steps.test.boot_to_ready_seconds"},
+                              "boot_to_ready_seconds.$": "$.steps.test_launch.boot_to_ready_seconds"},
                "End": true}),
     );
     let mut cleanup = task(

@@ -74,7 +74,8 @@ pub struct StepRequest {
     pub steps: Steps,
 }
 
-/// The outputs of the steps so far: each step's output under `$.steps.<step>` (the definition's one rule).
+/// The outputs of the steps so far: each step's output under `$.steps.<step>`, named like the step's crate
+/// (`test_launch` for test-launch: JSONPath's dot notation takes no `-`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Steps {
@@ -83,9 +84,9 @@ pub struct Steps {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<ImageState>,
+    pub register: Option<ImageState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test: Option<TestState>,
+    pub test_launch: Option<TestState>,
     /// The image in every region of the run, one call for all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyState>,
@@ -107,7 +108,14 @@ fn missing(step: &str) -> crate::Error {
 impl Steps {
     /// Every key `Steps` accepts (it denies unknown ones), as written to the contract file.
     pub const KEYS: &'static [&'static str] = &[
-        "build", "snapshot", "image", "test", "copy", "share", "publish", "retire",
+        "build",
+        "snapshot",
+        "register",
+        "test_launch",
+        "copy",
+        "share",
+        "publish",
+        "retire",
     ];
 
     pub fn build(&self) -> crate::Result<&BuildState> {
@@ -116,11 +124,11 @@ impl Steps {
     pub fn snapshot(&self) -> crate::Result<&SnapshotState> {
         self.snapshot.as_ref().ok_or_else(|| missing("snapshot"))
     }
-    pub fn image(&self) -> crate::Result<&ImageState> {
-        self.image.as_ref().ok_or_else(|| missing("image"))
+    pub fn register(&self) -> crate::Result<&ImageState> {
+        self.register.as_ref().ok_or_else(|| missing("register"))
     }
-    pub fn test(&self) -> crate::Result<&TestState> {
-        self.test.as_ref().ok_or_else(|| missing("test"))
+    pub fn test_launch(&self) -> crate::Result<&TestState> {
+        self.test_launch.as_ref().ok_or_else(|| missing("test_launch"))
     }
     pub fn copy(&self) -> crate::Result<&CopyState> {
         self.copy.as_ref().ok_or_else(|| missing("copy"))

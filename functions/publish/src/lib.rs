@@ -105,16 +105,16 @@ fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
         .ok_or_else(|| Error::invalid("input.steps.copy.images", "no image for the run's region"))?;
     // A recipe that turns the test off has no test step; otherwise only the image that passed is published.
     if run.recipe.test.enabled {
-        let test = req.steps.test()?;
+        let test = req.steps.test_launch()?;
         if test.progress.status != Status::Ready {
             return Err(Error::invalid(
-                "input.steps.test.status",
+                "input.steps.test_launch.status",
                 "the test has not passed: publish runs only after a passed test",
             ));
         }
         if test.image_id != home.image_id {
             return Err(Error::invalid(
-                "input.steps.test.image_id",
+                "input.steps.test_launch.image_id",
                 format!(
                     "the test ran {} but the home region's image is {}",
                     naming::preview(&test.image_id),

@@ -308,7 +308,7 @@ fn request_for(run: &Run) -> serde_json::Value {
         "start",
         run,
         json!({
-            "test": passed_test(),
+            "test_launch": passed_test(),
             "copy": CopyState {
                 images: vec![image_state(HOME, HOME_IMAGE), image_state(EU, EU_IMAGE), image_state(AP, AP_IMAGE)],
                 progress: ready(),
@@ -536,17 +536,17 @@ async fn nothing_is_published_without_a_passed_test() {
     let cases: &[(Change, &str)] = &[
         (
             |r| {
-                r["steps"].as_object_mut().unwrap().remove("test");
+                r["steps"].as_object_mut().unwrap().remove("test_launch");
             },
-            "input.steps.test",
+            "input.steps.test_launch",
         ),
         (
-            |r| r["steps"]["test"]["status"] = json!("pending"),
-            "input.steps.test.status",
+            |r| r["steps"]["test_launch"]["status"] = json!("pending"),
+            "input.steps.test_launch.status",
         ),
         (
-            |r| r["steps"]["test"]["image_id"] = json!(OLD_IMAGE),
-            "input.steps.test.image_id",
+            |r| r["steps"]["test_launch"]["image_id"] = json!(OLD_IMAGE),
+            "input.steps.test_launch.image_id",
         ),
     ];
     for (change, want) in cases {
@@ -570,7 +570,7 @@ async fn a_recipe_without_a_test_step_publishes_without_one() {
     let mut run = testing::run();
     run.recipe.test.enabled = false;
     let mut req = request_for(&run);
-    req["steps"].as_object_mut().unwrap().remove("test");
+    req["steps"].as_object_mut().unwrap().remove("test_launch");
     handle(&deps(&world), req).await.unwrap();
     assert_eq!(world.lock().unwrap().puts.len(), 3);
 }

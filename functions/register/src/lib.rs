@@ -179,7 +179,7 @@ async fn own_image(deps: &Deps, req: &StepRequest, name: Option<&str>) -> Result
 }
 
 async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
-    let state = req.steps.image()?.clone();
+    let state = req.steps.register()?.clone();
     state.progress.check_deadline(now, "image registration")?;
     let image = ami_core::ec2::describe_image(&deps.ec2, &state.image_id).await?;
     let status = match image_progress(image.as_ref()) {

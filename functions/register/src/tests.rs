@@ -246,7 +246,7 @@ fn image_states(states: Vec<Option<Ec2ImageState>>) -> Rule {
 
 fn image_steps() -> serde_json::Value {
     let mut steps = snapshot_steps();
-    steps["image"] = json!(ImageState {
+    steps["register"] = json!(ImageState {
         region: "us-east-1".into(),
         image_id: NEW_IMAGE.into(),
         name: "web".into(),

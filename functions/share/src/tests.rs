@@ -84,7 +84,7 @@ fn request_with(run: &Run) -> Value {
         "start",
         &run,
         json!({
-            "image": image_state(HOME, CANDIDATE),
+            "register": image_state(HOME, CANDIDATE),
             "copy": copy_output(vec![image_state(HOME, CANDIDATE)]),
         }),
     )
@@ -478,7 +478,7 @@ async fn every_region_of_the_run_is_shared_with_its_own_image_in_run_order() {
         "start",
         &run,
         json!({
-            "image": image_state(HOME, CANDIDATE),
+            "register": image_state(HOME, CANDIDATE),
             "copy": copy_output(vec![image_state(DEST, COPY), image_state(HOME, CANDIDATE)]),
         }),
     );

@@ -69,10 +69,10 @@ fn launched_at(instance: &Instance, now: i64) -> i64 {
 async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     let recipe = &req.run.recipe;
     let test = &recipe.test;
-    let image = req.steps.image()?;
+    let image = req.steps.register()?;
     if image.region != req.run.region {
         return Err(Error::invalid(
-            "input.steps.image.region",
+            "input.steps.register.region",
             format!("the candidate is tested in the pipeline's region `{}`", req.run.region),
         ));
     }
@@ -219,12 +219,12 @@ fn ended(id: &str, instance: &Instance, state: &InstanceStateName) -> Error {
 }
 
 async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
-    let state = req.steps.test()?.clone();
+    let state = req.steps.test_launch()?.clone();
     if state.instance_id.is_empty() {
         // Only `start` with the test disabled returns no instance, and that state is already ready.
         if req.run.recipe.test.enabled {
             return Err(Error::invalid(
-                "input.steps.test.instance_id",
+                "input.steps.test_launch.instance_id",
                 "must name the test instance `start` launched",
             ));
         }
@@ -313,7 +313,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
 
 /// Terminates the test instance; one already gone counts as done. Runs after a pass and on the failure path.
 async fn finish(deps: &Deps, req: &StepRequest) -> Result<TestState> {
-    let state = req.steps.test()?.clone();
+    let state = req.steps.test_launch()?.clone();
     if !state.instance_id.is_empty() {
         ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
         log(&state.instance_id, "terminated the test instance");

@@ -67,7 +67,11 @@ fn snapshots() -> SnapshotState {
 }
 
 fn start_request(run: &Run) -> Value {
-    testing::request("start", run, json!({ "image": candidate(), "snapshot": snapshots() }))
+    testing::request(
+        "start",
+        run,
+        json!({ "register": candidate(), "snapshot": snapshots() }),
+    )
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -291,7 +295,7 @@ async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
     let next = parse(testing::request(
         "status",
         &run,
-        json!({ "image": candidate(), "test": out }),
+        json!({ "register": candidate(), "test_launch": out }),
     ));
     let after = status(&deps, &next, NOW + 5).await.unwrap();
     assert_eq!(after, out);
@@ -314,7 +318,7 @@ fn request_for(action: &str, run: &Run, s: &TestState) -> StepRequest {
     parse(testing::request(
         action,
         run,
-        json!({ "image": candidate(), "test": s }),
+        json!({ "register": candidate(), "test_launch": s }),
     ))
 }
 
@@ -549,7 +553,7 @@ async fn finish_terminates_the_instance() {
         testing::request(
             "finish",
             &testing::run(),
-            json!({ "image": candidate(), "test": state() }),
+            json!({ "register": candidate(), "test_launch": state() }),
         ),
     )
     .await
@@ -604,26 +608,26 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.image"),
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register"),
         "{err}"
     );
 
     let mut bad = start_request(&testing::run());
-    bad["steps"]["image"]["region"] = json!("eu-west-1");
+    bad["steps"]["register"]["region"] = json!("eu-west-1");
     let err = handle(&deps, bad).await.unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.image.region"),
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register.region"),
         "{err}"
     );
 
     let err = handle(
         &deps,
-        testing::request("status", &testing::run(), json!({ "image": candidate() })),
+        testing::request("status", &testing::run(), json!({ "register": candidate() })),
     )
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.test"),
+        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.test_launch"),
         "{err}"
     );
 

@@ -117,8 +117,8 @@ fn worst_case_history_is_half_the_quota_for_the_largest_recipe() {
     let longest = BTreeMap::from([
         ("$.steps.build", limits::BUILD_MINUTES),
         ("$.steps.snapshot", limits::IMAGE_MINUTES),
-        ("$.steps.image", limits::IMAGE_MINUTES),
-        ("$.steps.test", limits::TEST_MINUTES),
+        ("$.steps.register", limits::IMAGE_MINUTES),
+        ("$.steps.test_launch", limits::TEST_MINUTES),
         ("$.steps.copy", limits::COPY_MINUTES),
     ]);
     let mut polled = 0;
