@@ -781,10 +781,12 @@ def render(r: dict) -> str:
           "call rate is far above a real run's; "
           "see the README (Scale) for what bounds the rate in AWS.", ""]
     L += ["## Caveats", "",
-          "- Warm latency is not a handler comparison here: a rejected input with no AWS call takes as long warm "
-          "(~50 ms) as a status call with two EC2 calls, so the figure is the floor of the local runtime-API path "
-          "(cargo lambda, the benchmark's runtime proxy, moto), not the handler. Cold start and memory are the "
-          "figures to read.",
+          "- Warm latency: runs before 2026-11-27's fix measured ~50 ms warm for every handler, even for a rejected "
+          "input with no AWS call. bench/WARM_LATENCY.md found the cause with a control (a lambda_runtime hello "
+          "world, bench/control): the benchmark's runtime proxy sent each reply's headers and body in two writes with "
+          "Nagle on, and lambda_runtime's kept-alive connection then waited ~40 ms for a delayed ACK (the Python "
+          "baseline opened a new connection per request). With TCP_NODELAY on the proxy: control 1.2 ms, ami-build "
+          "(rejected input) 1.3 ms, Python baseline 1.7 ms. Not a property of our handlers or of AWS.",
           "- The Python baseline runs a minimal runtime loop (bench/baseline/bootstrap.py) instead of awslambdaric, "
           "whose native client never answered an invocation from cargo lambda's emulator here; it does less work "
           "than awslambdaric, so it can only flatter the baseline.",

@@ -190,19 +190,9 @@ pub fn render() -> String {
 mod tests {
     use super::*;
 
-    const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/contract.json");
-
     #[test]
     fn committed_contract_is_current() {
-        let fresh = render();
-        if std::env::var_os("UPDATE_DEFINITION").is_some() {
-            std::fs::write(COMMITTED, &fresh).expect("write the contract");
-        }
-        let text = std::fs::read_to_string(COMMITTED).unwrap_or_default();
-        assert!(
-            text == fresh,
-            "infra/contract.json is stale: run `make definition` and commit it"
-        );
+        definition::assert_committed("infra/contract.json", &render(), "UPDATE_DEFINITION", "definition");
     }
 
     #[test]

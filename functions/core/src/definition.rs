@@ -322,5 +322,17 @@ pub fn render_json(v: Value) -> String {
     text
 }
 
+/// For the tests that keep a generated file current: rewrites `path` (relative to the repository) when the
+/// variable `update` is set, then fails unless the committed text is `fresh`, naming the make target to run.
+#[cfg(test)]
+pub(crate) fn assert_committed(path: &str, fresh: &str, update: &str, target: &str) {
+    let file = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os(update).is_some() {
+        std::fs::write(&file, fresh).expect("write the generated file");
+    }
+    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(committed == fresh, "{path} is stale: run `make {target}` and commit it");
+}
+
 #[cfg(test)]
 mod tests;

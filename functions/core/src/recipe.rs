@@ -878,22 +878,13 @@ pub fn json_schema() -> String {
 mod tests {
     use super::*;
 
-    const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/recipe.schema.json");
     const WEB: &str = include_str!("../../../infra/recipes/al2023-web.json");
     const WINDOWS: &str = include_str!("../../../infra/recipes/windows-2022-base.json");
 
     /// `UPDATE_SCHEMA=1 cargo test -p ami-core schema` rewrites the committed schema.
     #[test]
     fn committed_schema_is_current() {
-        let fresh = json_schema();
-        if std::env::var_os("UPDATE_SCHEMA").is_some() {
-            std::fs::write(SCHEMA_FILE, &fresh).expect("write schema");
-        }
-        let committed = std::fs::read_to_string(SCHEMA_FILE).unwrap_or_default();
-        assert!(
-            committed == fresh,
-            "infra/recipe.schema.json is stale: run `make schema`"
-        );
+        crate::definition::assert_committed("infra/recipe.schema.json", &json_schema(), "UPDATE_SCHEMA", "schema");
     }
 
     #[test]

@@ -21,14 +21,11 @@ fn states(d: &Value) -> &serde_json::Map<String, Value> {
 
 #[test]
 fn committed_definition_is_current() {
-    let fresh = render();
-    if std::env::var_os("UPDATE_DEFINITION").is_some() {
-        std::fs::write(COMMITTED, &fresh).expect("write the definition");
-    }
-    let text = std::fs::read_to_string(COMMITTED).unwrap_or_default();
-    assert!(
-        text == fresh,
-        "statemachine/pipeline.asl.json is stale: run `make definition` and commit it"
+    assert_committed(
+        "statemachine/pipeline.asl.json",
+        &render(),
+        "UPDATE_DEFINITION",
+        "definition",
     );
 }
 
