@@ -185,6 +185,11 @@ recipes = [
     ("account-duplicated", r(["distribution", "accounts"], ["111122223333", "111122223333"]), "recipe.distribution.accounts[1]"),
     ("public-by-account-all", r(["distribution", "accounts"], ["all"]), "recipe.distribution.accounts[0]"),
     ("public-flag-string", r(["distribution", "public"], "true"), "recipe.distribution.public"),
+    # Encrypted snapshots cannot be made public; default-key ones cannot be shared (ModifySnapshotAttribute).
+    ("public-encrypted", r(["distribution", "public"], True), "recipe.distribution.public"),
+    ("shared-without-home-key", r(["image", "kms_key_id"], DROP), "recipe.image.kms_key_id"),
+    ("shared-with-default-key", r(["distribution", "kms_key_ids"], {"eu-west-1": "alias/aws/ebs"}), "recipe.distribution.kms_key_ids.eu-west-1"),
+    ("shared-copy-region-without-key", r(["distribution", "kms_key_ids"], {"eu-west-1": "alias/ami-pipeline"}), "recipe.distribution.kms_key_ids"),
     ("org-arn-bad", r(["distribution", "organization_arns"], ["o-123"]), "recipe.distribution.organization_arns[0]"),
     ("ou-arn-bad", r(["distribution", "organizational_unit_arns"], ["ou-123"]), "recipe.distribution.organizational_unit_arns[0]"),
     ("copy-timeout-small", r(["distribution", "copy_timeout_minutes"], 5), "recipe.distribution.copy_timeout_minutes"),

@@ -32,7 +32,8 @@ impl Deps {
 
 /// How long a stopped builder may go without a result marker before the build fails. Console output is buffered
 /// and "posted shortly after an instance transition state" (GetConsoleOutput API reference), so the marker can
-/// lag the stop. Measured from the stop time EC2 records, not from a poll count: status calls are stateless.
+/// lag the stop. Measured from AWS's state (the stop time EC2 gives, or a tag), never a poll count: status calls
+/// are stateless.
 const CONSOLE_GRACE_SECONDS: i64 = 15 * 60;
 
 impl Step for Deps {
@@ -229,15 +230,28 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> 
                         "builder {id}: provisioning script reported {why}"
                     )));
                 }
-                // Without a stop time (not reported) the step's deadline ends the wait instead.
-                None if stopped_at(&instance).is_some_and(|t| now - t > CONSOLE_GRACE_SECONDS) => {
-                    return Err(Error::ProvisionFailed(format!(
-                        "builder {id} stopped more than {} minutes ago without printing a result: the script was \
-                         cut short or the instance was stopped from outside",
-                        CONSOLE_GRACE_SECONDS / 60
-                    )));
-                }
-                None => false,
+                None => match stopped_since(&instance) {
+                    Some(t) if now - t > CONSOLE_GRACE_SECONDS => {
+                        return Err(Error::ProvisionFailed(format!(
+                            "builder {id} stopped more than {} minutes ago without printing a result: the script \
+                             was cut short or the instance was stopped from outside",
+                            CONSOLE_GRACE_SECONDS / 60
+                        )));
+                    }
+                    Some(_) => false,
+                    None => {
+                        // No stop time from EC2 (a stop from inside the OS): start the grace period now, on the
+                        // instance, since the next poll does not see this call's output.
+                        deps.ec2
+                            .create_tags()
+                            .resources(id)
+                            .tags(tags::tag(tags::STOPPED_SEEN, &now.to_string()))
+                            .send()
+                            .await
+                            .aws("CreateTags")?;
+                        false
+                    }
+                },
             }
         }
         Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown) => {
@@ -254,8 +268,16 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> 
     })
 }
 
-/// When the instance stopped, from its `StateTransitionReason`: "User initiated (2026-11-27 10:00:00 GMT)" on
-/// AWS (EC2 API reference, Instance); the local emulator writes "UTC".
+/// Since when the builder is known to be stopped: the time in its `StateTransitionReason` when EC2 gives one,
+/// else the `STOPPED_SEEN` tag an earlier status call put on it.
+fn stopped_since(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
+    stopped_at(instance).or_else(|| tags::get(instance.tags(), tags::STOPPED_SEEN)?.parse().ok())
+}
+
+/// The stop time in `StateTransitionReason`. The EC2 API reference only says "the reason for the most recent
+/// state transition. This might be an empty string"; observed: "User initiated (2026-11-27 10:00:00 GMT)" for an
+/// API stop, "User initiated" without a time for one from inside the OS (cloud-custodian issue 6924). moto
+/// writes "UTC".
 fn stopped_at(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
     let reason = instance.state_transition_reason()?;
     let inside = reason.rsplit_once('(')?.1.strip_suffix(')')?;

@@ -400,6 +400,59 @@ async fn stopped_without_marker_waits_for_the_console_then_fails() {
     assert!(err.to_string().contains("stopped more than 15 minutes ago"), "{err}");
 }
 
+/// A stop from inside the OS carries no time in `StateTransitionReason` ("User initiated"): the first status call
+/// that sees it stopped without a result tags the builder with the time, and later ones (same input) count the
+/// grace period from that tag.
+#[tokio::test]
+async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
+    use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+    fn stopped(tag: Option<i64>) -> Rule {
+        mock!(Ec2::describe_instances)
+            .sequence()
+            .output(move || {
+                let mut i = Instance::builder()
+                    .instance_id(BUILDER)
+                    .state(InstanceState::builder().name(InstanceStateName::Stopped).build())
+                    .state_transition_reason("User initiated");
+                if let Some(t) = tag {
+                    i = i.tags(tags::tag(tags::STOPPED_SEEN, &t.to_string()));
+                }
+                DescribeInstancesOutput::builder()
+                    .reservations(Reservation::builder().instances(i.build()).build())
+                    .build()
+            })
+            .build()
+    }
+    let con = console("booting\n");
+    let tagged = mock!(Ec2::create_tags)
+        .match_requests(|r| {
+            r.resources() == [BUILDER]
+                && r.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(tags::STOPPED_SEEN) && t.value() == Some(&NOW.to_string()))
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
+    let first = stopped(None);
+    let s = status(&deps(&[&first, &con, &tagged], &[]), &status_request(&state()), NOW)
+        .await
+        .unwrap();
+    assert_eq!((s.progress.status, tagged.num_calls()), (Status::Pending, 1));
+    let recent = stopped(Some(NOW - 60));
+    let s = status(&deps(&[&recent, &con], &[]), &status_request(&state()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.progress.status,
+        Status::Pending,
+        "within the grace period: no second tag, still waiting"
+    );
+    let old = stopped(Some(NOW - CONSOLE_GRACE_SECONDS - 1));
+    let err = status(&deps(&[&old, &con], &[]), &status_request(&state()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
+}
+
 #[tokio::test]
 async fn builder_terminated_by_someone_else_is_resource_gone() {
     let states = instance_in(&[InstanceStateName::Terminated]);

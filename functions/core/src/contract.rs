@@ -161,6 +161,7 @@ pub fn contract() -> Value {
             "source_image": tags::SOURCE_IMAGE,
             "state": tags::STATE,
             "boot_to_ready": tags::BOOT_TO_READY,
+            "stopped_seen": tags::STOPPED_SEEN,
         },
         "tag_values": {
             "roles": roles,

@@ -127,6 +127,14 @@ fn lambda_retrier() -> Value {
            "JitterStrategy": "FULL"})
 }
 
+/// The same for a status Task, whose retry counters last the whole step ("A retrier's parameters apply across
+/// all visits to the retrier in the context of a single-state execution", Step Functions developer guide): up to
+/// hundreds of polls share this budget, so it is larger, and capped so each retry stays a short pause.
+fn lambda_retrier_polling() -> Value {
+    json!({"ErrorEquals": LAMBDA_ERRORS, "IntervalSeconds": 2, "MaxAttempts": 20, "BackoffRate": 2,
+           "MaxDelaySeconds": 60, "JitterStrategy": "FULL"})
+}
+
 /// Retries a throttled or failed AWS call of a one-shot Task (start, finish, share ...): every such action is
 /// idempotent, so a retry repeats it safely.
 fn transient_retrier() -> Value {
@@ -203,7 +211,7 @@ fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
          hung step. Throttling inside a poll is answered NotReady, so it costs a poll, not a retrier's budget.",
         step.what
     );
-    let retry = vec![lambda_retrier(), poll_retrier(minutes)];
+    let retry = vec![lambda_retrier_polling(), poll_retrier(minutes)];
     states.insert(status, task(step, "status", &comment, retry, "Cleanup", Some(next)));
 }
 

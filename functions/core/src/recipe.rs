@@ -226,7 +226,8 @@ pub struct ImageSpec {
     /// Instances launched from the image must use IMDSv2. Default on; cannot be undone on an image.
     #[serde(default = "yes")]
     pub imds_v2: bool,
-    /// KMS key for the builder's volumes and so the image's snapshots (default: the account's EBS key).
+    /// KMS key for the builder's volumes and so the image's snapshots (default: the account's EBS key). Required
+    /// (a customer-managed key) when the image is shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
     #[serde(default)]
@@ -282,7 +283,7 @@ pub struct Distribution {
     #[serde(default)]
     pub regions: Vec<String>,
     /// KMS key per destination region; a region without one uses its default EBS key. Copies are always
-    /// encrypted.
+    /// encrypted. Required (a customer-managed key) for every copy region when the image is shared.
     #[serde(default)]
     pub kms_key_ids: BTreeMap<String, String>,
     /// 12-digit account ids that may launch (and copy) the image.
@@ -292,7 +293,8 @@ pub struct Distribution {
     pub organization_arns: Vec<String>,
     #[serde(default)]
     pub organizational_unit_arns: Vec<String>,
-    /// Make the image public. Off unless set here explicitly.
+    /// Make the image public. Always refused: ami-pipeline encrypts every image, and encrypted snapshots cannot
+    /// be made public.
     #[serde(default)]
     pub public: bool,
     #[serde(default = "default_copy_timeout")]
@@ -457,6 +459,7 @@ impl Recipe {
         self.validate_image()?;
         self.validate_test()?;
         self.validate_distribution()?;
+        self.validate_sharing()?;
         self.validate_publish()?;
         if self.retention.keep == 0 {
             return Err(Error::invalid(
@@ -608,6 +611,70 @@ impl Recipe {
         Ok(())
     }
 
+    /// Whether the image is shared with other accounts, organizations or OUs.
+    pub fn is_shared(&self) -> bool {
+        let d = &self.distribution;
+        !(d.accounts.is_empty() && d.organization_arns.is_empty() && d.organizational_unit_arns.is_empty())
+    }
+
+    /// The keys a shared image needs, once the home region is known (the trigger): a customer-managed key in
+    /// every copy region, since "snapshots encrypted with your default KMS key cannot be shared with other
+    /// accounts" (ModifySnapshotAttribute API reference). The home region's key is `image.kms_key_id`, checked by
+    /// `validate`.
+    pub fn check_sharing_keys(&self, home: &str) -> Result<()> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        let d = &self.distribution;
+        for region in d.regions.iter().filter(|r| *r != home) {
+            if !d.kms_key_ids.contains_key(region) {
+                return Err(Error::invalid(
+                    "recipe.distribution.kms_key_ids",
+                    format!(
+                        "needs a customer-managed KMS key for `{region}`: the image is shared, and snapshots \
+                         encrypted with the default aws/ebs key cannot be shared with other accounts; add \
+                         `\"{region}\": \"<key id, ARN or alias>\"` (its key policy must let the target accounts use \
+                         it, infra/DEPLOY.md)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sharing(&self) -> Result<()> {
+        let d = &self.distribution;
+        if d.public {
+            return Err(Error::invalid(
+                "recipe.distribution.public",
+                "cannot be true: ami-pipeline encrypts every image, and encrypted snapshots cannot be made public \
+                 (ModifySnapshotAttribute API reference); share with accounts, organizations or OUs instead",
+            ));
+        }
+        if !self.is_shared() {
+            return Ok(());
+        }
+        for (r, key) in &d.kms_key_ids {
+            if is_default_ebs_key(key) {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.kms_key_ids.{r}"),
+                    "is the default aws/ebs key, whose snapshots cannot be shared with other accounts: name a \
+                     customer-managed key",
+                ));
+            }
+        }
+        // An instance source keeps its volumes' own keys; a built image takes `image.kms_key_id`.
+        if matches!(self.source, Source::Image(_)) && self.image.kms_key_id.as_deref().is_none_or(is_default_ebs_key) {
+            return Err(Error::invalid(
+                "recipe.image.kms_key_id",
+                "needs a customer-managed KMS key: the image is shared, and snapshots encrypted with the default \
+                 aws/ebs key cannot be shared with other accounts (ModifySnapshotAttribute API reference); its key \
+                 policy must let the target accounts use it (infra/DEPLOY.md)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_distribution(&self) -> Result<()> {
         let d = &self.distribution;
         let mut seen = BTreeSet::new();
@@ -731,6 +798,11 @@ fn validate_build(b: &Build) -> Result<()> {
         limits::BUILD_MINUTES,
     )?;
     check_script("recipe.build.script", &b.script)
+}
+
+/// The AWS managed EBS key by alias (an ARN of it cannot be told from a customer key without `DescribeKey`).
+fn is_default_ebs_key(key: &str) -> bool {
+    key.trim().eq_ignore_ascii_case("alias/aws/ebs")
 }
 
 fn check_range(field: &str, v: u32, min: u32, max: u32) -> Result<()> {
@@ -972,6 +1044,29 @@ mod tests {
                 "recipe.distribution.public",
             ),
             (
+                edit(|v| v["distribution"]["public"] = json!(true)),
+                "recipe.distribution.public",
+            ),
+            (
+                edit(|v| {
+                    v["image"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("kms_key_id")
+                        .map(|_| ())
+                        .unwrap_or(())
+                }),
+                "recipe.image.kms_key_id",
+            ),
+            (
+                edit(|v| v["image"]["kms_key_id"] = json!("alias/aws/ebs")),
+                "recipe.image.kms_key_id",
+            ),
+            (
+                edit(|v| v["distribution"]["kms_key_ids"]["eu-west-1"] = json!("alias/aws/ebs")),
+                "recipe.distribution.kms_key_ids.eu-west-1",
+            ),
+            (
                 edit(|v| v["publish"]["ssm_parameters"] = json!(["no-slash"])),
                 "recipe.publish.ssm_parameters[0]",
             ),
@@ -986,6 +1081,32 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(field_of(&text), want, "{text}");
         }
+    }
+
+    /// "Snapshots encrypted with your default KMS key cannot be shared with other accounts" (ModifySnapshotAttribute
+    /// API reference): a shared image needs a customer-managed key in every region it lands in.
+    #[test]
+    fn a_shared_image_needs_a_key_in_every_copy_region() {
+        let web = Recipe::from_json(WEB).unwrap();
+        assert!(web.is_shared());
+        assert_eq!(web.check_sharing_keys("us-east-1"), Ok(()));
+        let mut missing = web.clone();
+        missing.distribution.kms_key_ids.remove("ap-southeast-2");
+        let err = missing.check_sharing_keys("us-east-1").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids"
+                && message.contains("`ap-southeast-2`")),
+            "{err}"
+        );
+        // Built in ap-southeast-2, the image there takes image.kms_key_id: no copy needs that entry.
+        assert_eq!(missing.check_sharing_keys("ap-southeast-2"), Ok(()));
+        // Not shared: the default key is fine everywhere.
+        let mut private = missing;
+        private.distribution.accounts.clear();
+        assert!(!private.is_shared());
+        assert_eq!(private.check_sharing_keys("us-east-1"), Ok(()));
+        private.image.kms_key_id = None;
+        assert_eq!(private.validate(), Ok(()));
     }
 
     #[test]

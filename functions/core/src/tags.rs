@@ -16,6 +16,9 @@ pub const SOURCE_IMAGE: &str = "ami-pipeline:source-image";
 /// `candidate` until publish hands the image over, then `released`. Cleanup removes only candidates.
 pub const STATE: &str = "ami-pipeline:state";
 pub const BOOT_TO_READY: &str = "ami-pipeline:boot-to-ready-seconds";
+/// On a builder: Unix seconds when a status call first saw it stopped without a result, where EC2 gives no stop
+/// time (an OS-initiated stop). Status calls are stateless, so this wait is kept on the instance.
+pub const STOPPED_SEEN: &str = "ami-pipeline:stopped-seen-at";
 
 pub const STATE_CANDIDATE: &str = "candidate";
 pub const STATE_RELEASED: &str = "released";

@@ -55,6 +55,8 @@ impl Deps {
 pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
     let ev = event::parse(event)?;
     let recipe = load_recipe(deps, ev.pipeline()).await?;
+    // Before anything is looked up or created: a shared image needs a customer-managed key in every region.
+    recipe.check_sharing_keys(&deps.region)?;
     let (release, day, name, trigger) = match ev {
         TriggerEvent::Release { detail, day } => {
             let name = naming::release_execution_name(&detail.pipeline, &detail.version);

@@ -156,6 +156,23 @@ async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
     assert_eq!(sfn.num_calls(), 0);
 }
 
+/// A shared image without a customer-managed key in a copy region would fail at share, after the build, test and
+/// copies: the trigger refuses it before anything is looked up or started.
+#[tokio::test]
+async fn shared_recipe_without_a_key_for_a_copy_region_starts_nothing() {
+    let bad = testing::EXAMPLE_RECIPE.replace(", \"ap-southeast-2\": \"alias/ami-pipeline\"", "");
+    assert_ne!(bad, testing::EXAMPLE_RECIPE);
+    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids"
+            && message.contains("ap-southeast-2")),
+        "{err}"
+    );
+    assert_eq!(sfn.num_calls(), 0);
+}
+
 #[tokio::test]
 async fn missing_recipe_is_recipe_not_found() {
     let param = mock!(Ssm::get_parameter)

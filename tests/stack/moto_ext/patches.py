@@ -433,6 +433,10 @@ def _guest_finishes(inst, rec) -> None:
         inst.terminate()
     else:
         inst.stop()
+        # A stop from inside the OS carries no time: "User initiated" alone (reported for OS-initiated stops,
+        # cloud-custodian issue 6924), where moto's API stop writes "User initiated (<time>)". The EC2 API
+        # reference documents only "the reason for the most recent state transition. This might be an empty string."
+        inst._reason = "User initiated"
     inst.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
                                     "Client.InstanceInitiatedShutdown")
 

@@ -175,11 +175,13 @@ fn every_task_retries_and_catches_with_names_the_handlers_emit() {
                 );
             }
             // Retrier fields as AWS accepts them (States Language, "Retrying after an error"): whole seconds.
-            for key in ["IntervalSeconds", "MaxDelaySeconds"] {
+            // "IntervalSeconds has a maximum value of 99999999"; MaxDelaySeconds "greater than 0 and less than
+            // 31622401".
+            for (key, max) in [("IntervalSeconds", 99_999_999), ("MaxDelaySeconds", 31_622_400)] {
                 if let Some(v) = r.get(key) {
                     assert!(
-                        v.as_u64().is_some_and(|v| v >= 1),
-                        "{name}: {key} must be a positive integer"
+                        v.as_u64().is_some_and(|v| (1..=max).contains(&v)),
+                        "{name}: {key} out of range"
                     );
                 }
             }
