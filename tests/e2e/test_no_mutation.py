@@ -1,4 +1,4 @@
-"""6. A malformed release event and an untrusted base image make no mutating call."""
+"""6. A malformed release event, an untrusted base image and a shared recipe without keys make no mutating call."""
 
 from __future__ import annotations
 
@@ -30,3 +30,20 @@ def test_untrusted_base_image_makes_no_mutating_call(stack):
     # never retried, nothing launched; cleanup found nothing to do
     assert len(task_calls(detail, "Build Start")) == 1, explain(detail)
     assert mutating_calls(stack) == [], explain(detail)
+
+
+def test_shared_recipe_without_a_key_for_a_copy_region_is_refused_before_any_call(stack):
+    """Snapshots encrypted with the default EBS key cannot be shared with other accounts (ModifySnapshotAttribute
+    API reference): a recipe that shares but names no customer-managed key for a copy region would fail at share,
+    after the build, test and copies. The trigger refuses it first, naming the field."""
+    recipe = stack.recipe("web-nokey")
+    assert recipe["distribution"]["accounts"], "the example recipe shares with accounts"
+    recipe["distribution"]["kms_key_ids"].pop("ap-southeast-2")
+    stack.put_recipe(recipe)
+    stack.sim("POST", "reset")
+    before = {e["name"] for e in stack.executions()}
+    ok, out = trigger(stack, local.release_event("web-nokey", "1.0.0"))
+    assert not ok and out["errorType"] == "AmiPipeline.InvalidInput", out
+    assert "recipe.distribution.kms_key_ids" in out["errorMessage"] and "ap-southeast-2" in out["errorMessage"], out
+    assert {e["name"] for e in stack.executions()} == before
+    assert stack.sim("GET", "calls")["calls"] == []

@@ -416,8 +416,15 @@ def seed(stack: Stack) -> dict:
                       if m.get("DeviceName") == base["RootDeviceName"] and "Ebs" in m), 8)
     recipe["build"]["root_volume"]["size_gib"] = max(recipe["build"]["root_volume"]["size_gib"], root_size)
     recipe["distribution"]["regions"] = list(TEST_REGIONS)
-    # moto knows no KMS aliases in other regions; copies use the region's default EBS key
-    recipe["distribution"]["kms_key_ids"] = {}
+    # A shared image needs a customer-managed key in every region (snapshots encrypted with the default EBS key
+    # cannot be shared): one per region, behind the alias the example recipe names, as infra/DEPLOY.md asks.
+    alias = recipe["image"]["kms_key_id"]
+    for region in {REGION, *TEST_REGIONS}:
+        kms = stack.boto3("kms", region)
+        if not any(a["AliasName"] == alias for a in kms.list_aliases()["Aliases"]):
+            key = kms.create_key(Description="ami-pipeline shared images")["KeyMetadata"]["KeyId"]
+            kms.create_alias(AliasName=alias, TargetKeyId=key)
+    recipe["distribution"]["kms_key_ids"] = {r: alias for r in TEST_REGIONS if r != REGION}
     recipe["test"]["subnet_id"] = subnet
     recipe["test"]["security_group_ids"] = [sg_id]
     # the builder's instance profile (RunInstances checks that it exists)
