@@ -341,6 +341,41 @@ def test_builder_prints_result_and_shuts_down(use1, base_image, extra, behaviour
     assert reason["Code"] == "Client.InstanceInitiatedShutdown"
 
 
+def test_a_stop_from_inside_the_os_carries_no_time(use1, base_image):
+    """An OS-initiated stop reads "User initiated" without a time; an API stop carries one."""
+    iid = launch(use1, base_image, BUILDER.format(extra=""), InstanceInitiatedShutdownBehavior="stop")
+    for _ in range(2 * K + 2):
+        instance_state(use1, iid)
+    inst = use1.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert inst["State"]["Name"] == "stopped" and inst["StateTransitionReason"] == "User initiated"
+    other = launch(use1, base_image)
+    use1.stop_instances(InstanceIds=[other])
+    reason = use1.describe_instances(InstanceIds=[other])["Reservations"][0]["Instances"][0]["StateTransitionReason"]
+    assert reason.startswith("User initiated (") and reason.endswith(")"), reason
+
+
+def test_deregistration_protection_and_disabled_images(use1, base_image):
+    """A protected AMI can't be deregistered, and says so in DescribeImages; a disabled AMI is hidden from
+    DescribeImages unless IncludeDisabled."""
+    snap = snapshots_of(use1, base_image)[0]
+    image_id = register(use1, unique("prot"), snap)
+    use1.enable_image_deregistration_protection(ImageId=image_id)
+    assert image(use1, image_id)["DeregistrationProtection"] == "enabled-without-cooldown"
+    with pytest.raises(ClientError) as e:
+        use1.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+    assert error_of(e)[0] == "OperationNotPermitted"
+    use1.disable_image_deregistration_protection(ImageId=image_id)
+    assert image(use1, image_id)["DeregistrationProtection"] == "disabled"
+
+    use1.disable_image(ImageId=image_id)
+    listing = {"Owners": ["self"], "Filters": [{"Name": "image-id", "Values": [image_id]}]}
+    assert use1.describe_images(**listing)["Images"] == []
+    shown = use1.describe_images(**listing, IncludeDisabled=True)["Images"]
+    assert [i["State"] for i in shown] == ["disabled"]
+    use1.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+    assert snap not in {s["SnapshotId"] for s in use1.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+
+
 def test_builder_result_visible_by_console_polling_alone(use1, base_image):
     iid = launch(use1, base_image, BUILDER.format(extra=""))
     outputs = [console(use1, iid, Latest=True) for _ in range(2 * K + 1)]

@@ -146,6 +146,13 @@ async fn clean_region(
     let (released, candidates): (Vec<Image>, Vec<Image>) = images
         .into_iter()
         .partition(|i| tags::get(i.tags(), tags::STATE) == Some(tags::STATE_RELEASED));
+    // Someone protected a candidate on purpose (EnableImageDeregistrationProtection): keep it and its snapshots.
+    let (kept, candidates): (Vec<Image>, Vec<Image>) = candidates
+        .into_iter()
+        .partition(ami_core::ec2::has_deregistration_protection);
+    for image in &kept {
+        lambda_runtime::tracing::warn!(image = ?image.image_id(), "deregistration protection on: candidate kept");
+    }
     let mut snapshots_deleted = Vec::new();
     for image in &candidates {
         ami_core::ec2::deregister_with_snapshots(ec2, image).await?;
@@ -154,7 +161,7 @@ async fn clean_region(
 
     // 3. Snapshots left over (a failure before register, or one register did not use), except a released
     // image's.
-    let in_use: BTreeSet<String> = released.iter().flat_map(snapshots_of).collect();
+    let in_use: BTreeSet<String> = released.iter().chain(&kept).flat_map(snapshots_of).collect();
     let leftover: Vec<String> = own_snapshots(ec2, mine())
         .await?
         .iter()

@@ -225,6 +225,23 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
         w.log.push(format!("DeregisterImage {r} {id}"));
         let x = w.resources.remove(id).expect("known image");
         assert_eq!(x.region, r);
+        // DeleteAssociatedSnapshots: the snapshots go with the image, except one another image still uses.
+        assert_eq!(
+            req.delete_associated_snapshots(),
+            Some(true),
+            "snapshots must go with the image"
+        );
+        if let Kind::Image { snapshots } = x.kind {
+            for s in snapshots {
+                let used = w
+                    .resources
+                    .values()
+                    .any(|o| matches!(&o.kind, Kind::Image { snapshots } if snapshots.contains(&s)));
+                if !used {
+                    w.resources.remove(&s);
+                }
+            }
+        }
         DeregisterImageOutput::builder().build()
     });
     let (w, r) = (world.clone(), region.to_string());
@@ -409,8 +426,8 @@ async fn running_cleanup_twice_is_success_and_changes_nothing_the_second_time() 
     let mutations = world.lock().unwrap().log.len();
     assert_eq!(
         mutations,
-        2 + 2 * 3 + 1,
-        "2 instances, 2 images with 2 snapshots each, 1 loose snapshot"
+        2 + 2 + 1,
+        "2 instances, 2 images (their snapshots go with them), 1 loose snapshot"
     );
     let out = handle(&deps, request()).await.unwrap();
     let w = world.lock().unwrap();

@@ -16,9 +16,12 @@ pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image
 
 /// Our own images (owner `self`) matching `filters`, all pages.
 pub async fn own_images(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Image>> {
+    // Disabled images are hidden from DescribeImages unless asked for (DescribeImages IncludeDisabled): retire
+    // and cleanup must see them too.
     let mut pages = ec2
         .describe_images()
         .owners("self")
+        .include_disabled(true)
         .set_filters(Some(filters))
         .into_paginator()
         .send();
@@ -110,20 +113,45 @@ pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
     }
 }
 
-/// Deregisters an image and deletes its snapshots; an image or snapshot already gone counts as done.
+/// Whether deregistration protection keeps the image (EnableImageDeregistrationProtection: "the AMI can't be
+/// deregistered"). DescribeImages' `DeregistrationProtection` is a string whose values the API reference does not
+/// list; anything but `disabled` (an enabled one, or one disabled but still in its 24-hour cooldown) counts as
+/// protected, so a protected image is skipped rather than failing the run.
+pub fn has_deregistration_protection(image: &Image) -> bool {
+    image
+        .deregistration_protection()
+        .map(str::trim)
+        .is_some_and(|p| !p.is_empty() && p != "disabled")
+}
+
+/// Deregisters an image with its snapshots in the same call (`DeleteAssociatedSnapshots`: no window in which
+/// they are left behind; one another AMI uses is kept, "regardless of this setting"). An image already gone
+/// counts as done; its listed snapshots are then deleted one by one, in case it went without them.
 pub async fn deregister_with_snapshots(ec2: &Client, image: &Image) -> Result<()> {
     let image_id = image.image_id().unwrap_or_default();
-    match ec2.deregister_image().image_id(image_id).send().await {
-        Ok(_) => {}
-        Err(e) if matches!(aws_code(&e), Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")) => {}
-        Err(e) => return Err(crate::error::from_sdk("DeregisterImage", e)),
+    match ec2
+        .deregister_image()
+        .image_id(image_id)
+        .delete_associated_snapshots(true)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            for r in out.delete_snapshot_results() {
+                tracing::info!(image = %image_id, snapshot = ?r.snapshot_id(), result = ?r.return_code(), "snapshot");
+            }
+            Ok(())
+        }
+        Err(e) if matches!(aws_code(&e), Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")) => {
+            let snapshots: Vec<String> = image
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(String::from))
+                .collect();
+            delete_snapshots(ec2, &snapshots).await
+        }
+        Err(e) => Err(crate::error::from_sdk("DeregisterImage", e)),
     }
-    let snapshots: Vec<String> = image
-        .block_device_mappings()
-        .iter()
-        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(String::from))
-        .collect();
-    delete_snapshots(ec2, &snapshots).await
 }
 
 /// Deletes snapshots; ones already gone count as done. A snapshot still used by another image is kept.

@@ -62,6 +62,9 @@ pub struct RetiredRegion {
     pub deregistered: Vec<String>,
     /// Referenced by a recipe SSM parameter or launch template default version: left untouched.
     pub protected: Vec<String>,
+    /// Due for deregistration but under deregistration protection (or its cooldown): skipped, left to you.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deregistration_protected: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -111,15 +111,23 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
             Err(e) => return Err(ami_core::error::from_sdk("EnableImageDeprecation", e)),
         }
     }
-    for image in &plan.deregister {
+    // Deregistration protection is the owner saying "keep this one": skip and report it, never fail a run that
+    // has already published.
+    let (locked, deregister): (Vec<Image>, Vec<Image>) = plan
+        .deregister
+        .iter()
+        .cloned()
+        .partition(ami_core::ec2::has_deregistration_protection);
+    for image in &deregister {
         ami_core::ec2::deregister_with_snapshots(&ec2, image).await?;
     }
     Ok(RetiredRegion {
         region: region.to_string(),
         kept: ids(&plan.keep),
         deprecated,
-        deregistered: ids(&plan.deregister),
+        deregistered: ids(&deregister),
         protected: ids(&plan.protected),
+        deregistration_protected: ids(&locked),
     })
 }
 

@@ -41,6 +41,8 @@ struct FakeImage {
     tags: BTreeMap<String, String>,
     deprecation: Option<i64>,
     snapshots: Vec<String>,
+    /// DescribeImages' DeregistrationProtection, when set.
+    protection: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -82,6 +84,7 @@ fn add_image(w: &mut World, region: &str, id: &str, pipeline: &str, state: &str,
             .collect(),
             deprecation: None,
             snapshots: vec![snap.clone(), format!("{snap}-data")],
+            protection: None,
         },
     );
 }
@@ -113,6 +116,9 @@ fn to_image(id: &str, i: &FakeImage) -> Image {
         ));
     if let Some(d) = i.deprecation {
         b = b.deprecation_time(testing::rfc3339(d));
+    }
+    if let Some(p) = i.protection {
+        b = b.deregistration_protection(p);
     }
     for s in &i.snapshots {
         b = b.block_device_mappings(
@@ -161,7 +167,15 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
     let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
         let mut w = w.lock().unwrap();
         w.deregistered.push(req.clone());
-        w.images.remove(req.image_id().unwrap_or_default());
+        let image = w.images.remove(req.image_id().unwrap_or_default());
+        // DeleteAssociatedSnapshots: the image's snapshots go in the same call.
+        assert_eq!(
+            req.delete_associated_snapshots(),
+            Some(true),
+            "snapshots must go with the image"
+        );
+        w.deleted_snapshots
+            .extend(image.map(|i| i.snapshots).unwrap_or_default());
         DeregisterImageOutput::builder().build()
     });
     let w = world.clone();
@@ -383,6 +397,31 @@ async fn kept_images_get_a_deprecation_time_never_in_the_past() {
     assert_eq!(home.deprecated[0].deprecate_at, "2027-02-06T11:07:00Z");
 }
 
+/// "When deregistration protection is enabled, the AMI can't be deregistered" (EnableImageDeregistrationProtection):
+/// an image due to go but protected, or still in the cooldown after protection was turned off, is skipped and
+/// reported, and the run does not fail.
+#[tokio::test]
+async fn images_under_deregistration_protection_are_skipped_and_reported() {
+    let world = world_with(&[10, 20, 30, 40, 50]);
+    {
+        let mut w = world.lock().unwrap();
+        w.images.get_mut(&image_id('a', 40)).unwrap().protection = Some("enabled-without-cooldown");
+        w.images.get_mut(&image_id('a', 50)).unwrap().protection = Some("disabled");
+    }
+    let deps = deps(&world);
+    let out = retire(&deps, &run_with(3, None), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(
+        home.deregistered,
+        ids_of(&[50]),
+        "`disabled` protection does not keep an image"
+    );
+    assert_eq!(home.deregistration_protected, ids_of(&[40]));
+    let w = world.lock().unwrap();
+    assert_eq!(w.deregistered.len(), 1, "no DeregisterImage for the protected one");
+    assert!(w.images.contains_key(&image_id('a', 40)));
+}
+
 #[tokio::test]
 async fn a_second_run_changes_nothing() {
     let world = world_with(&[10, 200, 300, 400, 500]);
@@ -439,7 +478,8 @@ async fn throttled_calls_are_retried_then_succeed() {
     let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
     assert_eq!(throttled.num_calls(), 2);
     assert_eq!(region(&out, HOME).deregistered, ids_of(&[20]));
-    assert_eq!(world.lock().unwrap().deleted_snapshots.len(), 2, "then its snapshots");
+    // The snapshots went with the image (DeleteAssociatedSnapshots): no separate DeleteSnapshot.
+    assert_eq!(world.lock().unwrap().deleted_snapshots.len(), 0);
 }
 
 #[tokio::test]

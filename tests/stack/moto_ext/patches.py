@@ -134,7 +134,19 @@ def describe_images(self):
             ami.state = rec["final"]
             if rec["reason"]:
                 ami.state_reason = rec["reason"]
-    return ORIG["describe_images"](self)
+    # Disabled AMIs are left out of listings unless IncludeDisabled (DescribeImages: "Default: No disabled AMIs
+    # are included in the response"); moto lists them. Hidden for this call only (EC2 calls are serialised by the
+    # middleware). Asked for by id, they are still answered: AWS does not document that case.
+    amis = self.ec2_backend.amis
+    listing = not self._get_param("ImageIds")
+    hidden = {} if self._get_bool_param("IncludeDisabled", False) or not listing else {
+        i: a for i, a in amis.items() if a.state == "disabled"}
+    for i in hidden:
+        amis.pop(i)
+    try:
+        return ORIG["describe_images"](self)
+    finally:
+        amis.update(hidden)
 
 
 def _image_bdm(backend, mappings: list[dict], ami_id: str) -> list[dict]:
@@ -303,11 +315,41 @@ def get_image_block_public_access_state(self):
 
 
 @ec2_action
+def enable_image_deregistration_protection(self):
+    """EnableImageDeregistrationProtection: "the AMI can't be deregistered" until protection is disabled (and, with
+    WithCooldown, for 24 hours after). DescribeImages then reports DeregistrationProtection; the API reference does
+    not list its values: these are the emulator's (the pipeline treats anything but `disabled` as protected)."""
+    ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    self.error_on_dryrun()
+    cooldown = self._get_bool_param("WithCooldown", False)
+    ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+@ec2_action
+def disable_image_deregistration_protection(self):
+    """DisableImageDeregistrationProtection; with a cooldown the AMI stays protected for 24 hours."""
+    ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    self.error_on_dryrun()
+    if getattr(ami, "deregistration_protection", None) == "enabled-with-cooldown":
+        until = (datetime.now(timezone.utc) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        ami.deregistration_protection = f"disabled-until {until}"
+    else:
+        ami.deregistration_protection = "disabled"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+@ec2_action
 def deregister_image(self):
     """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots,
-    except one still used by another AMI (EC2 DeregisterImage)."""
+    except one still used by another AMI (EC2 DeregisterImage). A protected AMI is refused
+    (EnableImageDeregistrationProtection: "the AMI can't be deregistered"; AWS documents no error code for it:
+    the code below is the emulator's, and the pipeline never relies on it: it reads DeregistrationProtection)."""
     backend = self.ec2_backend
     ami = backend.amis.get(self._get_param("ImageId"))
+    protection = getattr(ami, "deregistration_protection", None) if ami is not None else None
+    if protection and protection != "disabled":
+        raise _err("OperationNotPermitted", f"The image {ami.id} has deregistration protection ({protection}).")
     result = ORIG["deregister_image"](self)
     if ami is not None and self._get_param("DeleteAssociatedSnapshots"):
         in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
