@@ -564,3 +564,27 @@ def test_created_ids_and_request_log(server, use1, base_image, request_log):
     assert logged[0]["params"]["MetadataOptions.HttpTokens"] == "required"
     assert logged[0]["params"]["ClientToken"] == token and logged[0]["region"] == "us-east-1"
     assert "Boto3" in logged[0]["agent"]  # who sent it: tests use boto3, the handlers aws-sdk-rust
+
+
+# ---------------------------------------------------------------- SSM aws:ec2:image parameters
+
+def test_image_parameters_are_validated_and_keep_their_data_type(client, use1, base_image):
+    """aws:ec2:image values are validated asynchronously: an unknown image is answered 200 but never stored; a
+    parameter cannot change to or from that data type."""
+    ssm = client("us-east-1", "ssm")
+    name = f"/sim/{unique('param')}"
+    ssm.put_parameter(Name=name, Value="ami-0123456789abcdef0", Type="String", DataType="aws:ec2:image")
+    with pytest.raises(ClientError) as e:
+        ssm.get_parameter(Name=name)
+    assert error_of(e)[0] == "ParameterNotFound"
+
+    ssm.put_parameter(Name=name, Value=base_image, Type="String", DataType="aws:ec2:image")
+    got = ssm.get_parameter(Name=name)["Parameter"]
+    assert (got["Value"], got["DataType"]) == (base_image, "aws:ec2:image")
+
+    text = f"/sim/{unique('text')}"
+    ssm.put_parameter(Name=text, Value="hello", Type="String")
+    with pytest.raises(ClientError):
+        ssm.put_parameter(Name=text, Value=base_image, Type="String", DataType="aws:ec2:image", Overwrite=True)
+    assert ssm.get_parameter(Name=text)["Parameter"]["Value"] == "hello"
+

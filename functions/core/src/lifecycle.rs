@@ -91,8 +91,16 @@ pub struct CleanupOutput {
 
 /// The value of an SSM parameter, `None` when it does not exist.
 pub async fn parameter_value(ssm: &aws_sdk_ssm::Client, name: &str) -> crate::Result<Option<String>> {
+    Ok(parameter(ssm, name).await?.map(|(value, _)| value))
+}
+
+/// A parameter's value and data type (`text` when SSM reports none), `None` when it does not exist.
+pub async fn parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> crate::Result<Option<(String, String)>> {
     match ssm.get_parameter().name(name).send().await {
-        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(String::from)),
+        Ok(out) => Ok(out.parameter().map(|p| {
+            let data_type = p.data_type().filter(|d| !d.is_empty()).unwrap_or("text");
+            (p.value().unwrap_or_default().to_string(), data_type.to_string())
+        })),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
         Err(e) => Err(crate::error::from_sdk("GetParameter", e)),
     }

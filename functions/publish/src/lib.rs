@@ -23,6 +23,8 @@ use ami_core::{naming, tags};
 pub struct Deps {
     pub ec2: Ec2Clients,
     pub ssm: SsmClients,
+    /// Waits between read-backs of a parameter just written (SSM validates `aws:ec2:image` asynchronously).
+    pub confirm_waits: Vec<std::time::Duration>,
 }
 
 impl Deps {
@@ -30,6 +32,7 @@ impl Deps {
         Deps {
             ec2: Ec2Clients::from_config(config),
             ssm: SsmClients::from_config(config),
+            confirm_waits: [1, 2, 4, 8].map(std::time::Duration::from_secs).to_vec(),
         }
     }
 }
@@ -158,6 +161,7 @@ async fn publish(deps: &Deps, req: &StepRequest, targets: &[Target<'_>]) -> Resu
             here.push(current_default(&ec2, *i, lt, t.region).await?);
         }
         defaults.push(here);
+        check_parameter_types(&deps.ssm.get(t.region), req, t.region).await?;
     }
     // Hand over every image before anything points at it: cleanup removes only candidates, so a failure after
     // this point can never leave a parameter or launch template pointing at a deregistered image.
@@ -173,7 +177,7 @@ async fn publish(deps: &Deps, req: &StepRequest, targets: &[Target<'_>]) -> Resu
         let ssm = deps.ssm.get(t.region);
         let mut parameters = Vec::new();
         for name in &req.run.recipe.publish.ssm_parameters {
-            parameters.push(put_parameter(&ssm, name, t.image_id, &description).await?);
+            parameters.push(put_parameter(&ssm, name, t.image_id, &description, &deps.confirm_waits).await?);
         }
         let ec2 = deps.ec2.get(t.region);
         let mut launch_templates = Vec::new();
@@ -264,11 +268,33 @@ async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -
     Ok(())
 }
 
+/// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store, parameter data types): an existing
+/// parameter of another data type would make every write fail after the images are released, so it is refused
+/// before anything changes, with the fix.
+async fn check_parameter_types(ssm: &aws_sdk_ssm::Client, req: &StepRequest, region: &str) -> Result<()> {
+    for (i, name) in req.run.recipe.publish.ssm_parameters.iter().enumerate() {
+        if let Some((_, data_type)) = lifecycle::parameter(ssm, name).await?
+            && data_type != IMAGE_DATA_TYPE
+        {
+            return Err(Error::invalid(
+                format!("recipe.publish.ssm_parameters[{i}]"),
+                format!(
+                    "`{name}` exists in {region} with data type `{data_type}`, and a parameter's data type cannot \
+                     change to {IMAGE_DATA_TYPE}: delete it (or name a new parameter) and run again; nothing was \
+                     published"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn put_parameter(
     ssm: &aws_sdk_ssm::Client,
     name: &str,
     image_id: &str,
     description: &str,
+    confirm_waits: &[std::time::Duration],
 ) -> Result<PublishedParameter> {
     if lifecycle::parameter_value(ssm, name).await?.as_deref() == Some(image_id) {
         return Ok(PublishedParameter {
@@ -286,6 +312,20 @@ async fn put_parameter(
         .send()
         .await
         .aws("PutParameter")?;
+    // "A successful HTTP 200 response does not guarantee that your parameter was successfully created or
+    // updated": aws:ec2:image values are validated asynchronously (PutParameter API reference). Read it back.
+    let mut waits = confirm_waits.iter();
+    while lifecycle::parameter_value(ssm, name).await?.as_deref() != Some(image_id) {
+        let Some(wait) = waits.next() else {
+            // Not applied yet, or refused by SSM's validation: the step's retry writes and checks again
+            // (publish is idempotent); if SSM keeps refusing, the run fails with this message.
+            return Err(Error::Transient(format!(
+                "SSM parameter `{name}` does not hold {image_id} after PutParameter: SSM validates \
+                 {IMAGE_DATA_TYPE} values asynchronously, and refuses an image the account cannot use"
+            )));
+        };
+        tokio::time::sleep(*wait).await;
+    }
     Ok(PublishedParameter {
         name: name.to_string(),
         changed: true,

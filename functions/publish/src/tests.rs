@@ -56,6 +56,13 @@ struct World {
     images: BTreeMap<String, FakeImage>,
     /// (region, name) -> value
     params: BTreeMap<(String, String), String>,
+    /// (region, name) -> data type, when not aws:ec2:image (what PutParameter writes here)
+    param_types: BTreeMap<(String, String), String>,
+    /// How many reads a written value stays invisible for (SSM validates aws:ec2:image asynchronously);
+    /// `usize::MAX`: never applied (the validation refused it).
+    apply_after_reads: usize,
+    /// (region, name) -> (written value, reads left before it shows)
+    pending: BTreeMap<(String, String), (String, usize)>,
     /// (region, template name)
     templates: BTreeMap<(String, String), Template>,
     /// Every mutating call, in order: "Op region detail".
@@ -225,14 +232,26 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
 fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
     let (w, r) = (world.clone(), region.to_string());
     let get = mock!(Ssm::get_parameter).then_compute_response(move |req| {
-        let w = w.lock().unwrap();
-        match w.params.get(&(r.clone(), req.name().unwrap_or_default().to_string())) {
+        let mut w = w.lock().unwrap();
+        let key = (r.clone(), req.name().unwrap_or_default().to_string());
+        if let Some((value, left)) = w.pending.get_mut(&key) {
+            if *left == 0 {
+                let value = value.clone();
+                w.pending.remove(&key);
+                w.params.insert(key.clone(), value);
+            } else if *left != usize::MAX {
+                *left -= 1;
+            }
+        }
+        let data_type = w.param_types.get(&key).cloned().unwrap_or("aws:ec2:image".into());
+        match w.params.get(&key) {
             Some(v) => MockResponse::Output(
                 GetParameterOutput::builder()
                     .parameter(
                         Parameter::builder()
                             .name(req.name().unwrap_or_default())
                             .value(v)
+                            .data_type(data_type)
                             .build(),
                     )
                     .build(),
@@ -248,10 +267,14 @@ fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
         w.log
             .push(format!("PutParameter {r} {}", req.name().unwrap_or_default()));
         w.puts.push((r.clone(), req.clone()));
-        w.params.insert(
-            (r.clone(), req.name().unwrap_or_default().into()),
-            req.value().unwrap_or_default().into(),
-        );
+        let key = (r.clone(), req.name().unwrap_or_default().to_string());
+        let value = req.value().unwrap_or_default().to_string();
+        let reads = w.apply_after_reads;
+        if reads == 0 {
+            w.params.insert(key, value);
+        } else {
+            w.pending.insert(key, (value, reads));
+        }
         PutParameterOutput::builder().version(1).build()
     });
     vec![get, put]
@@ -269,7 +292,11 @@ fn deps_with(world: &Shared, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps
         let rules: Vec<Rule> = first_ssm.iter().cloned().chain(ssm_rules(&w, region)).collect();
         testing::ssm(&rules.iter().collect::<Vec<_>>())
     });
-    Deps { ec2, ssm }
+    Deps {
+        ec2,
+        ssm,
+        confirm_waits: vec![std::time::Duration::ZERO; 2],
+    }
 }
 
 fn deps(world: &Shared) -> Deps {
@@ -464,11 +491,18 @@ async fn throttled_calls_are_retried_then_succeed() {
         .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
         .output(|| CreateTagsOutput::builder().build())
         .build();
+    let w = world.clone();
     let throttled_put = mock!(Ssm::put_parameter)
         .match_requests(|r| r.value() == Some(EU_IMAGE) && r.data_type() == Some("aws:ec2:image"))
         .sequence()
         .http_status(400, Some(testing::json_error_body("ThrottlingException")))
-        .output(|| PutParameterOutput::builder().version(2).build())
+        .output(move || {
+            w.lock()
+                .unwrap()
+                .params
+                .insert((EU.into(), PARAM.into()), EU_IMAGE.into());
+            PutParameterOutput::builder().version(2).build()
+        })
         .build();
     let deps = deps_with(&world, vec![throttled_tags.clone()], vec![throttled_put.clone()]);
     let out = handle(&deps, request()).await.unwrap();
@@ -479,6 +513,43 @@ async fn throttled_calls_are_retried_then_succeed() {
     let w = world.lock().unwrap();
     assert_eq!(w.tag_calls.len(), 2, "the other two regions");
     assert_eq!(w.puts.len(), 2, "the other two regions");
+}
+
+/// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store data types): an existing `text`
+/// parameter is refused before any image is released or anything written, naming the field and the fix.
+#[tokio::test]
+async fn a_parameter_of_another_data_type_is_refused_before_anything_changes() {
+    let world = world();
+    {
+        let mut w = world.lock().unwrap();
+        w.params
+            .insert((AP.into(), PARAM.into()), "ami-0123456789abcdef0".into());
+        w.param_types.insert((AP.into(), PARAM.into()), "text".into());
+    }
+    let err = handle(&deps(&world), request()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.publish.ssm_parameters[0]"
+            && message.contains("ap-southeast-2") && message.contains("delete it")),
+        "{err}"
+    );
+    let w = world.lock().unwrap();
+    assert!(w.log.is_empty(), "nothing tagged or written: {:?}", w.log);
+}
+
+/// PutParameter's 200 does not mean the value is there (aws:ec2:image is validated asynchronously): the value is
+/// read back until it shows; one SSM never applies fails the step with Transient (retried whole, idempotent).
+#[tokio::test]
+async fn a_written_parameter_is_read_back_until_it_holds_the_image() {
+    let late = world();
+    late.lock().unwrap().apply_after_reads = 1;
+    let out = handle(&deps(&late), request()).await.unwrap();
+    assert!(out.regions.iter().all(|r| r.parameters[0].changed));
+
+    let refused = world();
+    refused.lock().unwrap().apply_after_reads = usize::MAX;
+    let err = handle(&deps(&refused), request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    assert!(err.to_string().contains("asynchronously"), "{err}");
 }
 
 #[tokio::test]

@@ -57,6 +57,9 @@ def apply() -> None:
     for prop in ("instance_status", "system_status"):
         ORIG[prop] = getattr(Instance, prop)
         setattr(Instance, prop, property(lambda inst, p=prop: _status_check(inst, p)))
+    from moto.ssm.models import SimpleSystemManagerBackend
+    ORIG["ssm_put_parameter"] = SimpleSystemManagerBackend.put_parameter
+    SimpleSystemManagerBackend.put_parameter = _ssm_put_parameter
 
 
 # ---------------------------------------------------------------- helpers
@@ -550,3 +553,41 @@ def create_launch_template_version(self):
 
 # "lt-id:version" -> the CreateLaunchTemplateVersion answer that made it
 VERSIONS: dict[str, dict] = {}
+
+
+# ---------------------------------------------------------------- SSM Parameter Store
+
+IMAGE_DATA_TYPE = "aws:ec2:image"
+
+
+def _ssm_put_parameter(self, name, description, value, parameter_type, allowed_pattern, keyid, overwrite, tags,
+                       data_type, tier, policies):
+    """PutParameter with the aws:ec2:image rules moto lacks (Parameter Store, "Parameter data types" and "Native
+    parameter support for Amazon Machine Image IDs"; PutParameter API reference):
+    - "You can't change a parameter to or from" aws:ec2:image: refused (AWS documents no error code; this is
+      moto's ValidationException, and the pipeline checks the data type before writing instead of relying on it);
+    - the value is validated asynchronously: "If you submit an invalid AMI value, the PutParameter operation will
+      return success, but the asynchronous validation will fail and the parameter will not be created or updated".
+      Here an image this account and region do not have (or not available) is answered 200 and not stored."""
+    from moto.ec2.models import ec2_backends
+    from moto.ssm.exceptions import ValidationException
+
+    versions = self._parameters.get(name) or []
+    previous = versions[-1] if versions else None
+    new_type = data_type or "text"
+    if previous is not None:
+        old_type = getattr(previous, "data_type", None) or "text"
+        if old_type != new_type and IMAGE_DATA_TYPE in (old_type, new_type):
+            raise ValidationException(
+                f"The data type of parameter {name} is {old_type}: it cannot be changed to or from {IMAGE_DATA_TYPE}.")
+    created = ORIG["ssm_put_parameter"](self, name, description, value, parameter_type, allowed_pattern, keyid,
+                                        overwrite, tags, data_type, tier, policies)
+    if new_type == IMAGE_DATA_TYPE:
+        ami = ec2_backends[self.account_id][self.region_name].amis.get(value)
+        if ami is None or ami.state != "available":
+            # the asynchronous validation fails: the write never happened
+            self._parameters[name].pop()
+            if not self._parameters[name]:
+                del self._parameters[name]
+    return created
+
