@@ -181,7 +181,11 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
     });
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     // Sydney before Ireland: the output follows `run.regions`, not the recipe's order.
-    let run = run_to(&[SYDNEY, DEST]);
+    let mut run = run_to(&[SYDNEY, DEST]);
+    run.recipe
+        .distribution
+        .kms_key_ids
+        .insert(SYDNEY.into(), "alias/ami-pipeline-sydney".into());
     let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
         .await
         .unwrap();
@@ -201,8 +205,9 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
         Some(naming::client_token(testing::EXECUTION, "copy", SYDNEY).as_str())
     );
     assert_ne!(eu.client_token(), ap.client_token());
+    // Each copy takes its own region's key from the recipe.
     assert_eq!(eu.kms_key_id(), Some("alias/ami-pipeline"));
-    assert_eq!(ap.kms_key_id(), None);
+    assert_eq!(ap.kms_key_id(), Some("alias/ami-pipeline-sydney"));
     assert!(eu.encrypted() == Some(true) && ap.encrypted() == Some(true));
     assert_eq!(out.progress.status, Status::Pending);
 }
@@ -212,7 +217,10 @@ async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
     let captured = Captured::default();
     let (src, copy) = (source_image(), copy_image(captured.clone()));
     let deps = deps_in(&[&src], &[], &[&copy]);
-    let run = run_to(&[SYDNEY]);
+    // A private image (not shared) may use the default EBS key in a copy region.
+    let mut run = run_to(&[SYDNEY]);
+    run.recipe.distribution.accounts.clear();
+    run.recipe.distribution.kms_key_ids.remove(SYDNEY);
     start(
         &deps,
         &parse(request_in("start", &run, json!({ "register": candidate() }))),

@@ -361,7 +361,11 @@ async fn organizations_and_ous_get_launch_permission_only() {
 #[tokio::test]
 async fn group_all_is_sent_only_when_the_recipe_says_public() {
     let _public = ami_core::audit::allow_public(); // the recipe says public: the request audit lets it through
-    let run = run_with(|d| d.public = true);
+    // Validation now refuses `public` (encrypted snapshots cannot be made public); a run frozen before that still
+    // gets exactly what it asked for, so build the recipe around validation.
+    let mut recipe = testing::recipe();
+    recipe.distribution.public = true;
+    let run = testing::run_with(recipe);
     let mods = Captured::default();
     let rules = [
         image(AwsImageState::Available),
