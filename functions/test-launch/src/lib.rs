@@ -158,7 +158,9 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
 
 /// The image's volumes (its snapshots' devices), each asked encrypted and deleted with the instance: the test
 /// instance is encrypted whatever the image's snapshots are (EC2 encrypts a volume restored from an unencrypted
-/// snapshot when `Encrypted` is true). None for an image without snapshots (instance store).
+/// snapshot when `Encrypted` is true). Overriding a mapping replaces the image's settings for it, so each keeps the
+/// builder volume's type, IOPS and throughput: io1/io2 require `Iops`, and gp3 would otherwise fall back to its
+/// baseline (EbsBlockDevice, EC2 API reference). None for an image without snapshots (instance store).
 fn encrypted_volumes(req: &StepRequest) -> Option<Vec<BlockDeviceMapping>> {
     let snapshots = &req.steps.snapshot.as_ref()?.snapshots;
     let mappings: Vec<BlockDeviceMapping> = snapshots
@@ -172,6 +174,8 @@ fn encrypted_volumes(req: &StepRequest) -> Option<Vec<BlockDeviceMapping>> {
                         .delete_on_termination(true)
                         .volume_size(s.size_gib)
                         .volume_type(VolumeType::from(s.volume_type.as_str()))
+                        .set_iops(s.iops)
+                        .set_throughput(s.throughput)
                         .build(),
                 )
                 .build()

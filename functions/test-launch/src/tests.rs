@@ -47,20 +47,24 @@ fn candidate() -> ImageState {
 
 /// The builder's snapshots the candidate was registered from: a 16 GiB gp3 root and a 20 GiB data volume.
 fn snapshots() -> SnapshotState {
-    let snap = |id: &str, device: &str, size: i32| SnapshotInfo {
-        snapshot_id: id.into(),
-        device_name: device.into(),
-        volume_id: format!("vol-{id}"),
-        size_gib: size,
-        volume_type: "gp3".into(),
-        iops: None,
-        throughput: None,
-    };
+    let snap =
+        |id: &str, device: &str, size: i32, kind: &str, iops: Option<i32>, throughput: Option<i32>| SnapshotInfo {
+            snapshot_id: id.into(),
+            device_name: device.into(),
+            volume_id: format!("vol-{id}"),
+            size_gib: size,
+            volume_type: kind.into(),
+            iops,
+            throughput,
+        };
     SnapshotState {
         instance_id: "i-0bbbbbbbbbbbbbbb1".into(),
         source_image_id: testing::BASE_IMAGE.into(),
         root_device_name: "/dev/xvda".into(),
-        snapshots: vec![snap("snap-01", "/dev/sdf", 20), snap("snap-02", "/dev/xvda", 16)],
+        snapshots: vec![
+            snap("snap-01", "/dev/sdf", 20, "io2", Some(5000), None),
+            snap("snap-02", "/dev/xvda", 16, "gp3", Some(4000), Some(250)),
+        ],
         percent: 100,
         progress: Progress::start(NOW - 1200, 30).with_status(Status::Ready),
     }
@@ -149,7 +153,8 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         req.instance_initiated_shutdown_behavior(),
         Some(&ShutdownBehavior::Terminate)
     );
-    // every volume of the image, asked encrypted and deleted with the instance, at the snapshot's size
+    // every volume of the image, asked encrypted and deleted with the instance, at the snapshot's size, type,
+    // IOPS (io1/io2 require them) and throughput
     let volumes: Vec<_> = req
         .block_device_mappings()
         .iter()
@@ -160,14 +165,33 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
                 ebs.encrypted(),
                 ebs.delete_on_termination(),
                 ebs.volume_size(),
+                ebs.volume_type().map(|t| t.as_str()),
+                ebs.iops(),
+                ebs.throughput(),
             )
         })
         .collect();
     assert_eq!(
         volumes,
         [
-            ("/dev/sdf", Some(true), Some(true), Some(20)),
-            ("/dev/xvda", Some(true), Some(true), Some(16))
+            (
+                "/dev/sdf",
+                Some(true),
+                Some(true),
+                Some(20),
+                Some("io2"),
+                Some(5000),
+                None
+            ),
+            (
+                "/dev/xvda",
+                Some(true),
+                Some(true),
+                Some(16),
+                Some("gp3"),
+                Some(4000),
+                Some(250)
+            )
         ]
     );
     for rt in [ResourceType::Instance, ResourceType::Volume] {
