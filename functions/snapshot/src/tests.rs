@@ -219,6 +219,20 @@ fn made_snapshots() -> Vec<Snapshot> {
         .collect()
 }
 
+/// The tag look-up: nothing before the create, the created set after it.
+fn found_by_tag_after_create() -> Rule {
+    mock!(Ec2::describe_snapshots)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(made_snapshots()))
+                .build()
+        })
+        .build()
+}
+
 #[tokio::test]
 async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer() {
     // The first CreateSnapshots is made but its answer is lost (500); the SDK must not send it again (no
@@ -229,16 +243,7 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
         .http_status(500, Some(testing::ec2_error_body("InternalError")))
         .output(created)
         .build();
-    let mine = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeSnapshotsOutput::builder().build())
-        .output(|| {
-            DescribeSnapshotsOutput::builder()
-                .set_snapshots(Some(made_snapshots()))
-                .build()
-        })
-        .build();
+    let mine = found_by_tag_after_create();
     let (inst, vols) = (
         describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
         volumes(),
@@ -384,17 +389,7 @@ async fn instance_source_is_stopped_first_then_snapshotted() {
         InstanceStateName::Stopped,
         InstanceStateName::Stopped,
     ]);
-    // The tag look-up: nothing before the create, the created set after it.
-    let mine = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeSnapshotsOutput::builder().build())
-        .output(|| {
-            DescribeSnapshotsOutput::builder()
-                .set_snapshots(Some(made_snapshots()))
-                .build()
-        })
-        .build();
+    let mine = found_by_tag_after_create();
     use Ec2SnapshotState::Pending;
     let (s1, s2) = ("snap-0000000000000001", "snap-0000000000000002");
     let progress = snapshot_states(vec![
