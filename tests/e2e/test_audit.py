@@ -44,8 +44,9 @@ def tagged_on_create(params: dict, *types: str) -> list[str]:
     return problems
 
 
-def violations(action: str, p: dict) -> list[str]:
-    """The rules broken by one request (an empty list: compliant)."""
+def violations(action: str, p: dict, instance_store: frozenset[str] = frozenset()) -> list[str]:
+    """The rules broken by one request (an empty list: compliant). `instance_store`: the instance-store images made
+    so far; launching one maps no EBS root volume, and copying one encrypts nothing (it has no snapshot)."""
     bad: list[str] = []
     if action == "RunInstances":
         if p.get("MetadataOptions.HttpTokens") != "required":
@@ -55,7 +56,8 @@ def violations(action: str, p: dict) -> list[str]:
             bad.append(f"AssociatePublicIpAddress is {public or 'unset'} (must be false)")
         ebs = [k for k in p if re.fullmatch(r"BlockDeviceMapping\.\d+\.Ebs\.VolumeSize", k)]
         encrypted = indexed(p, r"BlockDeviceMapping\.\d+\.Ebs\.Encrypted")
-        if not ebs or len(encrypted) != len(ebs) or set(encrypted) != {"true"}:
+        no_ebs_ok = not ebs and p.get("ImageId") in instance_store
+        if (not ebs and not no_ebs_ok) or len(encrypted) != len(ebs) or (ebs and set(encrypted) != {"true"}):
             bad.append(f"volumes not all encrypted: {len(ebs)} EBS mappings, Encrypted={encrypted}")
         if not p.get("ClientToken"):
             bad.append("no ClientToken")
@@ -65,7 +67,10 @@ def violations(action: str, p: dict) -> list[str]:
             bad.append(f"ImdsSupport is {p.get('ImdsSupport')!r} (must be v2.0)")
         bad += tagged_on_create(p, "image")
     elif action == "CopyImage":
-        if p.get("Encrypted") != "true":
+        if p.get("SourceImageId") in instance_store:
+            if "Encrypted" in p or "KmsKeyId" in p:
+                bad.append("copy of an instance-store image asked to be encrypted (it has no snapshot)")
+        elif p.get("Encrypted") != "true":
             bad.append("copy not Encrypted")
         if not p.get("ClientToken"):
             bad.append("no ClientToken")
@@ -97,9 +102,13 @@ def test_every_request_of_the_run_follows_the_security_rules(stack):
     AUDIT["not_ours"] = len(logged) - len(requests)
     seen: Counter = Counter()
     broken: list[str] = []
+    instance_store: set[str] = set()  # images registered from a manifest, and their copies
     for r in requests:
         seen[r["action"]] += 1
-        for problem in violations(r["action"], r["params"]):
+        if (r["action"] == "RegisterImage" and r["params"].get("ImageLocation")) or (
+                r["action"] == "CopyImage" and r["params"].get("SourceImageId") in instance_store):
+            instance_store.update(r["created"])
+        for problem in violations(r["action"], r["params"], frozenset(instance_store)):
             broken.append(f"{r['region']} {r['action']}: {problem}")
     AUDIT.update(seen=dict(seen), broken=broken, total=len(requests))
     assert not [a for a in MUST_SEE if not seen[a]], f"never seen: {[a for a in MUST_SEE if not seen[a]]}"
@@ -124,6 +133,22 @@ def test_the_audit_rules_catch_each_violation():
     assert violations("RegisterImage", {"ImdsSupport": "v1.0"})
     assert violations("ModifyImageAttribute", {"LaunchPermission.Add.1.Group": "all"})
     assert violations("CopyImage", {"ClientToken": "t"})
+    # an instance-store image: launched without EBS volumes, copied without encryption; nothing else is lifted
+    store = frozenset({"ami-0store"})
+    no_volumes = {k: v for k, v in good.items() if not k.startswith("BlockDeviceMapping.")}
+    assert violations("RunInstances", dict(no_volumes, ImageId="ami-0store"), store) == []
+    assert violations("RunInstances", dict(no_volumes, ImageId="ami-0other"), store)
+    unencrypted = dict(good, ImageId="ami-0store", **{"BlockDeviceMapping.1.Ebs.Encrypted": "false"})
+    assert violations("RunInstances", unencrypted, store)
+    copy = {"ClientToken": "t", "SourceImageId": "ami-0store"}
+    for i, rtype in enumerate(["image", "snapshot"], 1):
+        copy[f"TagSpecification.{i}.ResourceType"] = rtype
+        for j, key in enumerate(OUR_TAGS, 1):
+            copy[f"TagSpecification.{i}.Tag.{j}.Key"] = key
+            copy[f"TagSpecification.{i}.Tag.{j}.Value"] = "x"
+    assert violations("CopyImage", copy, store) == []
+    assert violations("CopyImage", dict(copy, Encrypted="true"), store)
+    assert violations("CopyImage", copy)  # not known as instance-store: must be encrypted
 
 
 @summary

@@ -215,7 +215,10 @@ def function_role(binary: str) -> str:
 
 
 def controlled_actions(st_list: list[dict]) -> set[str]:
-    return {a for st in st_list for a in actions(st) if a.split(":")[0] in ("ec2", "ssm", "states")}
+    """The actions a function's own requests use: EC2, SSM, Step Functions, and KMS called directly (KMS allowed
+    only through EC2, kms:ViaService, is EC2 using the key on the function's behalf: no request of its own)."""
+    return {a for st in st_list for a in actions(st)
+            if a.split(":")[0] in ("ec2", "ssm", "states") or (a.startswith("kms:") and not via_service(st))}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -254,6 +257,13 @@ def resource_types(st: dict) -> set[str]:
         for m in re.finditer(r":ec2:[^:]*:[^:]*:([a-z-]+)/", text):
             out.add(m.group(1))
     return out
+
+
+KMS_DIRECT_OK = {"kms:DescribeKey"}
+
+
+def via_service(st: dict) -> bool:
+    return any(k.endswith("|kms:ViaService") for k in condition_keys(st))
 
 
 def policy_problems(st: dict) -> list[str]:
@@ -298,7 +308,9 @@ def policy_problems(st: dict) -> list[str]:
                 problems.append("iam:PassRole without explicit role ARNs")
             if "StringEquals|iam:PassedToService" not in condition_keys(st):
                 problems.append("iam:PassRole without iam:PassedToService")
-        if a.startswith("kms:") and not any(k.endswith("|kms:ViaService") for k in condition_keys(st)):
+        # Key metadata (the trigger's check of recipe keys) may be read directly, on named keys only.
+        direct_ok = a in KMS_DIRECT_OK and resources_ and not any("*" in json.dumps(r) for r in resources_)
+        if a.startswith("kms:") and not via_service(st) and not direct_ok:
             problems.append(f"{a} without a kms:ViaService condition")
     return problems
 
@@ -544,6 +556,7 @@ BAD_STATEMENTS = {
         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
     },
     "kms directly": {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:eu-west-1:1:key/x"},
+    "describe any key": {"Effect": "Allow", "Action": "kms:DescribeKey", "Resource": "arn:aws:kms:*:1:key/*"},
     "mutation on star": {"Effect": "Allow", "Action": "ssm:PutParameter", "Resource": "*"},
 }
 

@@ -250,6 +250,7 @@ class Stack:
         env.update({
             "AWS_ENDPOINT_URL_EC2": self.moto_url, "AWS_ENDPOINT_URL_SSM": self.moto_url,
             "AWS_ENDPOINT_URL_STS": self.moto_url, "AWS_ENDPOINT_URL_SFN": self.sfn_url,
+            "AWS_ENDPOINT_URL_KMS": self.moto_url,
             "STATE_MACHINE_ARN": STATE_MACHINE_ARN, "AWS_LAMBDA_LOG_FORMAT": "JSON",
             "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_NAME": fn,

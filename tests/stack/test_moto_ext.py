@@ -247,7 +247,8 @@ def test_register_image_keeps_attributes_and_tags(use1, base_image):
         "SriovNetSupport": "simple", "BootMode": "uefi", "TpmSupport": "v2.0", "ImdsSupport": "v2.0"}
     assert got["BlockDeviceMappings"] == [
         {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeSize": 20, "VolumeType": "gp3",
-                                            "DeleteOnTermination": True, "Encrypted": True}},
+                                            "DeleteOnTermination": True, "Encrypted": True,
+                                            "KmsKeyId": described["KmsKeyId"]}},  # the snapshot's key
         {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 50, "VolumeType": "gp3",
                                             "DeleteOnTermination": False, "Encrypted": False}}]
     assert got["Tags"] == [{"Key": "pipeline", "Value": "p1"}]
@@ -588,3 +589,204 @@ def test_image_parameters_are_validated_and_keep_their_data_type(client, use1, b
         ssm.put_parameter(Name=text, Value=base_image, Type="String", DataType="aws:ec2:image", Overwrite=True)
     assert ssm.get_parameter(Name=text)["Parameter"]["Value"] == "hello"
 
+
+
+# ---------------------------------------------------------------- instance-store images, snapshots of images
+
+def manifest_in_s3(client, key="bundle/image.manifest.xml"):
+    """A bucket with a bundle's manifest object in it, as ec2-upload-bundle leaves it: (bucket, key)."""
+    s3 = client("us-east-1", "s3")
+    bucket = unique("bundles")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"<manifest/>")
+    return bucket, key
+
+
+def test_register_image_from_a_manifest_needs_bucket_slash_key_of_an_object(client, use1):
+    bucket, key = manifest_in_s3(client)
+    image_id = use1.register_image(Name=unique("is"), ImageLocation=f"{bucket}/{key}", Architecture="x86_64",
+                                   VirtualizationType="hvm")["ImageId"]
+    got = image(use1, image_id)
+    assert got["RootDeviceType"] == "instance-store"
+    assert got.get("BlockDeviceMappings", []) == []  # no snapshot: the image is in S3
+    assert got["ImageLocation"] == f"{bucket}/{key}"
+    for location in (f"s3://{bucket}/{key}", f"{bucket}/other.manifest.xml", f"{unique('nobucket')}/{key}",
+                     bucket):
+        with pytest.raises(ClientError) as exc:
+            use1.register_image(Name=unique("is"), ImageLocation=location, Architecture="x86_64",
+                                VirtualizationType="hvm")
+        assert error_of(exc) == ("InvalidManifest", 400), location
+
+
+def test_instance_store_images_launch_only_on_types_with_an_instance_store_root(client, use1):
+    bucket, key = manifest_in_s3(client)
+    image_id = use1.register_image(Name=unique("is"), ImageLocation=f"{bucket}/{key}", Architecture="x86_64",
+                                   VirtualizationType="hvm")["ImageId"]
+    types = {t["InstanceType"]: t["SupportedRootDeviceTypes"]
+             for t in use1.describe_instance_types(InstanceTypes=["t3.micro", "m3.medium"])["InstanceTypes"]}
+    assert types == {"t3.micro": ["ebs"], "m3.medium": ["ebs", "instance-store"]}
+    with pytest.raises(ClientError) as exc:
+        launch(use1, image_id)  # t3.micro
+    assert error_of(exc) == ("UnsupportedOperation", 400)
+    assert "instance-store root device is not supported" in exc.value.response["Error"]["Message"]
+    iid = use1.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="m3.medium")[
+        "Instances"][0]["InstanceId"]
+    assert iid.startswith("i-")
+
+
+def test_copy_of_an_instance_store_image_is_not_encrypted(client, use1, euw1):
+    bucket, key = manifest_in_s3(client)
+    source = use1.register_image(Name=unique("is"), ImageLocation=f"{bucket}/{key}", Architecture="x86_64",
+                                 VirtualizationType="hvm")["ImageId"]
+    with pytest.raises(ClientError) as exc:
+        euw1.copy_image(SourceRegion="us-east-1", SourceImageId=source, Name=unique("copy"), Encrypted=True)
+    assert error_of(exc) == ("InvalidParameterCombination", 400)
+    before = {s["SnapshotId"] for s in euw1.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    copied = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=source, Name=unique("copy"))["ImageId"]
+    got = image(euw1, copied)
+    assert got["RootDeviceType"] == "instance-store"
+    assert got.get("BlockDeviceMappings", []) == []
+    assert {s["SnapshotId"] for s in euw1.describe_snapshots(OwnerIds=["self"])["Snapshots"]} == before
+
+
+def test_delete_snapshot_refuses_only_an_images_root_snapshot(use1, base_image):
+    root, data = snapshots_of(use1, base_image)[0], snapshots_of(use1, base_image)[0]
+    image_id = use1.register_image(
+        Name=unique("two"), Architecture="x86_64", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": root}},
+                             {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": data}}])["ImageId"]
+    with pytest.raises(ClientError) as exc:
+        use1.delete_snapshot(SnapshotId=root)
+    assert error_of(exc) == ("InvalidSnapshot.InUse", 400)
+    use1.delete_snapshot(SnapshotId=data)  # a data volume's snapshot goes, though the image maps it
+    with pytest.raises(ClientError) as exc:
+        use1.describe_snapshots(SnapshotIds=[data])
+    assert error_of(exc)[0] == "InvalidSnapshot.NotFound"
+    assert image(use1, image_id)["State"] in ("pending", "available")
+
+
+def test_snapshot_start_time_can_be_backdated(server, use1, base_image):
+    snap = snapshots_of(use1, base_image)[0]
+    sim(server, "/_sim/snapshot_start_time",
+        {"region": "us-east-1", "snapshot_id": snap, "start_time": "2026-01-02T03:04:05Z"})
+    got = use1.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["StartTime"]
+    assert got == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        sim(server, "/_sim/snapshot_start_time", {"region": "us-east-1", "snapshot_id": "snap-0nothere",
+                                                  "start_time": "2026-01-02T03:04:05Z"})
+    assert exc.value.code == 400
+
+
+# ---------------------------------------------------------------- KMS keys of snapshots, sharing them
+
+def customer_key(client, region, alias=None, enabled=True):
+    """A customer-managed key of `region` behind a new alias; (alias, key ARN)."""
+    kms = client(region, "kms")
+    key = kms.create_key(Description="test")["KeyMetadata"]
+    alias = alias or f"alias/{unique('key')}"
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    if not enabled:
+        kms.disable_key(KeyId=key["KeyId"])
+    return alias, key["Arn"]
+
+
+def snapshot_with_key(ec2, base_image, key=None):
+    """The root snapshot of an instance whose encrypted root volume uses `key` (None: the default key)."""
+    ebs = {"VolumeSize": 8, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}
+    if key:
+        ebs["KmsKeyId"] = key
+    iid = launch(ec2, base_image, BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": ebs}])
+    return ec2.create_snapshots(InstanceSpecification={"InstanceId": iid})["Snapshots"][0]["SnapshotId"]
+
+
+def snapshot_key(ec2, snap_id):
+    return ec2.describe_snapshots(SnapshotIds=[snap_id])["Snapshots"][0].get("KmsKeyId")
+
+
+def test_aws_ebs_key_is_aws_managed(client):
+    kms = client("us-east-1", "kms")
+    by_alias = kms.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
+    assert by_alias["KeyManager"] == "AWS"
+    assert kms.describe_key(KeyId=by_alias["KeyId"])["KeyMetadata"]["KeyManager"] == "AWS"
+    _, arn = customer_key(client, "us-east-1")
+    assert kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyManager"] == "CUSTOMER"
+
+
+def test_snapshots_record_the_key_they_really_have(client, use1, euw1, base_image):
+    default_use1 = client("us-east-1", "kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    default_euw1 = client("eu-west-1", "kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    alias = f"alias/{unique('key')}"
+    _, mine_use1 = customer_key(client, "us-east-1", alias)
+    _, mine_euw1 = customer_key(client, "eu-west-1", alias)
+
+    plain = snapshot_with_key(use1, base_image)
+    mine = snapshot_with_key(use1, base_image, alias)
+    assert snapshot_key(use1, plain) == default_use1  # the volume's default key, as an ARN
+    assert snapshot_key(use1, mine) == mine_use1  # the alias the volume was given, resolved in its region
+
+    src = register(use1, unique("keys"), mine)
+    to_key = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("k"), Encrypted=True,
+                             KmsKeyId=alias)["ImageId"]
+    to_default = euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("k"),
+                                 Encrypted=True)["ImageId"]
+    copied = [image(euw1, i)["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] for i in (to_key, to_default)]
+    assert [snapshot_key(euw1, s) for s in copied] == [mine_euw1, default_euw1]
+
+
+def test_default_key_snapshots_and_images_cannot_be_shared(client, use1, base_image):
+    """Fails on the emulator before issue 12: it shared them (and dropped CreateVolumePermission.Add)."""
+    plain = snapshot_with_key(use1, base_image)
+    with pytest.raises(ClientError) as exc:
+        use1.modify_snapshot_attribute(SnapshotId=plain, Attribute="createVolumePermission",
+                                       CreateVolumePermission={"Add": [{"UserId": "111122223333"}]})
+    assert error_of(exc) == ("OperationNotPermitted", 400)
+    assert "default key" in exc.value.response["Error"]["Message"]
+    plain_image = register(use1, unique("plain"), plain)
+    for grantee in ({"UserId": "111122223333"},
+                    {"OrganizationArn": "arn:aws:organizations::123456789012:organization/o-abcdefghij"},
+                    {"OrganizationalUnitArn": "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-ab12-cdef3456"}):
+        with pytest.raises(ClientError) as exc:
+            use1.modify_image_attribute(ImageId=plain_image, LaunchPermission={"Add": [grantee]})
+        assert error_of(exc) == ("InvalidParameter", 400), grantee
+    assert use1.describe_image_attribute(ImageId=plain_image, Attribute="launchPermission")["LaunchPermissions"] == []
+
+    alias, _ = customer_key(client, "us-east-1")
+    mine = snapshot_with_key(use1, base_image, alias)
+    use1.modify_snapshot_attribute(SnapshotId=mine, Attribute="createVolumePermission",
+                                   CreateVolumePermission={"Add": [{"UserId": "111122223333"}]})
+    perms = use1.describe_snapshot_attribute(SnapshotId=mine, Attribute="createVolumePermission")
+    assert perms["CreateVolumePermissions"] == [{"UserId": "111122223333"}]
+    mine_image = register(use1, unique("mine"), mine)
+    use1.modify_image_attribute(ImageId=mine_image, LaunchPermission={"Add": [{"UserId": "111122223333"}]})
+    perms = use1.describe_image_attribute(ImageId=mine_image, Attribute="launchPermission")["LaunchPermissions"]
+    assert perms == [{"UserId": "111122223333"}]
+    use1.modify_snapshot_attribute(SnapshotId=mine, Attribute="createVolumePermission",
+                                   CreateVolumePermission={"Remove": [{"UserId": "111122223333"}]})
+    perms = use1.describe_snapshot_attribute(SnapshotId=mine, Attribute="createVolumePermission")
+    assert perms["CreateVolumePermissions"] == []
+
+
+def test_encrypted_snapshots_and_images_cannot_be_public(client, use1, base_image):
+    alias, _ = customer_key(client, "us-east-1")
+    mine = snapshot_with_key(use1, base_image, alias)
+    with pytest.raises(ClientError) as exc:
+        use1.modify_snapshot_attribute(SnapshotId=mine, Attribute="createVolumePermission",
+                                       CreateVolumePermission={"Add": [{"Group": "all"}]})
+    assert error_of(exc) == ("UnsupportedOperation", 400)
+    with pytest.raises(ClientError) as exc:
+        use1.modify_image_attribute(ImageId=register(use1, unique("pub"), mine),
+                                    LaunchPermission={"Add": [{"Group": "all"}]})
+    assert error_of(exc) == ("UnsupportedOperation", 400)
+
+
+def test_copy_image_with_a_key_unusable_in_the_destination_fails_the_copy(client, use1, euw1, base_image):
+    src = register(use1, unique("badkey"), snapshot_with_key(use1, base_image))
+    us_only, _ = customer_key(client, "us-east-1")  # no such alias in eu-west-1
+    disabled, _ = customer_key(client, "eu-west-1", enabled=False)
+    good, _ = customer_key(client, "eu-west-1")
+    # Accepted, then failed: AWS checks the key asynchronously (CopyImage API reference, KmsKeyId).
+    copies = {key: euw1.copy_image(SourceRegion="us-east-1", SourceImageId=src, Name=unique("c"), Encrypted=True,
+                                   KmsKeyId=key)["ImageId"] for key in (us_only, disabled, good)}
+    final = {key: [image(euw1, i)["State"] for _ in range(K + 1)][-1] for key, i in copies.items()}
+    assert final == {us_only: "failed", disabled: "failed", good: "available"}
+    assert "KMS key" in image(euw1, copies[us_only])["StateReason"]["Message"]

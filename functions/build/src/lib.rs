@@ -1,6 +1,6 @@
 //! build: `start` vets the base image, then launches the builder with the recipe's provisioning script;
 //! `status` reports pending until the builder has printed its result marker and stopped; `finish` terminates
-//! the builder once its snapshots are complete (on failure, cleanup does it by tag).
+//! the builder once the image is available (on failure, cleanup does it by tag).
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, InstanceStateName, ResourceType,
@@ -108,6 +108,9 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
     // Vet the base image before anything is created.
     let image = source::resolve(&deps.ec2, &deps.ssm, base, recipe.image.architecture, now).await?;
     let image_id = image.image_id().unwrap_or_default().to_string();
+    // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
+    // the builder, which reports the same properties).
+    ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
     let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
 
     let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);

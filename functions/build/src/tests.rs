@@ -244,6 +244,28 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch() {
+    // The old Windows example: a legacy-BIOS `Windows_Server-2022-*` base registered as uefi with NitroTPM.
+    let legacy_windows = testing::base_image_builder()
+        .set_boot_mode(None)
+        .platform_details("Windows")
+        .usage_operation("RunInstances:0002")
+        .build();
+    for tpm in [false, true] {
+        let run = run_instances(Captured::default());
+        let (param, lookup, base) = (ssm_param(), no_builder_yet(), images(legacy_windows.clone()));
+        let deps = deps(&[&lookup, &base, &run], &[&param]);
+        let mut req = start_request();
+        req["run"]["recipe"]["image"]["boot_mode"] = json!("uefi");
+        req["run"]["recipe"]["image"]["tpm_support"] = json!(tpm);
+        let err = handle(&deps, req).await.unwrap_err();
+        assert_eq!(err.error_type(), "AmiPipeline.InvalidInput", "{err}");
+        assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
+        assert_eq!(run.num_calls(), 0);
+    }
+}
+
+#[tokio::test]
 async fn malformed_input_names_the_field_and_calls_nothing() {
     let deps = deps(&[], &[]);
     let mut bad = start_request();

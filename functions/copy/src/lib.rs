@@ -1,5 +1,6 @@
 //! copy: one call for every region of the run. `start` copies the tested candidate (`steps.register`) from the
-//! pipeline's region into each other region of `run.regions` with `CopyImage`, always encrypted; `status` answers
+//! pipeline's region into each other region of `run.regions` with `CopyImage`, always encrypted (an EBS-backed
+//! image's snapshots; an instance-store image has none to encrypt); `status` answers
 //! ready once every copy is available (while any is pending the status Task fails with `AmiPipeline.NotReady`,
 //! which the state machine's Retry turns into the poll loop).
 //!
@@ -7,7 +8,7 @@
 //! one copy per other region. A `start` that fails part-way is retried whole: each `CopyImage` carries a client
 //! token per execution and region, so a repeated call returns the copy already started instead of a second one.
 
-use aws_sdk_ec2::types::{Filter, ResourceType};
+use aws_sdk_ec2::types::{DeviceType, Filter, ResourceType};
 use serde_json::Value;
 
 use ami_core::clients::Ec2Clients;
@@ -108,6 +109,10 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
         image_tags.push(tags::tag(tags::SOURCE_IMAGE, base));
     }
     let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
+    // CopyImage's Encrypted "specifies whether to encrypt the snapshots of the copied image" (CopyImage API
+    // reference; "Use encryption with EBS-backed AMIs"): an instance-store image has none, its bundle is in S3, so
+    // its copies are not asked to be encrypted (nor given a key). Read from the image itself.
+    let encrypt = image.root_device_type() != Some(&DeviceType::InstanceStore);
 
     for region in targets {
         // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
@@ -120,8 +125,8 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
             .name(&source.name)
             .set_description(image.description().map(String::from))
             .client_token(naming::client_token(&req.execution.name, "copy", region))
-            .encrypted(true)
-            .set_kms_key_id(distribution.kms_key_ids.get(region).cloned())
+            .set_encrypted(encrypt.then_some(true))
+            .set_kms_key_id(distribution.kms_key_ids.get(region).filter(|_| encrypt).cloned())
             .copy_image_tags(true)
             .tag_specifications(tags::spec(ResourceType::Image, image_tags.clone()))
             .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags.clone()))

@@ -530,3 +530,45 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
         "input.action"
     );
 }
+
+/// An instance-store candidate has no snapshots: its copies are not asked to be encrypted, nor given the region's
+/// key (CopyImage Encrypted "specifies whether to encrypt the snapshots of the copied image").
+#[tokio::test]
+async fn an_instance_store_image_is_copied_without_encryption() {
+    let _allowed = ami_core::audit::allow_instance_store();
+    let src = mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids() == [CANDIDATE])
+        .then_output(|| {
+            DescribeImagesOutput::builder()
+                .images(
+                    Image::builder()
+                        .image_id(CANDIDATE)
+                        .name(NAME)
+                        .state(AwsImageState::Available)
+                        .root_device_type(aws_sdk_ec2::types::DeviceType::InstanceStore)
+                        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
+                        .build(),
+                )
+                .build()
+        });
+    let captured = Captured::default();
+    let copy = copy_image(captured.clone());
+    let deps = deps(&[&src], &[&copy]);
+    let mut run = run_to(&[DEST]);
+    assert!(
+        run.recipe.distribution.kms_key_ids.contains_key(DEST),
+        "a key the copy must not use"
+    );
+    run.recipe.distribution.accounts.clear();
+    start(
+        &deps,
+        &parse(request_in("start", &run, json!({ "register": candidate() }))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let req = captured.only();
+    assert_eq!(req.encrypted(), None);
+    assert_eq!(req.kms_key_id(), None);
+    assert_eq!(req.source_image_id(), Some(CANDIDATE));
+}

@@ -6,7 +6,8 @@
 //! on the instance and its volumes; RegisterImage with ImdsSupport v2.0 and tags; CopyImage encrypted, with a
 //! ClientToken and tags on the image and its snapshots; CreateSnapshots tagged; CreateLaunchTemplateVersion with a
 //! ClientToken; never `Group=all` on an image or snapshot unless the test declares [`allow_public`] (and
-//! ImdsSupport only optional under [`allow_imds_optional`]: both are recipe options, off by default).
+//! ImdsSupport only optional under [`allow_imds_optional`]: both are recipe options, off by default; an
+//! instance-store image launched without EBS volumes and copied unencrypted only under [`allow_instance_store`]).
 
 use std::cell::Cell;
 
@@ -27,6 +28,7 @@ use crate::tags;
 thread_local! {
     static PUBLIC_ALLOWED: Cell<bool> = const { Cell::new(false) };
     static IMDS_OPTIONAL_ALLOWED: Cell<bool> = const { Cell::new(false) };
+    static INSTANCE_STORE_ALLOWED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Lets this test's requests make an image public (a recipe with `distribution.public`), until dropped.
@@ -41,6 +43,14 @@ pub fn allow_public() -> Allowed {
 pub fn allow_imds_optional() -> Allowed {
     IMDS_OPTIONAL_ALLOWED.with(|p| p.set(true));
     Allowed(&IMDS_OPTIONAL_ALLOWED)
+}
+
+/// Lets this test's requests launch and copy an instance-store image (a recipe with `image.root_device_type:
+/// instance-store`), until dropped: RunInstances may then map no EBS volume (the root is an instance store; any EBS
+/// volume mapped must still be encrypted), and CopyImage is not `Encrypted` (the image has no snapshot to encrypt).
+pub fn allow_instance_store() -> Allowed {
+    INSTANCE_STORE_ALLOWED.with(|p| p.set(true));
+    Allowed(&INSTANCE_STORE_ALLOWED)
 }
 
 /// An exception to the audit rules, for the test that holds it.
@@ -83,7 +93,8 @@ pub fn violations(input: &Input) -> Vec<String> {
             bad.push("RunInstances: AssociatePublicIpAddress is not false on every interface".into());
         }
         let ebs: Vec<_> = r.block_device_mappings().iter().filter_map(|m| m.ebs()).collect();
-        if ebs.is_empty() || ebs.iter().any(|e| e.encrypted() != Some(true)) {
+        let no_ebs_allowed = ebs.is_empty() && INSTANCE_STORE_ALLOWED.with(Cell::get);
+        if (ebs.is_empty() && !no_ebs_allowed) || ebs.iter().any(|e| e.encrypted() != Some(true)) {
             bad.push("RunInstances: not every EBS volume is encrypted".into());
         }
         if r.client_token().is_none_or(str::is_empty) {
@@ -100,7 +111,7 @@ pub fn violations(input: &Input) -> Vec<String> {
         }
         tagged(r.tag_specifications(), &[ResourceType::Image], &mut bad);
     } else if let Some(r) = input.downcast_ref::<CopyImageInput>() {
-        if r.encrypted() != Some(true) {
+        if r.encrypted() != Some(true) && !INSTANCE_STORE_ALLOWED.with(Cell::get) {
             bad.push("CopyImage: not Encrypted".into());
         }
         if r.client_token().is_none_or(str::is_empty) {
@@ -268,5 +279,32 @@ mod tests {
     fn register_and_copy_rules() {
         assert_eq!(check(RegisterImageInput::builder().build().unwrap()).len(), 4); // v2.0 + 3 tags
         assert_eq!(check(CopyImageInput::builder().build().unwrap()).len(), 8); // encrypted, token, 6 tags
+    }
+
+    #[test]
+    fn instance_store_exception_lifts_only_the_encryption_of_copies_and_the_missing_root_volume() {
+        let no_volumes = RunInstancesInput::builder().build().unwrap();
+        let unencrypted_copy = CopyImageInput::builder().build().unwrap();
+        let (before_run, before_copy) = (check(no_volumes.clone()).len(), check(unencrypted_copy.clone()).len());
+        {
+            let _allowed = allow_instance_store();
+            assert_eq!(check(no_volumes.clone()).len(), before_run - 1);
+            assert_eq!(check(unencrypted_copy.clone()).len(), before_copy - 1);
+            let unencrypted_volume = RunInstancesInput::builder()
+                .block_device_mappings(
+                    aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                        .ebs(EbsBlockDevice::builder().encrypted(false).build())
+                        .build(),
+                )
+                .build()
+                .unwrap();
+            assert!(
+                check(unencrypted_volume)
+                    .iter()
+                    .any(|v| v.contains("not every EBS volume is encrypted")),
+                "an EBS volume still must be encrypted"
+            );
+        }
+        assert_eq!(check(no_volumes).len(), before_run, "dropped: the rule is back");
     }
 }

@@ -231,27 +231,28 @@ pub fn definition() -> Value {
                "Default": "Snapshot Start"}),
     );
     step_states(&mut s, &BUILD, "Snapshot Start");
-    step_states(&mut s, &SNAPSHOT, "Builder Built?");
+    step_states(&mut s, &SNAPSHOT, "Register Start");
+    step_states(&mut s, &REGISTER, "Builder Built?");
     s.insert(
         "Builder Built?".into(),
         json!({"Type": "Choice",
                "Comment": "A builder exists only for an image source; a source instance is never terminated.",
                "Choices": [{"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Finish"}],
-               "Default": "Register Start"}),
+               "Default": "Test Start"}),
     );
     s.insert(
         "Build Finish".into(),
         task(
             &BUILD,
             "finish",
-            "Terminates the builder once its snapshots are complete. On a failure the Catch goes to Cleanup, \
-             which terminates it by tag.",
+            "Terminates the builder once the image is available: register reads its UEFI variable store, and \
+             a CreateImage image is made from it. On a failure the Catch goes to Cleanup, which terminates it by \
+             tag.",
             vec![lambda_retrier(), transient_retrier()],
             "Cleanup",
-            Some("Register Start"),
+            Some("Test Start"),
         ),
     );
-    step_states(&mut s, &REGISTER, "Test Start");
     step_states(&mut s, &TEST, "Test Finish");
     s.insert(
         "Test Finish".into(),

@@ -42,6 +42,10 @@ pub enum Error {
     /// An image (registered or copied) ended in state `failed`, `invalid` or `error`.
     #[error("image failed: {0}")]
     ImageFailed(String),
+    /// The new image's billing (PlatformDetails, UsageOperation), boot mode or NitroTPM support differs from what
+    /// it was built from or what the recipe asks: the image would be billed or boot wrongly. Cleanup removes it.
+    #[error("platform mismatch: {0}")]
+    PlatformMismatch(String),
     /// The test instance did not pass its status checks or its smoke test.
     #[error("test failed: {0}")]
     TestFailed(String),
@@ -87,6 +91,7 @@ impl Error {
             Error::ProvisionFailed(_) => "AmiPipeline.ProvisionFailed",
             Error::SnapshotFailed(_) => "AmiPipeline.SnapshotFailed",
             Error::ImageFailed(_) => "AmiPipeline.ImageFailed",
+            Error::PlatformMismatch(_) => "AmiPipeline.PlatformMismatch",
             Error::TestFailed(_) => "AmiPipeline.TestFailed",
             Error::NotReady(_) => "AmiPipeline.NotReady",
             Error::Timeout(_) => "AmiPipeline.Timeout",
@@ -114,6 +119,7 @@ impl Error {
         "AmiPipeline.ProvisionFailed",
         "AmiPipeline.SnapshotFailed",
         "AmiPipeline.ImageFailed",
+        "AmiPipeline.PlatformMismatch",
         "AmiPipeline.TestFailed",
         "AmiPipeline.NotReady",
         "AmiPipeline.Timeout",

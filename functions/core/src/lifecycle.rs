@@ -65,6 +65,21 @@ pub struct RetiredRegion {
     /// Due for deregistration but under deregistration protection (or its cooldown): skipped, left to you.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deregistration_protected: Vec<String>,
+    /// Snapshots of the pipeline that no image of the account uses and that are older than any execution can run
+    /// (left by a cleanup that could not finish, or by an image deregistered by hand): deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_snapshots_deleted: Vec<String>,
+    /// Such snapshots EC2 would not delete (e.g. `InvalidSnapshot.InUse`, already gone): left, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_snapshots_skipped: Vec<SkippedSnapshot>,
+}
+
+/// A snapshot retire meant to delete and did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedSnapshot {
+    pub snapshot_id: String,
+    /// The EC2 error code (or the error) DeleteSnapshot answered.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

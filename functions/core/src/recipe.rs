@@ -216,11 +216,14 @@ pub struct ImageSpec {
     pub description: Option<String>,
     #[serde(default)]
     pub architecture: Architecture,
+    /// Omit to keep the base image's. A mode the base cannot boot is refused before the builder is launched; an
+    /// image of a licensed platform (made with CreateImage) can only narrow `uefi-preferred` to `uefi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_mode: Option<BootMode>,
     #[serde(default = "yes")]
     pub ena_support: bool,
-    /// NitroTPM 2.0; needs `boot_mode: uefi`.
+    /// NitroTPM 2.0; needs `boot_mode: uefi` (and, for a licensed platform, a base with NitroTPM, e.g.
+    /// `TPM-Windows_Server-2022-*`).
     #[serde(default)]
     pub tpm_support: bool,
     /// Instances launched from the image must use IMDSv2. Default on; cannot be undone on an image.
@@ -568,12 +571,8 @@ impl Recipe {
                 "recipe.image.s3_manifest",
                 "required for `root_device_type: instance-store`",
             )),
-            (RootDeviceType::InstanceStore, Some(m)) if !m.starts_with("s3://") && !m.contains(".s3") => {
-                Err(Error::invalid(
-                    "recipe.image.s3_manifest",
-                    "must be an S3 path, e.g. s3://bucket/image.manifest.xml",
-                ))
-            }
+            // Exactly `s3://bucket/key.manifest.xml`, which register turns into RegisterImage's ImageLocation.
+            (RootDeviceType::InstanceStore, Some(m)) => crate::instance_store::image_location(m).map(|_| ()),
             (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
                 "recipe.image.s3_manifest",
                 "only for `root_device_type: instance-store`; remove it",

@@ -157,7 +157,7 @@ impl StepRequest {
 pub struct BuildState {
     pub instance_id: String,
     pub source_image_id: String,
-    /// Set by `finish` once the builder is terminated (after its snapshots completed).
+    /// Set by `finish` once the builder is terminated (after the image is available).
     #[serde(default)]
     pub terminated: bool,
     #[serde(flatten)]
@@ -186,6 +186,11 @@ pub struct SnapshotState {
     pub source_image_id: String,
     pub root_device_name: String,
     pub snapshots: Vec<SnapshotInfo>,
+    /// How the image is made (snapshots + RegisterImage, or CreateImage) and what it must report.
+    pub plan: crate::platform::ImagePlan,
+    /// The image CreateImage made (plan method `create-image`); register adopts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     /// Lowest progress over the snapshots, 0-100.
     pub percent: u32,
     #[serde(flatten)]

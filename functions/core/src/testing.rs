@@ -133,6 +133,10 @@ pub fn base_image_builder() -> aws_sdk_ec2::types::builders::ImageBuilder {
         .architecture(ArchitectureValues::X8664)
         .root_device_name("/dev/xvda")
         .creation_date("2026-11-20T00:00:00.000Z")
+        // As AWS reports AL2023 x86_64 images (DescribeImages).
+        .platform_details(crate::platform::LINUX_UNIX)
+        .usage_operation(crate::platform::RUN_INSTANCES)
+        .boot_mode(aws_sdk_ec2::types::BootModeValues::UefiPreferred)
         .block_device_mappings(
             BlockDeviceMapping::builder()
                 .device_name("/dev/xvda")
@@ -144,6 +148,18 @@ pub fn base_image_builder() -> aws_sdk_ec2::types::builders::ImageBuilder {
                 )
                 .build(),
         )
+}
+
+/// The plan for [`base_image`] and the example recipe: snapshots, then RegisterImage as `uefi-preferred`.
+pub fn linux_plan() -> crate::platform::ImagePlan {
+    crate::platform::ImagePlan {
+        method: crate::platform::Method::Snapshots,
+        platform_details: crate::platform::LINUX_UNIX.into(),
+        usage_operation: crate::platform::RUN_INSTANCES.into(),
+        boot_mode: Some("uefi-preferred".into()),
+        boot_mode_override: false,
+        tpm_support: false,
+    }
 }
 
 /// Captures every request a mock rule sees, for assertions after the call.

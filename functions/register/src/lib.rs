@@ -1,19 +1,21 @@
-//! register: `start` registers the image from the snapshots with the full block device mapping and the
-//! recipe's settings, tagged on create; `status` reports pending until it is available.
+//! register: `start` registers the image from the snapshots with the full block device mapping, the recipe's
+//! settings, the planned boot mode and the instance's UEFI variable store, tagged on create (or, when the snapshot
+//! step made the image with CreateImage, adopts it and sets ImdsSupport); `status` reports pending until it is
+//! available, then checks its billing, boot mode and NitroTPM against the plan (`AmiPipeline.PlatformMismatch`).
 
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues, ResourceType,
-    TpmSupportValues, VolumeType,
+    ArchitectureValues, AttributeValue, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
+    ResourceType, TpmSupportValues, VolumeType,
 };
 use serde_json::Value;
 
 use ami_core::ec2::{ImageProgress, image_progress};
-use ami_core::error::{Error, Result, aws_code};
-use ami_core::naming::{self, NameValues};
+use ami_core::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::platform::{self, Method};
 use ami_core::recipe::RootDeviceType;
 use ami_core::step::Step;
-use ami_core::steps::{ImageState, Progress, Status, StepRequest, now};
-use ami_core::{tags, userdata};
+use ami_core::steps::{ImageState, Progress, SnapshotState, Status, StepRequest, now};
+use ami_core::{image, tags};
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
@@ -50,23 +52,10 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
     ami_core::step::handle(deps, event).await
 }
 
-/// The AMI name for this execution: the recipe's template, rendered and sanitized.
-pub fn image_name(req: &StepRequest) -> String {
-    naming::render_image_name(
-        &req.run.recipe.image.name,
-        &NameValues {
-            pipeline: &req.run.pipeline,
-            version: &req.run.release.version,
-            date: &req.run.date,
-            execution: &req.execution.name,
-        },
-    )
-}
-
 async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
     let snap = req.steps.snapshot()?;
     let recipe = &req.run.recipe;
-    let name = image_name(req);
+    let name = image::name(req);
     let progress = Progress::start(now, recipe.image.timeout_minutes);
     let state = |image_id: String| ImageState {
         region: req.run.region.clone(),
@@ -75,28 +64,39 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
         progress,
     };
 
-    // A retried start adopts the image it already registered (RegisterImage takes no ClientToken).
-    if let Some(id) = own_image(deps, req, None).await? {
+    if snap.plan.method == Method::CreateImage {
+        // The snapshot step made the image with CreateImage (licensed platforms keep their billing that way).
+        let id = snap.image_id.clone().ok_or_else(|| {
+            Error::invalid(
+                "input.steps.snapshot.image_id",
+                "the snapshot step made no image with CreateImage",
+            )
+        })?;
+        if recipe.image.imds_v2 {
+            // CreateImage takes no ImdsSupport; ModifyImageAttribute sets it (and it cannot be undone, so a
+            // retried call finds it already set).
+            deps.ec2
+                .modify_image_attribute()
+                .image_id(&id)
+                .imds_support(AttributeValue::builder().value("v2.0").build())
+                .send()
+                .await
+                .aws("ModifyImageAttribute")?;
+        }
         return Ok(state(id));
     }
 
-    let mut image_tags = tags::standard(&req.execution, &req.run, tags::Role::Image);
-    image_tags.push(tags::tag(tags::SOURCE_IMAGE, &snap.source_image_id));
-    image_tags.push(tags::tag(tags::STATE, tags::STATE_CANDIDATE));
-    image_tags.extend(recipe.image.tags.iter().map(|(k, v)| tags::tag(k, v)));
-
-    let description = recipe
-        .image
-        .description
-        .as_deref()
-        .map(|d| userdata::render_script(d, &req.run.pipeline, &req.run.release))
-        .unwrap_or_else(|| format!("{} {} built by ami-pipeline", req.run.pipeline, req.run.release.version));
+    // A retried start adopts the image it already registered (RegisterImage takes no ClientToken).
+    if let Some(id) = image::own(&deps.ec2, req, None).await? {
+        return Ok(state(id));
+    }
+    let uefi_data = uefi_data(deps, snap).await?;
 
     let mut call = deps
         .ec2
         .register_image()
         .name(&name)
-        .description(tags::value(&description).chars().take(255).collect::<String>())
+        .description(image::description(req))
         .architecture(match recipe.image.architecture {
             ami_core::recipe::Architecture::X86_64 => ArchitectureValues::X8664,
             ami_core::recipe::Architecture::Arm64 => ArchitectureValues::Arm64,
@@ -104,12 +104,20 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
         .virtualization_type("hvm")
         .ena_support(recipe.image.ena_support)
         .sriov_net_support("simple")
-        .set_boot_mode(recipe.image.boot_mode.map(|b| BootModeValues::from(b.as_str())))
-        .set_tpm_support(recipe.image.tpm_support.then_some(TpmSupportValues::V20))
+        .set_boot_mode(snap.plan.boot_mode.as_deref().map(BootModeValues::from))
+        .set_tpm_support(snap.plan.tpm_support.then_some(TpmSupportValues::V20))
+        .set_uefi_data(uefi_data)
         .set_imds_support(recipe.image.imds_v2.then_some(ImdsSupportValues::V20))
-        .tag_specifications(tags::spec(ResourceType::Image, image_tags));
+        .tag_specifications(tags::spec(
+            ResourceType::Image,
+            image::candidate_tags(req, &snap.source_image_id),
+        ));
     call = match (recipe.image.root_device_type, &recipe.image.s3_manifest) {
-        (RootDeviceType::InstanceStore, Some(manifest)) => call.image_location(manifest),
+        // ImageLocation is `bucket/path/image.manifest.xml`, not the recipe's `s3://` URL (RegisterImage API
+        // reference); an `s3://` location fails `InvalidManifest`.
+        (RootDeviceType::InstanceStore, Some(manifest)) => {
+            call.image_location(ami_core::instance_store::image_location(manifest)?)
+        }
         _ => {
             if snap.snapshots.is_empty() {
                 return Err(Error::invalid(
@@ -150,32 +158,30 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
         }
         Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
             // Registered by a lost earlier attempt of ours (adopt), or the name belongs to someone else.
-            match own_image(deps, req, Some(&name)).await? {
+            match image::own(&deps.ec2, req, Some(&name)).await? {
                 Some(id) => Ok(state(id)),
-                None => Err(Error::Conflict(format!(
-                    "an image named `{name}` already exists and is not this execution's; put {{{{id}}}} in \
-                     recipe.image.name to keep names unique"
-                ))),
+                None => Err(image::name_taken(&name)),
             }
         }
         Err(e) => Err(ami_core::error::from_sdk("RegisterImage", e)),
     }
 }
 
-/// This execution's image in the home region, by tag, or by name and then checked by tag.
-async fn own_image(deps: &Deps, req: &StepRequest, name: Option<&str>) -> Result<Option<String>> {
-    let filters = match name {
-        Some(n) => vec![aws_sdk_ec2::types::Filter::builder().name("name").values(n).build()],
-        None => vec![
-            tags::filter(tags::EXECUTION, &req.execution.name),
-            tags::filter(tags::ROLE, tags::Role::Image.as_str()),
-        ],
-    };
-    let images = ami_core::ec2::own_images(&deps.ec2, filters).await?;
-    Ok(images
-        .into_iter()
-        .find(|i| tags::get(i.tags(), tags::EXECUTION) == Some(req.execution.name.as_str()))
-        .and_then(|i| i.image_id().map(String::from)))
+/// The instance's UEFI variable store, so Secure Boot keys and other non-volatile variables survive into the image
+/// (GetInstanceUefiData -> RegisterImage UefiData, EC2 API reference). Only for an image that may boot UEFI; the
+/// instance still exists (the builder is terminated after register). EC2 answers an empty store as no data.
+async fn uefi_data(deps: &Deps, snap: &SnapshotState) -> Result<Option<String>> {
+    if !matches!(snap.plan.boot_mode.as_deref(), Some("uefi" | "uefi-preferred")) {
+        return Ok(None);
+    }
+    let out = deps
+        .ec2
+        .get_instance_uefi_data()
+        .instance_id(&snap.instance_id)
+        .send()
+        .await
+        .aws("GetInstanceUefiData")?;
+    Ok(out.uefi_data().filter(|d| !d.is_empty()).map(String::from))
 }
 
 async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
@@ -183,7 +189,13 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> 
     state.progress.check_deadline(now, "image registration")?;
     let image = ami_core::ec2::describe_image(&deps.ec2, &state.image_id).await?;
     let status = match image_progress(image.as_ref()) {
-        ImageProgress::Available => Status::Ready,
+        ImageProgress::Available => {
+            // Billing, boot mode and NitroTPM as planned, or the image is discarded (cleanup removes it).
+            if let Some(image) = &image {
+                platform::check_made(image, &req.steps.snapshot()?.plan)?;
+            }
+            Status::Ready
+        }
         ImageProgress::Pending => Status::Pending,
         ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
     };

@@ -1,5 +1,7 @@
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::get_instance_uefi_data::GetInstanceUefiDataOutput;
+use aws_sdk_ec2::operation::modify_image_attribute::{ModifyImageAttributeInput, ModifyImageAttributeOutput};
 use aws_sdk_ec2::operation::register_image::{RegisterImageInput, RegisterImageOutput};
 use aws_sdk_ec2::types::{Image, ImageState as Ec2ImageState, StateReason, Tag};
 use aws_smithy_mocks::{Rule, mock};
@@ -8,13 +10,17 @@ use serde_json::json;
 use ami_core::steps::{SnapshotInfo, SnapshotState};
 use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
 
-use ami_core::input;
+use ami_core::{input, naming};
 
 use super::*;
 
 const NEW_IMAGE: &str = "ami-0ccccccccccccccc1";
 
 fn snapshot_steps() -> serde_json::Value {
+    snapshot_steps_with(testing::linux_plan())
+}
+
+fn snapshot_steps_with(plan: ami_core::platform::ImagePlan) -> serde_json::Value {
     let info = |id: &str, dev: &str, size: i32, vt: &str| SnapshotInfo {
         snapshot_id: id.into(),
         device_name: dev.into(),
@@ -32,6 +38,8 @@ fn snapshot_steps() -> serde_json::Value {
             info("snap-01", "/dev/sdf", 20, "gp2"),
             info("snap-02", "/dev/xvda", 16, "gp3"),
         ],
+        plan,
+        image_id: None,
         percent: 100,
         progress: Progress::start(NOW - 600, 60).with_status(Status::Ready),
     };
@@ -62,12 +70,23 @@ fn register(captured: Captured<RegisterImageInput>) -> Rule {
     })
 }
 
+const UEFI_DATA: &str = "QU1aVUVGSQ==";
+
+/// GetInstanceUefiData for the instance that was snapshotted.
+fn uefi(asked: Captured<String>) -> Rule {
+    mock!(Ec2::get_instance_uefi_data).then_compute_output(move |r| {
+        asked.push(&r.instance_id().unwrap_or_default().to_string());
+        GetInstanceUefiDataOutput::builder().uefi_data(UEFI_DATA).build()
+    })
+}
+
 #[tokio::test]
 async fn registers_with_the_full_mapping_and_secure_defaults() {
     let captured = Captured::default();
-    let (none, reg) = (lookup(vec![]), register(captured.clone()));
+    let asked = Captured::default();
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(asked.clone()));
     let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg]),
+        ec2: testing::ec2(&[&none, &reg, &uefi]),
     };
     let out = start(&deps, &request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
@@ -83,7 +102,10 @@ async fn registers_with_the_full_mapping_and_secure_defaults() {
     assert_eq!(r.virtualization_type(), Some("hvm"));
     assert_eq!(r.ena_support(), Some(true));
     assert_eq!(r.imds_support(), Some(&ImdsSupportValues::V20));
+    // The boot mode planned from the builder (which reports its AMI's), and its UEFI variable store.
     assert_eq!(r.boot_mode(), Some(&BootModeValues::UefiPreferred));
+    assert_eq!(r.uefi_data(), Some(UEFI_DATA));
+    assert_eq!(asked.only(), "i-0bbbbbbbbbbbbbbb1");
     assert_eq!(r.tpm_support(), None);
     let maps: Vec<_> = r
         .block_device_mappings()
@@ -121,20 +143,23 @@ async fn registers_with_the_full_mapping_and_secure_defaults() {
 }
 
 #[tokio::test]
-async fn tpm_and_imds_follow_the_recipe() {
+async fn tpm_and_imds_follow_the_plan_and_the_recipe() {
     let _imds = ami_core::audit::allow_imds_optional(); // the recipe turns ImdsSupport v2.0 off below
     let mut recipe = testing::recipe();
-    recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
-    recipe.image.tpm_support = true;
     recipe.image.imds_v2 = false;
+    let plan = ami_core::platform::ImagePlan {
+        boot_mode: Some("uefi".into()),
+        tpm_support: true,
+        ..testing::linux_plan()
+    };
     let captured = Captured::default();
-    let (none, reg) = (lookup(vec![]), register(captured.clone()));
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
     let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg]),
+        ec2: testing::ec2(&[&none, &reg, &uefi]),
     };
     let req = input::parse_value(
         "input",
-        testing::request("start", &testing::run_with(recipe), snapshot_steps()),
+        testing::request("start", &testing::run_with(recipe), snapshot_steps_with(plan)),
     )
     .unwrap();
     start(&deps, &req, NOW).await.unwrap();
@@ -142,6 +167,67 @@ async fn tpm_and_imds_follow_the_recipe() {
     assert_eq!(r.tpm_support(), Some(&TpmSupportValues::V20));
     assert_eq!(r.boot_mode(), Some(&BootModeValues::Uefi));
     assert_eq!(r.imds_support(), None);
+}
+
+#[tokio::test]
+async fn a_legacy_bios_image_carries_no_uefi_data() {
+    let plan = ami_core::platform::ImagePlan {
+        boot_mode: None,
+        ..testing::linux_plan()
+    };
+    let captured = Captured::default();
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
+    let deps = Deps {
+        ec2: testing::ec2(&[&none, &reg, &uefi]),
+    };
+    start(&deps, &request("start", snapshot_steps_with(plan)), NOW)
+        .await
+        .unwrap();
+    let r = captured.only();
+    assert_eq!((r.boot_mode(), r.uefi_data()), (None, None));
+    assert_eq!(uefi.num_calls(), 0);
+}
+
+fn windows_plan() -> ami_core::platform::ImagePlan {
+    ami_core::platform::ImagePlan {
+        method: Method::CreateImage,
+        platform_details: "Windows".into(),
+        usage_operation: "RunInstances:0002".into(),
+        boot_mode: Some("uefi".into()),
+        boot_mode_override: false,
+        tpm_support: true,
+    }
+}
+
+#[tokio::test]
+async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
+    let mut steps = snapshot_steps_with(windows_plan());
+    steps["snapshot"]["image_id"] = json!(NEW_IMAGE);
+    let modified: Captured<ModifyImageAttributeInput> = Captured::default();
+    let seen = modified.clone();
+    let modify = mock!(Ec2::modify_image_attribute).then_compute_output(move |r| {
+        seen.push(r);
+        ModifyImageAttributeOutput::builder().build()
+    });
+    let reg = register(Captured::default());
+    let deps = Deps {
+        ec2: testing::ec2(&[&modify, &reg]),
+    };
+    let out = start(&deps, &request("start", steps), NOW).await.unwrap();
+    assert_eq!(out.image_id, NEW_IMAGE);
+    assert_eq!(reg.num_calls(), 0, "CreateImage made the image: nothing is registered");
+    let m = modified.only();
+    assert_eq!(m.image_id(), Some(NEW_IMAGE));
+    assert_eq!(m.imds_support().and_then(|v| v.value()), Some("v2.0"));
+}
+
+#[tokio::test]
+async fn create_image_without_an_image_is_invalid_input() {
+    let deps = Deps { ec2: testing::ec2(&[]) };
+    let err = start(&deps, &request("start", snapshot_steps_with(windows_plan())), NOW)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("input.steps.snapshot.image_id"), "{err}");
 }
 
 #[tokio::test]
@@ -178,8 +264,9 @@ fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
 #[tokio::test]
 async fn duplicate_name_of_ours_is_adopted() {
     let (a, b, reg) = duplicate_then_lookup(testing::EXECUTION);
+    let uefi = uefi(Captured::default());
     let deps = Deps {
-        ec2: testing::ec2(&[&a, &b, &reg]),
+        ec2: testing::ec2(&[&a, &b, &reg, &uefi]),
     };
     let out = start(&deps, &request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
@@ -189,8 +276,9 @@ async fn duplicate_name_of_ours_is_adopted() {
 #[tokio::test]
 async fn duplicate_name_of_another_execution_is_a_conflict() {
     let (a, b, reg) = duplicate_then_lookup("web-r-0-9-0");
+    let uefi = uefi(Captured::default());
     let deps = Deps {
-        ec2: testing::ec2(&[&a, &b, &reg]),
+        ec2: testing::ec2(&[&a, &b, &reg, &uefi]),
     };
     let err = start(&deps, &request("start", snapshot_steps()), NOW)
         .await
@@ -207,8 +295,9 @@ async fn throttled_register_is_retried_then_succeeds() {
         .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
         .output(|| RegisterImageOutput::builder().image_id(NEW_IMAGE).build())
         .build();
+    let uefi = uefi(Captured::default());
     let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg]),
+        ec2: testing::ec2(&[&none, &reg, &uefi]),
     };
     assert_eq!(
         start(&deps, &request("start", snapshot_steps()), NOW)
@@ -234,6 +323,9 @@ fn image_states(states: Vec<Option<Ec2ImageState>>) -> Rule {
                         Image::builder()
                             .image_id(NEW_IMAGE)
                             .state(st.clone())
+                            .platform_details("Linux/UNIX")
+                            .usage_operation("RunInstances")
+                            .boot_mode(BootModeValues::UefiPreferred)
                             .state_reason(StateReason::builder().message("snapshot unusable").build())
                             .build(),
                     )
@@ -283,4 +375,66 @@ async fn failed_image_fails_the_step_with_its_reason() {
     let err = status(&deps, &request("status", image_steps()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
     assert!(err.to_string().contains("snapshot unusable"));
+}
+
+fn available(details: &str, operation: &str) -> Rule {
+    let (details, operation) = (details.to_string(), operation.to_string());
+    mock!(Ec2::describe_images).then_output(move || {
+        DescribeImagesOutput::builder()
+            .images(
+                Image::builder()
+                    .image_id(NEW_IMAGE)
+                    .state(Ec2ImageState::Available)
+                    .platform_details(&details)
+                    .usage_operation(&operation)
+                    .boot_mode(BootModeValues::Uefi)
+                    .tpm_support(TpmSupportValues::V20)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
+    let mut steps = image_steps();
+    steps["snapshot"]["plan"] = json!(windows_plan());
+    // RegisterImage from snapshots whose metadata lacks the licence: Linux/UNIX (RegisterImage API reference).
+    let lost = available("Linux/UNIX", "RunInstances");
+    let deps = Deps {
+        ec2: testing::ec2(&[&lost]),
+    };
+    let err = status(&deps, &request("status", steps.clone()), NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.PlatformMismatch", "{err}");
+    assert!(err.to_string().contains("Windows"), "{err}");
+
+    let kept = available("Windows", "RunInstances:0002");
+    let deps = Deps {
+        ec2: testing::ec2(&[&kept]),
+    };
+    let out = status(&deps, &request("status", steps), NOW).await.unwrap();
+    assert_eq!(out.progress.status, Status::Ready);
+}
+
+/// An instance-store image is registered from its manifest: ImageLocation is `bucket/key`, the recipe's `s3://`
+/// URL without the scheme (RegisterImage API reference), and no block device mapping is sent.
+#[tokio::test]
+async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
+    let mut run = testing::run();
+    run.recipe.image.root_device_type = RootDeviceType::InstanceStore;
+    run.recipe.image.s3_manifest = Some("s3://web-bundles/web/1.4.0/image.manifest.xml".into());
+    let mut steps = snapshot_steps();
+    steps["snapshot"]["snapshots"] = json!([]); // the snapshot step makes none for instance store
+    let req: StepRequest = input::parse_value("input", testing::request("start", &run, steps)).unwrap();
+
+    let captured = Captured::default();
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
+    let deps = Deps {
+        ec2: testing::ec2(&[&none, &reg, &uefi]),
+    };
+    let out = start(&deps, &req, NOW).await.unwrap();
+    assert_eq!(out.image_id, NEW_IMAGE);
+    let r = captured.only();
+    assert_eq!(r.image_location(), Some("web-bundles/web/1.4.0/image.manifest.xml"));
+    assert!(r.block_device_mappings().is_empty(), "{:?}", r.block_device_mappings());
 }

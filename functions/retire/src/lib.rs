@@ -5,16 +5,20 @@
 //! An image that a recipe SSM parameter or launch template default version points at is protected: it is never
 //! deprecated or deregistered, and it does not take one of the `keep` places. Only images tagged with this
 //! pipeline and `state=released` are considered; candidates belong to their execution (and to cleanup).
+//!
+//! It then sweeps the pipeline's orphaned snapshots: ones no image uses any more and older than any execution
+//! can run (`ORPHAN_GRACE_SECONDS`).
 
 use std::collections::BTreeSet;
 
-use aws_sdk_ec2::types::Image;
+use aws_sdk_ec2::types::{Image, Snapshot, SnapshotState};
+use lambda_runtime::tracing;
 use serde_json::Value;
 
 use ami_core::clients::{Ec2Clients, SsmClients};
-use ami_core::error::{Error, Result, aws_code};
-use ami_core::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion};
-use ami_core::recipe::Retention;
+use ami_core::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
+use ami_core::recipe::{Retention, limits};
 use ami_core::step::Step;
 use ami_core::steps::{Run, StepRequest, now};
 use ami_core::tags;
@@ -121,6 +125,7 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
     for image in &deregister {
         ami_core::ec2::deregister_with_snapshots(&ec2, image).await?;
     }
+    let (orphan_snapshots_deleted, orphan_snapshots_skipped) = sweep_orphan_snapshots(&ec2, run, now).await?;
     Ok(RetiredRegion {
         region: region.to_string(),
         kept: ids(&plan.keep),
@@ -128,7 +133,107 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         deregistered: ids(&deregister),
         protected: ids(&plan.protected),
         deregistration_protected: ids(&locked),
+        orphan_snapshots_deleted,
+        orphan_snapshots_skipped,
     })
+}
+
+/// How old a snapshot of this pipeline must be before retire may treat it as orphaned: longer than any execution
+/// can run. A snapshot is made by the snapshot step (after the build) or by CopyImage, and belongs to its execution
+/// until that execution's image is registered or copied; before then no image uses it, so "unused" alone would let
+/// a retire of another execution delete a running execution's snapshots. The state machine has no overall
+/// timeout, but every long step ends at a deadline its handler enforces (`AmiPipeline.Timeout`), each at most the
+/// limit validation accepts (`recipe::limits`, checked against the poll loops in `definition/tests.rs`); the short
+/// steps and all retries add minutes. So the sum of the long steps' limits (build, snapshot, register, test,
+/// copy: 7,440 minutes, about 5.2 days) plus a day's margin bounds the life of any execution, and a snapshot that
+/// started before that is not a running execution's. The `ami-pipeline:execution` tag is required too: a snapshot
+/// without it was not made by an execution, and is left to whoever made it.
+pub const ORPHAN_GRACE_SECONDS: i64 = (limits::BUILD_MINUTES as i64
+    + 2 * limits::IMAGE_MINUTES as i64
+    + limits::TEST_MINUTES as i64
+    + limits::COPY_MINUTES as i64
+    + 24 * 60)
+    * 60;
+
+/// At most this many orphans are deleted per region and run (each a DeleteSnapshot call); the rest go next time.
+const MAX_ORPHAN_DELETES: usize = 50;
+
+/// Deletes this pipeline's snapshots (tagged `ami-pipeline:pipeline` and role `snapshot`, with an execution tag)
+/// that are completed or failed, older than `ORPHAN_GRACE_SECONDS`, and used by no image of the account (disabled
+/// ones included). Images are checked here because EC2 refuses to delete only the *root* snapshot of a registered
+/// AMI ("You cannot delete a snapshot of the root device of an EBS volume used by a registered AMI", DeleteSnapshot
+/// API reference): a data volume's snapshot would go, and the image would no longer launch. A snapshot EC2 still
+/// refuses (`InvalidSnapshot.InUse`) or that is already gone is skipped and reported; the sweep is housekeeping
+/// after publish, so no DeleteSnapshot error fails the run.
+async fn sweep_orphan_snapshots(
+    ec2: &aws_sdk_ec2::Client,
+    run: &Run,
+    now: i64,
+) -> Result<(Vec<String>, Vec<SkippedSnapshot>)> {
+    let mut pages = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(tags::filter(tags::PIPELINE, &run.pipeline))
+        .filters(tags::filter(tags::ROLE, tags::Role::Snapshot.as_str()))
+        .into_paginator()
+        .send();
+    let mut candidates = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.aws("DescribeSnapshots")?;
+        candidates.extend(
+            page.snapshots()
+                .iter()
+                .filter(|s| is_orphan_candidate(s, &run.pipeline, now))
+                .filter_map(|s| s.snapshot_id().map(String::from)),
+        );
+    }
+    if candidates.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    // Every image of the account in the region, disabled ones too: an image of another pipeline (or a person's)
+    // made from one of our snapshots counts as a user.
+    let in_use: BTreeSet<String> = ami_core::ec2::own_images(ec2, Vec::new())
+        .await?
+        .iter()
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(String::from))
+        .collect();
+    let mut deleted = Vec::new();
+    let mut skipped = Vec::new();
+    for id in candidates
+        .into_iter()
+        .filter(|id| !in_use.contains(id))
+        .take(MAX_ORPHAN_DELETES)
+    {
+        // Out of time: the rest go on the next run, not a reason to fail this one.
+        if ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, "orphan snapshots").is_err() {
+            break;
+        }
+        match ec2.delete_snapshot().snapshot_id(&id).send().await {
+            Ok(_) => deleted.push(id),
+            Err(e) => {
+                let reason = aws_code(&e)
+                    .map(String::from)
+                    .unwrap_or_else(|| ami_core::error::from_sdk("DeleteSnapshot", e).to_string());
+                tracing::warn!(snapshot = %id, %reason, "orphan snapshot not deleted");
+                skipped.push(SkippedSnapshot {
+                    snapshot_id: id,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok((deleted, skipped))
+}
+
+/// Tags, state and age of an orphan: see `sweep_orphan_snapshots`. A snapshot still `pending` (being made or
+/// copied) or without a readable start time is never one.
+fn is_orphan_candidate(s: &Snapshot, pipeline: &str, now: i64) -> bool {
+    tags::get(s.tags(), tags::PIPELINE) == Some(pipeline)
+        && tags::get(s.tags(), tags::ROLE) == Some(tags::Role::Snapshot.as_str())
+        && tags::get(s.tags(), tags::EXECUTION).is_some_and(|e| !e.is_empty())
+        && matches!(s.state(), Some(SnapshotState::Completed | SnapshotState::Error))
+        && s.start_time().is_some_and(|t| t.secs() < now - ORPHAN_GRACE_SECONDS)
 }
 
 fn ids(images: &[Image]) -> Vec<String> {

@@ -9,6 +9,7 @@ use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
 use aws_sdk_ec2::operation::deregister_image::{DeregisterImageInput, DeregisterImageOutput};
 use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
+use aws_sdk_ec2::operation::describe_snapshots::{DescribeSnapshotsInput, DescribeSnapshotsOutput};
 use aws_sdk_ec2::operation::enable_image_deprecation::{EnableImageDeprecationInput, EnableImageDeprecationOutput};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, ImageState, LaunchTemplateVersion, ResponseLaunchTemplateData, Tag,
@@ -45,9 +46,22 @@ struct FakeImage {
     protection: Option<&'static str>,
 }
 
+/// A snapshot DescribeSnapshots lists (the images' own snapshots are not listed unless added here).
+#[derive(Clone)]
+struct FakeSnapshot {
+    region: String,
+    started: i64,
+    tags: BTreeMap<String, String>,
+    state: SnapshotState,
+}
+
 #[derive(Default)]
 struct World {
     images: BTreeMap<String, FakeImage>,
+    snapshots: BTreeMap<String, FakeSnapshot>,
+    snapshot_describes: Vec<DescribeSnapshotsInput>,
+    /// DeleteSnapshot requests, in order (the images' snapshots going with DeregisterImage are not requests).
+    delete_requests: Vec<String>,
     /// (region, name) -> value
     params: BTreeMap<(String, String), String>,
     /// (region, template name) -> default version's image
@@ -181,8 +195,38 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
     let w = world.clone();
     let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
         let mut w = w.lock().unwrap();
-        w.deleted_snapshots.push(req.snapshot_id().unwrap_or_default().into());
+        let id = req.snapshot_id().unwrap_or_default().to_string();
+        w.snapshots.remove(&id);
+        w.delete_requests.push(id.clone());
+        w.deleted_snapshots.push(id);
         DeleteSnapshotOutput::builder().build()
+    });
+    let (w, r) = (world.clone(), region.to_string());
+    let describe_snapshots = mock!(Ec2::describe_snapshots).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        assert_eq!(req.owner_ids(), ["self"], "only our own snapshots");
+        w.snapshot_describes.push(req.clone());
+        let snapshots = w
+            .snapshots
+            .iter()
+            .filter(|(_, s)| s.region == r && (w.ignore_filters || snapshot_matches(req, s)))
+            .map(|(id, s)| {
+                Snapshot::builder()
+                    .snapshot_id(id)
+                    .state(s.state.clone())
+                    .start_time(aws_smithy_types::DateTime::from_secs(s.started))
+                    .set_tags(Some(
+                        s.tags
+                            .iter()
+                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                            .collect(),
+                    ))
+                    .build()
+            })
+            .collect();
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(snapshots))
+            .build()
     });
     let (w, r) = (world.clone(), region.to_string());
     let template = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
@@ -201,7 +245,46 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
             )
             .build()
     });
-    vec![describe, deprecate, deregister, delete_snapshot, template]
+    vec![
+        describe,
+        deprecate,
+        deregister,
+        delete_snapshot,
+        describe_snapshots,
+        template,
+    ]
+}
+
+fn snapshot_matches(req: &DescribeSnapshotsInput, s: &FakeSnapshot) -> bool {
+    req.filters()
+        .iter()
+        .all(|f| match f.name().and_then(|n| n.strip_prefix("tag:")) {
+            Some(key) => s.tags.get(key).is_some_and(|v| f.values().contains(v)),
+            None => panic!("unexpected filter {f:?}"),
+        })
+}
+
+/// A snapshot of `pipeline` in the home region, started `age` seconds ago, tagged as the snapshot step and
+/// CopyImage tag theirs (pipeline, execution, role), minus the tags in `without`.
+fn add_snapshot(w: &mut World, id: &str, pipeline: &str, age: i64, state: SnapshotState, without: &[&str]) {
+    let tags = [
+        (tags::PIPELINE, pipeline),
+        (tags::EXECUTION, "an-old-execution"),
+        (tags::ROLE, "snapshot"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !without.contains(k))
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    w.snapshots.insert(
+        id.into(),
+        FakeSnapshot {
+            region: HOME.into(),
+            started: NOW - age,
+            tags,
+            state,
+        },
+    );
 }
 
 fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
@@ -569,4 +652,183 @@ fn deprecation_time_reads_ec2_timestamps_and_rounds_up_to_the_minute() {
     assert_eq!(deprecate_at(&image, 1, created), Some(created + DAY + 30));
     let undated = Image::builder().image_id("ami-0123456789abcdef0").build();
     assert_eq!(deprecate_at(&undated, 1, NOW), None);
+}
+
+const HOUR: i64 = 3_600;
+
+/// The sweep deletes exactly the pipeline's completed or failed snapshots that no image uses and that are older
+/// than any execution can run; a running execution's snapshots (younger, or still pending), another pipeline's,
+/// ones not made by an execution and ones an image still uses are never asked for.
+#[tokio::test]
+async fn orphaned_snapshots_older_than_any_execution_are_deleted_and_reported() {
+    for ignore_filters in [false, true] {
+        let world = world_with(&[10]);
+        let used = format!("snap-{}", &image_id('a', 10)[4..]);
+        {
+            let mut w = world.lock().unwrap();
+            w.ignore_filters = ignore_filters;
+            let old = ORPHAN_GRACE_SECONDS + HOUR;
+            add_snapshot(&mut w, "snap-orphan", "web", old, SnapshotState::Completed, &[]);
+            add_snapshot(&mut w, "snap-failed", "web", old, SnapshotState::Error, &[]);
+            add_snapshot(
+                &mut w,
+                "snap-just-over",
+                "web",
+                ORPHAN_GRACE_SECONDS + 1,
+                SnapshotState::Completed,
+                &[],
+            );
+            // A running execution's: not registered yet, so no image uses it.
+            add_snapshot(&mut w, "snap-young", "web", 2 * DAY, SnapshotState::Completed, &[]);
+            add_snapshot(
+                &mut w,
+                "snap-just-under",
+                "web",
+                ORPHAN_GRACE_SECONDS - 60,
+                SnapshotState::Completed,
+                &[],
+            );
+            add_snapshot(&mut w, "snap-pending", "web", old, SnapshotState::Pending, &[]);
+            add_snapshot(&mut w, &used, "web", old, SnapshotState::Completed, &[]);
+            add_snapshot(&mut w, "snap-billing", "billing", old, SnapshotState::Completed, &[]);
+            add_snapshot(
+                &mut w,
+                "snap-by-hand",
+                "web",
+                old,
+                SnapshotState::Completed,
+                &[tags::EXECUTION],
+            );
+            add_snapshot(
+                &mut w,
+                "snap-no-role",
+                "web",
+                old,
+                SnapshotState::Completed,
+                &[tags::ROLE],
+            );
+        }
+        let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
+        let home = region(&out, HOME);
+        let mut deleted = home.orphan_snapshots_deleted.clone();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            ["snap-failed", "snap-just-over", "snap-orphan"],
+            "ignore_filters={ignore_filters}"
+        );
+        assert!(home.orphan_snapshots_skipped.is_empty());
+        assert!(home.deregistered.is_empty());
+
+        let w = world.lock().unwrap();
+        let mut asked = w.delete_requests.clone();
+        asked.sort();
+        assert_eq!(asked, deleted, "DeleteSnapshot for the orphans only");
+        for kept in [
+            "snap-young",
+            "snap-just-under",
+            "snap-pending",
+            "snap-billing",
+            "snap-by-hand",
+            "snap-no-role",
+        ] {
+            assert!(w.snapshots.contains_key(kept), "{kept} kept");
+        }
+        assert!(w.snapshots.contains_key(&used), "used by an image: kept");
+        // The look-ups: our own snapshots of this pipeline's role `snapshot`, and every image of the account,
+        // disabled ones included.
+        let req = &w.snapshot_describes[0];
+        let filters: Vec<(String, Vec<String>)> = req
+            .filters()
+            .iter()
+            .map(|f| (f.name().unwrap().to_string(), f.values().to_vec()))
+            .collect();
+        assert!(filters.contains(&("tag:ami-pipeline:pipeline".into(), vec!["web".into()])));
+        assert!(filters.contains(&("tag:ami-pipeline:role".into(), vec!["snapshot".into()])));
+        // Every image, not only the pipeline's (the listing without filters), disabled ones included.
+        let images: Vec<_> = w.describes.iter().filter(|d| d.filters().is_empty()).collect();
+        assert_eq!(images.len(), 1, "one listing, in the region with candidates");
+        assert_eq!(images[0].include_disabled(), Some(true));
+    }
+}
+
+#[tokio::test]
+async fn no_orphan_candidates_means_no_image_listing_and_no_delete() {
+    let world = world_with(&[10, 20]);
+    add_snapshot(
+        &mut world.lock().unwrap(),
+        "snap-young",
+        "web",
+        HOUR,
+        SnapshotState::Completed,
+        &[],
+    );
+    let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
+    assert!(region(&out, HOME).orphan_snapshots_deleted.is_empty());
+    let w = world.lock().unwrap();
+    assert!(w.delete_requests.is_empty());
+    assert_eq!(
+        w.describes.len(),
+        3,
+        "one DescribeImages per region, none for the sweep"
+    );
+    // Nothing to report: the fields are left out of the output.
+    let json = serde_json::to_value(&out).unwrap();
+    assert!(json["regions"][0].get("orphan_snapshots_deleted").is_none(), "{json}");
+}
+
+/// `InvalidSnapshot.InUse` (an image EC2 knows of still uses it) and `InvalidSnapshot.NotFound` (gone meanwhile)
+/// are skipped and reported, and the run succeeds; the other orphans still go.
+#[tokio::test]
+async fn an_orphan_in_use_or_gone_is_skipped_and_reported_and_the_run_succeeds() {
+    let world = world_with(&[10]);
+    {
+        let mut w = world.lock().unwrap();
+        let old = ORPHAN_GRACE_SECONDS + DAY;
+        for id in ["snap-a-in-use", "snap-b-gone", "snap-c-orphan"] {
+            add_snapshot(&mut w, id, "web", old, SnapshotState::Completed, &[]);
+        }
+    }
+    let in_use = mock!(Ec2::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-a-in-use"))
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.InUse")))
+        .build();
+    let gone = mock!(Ec2::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-b-gone"))
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
+        .build();
+    let deps = deps_with(&world, vec![in_use.clone(), gone.clone()], vec![]);
+    let out = retire(&deps, &run_with(3, None), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.orphan_snapshots_deleted, ["snap-c-orphan"]);
+    let skipped: Vec<(&str, &str)> = home
+        .orphan_snapshots_skipped
+        .iter()
+        .map(|s| (s.snapshot_id.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("snap-a-in-use", "InvalidSnapshot.InUse"),
+            ("snap-b-gone", "InvalidSnapshot.NotFound")
+        ]
+    );
+    assert_eq!(
+        (in_use.num_calls(), gone.num_calls()),
+        (1, 1),
+        "asked once each, not retried"
+    );
+    assert!(world.lock().unwrap().snapshots.contains_key("snap-a-in-use"));
+}
+
+#[test]
+fn the_grace_period_outlasts_the_longest_execution() {
+    let longest_minutes =
+        i64::from(limits::BUILD_MINUTES + 2 * limits::IMAGE_MINUTES + limits::TEST_MINUTES + limits::COPY_MINUTES);
+    assert!(
+        ORPHAN_GRACE_SECONDS >= longest_minutes * 60 + DAY,
+        "{ORPHAN_GRACE_SECONDS}"
+    );
 }

@@ -1,20 +1,24 @@
-//! snapshot: `start` snapshots all volumes of the stopped builder (or of the recipe's source instance, stopped
-//! first when asked) with one `CreateSnapshots`, tagged on create; `status` reports progress until every
-//! snapshot is completed.
+//! snapshot: `start` plans how the image is made (`ami_core::platform`), then snapshots all volumes of the stopped
+//! builder (or of the recipe's source instance, stopped first when asked) with one `CreateSnapshots`, tagged on
+//! create, or, for a licensed platform, makes the image from the instance with `CreateImage`; `status` reports
+//! progress until every snapshot is completed (or the image is available).
 
 use std::collections::HashMap;
 
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::types::{
-    Instance, InstanceSpecification, InstanceStateName, ResourceType, SnapshotState as Ec2SnapshotState,
+    BootModeOverrideValues, Image, Instance, InstanceSpecification, InstanceStateName, ResourceType,
+    SnapshotState as Ec2SnapshotState,
 };
 use serde_json::Value;
 
-use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::ec2::{ImageProgress, image_progress};
+use ami_core::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::platform::{self, Method, Origin};
 use ami_core::recipe::{RootDeviceType, Source};
 use ami_core::step::Step;
 use ami_core::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
-use ami_core::tags;
+use ami_core::{image, tags};
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
@@ -67,11 +71,16 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState
         Source::Image(_) => req.steps.build()?.source_image_id.clone(),
         Source::Instance(_) => instance.image_id().unwrap_or_default().to_string(),
     };
+    // Decided from the instance (it reports its AMI's billing and boot mode), before the source instance is
+    // stopped: a recipe it cannot satisfy changes nothing.
+    let plan = platform::plan(&Origin::of_instance(&instance), &req.run.recipe.image)?;
     let mut state = SnapshotState {
         instance_id,
         source_image_id,
         root_device_name: instance.root_device_name().unwrap_or("/dev/xvda").to_string(),
         snapshots: Vec::new(),
+        plan,
+        image_id: None,
         percent: 0,
         progress,
     };
@@ -88,10 +97,116 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState
             .send()
             .await
             .aws("StopInstances")?;
-        return Ok(state); // status creates the snapshots once the instance has stopped
+        return Ok(state); // status snapshots (or images) it once it has stopped
     }
-    state.snapshots = ensure_snapshots(deps, req, &instance).await?;
+    match state.plan.method {
+        Method::Snapshots => state.snapshots = ensure_snapshots(deps, req, &instance).await?,
+        Method::CreateImage => state.image_id = Some(ensure_image(deps, req, &state).await?),
+    }
     Ok(state)
+}
+
+/// Finds this execution's image by tag (CreateImage takes no ClientToken), or makes it from the stopped instance:
+/// CreateImage snapshots every EBS volume and keeps the instance's billing information (RegisterImage API
+/// reference, on licensed platforms), its boot mode and its block device mapping.
+async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> Result<String> {
+    if let Some(id) = image::own(&deps.ec2, req, None).await? {
+        return Ok(id);
+    }
+    let name = image::name(req);
+    let out = deps
+        .ec2
+        .create_image()
+        .instance_id(&state.instance_id)
+        .name(&name)
+        .description(image::description(req))
+        // The instance is stopped: nothing to flush, and it must not be started again.
+        .no_reboot(true)
+        .set_boot_mode_override(state.plan.boot_mode_override.then_some(BootModeOverrideValues::Uefi))
+        .tag_specifications(tags::spec(
+            ResourceType::Image,
+            image::candidate_tags(req, &state.source_image_id),
+        ))
+        .tag_specifications(tags::spec(
+            ResourceType::Snapshot,
+            snapshot_tags(req, &state.source_image_id),
+        ))
+        .customize()
+        // No blind SDK retry: a retry after a lost answer would fail on the name; the step's retry adopts by tag.
+        .config_override(aws_sdk_ec2::config::Config::builder().retry_config(RetryConfig::disabled()))
+        .send()
+        .await;
+    match out {
+        Ok(out) => out
+            .image_id()
+            .map(String::from)
+            .ok_or_else(|| Error::Internal("CreateImage returned no image id".into())),
+        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::own(&deps.ec2, req, Some(&name))
+            .await?
+            .ok_or_else(|| image::name_taken(&name)),
+        Err(e) => Err(ami_core::error::from_sdk("CreateImage", e)),
+    }
+}
+
+fn snapshot_tags(req: &StepRequest, source_image_id: &str) -> Vec<aws_sdk_ec2::types::Tag> {
+    let mut snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
+    if !source_image_id.is_empty() {
+        snapshot_tags.push(tags::tag(tags::SOURCE_IMAGE, source_image_id));
+    }
+    snapshot_tags
+}
+
+/// The CreateImage path's status: the image is found (or made, once a source instance has stopped) and is ready
+/// when available; its snapshots are then listed as the snapshots path lists them.
+async fn image_status(deps: &Deps, req: &StepRequest, mut state: SnapshotState) -> Result<SnapshotState> {
+    if state.image_id.is_none() {
+        let instance = describe(deps, &state.instance_id).await?;
+        if !is_stopped(&instance) {
+            return Ok(state);
+        }
+        state.image_id = Some(ensure_image(deps, req, &state).await?);
+    }
+    let id = state.image_id.clone().unwrap_or_default();
+    let image = ami_core::ec2::describe_image(&deps.ec2, &id).await?;
+    match image_progress(image.as_ref()) {
+        ImageProgress::Pending => Ok(state),
+        ImageProgress::Failed(why) => Err(Error::ImageFailed(format!("CreateImage {id}: {why}"))),
+        ImageProgress::Available => {
+            let image = image.ok_or_else(|| Error::Internal(format!("image {id} is available but not described")))?;
+            state.root_device_name = image.root_device_name().unwrap_or(&state.root_device_name).to_string();
+            state.snapshots = image_snapshots(&image);
+            state.percent = 100;
+            state.progress = state.progress.with_status(Status::Ready);
+            Ok(state)
+        }
+    }
+}
+
+/// The image's EBS mappings as the snapshots path records them (the volume is not named by an image mapping).
+fn image_snapshots(image: &Image) -> Vec<SnapshotInfo> {
+    let mut infos: Vec<SnapshotInfo> = image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let ebs = m.ebs()?;
+            Some(SnapshotInfo {
+                snapshot_id: ebs.snapshot_id()?.to_string(),
+                device_name: m.device_name()?.to_string(),
+                volume_id: String::new(),
+                size_gib: ebs.volume_size().unwrap_or_default(),
+                volume_type: ebs
+                    .volume_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or("gp3".into()),
+                iops: ebs
+                    .iops()
+                    .filter(|_| matches!(ebs.volume_type().map(|t| t.as_str()), Some("gp3" | "io1" | "io2"))),
+                throughput: ebs.throughput(),
+            })
+        })
+        .collect();
+    infos.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+    infos
 }
 
 fn is_stopped(instance: &Instance) -> bool {
@@ -141,16 +256,8 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
         .collect();
 
     if found.is_empty() {
-        let mut snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
-        if let Some(src) = req
-            .steps
-            .build
-            .as_ref()
-            .map(|b| b.source_image_id.as_str())
-            .or(instance.image_id())
-        {
-            snapshot_tags.push(tags::tag(tags::SOURCE_IMAGE, src));
-        }
+        let source = req.steps.build.as_ref().map(|b| b.source_image_id.as_str());
+        let snapshot_tags = snapshot_tags(req, source.or(instance.image_id()).unwrap_or_default());
         let out = deps
             .ec2
             .create_snapshots()
@@ -237,6 +344,9 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotStat
         return Ok(state);
     }
     state.progress.check_deadline(now, "snapshots")?;
+    if state.plan.method == Method::CreateImage {
+        return image_status(deps, req, state).await;
+    }
     if state.snapshots.is_empty() {
         // Waiting for the source instance to stop. Once stopped, the snapshots are started (or, on a later poll,
         // found by tag: a status call's output is not kept while pending) and checked in the same call.

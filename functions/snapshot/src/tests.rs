@@ -1,12 +1,15 @@
 use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::create_image::{CreateImageInput, CreateImageOutput};
 use aws_sdk_ec2::operation::create_snapshots::{CreateSnapshotsInput, CreateSnapshotsOutput};
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
 use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
 use aws_sdk_ec2::types::{
-    EbsInstanceBlockDevice, Instance, InstanceBlockDeviceMapping, InstanceState, Reservation, Snapshot,
-    SnapshotInfo as Ec2SnapshotInfo, Volume, VolumeType,
+    BlockDeviceMapping, BootModeValues, EbsBlockDevice, EbsInstanceBlockDevice, ImageState as Ec2ImageState, Instance,
+    InstanceBlockDeviceMapping, InstanceState, Reservation, Snapshot, SnapshotInfo as Ec2SnapshotInfo, Volume,
+    VolumeType,
 };
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -24,6 +27,16 @@ const ROOT_VOL: &str = "vol-0000000000000000a";
 const DATA_VOL: &str = "vol-0000000000000000b";
 
 fn builder(state: InstanceStateName) -> Instance {
+    // As DescribeInstances reports an instance of AL2023 x86_64: its AMI's billing and boot mode.
+    builder_of(state, "Linux/UNIX", "RunInstances", BootModeValues::UefiPreferred).build()
+}
+
+fn builder_of(
+    state: InstanceStateName,
+    details: &str,
+    operation: &str,
+    boot_mode: BootModeValues,
+) -> aws_sdk_ec2::types::builders::InstanceBuilder {
     let bdm = |dev: &str, vol: &str| {
         InstanceBlockDeviceMapping::builder()
             .device_name(dev)
@@ -37,7 +50,9 @@ fn builder(state: InstanceStateName) -> Instance {
         .state(InstanceState::builder().name(state).build())
         .block_device_mappings(bdm("/dev/xvda", ROOT_VOL))
         .block_device_mappings(bdm("/dev/sdf", DATA_VOL))
-        .build()
+        .platform_details(details)
+        .usage_operation(operation)
+        .boot_mode(boot_mode)
 }
 
 fn describe_instances(states: &'static [InstanceStateName]) -> Rule {
@@ -431,4 +446,232 @@ async fn missing_build_output_is_invalid_input_without_calls() {
         matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.build"),
         "{err}"
     );
+}
+
+const IMAGE: &str = "ami-0ccccccccccccccc1";
+
+/// A stopped Windows builder from a `TPM-Windows_Server-2022-*` base: billed as Windows, UEFI, NitroTPM.
+fn windows_builder() -> Rule {
+    mock!(Ec2::describe_instances).then_output(|| {
+        let instance = builder_of(
+            InstanceStateName::Stopped,
+            "Windows",
+            "RunInstances:0002",
+            BootModeValues::Uefi,
+        )
+        .tpm_support("v2.0")
+        .build();
+        DescribeInstancesOutput::builder()
+            .reservations(Reservation::builder().instances(instance).build())
+            .build()
+    })
+}
+
+fn windows_run() -> ami_core::steps::Run {
+    let mut recipe = testing::recipe();
+    recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
+    recipe.image.tpm_support = true;
+    testing::run_with(recipe)
+}
+
+fn own_image(found: bool) -> Rule {
+    mock!(Ec2::describe_images)
+        .match_requests(|r| r.owners() == ["self"])
+        .then_output(move || {
+            let images = found.then(|| {
+                vec![
+                    aws_sdk_ec2::types::Image::builder()
+                        .image_id(IMAGE)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key(tags::EXECUTION)
+                                .value(testing::EXECUTION)
+                                .build(),
+                        )
+                        .build(),
+                ]
+            });
+            DescribeImagesOutput::builder().set_images(images).build()
+        })
+}
+
+#[tokio::test]
+async fn a_licensed_platform_is_imaged_with_create_image_tagged_on_create() {
+    let captured: Captured<CreateImageInput> = Captured::default();
+    let cap = captured.clone();
+    let create_image = mock!(Ec2::create_image).then_compute_output(move |r| {
+        cap.push(r);
+        CreateImageOutput::builder().image_id(IMAGE).build()
+    });
+    let snapshots = mock!(Ec2::create_snapshots).then_output(created);
+    let (inst, none) = (windows_builder(), own_image(false));
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &none, &create_image, &snapshots]),
+    };
+    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshots.num_calls(),
+        0,
+        "RegisterImage from snapshots would lose the Windows licence"
+    );
+    assert_eq!(out.image_id.as_deref(), Some(IMAGE));
+    assert_eq!(out.plan.method, Method::CreateImage);
+    assert_eq!(
+        (out.plan.platform_details.as_str(), out.plan.usage_operation.as_str()),
+        ("Windows", "RunInstances:0002")
+    );
+    let r = captured.only();
+    assert_eq!(r.instance_id(), Some(BUILDER));
+    assert_eq!(r.no_reboot(), Some(true));
+    assert_eq!(r.boot_mode_override(), None, "the base is uefi already");
+    let name = r.name().unwrap();
+    assert!(name.starts_with("web-1.4.0-20261126-"), "{name}");
+    let specs = r.tag_specifications();
+    let by_type = |t: ResourceType| specs.iter().find(|s| s.resource_type() == Some(&t)).unwrap().tags();
+    assert_eq!(tags::get(by_type(ResourceType::Image), tags::ROLE), Some("image"));
+    assert_eq!(tags::get(by_type(ResourceType::Image), tags::STATE), Some("candidate"));
+    assert_eq!(tags::get(by_type(ResourceType::Snapshot), tags::ROLE), Some("snapshot"));
+    assert_eq!(
+        tags::get(by_type(ResourceType::Snapshot), tags::SOURCE_IMAGE),
+        Some(BASE_IMAGE)
+    );
+}
+
+#[tokio::test]
+async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
+    let create_image = mock!(Ec2::create_image).then_output(|| CreateImageOutput::builder().image_id(IMAGE).build());
+    let (inst, found) = (windows_builder(), own_image(true));
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &found, &create_image]),
+    };
+    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!((out.image_id.as_deref(), create_image.num_calls()), (Some(IMAGE), 0));
+
+    // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
+    let by_tag = mock!(Ec2::describe_images)
+        .match_requests(|r| {
+            r.filters()
+                .iter()
+                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
+        })
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = own_image(true);
+    let duplicate = mock!(Ec2::create_image)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
+        .build();
+    let inst = windows_builder();
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]),
+    };
+    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!((out.image_id.as_deref(), duplicate.num_calls()), (Some(IMAGE), 1));
+}
+
+#[tokio::test]
+async fn create_image_status_is_pending_then_lists_the_image_snapshots() {
+    let started = SnapshotState {
+        instance_id: BUILDER.into(),
+        source_image_id: BASE_IMAGE.into(),
+        root_device_name: "/dev/sda1".into(),
+        snapshots: vec![],
+        plan: ami_core::platform::ImagePlan {
+            method: Method::CreateImage,
+            platform_details: "Windows".into(),
+            usage_operation: "RunInstances:0002".into(),
+            boot_mode: Some("uefi".into()),
+            boot_mode_override: false,
+            tpm_support: true,
+        },
+        image_id: Some(IMAGE.into()),
+        percent: 0,
+        progress: Progress::start(NOW, 60),
+    };
+    let image = |state: Ec2ImageState| {
+        let ebs = EbsBlockDevice::builder()
+            .snapshot_id("snap-0000000000000009")
+            .volume_size(50)
+            .volume_type(VolumeType::Gp3)
+            .iops(3000)
+            .throughput(125)
+            .build();
+        aws_sdk_ec2::types::Image::builder()
+            .image_id(IMAGE)
+            .state(state)
+            .root_device_name("/dev/sda1")
+            .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/sda1").ebs(ebs).build())
+            .build()
+    };
+    let states = mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids() == [IMAGE])
+        .sequence()
+        .output(move || {
+            DescribeImagesOutput::builder()
+                .images(image(Ec2ImageState::Pending))
+                .build()
+        })
+        .output(move || {
+            DescribeImagesOutput::builder()
+                .images(image(Ec2ImageState::Available))
+                .build()
+        })
+        .build();
+    let deps = Deps {
+        ec2: testing::ec2(&[&states]),
+    };
+    let mut steps = build_steps();
+    steps["snapshot"] = serde_json::to_value(&started).unwrap();
+    let poll = || request("status", &windows_run(), steps.clone());
+    let out = status(&deps, &poll(), NOW + 60).await.unwrap();
+    assert_eq!(out.progress.status, Status::Pending);
+    let out = status(&deps, &poll(), NOW + 120).await.unwrap();
+    assert_eq!((out.progress.status, out.percent), (Status::Ready, 100));
+    let s = &out.snapshots[0];
+    assert_eq!(
+        (
+            s.snapshot_id.as_str(),
+            s.device_name.as_str(),
+            s.size_gib,
+            s.iops,
+            s.throughput
+        ),
+        ("snap-0000000000000009", "/dev/sda1", 50, Some(3000), Some(125))
+    );
+}
+
+#[tokio::test]
+async fn a_boot_mode_the_source_instance_cannot_boot_is_refused_before_it_is_stopped() {
+    let mut recipe = testing::recipe();
+    recipe.source = Source::Instance(SourceInstance {
+        id: BUILDER.into(),
+        stop_first: true,
+    });
+    recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
+    let legacy = mock!(Ec2::describe_instances).then_output(|| {
+        let instance = builder_of(
+            InstanceStateName::Running,
+            "Windows",
+            "RunInstances:0002",
+            BootModeValues::LegacyBios,
+        )
+        .build();
+        DescribeInstancesOutput::builder()
+            .reservations(Reservation::builder().instances(instance).build())
+            .build()
+    });
+    let stop = mock!(Ec2::stop_instances).then_output(|| StopInstancesOutput::builder().build());
+    let deps = Deps {
+        ec2: testing::ec2(&[&legacy, &stop]),
+    };
+    let err = start(&deps, &request("start", &testing::run_with(recipe), json!({})), NOW)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
+    assert_eq!(stop.num_calls(), 0);
 }

@@ -126,6 +126,10 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         (_, Some(b)) => b.security_group_ids.clone(),
         _ => Vec::new(),
     };
+    // Most current instance types boot only from EBS, and RunInstances would refuse an instance-store image
+    // (UnsupportedOperation). The trigger checked it before building; checked again before launching (read-only),
+    // for a run started before the type's offering changed.
+    ami_core::instance_store::check_test_instance_type(&deps.ec2, recipe).await?;
     let platform = build.map(|b| b.platform).unwrap_or_default();
     let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
     let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);

@@ -65,6 +65,8 @@ fn snapshots() -> SnapshotState {
             snap("snap-01", "/dev/sdf", 20, "io2", Some(5000), None),
             snap("snap-02", "/dev/xvda", 16, "gp3", Some(4000), Some(250)),
         ],
+        plan: testing::linux_plan(),
+        image_id: None,
         percent: 100,
         progress: Progress::start(NOW - 1200, 30).with_status(Status::Ready),
     }
@@ -657,4 +659,87 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
 
     let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+}
+
+/// An instance-store recipe (no snapshots; the image is in S3) on the given test instance type.
+fn instance_store_run(test_type: Option<&str>) -> Run {
+    recipe_with(|r| {
+        r.image.root_device_type = ami_core::recipe::RootDeviceType::InstanceStore;
+        r.image.s3_manifest = Some("s3://web-bundles/web/image.manifest.xml".into());
+        r.test.instance_type = test_type.map(String::from);
+    })
+}
+
+fn instance_store_request(run: &Run) -> StepRequest {
+    let mut snapshot = snapshots();
+    snapshot.snapshots.clear();
+    parse(testing::request(
+        "start",
+        run,
+        json!({ "register": candidate(), "snapshot": snapshot }),
+    ))
+}
+
+/// DescribeInstanceTypes answering `roots` for whatever type is asked.
+fn instance_types(roots: &'static [aws_sdk_ec2::types::RootDeviceType]) -> Rule {
+    use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
+    use aws_sdk_ec2::types::InstanceTypeInfo;
+    mock!(Ec2::describe_instance_types).then_compute_output(move |r| {
+        DescribeInstanceTypesOutput::builder()
+            .instance_types(
+                InstanceTypeInfo::builder()
+                    .instance_type(r.instance_types()[0].clone())
+                    .set_supported_root_device_types(Some(roots.to_vec()))
+                    .build(),
+            )
+            .build()
+    })
+}
+
+/// The type must support an instance-store root (DescribeInstanceTypes SupportedRootDeviceTypes): checked before
+/// RunInstances, and a type that cannot boot the image fails naming the recipe field, launching nothing.
+#[tokio::test]
+async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
+    use aws_sdk_ec2::types::RootDeviceType as Root;
+    let _allowed = ami_core::audit::allow_instance_store();
+
+    // The build's t3.small (Nitro, EBS only): refused, naming where the type came from.
+    let captured = Captured::default();
+    let (lookup, types, run) = (
+        none_tagged(),
+        instance_types(&[Root::Ebs]),
+        run_instances(captured.clone()),
+    );
+    let err = start(
+        &deps(&[&lookup, &types, &run]),
+        &instance_store_request(&instance_store_run(None)),
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.build.instance_type"),
+        "{err}"
+    );
+    assert_eq!(run.num_calls(), 0, "nothing launched");
+
+    // m3.medium supports an instance store root: launched, without EBS mappings (none to encrypt or override).
+    let captured = Captured::default();
+    let (lookup, types, run) = (
+        none_tagged(),
+        instance_types(&[Root::Ebs, Root::InstanceStore]),
+        run_instances(captured.clone()),
+    );
+    let out = start(
+        &deps(&[&lookup, &types, &run]),
+        &instance_store_request(&instance_store_run(Some("m3.medium"))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.instance_id, TESTER);
+    let req = captured.only();
+    assert_eq!(req.instance_type().map(|t| t.as_str()), Some("m3.medium"));
+    assert!(req.block_device_mappings().is_empty());
+    assert_eq!(types.num_calls(), 1);
 }

@@ -2,8 +2,10 @@
 //! execution input, and starts the state machine under a deterministic name, so a duplicate event starts
 //! nothing.
 
+use aws_sdk_kms::types::{KeyManagerType, KeySpec, KeyState};
 use serde_json::{Value, json};
 
+use ami_core::clients::RegionalClients;
 use ami_core::error::{Error, Result, aws_code};
 use ami_core::event::{self, TriggerEvent};
 use ami_core::recipe::{Recipe, Refresh, Source};
@@ -36,6 +38,8 @@ pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sfn: aws_sdk_sfn::Client,
+    /// KMS in each region whose key the recipe names (a key is regional: it is looked up where it is used).
+    pub kms: RegionalClients<aws_sdk_kms::Client>,
     pub region: String,
     pub config: Config,
 }
@@ -46,10 +50,21 @@ impl Deps {
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             sfn: aws_sdk_sfn::Client::new(sdk),
+            kms: kms_clients(sdk),
             region: ami_core::clients::home_region(sdk),
             config,
         }
     }
+}
+
+fn kms_clients(sdk: &ami_core::clients::SdkConfig) -> RegionalClients<aws_sdk_kms::Client> {
+    let sdk = sdk.clone();
+    RegionalClients::from_fn(move |region| {
+        let conf = aws_sdk_kms::config::Builder::from(&sdk)
+            .region(aws_sdk_kms::config::Region::new(region.to_string()))
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    })
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
@@ -57,6 +72,10 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
     let recipe = load_recipe(deps, ev.pipeline()).await?;
     // Before anything is looked up or created: a shared image needs a customer-managed key in every region.
     recipe.check_sharing_keys(&deps.region)?;
+    check_keys(deps, &recipe).await?;
+    // An instance-store image can be tested only on the few types with an instance-store root: found now, not after
+    // the build.
+    ami_core::instance_store::check_test_instance_type(&deps.ec2, &recipe).await?;
     let (release, day, name, trigger) = match ev {
         TriggerEvent::Release { detail, day } => {
             let name = naming::release_execution_name(&detail.pipeline, &detail.version);
@@ -110,6 +129,132 @@ async fn load_recipe(deps: &Deps, pipeline: &str) -> Result<Recipe> {
         ));
     }
     Ok(recipe)
+}
+
+/// One KMS key the recipe names: the field naming it and the region whose volumes and snapshots it encrypts.
+struct KeyUse<'a> {
+    field: String,
+    region: &'a str,
+    key: &'a str,
+}
+
+/// The keys a run will use: `image.kms_key_id` for the builder's volumes in the home region (an instance source
+/// keeps its own volumes' keys), `distribution.kms_key_ids` for each copy region.
+fn key_uses<'a>(recipe: &'a Recipe, home: &'a str) -> Vec<KeyUse<'a>> {
+    let mut out = Vec::new();
+    if let (Source::Image(_), Some(key)) = (&recipe.source, &recipe.image.kms_key_id) {
+        out.push(KeyUse {
+            field: "recipe.image.kms_key_id".into(),
+            region: home,
+            key,
+        });
+    }
+    let d = &recipe.distribution;
+    for region in d.regions.iter().filter(|r| *r != home) {
+        if let Some(key) = d.kms_key_ids.get(region) {
+            out.push(KeyUse {
+                field: format!("recipe.distribution.kms_key_ids.{region}"),
+                region,
+                key,
+            });
+        }
+    }
+    out
+}
+
+/// Before anything is built: each key the run will use exists in its region, is enabled and symmetric, and, for a
+/// shared image, is customer managed. Otherwise the build or a copy fails 30 minutes in (EBS checks the key
+/// asynchronously: "if you specify an identifier that is not valid, the action can appear to complete, but
+/// eventually fails", CopyImage API reference), or the share fails after build, test and copies ("Snapshots
+/// encrypted with your default KMS key cannot be shared with other accounts", ModifySnapshotAttribute API
+/// reference). Read-only: KMS DescribeKey, in the key's region.
+async fn check_keys(deps: &Deps, recipe: &Recipe) -> Result<()> {
+    let shared = recipe.is_shared();
+    for u in key_uses(recipe, &deps.region) {
+        // The AWS managed aws/ebs key always exists and cannot be disabled; a shared recipe never gets here with it
+        // (validation refuses it), and the trigger's role may describe only the stack's KmsKeyArns.
+        if !shared && is_aws_ebs_alias(u.key) {
+            continue;
+        }
+        check_key(&deps.kms.get(u.region), &u, shared).await?;
+    }
+    Ok(())
+}
+
+fn is_aws_ebs_alias(key: &str) -> bool {
+    let key = key.trim();
+    key.eq_ignore_ascii_case("alias/aws/ebs") || (key.starts_with("arn:") && key.ends_with(":alias/aws/ebs"))
+}
+
+async fn check_key(kms: &aws_sdk_kms::Client, u: &KeyUse<'_>, shared: bool) -> Result<()> {
+    let (key, region) = (u.key, u.region);
+    // A key ARN or alias ARN names its region; EBS needs the key in the region of the volumes ("The specified KMS
+    // key must exist in the destination Region", CopyImage API reference).
+    if let Some(arn_region) = key.strip_prefix("arn:").and_then(|rest| rest.split(':').nth(2))
+        && arn_region != region
+    {
+        return Err(Error::invalid(
+            &u.field,
+            format!(
+                "`{key}` is a key in `{arn_region}`, but it encrypts the image in `{region}`: name a key of \
+                 `{region}` (a multi-Region replica there, or that region's own key)"
+            ),
+        ));
+    }
+    let out = match kms.describe_key().key_id(key).send().await {
+        Ok(out) => out,
+        Err(e) if matches!(aws_code(&e), Some("NotFoundException" | "InvalidArnException")) => {
+            return Err(Error::invalid(
+                &u.field,
+                format!(
+                    "KMS key `{key}` does not exist in `{region}`: create it there with a key policy that lets the \
+                     target accounts use it (infra/DEPLOY.md), or correct the id"
+                ),
+            ));
+        }
+        Err(e) if aws_code(&e) == Some("AccessDeniedException") => {
+            return Err(Error::invalid(
+                &u.field,
+                format!(
+                    "the pipeline may not use KMS key `{key}` in `{region}`: add its key ARN to the stack parameter \
+                     KmsKeyArns (the trigger, build, test-launch and copy roles are limited to those keys)"
+                ),
+            ));
+        }
+        Err(e) => return Err(ami_core::error::from_sdk("DescribeKey", e)),
+    };
+    let meta = out
+        .key_metadata()
+        .ok_or_else(|| Error::Internal(format!("DescribeKey {key} in {region}: no KeyMetadata")))?;
+    let arn = meta.arn().unwrap_or(key);
+    if shared && meta.key_manager() != Some(&KeyManagerType::Customer) {
+        return Err(Error::invalid(
+            &u.field,
+            format!(
+                "KMS key `{key}` ({arn}) in `{region}` is AWS managed: snapshots encrypted with it cannot be shared \
+                 with other accounts; name a customer-managed key whose key policy lets the target accounts use it \
+                 (infra/DEPLOY.md)"
+            ),
+        ));
+    }
+    if meta.key_state() != Some(&KeyState::Enabled) {
+        let state = meta.key_state().map(|s| s.as_str()).unwrap_or("unknown");
+        return Err(Error::invalid(
+            &u.field,
+            format!(
+                "KMS key `{key}` ({arn}) in `{region}` is {state}, not Enabled: EBS cannot encrypt with it; enable it \
+                 (or cancel its deletion), or name another key"
+            ),
+        ));
+    }
+    // "Amazon EBS does not support asymmetric KMS keys" (CopyImage API reference, KmsKeyId).
+    if meta.key_spec().is_some_and(|s| *s != KeySpec::SymmetricDefault) {
+        return Err(Error::invalid(
+            &u.field,
+            format!("KMS key `{key}` ({arn}) in `{region}` is asymmetric: EBS needs a symmetric encryption key"),
+        ));
+    }
+    Ok(())
 }
 
 /// A scheduled run rebuilds the current release (the newest image's, else the recipe's default) on the newest

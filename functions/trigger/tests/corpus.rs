@@ -4,14 +4,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use aws_sdk_kms::Client as Kms;
+use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
+use aws_sdk_kms::types::{KeyManagerType, KeyMetadata, KeyState};
 use aws_sdk_sfn::Client as Sfn;
 use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
 use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
 
 use ami_core::Error;
+use ami_core::clients::RegionalClients;
 use ami_core::testing;
 use ami_trigger::{Config, DEFAULT_RECIPE_PREFIX, Deps, handle};
 
@@ -50,8 +54,38 @@ fn start() -> Rule {
         .build()
 }
 
+/// KMS in any region, where every key is a customer-managed, enabled key: the corpus is about validation.
+fn kms() -> RegionalClients<Kms> {
+    RegionalClients::from_fn(|region| {
+        let key = mock!(Kms::describe_key).then_output(|| {
+            let meta = KeyMetadata::builder()
+                .key_id("1234abcd-12ab-34cd-56ef-1234567890ab")
+                .key_manager(KeyManagerType::Customer)
+                .key_state(KeyState::Enabled)
+                .build()
+                .unwrap();
+            DescribeKeyOutput::builder().key_metadata(meta).build()
+        });
+        let conf = aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "AKIDTEST", "test", None, None, "test",
+            ))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(
+                MockResponseInterceptor::new()
+                    .rule_mode(RuleMode::MatchAny)
+                    .with_rule(&key),
+            )
+            .build();
+        Kms::from_conf(conf)
+    })
+}
+
 fn deps(ssm: &Rule, sfn: &Rule) -> Deps {
     Deps {
+        kms: kms(),
         ec2: testing::ec2(&[]),
         ssm: testing::ssm(&[ssm]),
         sfn: testing::sfn(&[sfn]),

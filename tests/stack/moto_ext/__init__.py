@@ -2,7 +2,7 @@
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import patches, state
+from . import patches, platform, state
 from .middleware import SimMiddleware
 
 __all__ = ["make_app", "state"]
@@ -11,4 +11,5 @@ __all__ = ["make_app", "state"]
 def make_app():
     """The moto server WSGI app with the EC2 patches applied and /_sim in front."""
     patches.apply()
+    platform.install()
     return SimMiddleware(DomainDispatcherApplication(create_backend_app))

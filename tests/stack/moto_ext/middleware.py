@@ -12,7 +12,7 @@ import uuid
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from . import state
+from . import patches, state
 
 SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -134,6 +134,15 @@ class SimMiddleware:
                     return 400, json_headers, json.dumps({"error": str(err)}).encode()
             elif path == "/_sim/reset" and method == "POST":
                 state.reset()
+            elif path == "/_sim/snapshot_start_time" and method == "POST":
+                # Backdates a snapshot (EC2 sets StartTime when it starts one): for tests of what happens to old
+                # snapshots, e.g. retire's orphaned-snapshot sweep. Body: {"region", "snapshot_id", "start_time"}.
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                try:
+                    spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    patches.set_snapshot_start_time(spec["region"], spec["snapshot_id"], spec["start_time"])
+                except (ValueError, KeyError, TypeError) as err:
+                    return 400, json_headers, json.dumps({"error": str(err)}).encode()
             elif not (path in ("/_sim/calls", "/_sim/state") and method == "GET"):
                 return 404, json_headers, b'{"error": "unknown /_sim endpoint"}'
             return 200, json_headers, json.dumps(state.snapshot()).encode()

@@ -37,6 +37,7 @@ def reset() -> None:
     FLAGS["fail_copy_regions"] = set()
     FLAGS["snapshot_error"] = 0
     FLAGS["image_failed"] = 0
+    FLAGS["billing_lost"] = 0
     FLAGS["terminate_role"] = {}
     COUNTS.clear()
     CALLS.clear()
@@ -104,6 +105,8 @@ def add_fault(spec: dict) -> None:
         FLAGS["snapshot_error"] += int(spec.get("count", 1))
     elif spec.get("image_failed"):
         FLAGS["image_failed"] += int(spec.get("count", 1))
+    elif spec.get("billing_lost"):
+        FLAGS["billing_lost"] = FLAGS.get("billing_lost", 0) + int(spec.get("count", 1))
     elif "terminate_instance" in spec:
         role = spec["terminate_instance"]
         if role not in ("builder", "smoke"):

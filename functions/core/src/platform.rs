@@ -1,0 +1,211 @@
+//! How the image is made, and what it must turn out to be: decided from the billing and boot properties of what
+//! it is built from (the base image before the builder is launched; the builder or source instance after).
+//!
+//! Billing: "AMIs for Windows, RedHat, SUSE, and SQL Server require correct licensing information ... When
+//! creating an AMI from a snapshot, the RegisterImage operation derives the correct billing information from the
+//! snapshot's metadata, but this requires the appropriate metadata to be present ... discard the AMI and instead
+//! create the AMI from an instance" (RegisterImage, EC2 API reference). So only plain Linux/UNIX is registered
+//! from snapshots; everything else is made with CreateImage, as Packer and Image Builder do.
+//!
+//! Boot mode: "The operating system contained in the AMI must be configured to support the specified boot mode"
+//! (RegisterImage BootMode); with none given, EC2 boots Intel/AMD in legacy BIOS and Graviton in UEFI (EC2 User
+//! Guide, "Instance launch behavior with Amazon EC2 boot modes"). CreateImage keeps the instance's boot mode and
+//! can only narrow it to `uefi` (CreateImage `BootModeOverride`, "only if the current-instance-boot-mode of the
+//! source instance is uefi"); it takes no TpmSupport.
+
+use aws_sdk_ec2::types::{Image, Instance};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::recipe::{Architecture, BootMode, ImageSpec};
+
+/// `PlatformDetails` and `UsageOperation` of plain Linux/UNIX (EC2 User Guide, "AMI billing information fields").
+pub const LINUX_UNIX: &str = "Linux/UNIX";
+pub const RUN_INSTANCES: &str = "RunInstances";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// CreateSnapshots of the stopped instance, then RegisterImage (plain Linux/UNIX only).
+    Snapshots,
+    /// CreateImage from the stopped instance: keeps the instance's billing information.
+    CreateImage,
+}
+
+/// What the new image is made with and must report once available.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePlan {
+    pub method: Method,
+    /// The origin's billing information; the new image must report the same (empty when the origin had none).
+    pub platform_details: String,
+    pub usage_operation: String,
+    /// The boot mode to give the image (RegisterImage `BootMode`, CreateImage `BootModeOverride`); `None`: the
+    /// origin's, which has none either (EC2's default for the architecture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<String>,
+    /// Set only when CreateImage must narrow `uefi-preferred` to `uefi`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boot_mode_override: bool,
+    /// NitroTPM 2.0 on the image.
+    #[serde(default)]
+    pub tpm_support: bool,
+}
+
+/// The properties of what the image is built from that decide the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// `image ami-...` or `instance i-...`, for messages.
+    pub what: String,
+    pub platform_details: String,
+    pub usage_operation: String,
+    pub boot_mode: Option<String>,
+    pub tpm_support: bool,
+}
+
+impl Origin {
+    pub fn of_image(image: &Image) -> Origin {
+        Origin {
+            what: format!("base image {}", image.image_id().unwrap_or("?")),
+            platform_details: image.platform_details().unwrap_or_default().to_string(),
+            usage_operation: image.usage_operation().unwrap_or_default().to_string(),
+            boot_mode: image.boot_mode().map(|b| b.as_str().to_string()),
+            tpm_support: image.tpm_support().is_some_and(|t| t.as_str() == "v2.0"),
+        }
+    }
+
+    /// An instance reports the billing information and boot mode of the AMI it was launched from (DescribeInstances
+    /// `PlatformDetails`, `UsageOperation`, `BootMode`: "the boot mode that was specified by the AMI").
+    pub fn of_instance(instance: &Instance) -> Origin {
+        Origin {
+            what: format!("instance {}", instance.instance_id().unwrap_or("?")),
+            platform_details: instance.platform_details().unwrap_or_default().to_string(),
+            usage_operation: instance.usage_operation().unwrap_or_default().to_string(),
+            boot_mode: instance.boot_mode().map(|b| b.as_str().to_string()),
+            tpm_support: instance.tpm_support() == Some("v2.0"),
+        }
+    }
+
+    fn is_plain_linux(&self) -> bool {
+        self.platform_details == LINUX_UNIX && self.usage_operation == RUN_INSTANCES
+    }
+
+    /// The boot mode the origin's OS boots in: its declared one, else EC2's default for the architecture.
+    fn effective_boot_mode(&self, arch: Architecture) -> &str {
+        self.boot_mode.as_deref().unwrap_or(match arch {
+            Architecture::X86_64 => BootMode::LegacyBios.as_str(),
+            Architecture::Arm64 => BootMode::Uefi.as_str(),
+        })
+    }
+}
+
+/// Decides the method and checks that the recipe's boot mode and NitroTPM can be had from this origin. Refusals
+/// are `InvalidInput` naming the recipe field: they are found before the builder is launched.
+pub fn plan(origin: &Origin, image: &ImageSpec) -> Result<ImagePlan> {
+    let method = if origin.is_plain_linux() {
+        Method::Snapshots
+    } else {
+        Method::CreateImage
+    };
+    let base = origin.effective_boot_mode(image.architecture);
+    let billing = if origin.platform_details.is_empty() {
+        "no billing information".to_string()
+    } else {
+        format!("{} ({})", origin.platform_details, origin.usage_operation)
+    };
+    let mut boot_mode_override = false;
+    let boot_mode = match image.boot_mode.map(BootMode::as_str) {
+        None => origin.boot_mode.clone(),
+        Some(asked) if asked == base => Some(asked.to_string()),
+        // An OS that boots both ways may be registered as either, or narrowed to one.
+        Some(asked) if base == BootMode::UefiPreferred.as_str() => {
+            if method == Method::CreateImage {
+                if asked != BootMode::Uefi.as_str() {
+                    return Err(Error::invalid(
+                        "recipe.image.boot_mode",
+                        format!(
+                            "{} is made with CreateImage ({billing}), which keeps the base's boot mode `{base}` and \
+                             can only narrow it to `uefi`: use `uefi` or remove boot_mode",
+                            origin.what
+                        ),
+                    ));
+                }
+                boot_mode_override = true;
+            }
+            Some(asked.to_string())
+        }
+        Some(asked) => {
+            return Err(Error::invalid(
+                "recipe.image.boot_mode",
+                format!(
+                    "{} boots `{base}`, so an image of it cannot boot `{asked}` (the boot mode of an AMI does not \
+                     change its OS): remove boot_mode to keep the base's, or pick a base image that supports \
+                     `{asked}`",
+                    origin.what
+                ),
+            ));
+        }
+    };
+    if image.tpm_support {
+        let uefi = matches!(boot_mode.as_deref(), Some("uefi" | "uefi-preferred"));
+        if !uefi {
+            return Err(Error::invalid(
+                "recipe.image.tpm_support",
+                format!("NitroTPM needs a UEFI boot mode, and {} boots `{base}`", origin.what),
+            ));
+        }
+        if method == Method::CreateImage && !origin.tpm_support {
+            return Err(Error::invalid(
+                "recipe.image.tpm_support",
+                format!(
+                    "{} is made with CreateImage ({billing}), which takes no TpmSupport, and it has no NitroTPM \
+                     support: pick a TPM-enabled base (for Windows Server 2022, the `TPM-Windows_Server-2022-*` \
+                     images) or set tpm_support to false",
+                    origin.what
+                ),
+            ));
+        }
+    }
+    Ok(ImagePlan {
+        method,
+        platform_details: origin.platform_details.clone(),
+        usage_operation: origin.usage_operation.clone(),
+        boot_mode,
+        boot_mode_override,
+        tpm_support: image.tpm_support,
+    })
+}
+
+/// Checks an available image against its plan (that CreateImage keeps the instance's NitroTPM support is not
+/// documented, so it is checked here, not assumed); a mismatch is `PlatformMismatch` (the image is removed by
+/// cleanup, never tested or shared).
+pub fn check_made(image: &Image, plan: &ImagePlan) -> Result<()> {
+    let id = image.image_id().unwrap_or("?");
+    let details = image.platform_details().unwrap_or_default();
+    let operation = image.usage_operation().unwrap_or_default();
+    if details != plan.platform_details || operation != plan.usage_operation {
+        return Err(Error::PlatformMismatch(format!(
+            "image {id} is billed as `{details}` ({operation}), but it was built from `{}` ({}): its licensing \
+             information was lost; the image is discarded (RegisterImage derives billing from snapshot metadata \
+             that may be missing: make it with CreateImage)",
+            plan.platform_details, plan.usage_operation
+        )));
+    }
+    let mode = image.boot_mode().map(|b| b.as_str());
+    if plan.boot_mode.is_some() && mode != plan.boot_mode.as_deref() {
+        return Err(Error::PlatformMismatch(format!(
+            "image {id} boots `{}`, not `{}` as planned",
+            mode.unwrap_or("(EC2's default)"),
+            plan.boot_mode.as_deref().unwrap_or_default()
+        )));
+    }
+    let tpm = image.tpm_support().is_some_and(|t| t.as_str() == "v2.0");
+    if plan.tpm_support && !tpm {
+        return Err(Error::PlatformMismatch(format!(
+            "image {id} has no NitroTPM support, which recipe.image.tpm_support asks for"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
