@@ -790,3 +790,23 @@ def test_copy_image_with_a_key_unusable_in_the_destination_fails_the_copy(client
     final = {key: [image(euw1, i)["State"] for _ in range(K + 1)][-1] for key, i in copies.items()}
     assert final == {us_only: "failed", disabled: "failed", good: "available"}
     assert "KMS key" in image(euw1, copies[us_only])["StateReason"]["Message"]
+
+
+@pytest.mark.parametrize("ebs, message", [
+    ({"VolumeType": "io2", "VolumeSize": 20}, "The parameter iops must be specified for io2 volumes."),
+    ({"VolumeType": "gp2", "VolumeSize": 20, "Iops": 300}, "The parameter iops is not supported for gp2 volumes."),
+    ({"VolumeType": "io1", "VolumeSize": 20, "Iops": 500, "Throughput": 250},
+     "throughput can only be specified for volumeType gp3."),
+])
+def test_ebs_mappings_need_iops_for_io1_io2_and_refuse_it_elsewhere(use1, base_image, ebs, message):
+    with pytest.raises(ClientError) as excinfo:
+        launch(use1, base_image, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": ebs}])
+    assert error_of(excinfo) == ("InvalidParameterCombination", 400)
+    assert excinfo.value.response["Error"]["Message"] == message
+    ok = dict(ebs, Iops=500) if ebs["VolumeType"] == "io2" else {k: v for k, v in ebs.items() if k != "Iops"} \
+        if ebs["VolumeType"] == "gp2" else {k: v for k, v in ebs.items() if k != "Throughput"}
+    iid = launch(use1, base_image, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": ok}])
+    inst = use1.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    vol_id = next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf")
+    vol = use1.describe_volumes(VolumeIds=[vol_id])["Volumes"][0]
+    assert (vol["VolumeType"], vol.get("Iops")) == (ok["VolumeType"], ok.get("Iops", vol.get("Iops")))

@@ -47,6 +47,8 @@ def apply() -> None:
     for name, fn in PATCHES.items():
         ORIG[name] = getattr(EC2Response, name, None)
         setattr(EC2Response, name, fn)
+    ORIG["add_block_device"] = Instance.add_block_device
+    Instance.add_block_device = _add_block_device
     ORIG["bdm"] = Ami.block_device_mappings
     Ami.block_device_mappings = property(
         lambda ami: ami.sim_bdm if getattr(ami, "sim_bdm", None) is not None else ORIG["bdm"].fget(ami))
@@ -223,6 +225,7 @@ def register_image(self):
     tags = convert_tag_spec(self._get_param("TagSpecifications", []))
     if set(tags) - {"image"}:
         raise _err("InvalidParameterValue", "RegisterImage can only tag resource type 'image'.")
+    _check_ebs_settings(self._get_param("BlockDeviceMappings", []))
     boot_mode, tpm = self._get_param("BootMode"), self._get_param("TpmSupport")
     if tpm and boot_mode not in ("uefi", "uefi-preferred"):  # NitroTPM needs UEFI
         raise _err("InvalidParameterCombination", "TpmSupport v2.0 requires BootMode uefi.")
@@ -652,6 +655,35 @@ def _check_root_device_support(backend, image_id: str, instance_type: str) -> No
                                            f"for the instance type '{instance_type}'.")
 
 
+# Device name -> the Ebs settings of the RunInstances being served (EC2 requests are served one at a time).
+REQUESTED_EBS: dict[str, dict] = {}
+
+
+def _add_block_device(self, size, device_path, snapshot_id, encrypted, delete_on_termination, kms_key_id,
+                      volume_type) -> None:
+    """moto's Instance.add_block_device, passing the requested Iops and Throughput to the volume."""
+    ebs = REQUESTED_EBS.get(device_path, {})
+    volume = self.ec2_backend.create_volume(size=size, zone_name=self._placement.zone, snapshot_id=snapshot_id,
+                                            encrypted=encrypted, kms_key_id=kms_key_id, volume_type=volume_type,
+                                            iops=ebs.get("Iops"), throughput=ebs.get("Throughput"))
+    self.ec2_backend.attach_volume(volume.id, self.id, device_path, delete_on_termination)
+
+
+def _check_ebs_settings(mappings: list[dict]) -> None:
+    """EbsBlockDevice (EC2 API reference): `Iops` "is required for io1 and io2 volumes" and "not supported for gp2,
+    st1, sc1, or standard volumes"; `Throughput` is for gp3 only. Codes and messages as EC2 answers them
+    (kubermatic/machine-controller#538, velero-plugin-for-aws#119, boto/boto3#2474, runs-on/runs-on#426)."""
+    for m in mappings or []:
+        ebs = m.get("Ebs") or {}
+        kind = ebs.get("VolumeType")
+        if kind in ("io1", "io2") and not ebs.get("Iops"):
+            raise _err("InvalidParameterCombination", f"The parameter iops must be specified for {kind} volumes.")
+        if kind in ("gp2", "st1", "sc1", "standard") and ebs.get("Iops"):
+            raise _err("InvalidParameterCombination", f"The parameter iops is not supported for {kind} volumes.")
+        if ebs.get("Throughput") and kind != "gp3":
+            raise _err("InvalidParameterCombination", "throughput can only be specified for volumeType gp3.")
+
+
 @ec2_action
 def run_instances(self):
     """RunInstances is idempotent by ClientToken: the same token in the same region returns
@@ -662,7 +694,14 @@ def run_instances(self):
     if earlier:
         return ActionResult(backend.reservations[earlier])
     _check_root_device_support(backend, self._get_param("ImageId"), self._get_param("InstanceType") or "m1.small")
-    result = ORIG["run_instances"](self)
+    mappings = self._get_param("BlockDeviceMappings", []) or []
+    _check_ebs_settings(mappings)
+    # moto creates the volumes without the requested Iops/Throughput (and so refuses io1/io2): handed over here.
+    REQUESTED_EBS.update({m.get("DeviceName"): m.get("Ebs") or {} for m in mappings})
+    try:
+        result = ORIG["run_instances"](self)
+    finally:
+        REQUESTED_EBS.clear()
     reservation = result.result
     if key:
         state.TOKENS[key] = (_fingerprint(self), reservation.id)
