@@ -5,7 +5,7 @@ VENV := .tools/venv
 PY := $(VENV)/bin/python
 EVENT ?= infra/events/release.json
 
-.PHONY: test lint unit tools stack-test infra-test e2e demo schema definition package bench
+.PHONY: test lint unit tools stack-test infra-test e2e demo schema definition package bench deploy preflight
 
 test: lint unit stack-test infra-test e2e
 
@@ -31,6 +31,36 @@ infra-test: tools
 # Lambda zips for every function (arm64; `make package ARCH=--x86_64` for x86_64) into dist/.
 package: tools
 	bash scripts/package.sh $(ARCH)
+
+# Deploys the stack (infra/DEPLOY.md): checks for the SAM CLI first (package takes minutes), builds the zips, then
+# `sam deploy`: guided the first time, which saves the answers to SAMCONFIG; later runs reuse them.
+SAMCONFIG ?= infra/samconfig.toml
+deploy:
+	@command -v sam >/dev/null || { echo "make deploy: the AWS SAM CLI (sam) is not installed. Install it (e.g." \
+	  "'pip install aws-sam-cli', or https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html)" \
+	  "and configure AWS credentials; infra/DEPLOY.md lists what the stack needs." >&2; exit 1; }
+	$(MAKE) package
+	if [ -f "$(SAMCONFIG)" ]; then \
+	  sam deploy --template-file infra/template.yaml --config-file "$(CURDIR)/$(SAMCONFIG)"; \
+	else \
+	  sam deploy --guided --template-file infra/template.yaml --capabilities CAPABILITY_IAM \
+	    --config-file "$(CURDIR)/$(SAMCONFIG)"; \
+	fi
+
+# Checks a stored recipe against the deployed stack before a build (functions/trigger/src/preflight.rs): invokes
+# the trigger with {"preflight": true, "pipeline": PIPELINE}, which checks every region the run touches and starts
+# nothing. Exit 1 with the list of problems. STACK: the stack name (default ami-pipeline). Needs the AWS CLI.
+STACK ?= ami-pipeline
+preflight:
+	@[ -n "$(PIPELINE)" ] || { echo "usage: make preflight PIPELINE=<name> [STACK=ami-pipeline]" >&2; exit 2; }
+	@command -v aws >/dev/null || { echo "make preflight: the AWS CLI (aws) is not installed" >&2; exit 1; }
+	@fn=$$(aws cloudformation describe-stacks --stack-name "$(STACK)" --output text \
+	  --query "Stacks[0].Outputs[?OutputKey=='TriggerFunctionArn'].OutputValue"); \
+	out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	aws lambda invoke --function-name "$$fn" --cli-binary-format raw-in-base64-out \
+	  --payload '{"preflight": true, "pipeline": "$(PIPELINE)"}' "$$out" >/dev/null; \
+	cat "$$out"; echo; \
+	if grep -q '"errorType"' "$$out"; then exit 1; fi
 
 e2e: tools
 	@if [ -f tests/local/e2e.sh ]; then bash tests/local/e2e.sh; else echo "e2e: not yet available"; fi

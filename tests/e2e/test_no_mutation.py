@@ -8,7 +8,7 @@ import json
 import pytest
 
 import stack as local
-from conftest import explain, mutating_calls, release, task_calls, trigger
+from conftest import mutating_calls, trigger
 
 
 def test_malformed_release_event_makes_no_call(stack):
@@ -27,12 +27,12 @@ def test_untrusted_base_image_makes_no_mutating_call(stack):
     recipe["source"]["image"]["owners"] = ["999988887777"]  # not moto's amazon account
     stack.put_recipe(recipe)
     stack.sim("POST", "reset")
-    out, detail = release(stack, "web-untrusted", "1.0.0")
-    assert detail["status"] == "FAILED", explain(detail)
-    assert detail["error"] == "AmiPipeline.SourceNotTrusted", explain(detail)
-    # never retried, nothing launched; cleanup found nothing to do
-    assert len(task_calls(detail, "Build Start")) == 1, explain(detail)
-    assert mutating_calls(stack) == [], explain(detail)
+    before = {e["name"] for e in stack.executions()}
+    # refused by the trigger's preflight, under the base image's own error name: nothing started, nothing launched
+    ok, out = trigger(stack, local.release_event("web-untrusted", "1.0.0"))
+    assert not ok and out["errorType"] == "AmiPipeline.SourceNotTrusted", out
+    assert {e["name"] for e in stack.executions()} == before
+    assert mutating_calls(stack) == [], mutating_calls(stack)
 
 
 def test_shared_recipe_without_a_key_for_a_copy_region_is_refused_before_any_call(stack):
@@ -60,7 +60,7 @@ def key_describes(stack) -> int:
 
 
 @pytest.mark.parametrize("kind", ["disabled", "aws-managed"])
-def test_shared_recipe_with_a_key_that_cannot_be_shared_is_refused_before_any_ec2_call(stack, kind):
+def test_shared_recipe_with_a_key_that_cannot_be_shared_is_refused_before_any_mutating_call(stack, kind):
     """The trigger describes each key in its region (KMS DescribeKey) before anything is built: a disabled key, or
     the AWS managed aws/ebs key named by its ARN (which the recipe's validation cannot recognise by name), is
     refused naming the field; the emulator's KMS reports aws/ebs as KeyManager AWS, as AWS does."""
@@ -83,4 +83,5 @@ def test_shared_recipe_with_a_key_that_cannot_be_shared_is_refused_before_any_ec
     assert expected in out["errorMessage"], out
     assert key_describes(stack) > described, "the trigger did not ask KMS"
     assert {e["name"] for e in stack.executions()} == before
-    assert stack.sim("GET", "calls")["calls"] == []  # no EC2 call at all, mutating or not
+    # nothing made: the preflight's look-ups are read-only and its launch a DryRun
+    assert mutating_calls(stack) == [], mutating_calls(stack)

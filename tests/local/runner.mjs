@@ -533,6 +533,19 @@ const server = createServer(async (req, res) => {
       // Beside moto's: every request by caller, for the IAM-actions check (tests/e2e/test_actions.py).
       const agent = req.headers['x-amz-user-agent'] ?? req.headers['user-agent'] ?? '';
       const line = { service: 'states', action: op, agent, tagged: false, profile: false };
+      // the state machine (or execution) a request names: the resource the IAM simulation authorizes it on
+      // (tests/e2e/test_iam.py); DescribeExecution is authorized on the execution's ARN
+      let parsed = {};
+      try {
+        parsed = JSON.parse(body || '{}');
+      } catch {}
+      const params = parsed.stateMachineArn
+        ? { stateMachineArn: parsed.stateMachineArn }
+        : parsed.executionArn
+          ? { executionArn: parsed.executionArn }
+          : null;
+      const arn = params && Object.values(params)[0];
+      if (params) Object.assign(line, { region: arn.split(':')[3], params, resources: {} });
       appendFileSync(process.env.AMI_SIM_ACTION_LOG, JSON.stringify(line) + '\n');
     }
     if (!operations[op]) {

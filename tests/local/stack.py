@@ -40,6 +40,8 @@ RECIPE = ROOT / "infra" / "recipes" / "al2023-web.json"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:ami-pipeline"
+BUILDER_ROLE = "ami-pipeline-builder"  # the role in the recipes' builder instance profile
+RUN_COMMAND_LOG_GROUP = "/ami-pipeline/run-command"  # build and smoke-test output (Run Command)
 RECIPE_PREFIX = "/ami-pipeline/pipelines"
 BASE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 TEST_REGIONS = ["eu-west-1", "ap-southeast-2"]  # besides the home region us-east-1
@@ -250,7 +252,11 @@ class Stack:
         env.update({
             "AWS_ENDPOINT_URL_EC2": self.moto_url, "AWS_ENDPOINT_URL_SSM": self.moto_url,
             "AWS_ENDPOINT_URL_STS": self.moto_url, "AWS_ENDPOINT_URL_SFN": self.sfn_url,
-            "AWS_ENDPOINT_URL_KMS": self.moto_url,
+            "AWS_ENDPOINT_URL_KMS": self.moto_url, "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": self.moto_url,
+            # Run Command output (the template's RunCommandLogGroup); an agent that is not online 10 s after launch
+            # is one that never will be here (the emulator's come online within a few polls; AWS default 15 min).
+            # Below the 14.4 s the test status's retrier lasts at the runner's 1000-fold speed (240 min of polls).
+            "RUN_COMMAND_LOG_GROUP": RUN_COMMAND_LOG_GROUP, "AGENT_ONLINE_DEADLINE_SECONDS": "10",
             "STATE_MACHINE_ARN": STATE_MACHINE_ARN, "AWS_LAMBDA_LOG_FORMAT": "JSON",
             "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_NAME": fn,
@@ -432,14 +438,29 @@ def seed(stack: Stack) -> dict:
     iam = stack.boto3("iam")
     try:
         iam.create_instance_profile(InstanceProfileName=recipe["build"]["instance_profile"])
+        # with the role the template's BuilderInstanceProfileRoleArn names, so the launch passes it (iam:PassRole,
+        # simulated by tests/e2e/test_iam.py)
+        iam.create_role(RoleName=BUILDER_ROLE, AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+        iam.add_role_to_instance_profile(InstanceProfileName=recipe["build"]["instance_profile"],
+                                         RoleName=BUILDER_ROLE)
     except Exception as e:  # noqa: BLE001
         if "EntityAlreadyExists" not in str(e):
             raise
-    # the launch template publish updates must exist
+    # the log group Run Command writes the build and smoke-test output to (the template creates it)
+    logs = stack.boto3("logs")
+    if not logs.describe_log_groups(logGroupNamePrefix=RUN_COMMAND_LOG_GROUP)["logGroups"]:
+        logs.create_log_group(logGroupName=RUN_COMMAND_LOG_GROUP)
+        logs.put_retention_policy(logGroupName=RUN_COMMAND_LOG_GROUP, retentionInDays=30)
+    # the launch template publish updates must exist, and opt in to publishing by tag (the publish role may change
+    # only templates tagged ami-pipeline:publish=true: README, "Publishing to launch templates")
+    opt_in = [{"Key": "ami-pipeline:publish", "Value": "true"}]
     try:
         ec2.create_launch_template(LaunchTemplateName="web-servers",
-                                   LaunchTemplateData={"ImageId": base["ImageId"], "InstanceType": "t3.small"})
-    except Exception as e:  # already there (a re-seed)
+                                   LaunchTemplateData={"ImageId": base["ImageId"], "InstanceType": "t3.small"},
+                                   TagSpecifications=[{"ResourceType": "launch-template", "Tags": opt_in}])
+    except Exception as e:  # already there (a re-seed); moto keeps launch template tags only from TagSpecifications
         if "AlreadyExists" not in str(e):
             raise
     stack.put_recipe(recipe)

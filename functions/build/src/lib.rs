@@ -1,24 +1,29 @@
-//! build: `start` vets the base image, then launches the builder with the recipe's provisioning script;
-//! `status` reports pending until the builder has printed its result marker and stopped; `finish` terminates
-//! the builder once the image is available (on failure, cleanup does it by tag).
+//! build: `start` vets the base image, then launches the builder; `status` runs the recipe's provisioning script
+//! through SSM Run Command (`build.channel: run-command`, `ami_core::runcommand`) and stops the builder once it
+//! succeeded, or (`console`) waits until the builder's user data has printed its result marker and stopped; ready
+//! once the builder is stopped after success. `finish` terminates the builder once the image is available (on
+//! failure, cleanup does it by tag).
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, InstanceStateName, ResourceType,
-    ShutdownBehavior, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, Instance, InstanceStateName,
+    ResourceType, ShutdownBehavior, VolumeType,
 };
 use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::recipe::{Build, Source};
+use ami_core::recipe::{Build, Channel, Platform, Source};
+use ami_core::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
 use ami_core::step::Step;
 use ami_core::steps::{BuildState, Progress, Status, StepRequest, now};
 use ami_core::userdata::{self, Outcome};
-use ami_core::{naming, source, tags};
+use ami_core::{source, tags};
 
 /// Clients, built once per process.
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// Run Command and its CloudWatch Logs output.
+    pub channel: runcommand::Channel,
 }
 
 impl Deps {
@@ -26,6 +31,7 @@ impl Deps {
         Deps {
             ec2: aws_sdk_ec2::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            channel: runcommand::Channel::from_config(config),
         }
     }
 }
@@ -88,12 +94,24 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
     let (build, base) = build_section(req)?;
     let recipe = &req.run.recipe;
 
-    // A retried start adopts the builder it already launched (the ClientToken below covers a lost response).
+    // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
+    let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
+        .chain(build.fallback_instance_types.iter().map(String::as_str))
+        .collect();
+    let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
+        .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
+        .collect();
+    let placements = ami_core::ec2::placements(&types, &subnets);
+
+    // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
+    // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
+    // placement's token, so a look-up that finds nothing is made once more before launching.
     let mine = vec![
         tags::filter(tags::EXECUTION, &req.execution.name),
         tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
     ];
-    if let Some(existing) = ami_core::ec2::find_instances(&deps.ec2, mine).await?.into_iter().next() {
+    let found = ami_core::ec2::find_instances_settled(&deps.ec2, mine, placements.len() > 1).await?;
+    if let Some(existing) = found.into_iter().next() {
         let instance_id = existing.instance_id().unwrap_or_default().to_string();
         let source_image_id = existing.image_id().unwrap_or_default().to_string();
         tracing_log(&instance_id, "adopted the builder this execution already launched");
@@ -101,6 +119,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
             instance_id,
             source_image_id,
             terminated: false,
+            logs: None,
             progress: Progress::start(now, build.timeout_minutes),
         });
     }
@@ -125,36 +144,49 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
         }
     });
 
-    let out = ami_core::ec2::locked_down(
-        deps.ec2.run_instances(),
-        build.subnet_id.clone(),
-        build.security_group_ids.clone(),
-    )
-    .image_id(&image_id)
-    .instance_type(build.instance_type.as_str().into())
-    .min_count(1)
-    .max_count(1)
-    .client_token(naming::client_token(&req.execution.name, "build", &req.run.region))
-    .set_block_device_mappings(Some(devices))
-    .set_iam_instance_profile(profile)
-    .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-    .user_data(aws_smithy_types::base64::encode(user_data.as_bytes()))
-    .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-    .tag_specifications(tags::spec(ResourceType::Volume, instance_tags))
-    .send()
-    .await
-    .aws("RunInstances")?;
+    let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
+    let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
+        ami_core::ec2::locked_down(
+            deps.ec2.run_instances(),
+            p.subnet_id.clone(),
+            build.security_group_ids.clone(),
+        )
+        .image_id(&image_id)
+        .instance_type(p.instance_type.as_str().into())
+        .min_count(1)
+        .max_count(1)
+        .client_token(ami_core::ec2::launch_token(
+            &req.execution.name,
+            "build",
+            &req.run.region,
+            attempt,
+            p,
+        ))
+        .set_block_device_mappings(Some(devices.clone()))
+        .set_iam_instance_profile(profile.clone())
+        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+        .user_data(&user_data)
+        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+    })
+    .await?;
     let instance_id = out
         .instances()
         .first()
         .and_then(|i| i.instance_id())
         .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?
         .to_string();
-    tracing_log(&instance_id, "launched the builder");
+    lambda_runtime::tracing::info!(
+        instance_id,
+        instance_type = %placed.instance_type,
+        subnet = placed.subnet_id.as_deref().unwrap_or("default"),
+        "launched the builder"
+    );
     Ok(BuildState {
         instance_id,
         source_image_id: image_id,
         terminated: false,
+        logs: None,
         progress: Progress::start(now, build.timeout_minutes),
     })
 }
@@ -220,55 +252,175 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> 
     let state = req.steps.build()?.clone();
     state.progress.check_deadline(now, "provisioning")?;
     let id = &state.instance_id;
-    let instance = ami_core::ec2::describe_instance(&deps.ec2, id)
-        .await?
-        .ok_or_else(|| Error::ResourceGone(format!("builder {id} no longer exists")))?;
-    let ready = match instance.state().and_then(|s| s.name()) {
-        Some(InstanceStateName::Stopped) => {
-            let console = ami_core::ec2::console_text(&deps.ec2, id).await?;
-            match userdata::build_result(&console) {
-                Some(Outcome::Passed) => true,
-                Some(Outcome::Failed(why)) => {
-                    return Err(Error::ProvisionFailed(format!(
-                        "builder {id}: provisioning script reported {why}"
-                    )));
-                }
-                None => match stopped_since(&instance) {
-                    Some(t) if now - t > CONSOLE_GRACE_SECONDS => {
-                        return Err(Error::ProvisionFailed(format!(
-                            "builder {id} stopped more than {} minutes ago without printing a result: the script \
-                             was cut short or the instance was stopped from outside",
-                            CONSOLE_GRACE_SECONDS / 60
-                        )));
-                    }
-                    Some(_) => false,
-                    None => {
-                        // No stop time from EC2 (a stop from inside the OS): start the grace period now, on the
-                        // instance, since the next poll does not see this call's output.
-                        deps.ec2
-                            .create_tags()
-                            .resources(id)
-                            .tags(tags::tag(tags::STOPPED_SEEN, &now.to_string()))
-                            .send()
-                            .await
-                            .aws("CreateTags")?;
-                        false
-                    }
-                },
-            }
+    let Some(instance) = ami_core::ec2::describe_instance(&deps.ec2, id).await? else {
+        // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
+        if ami_core::ec2::within_grace(state.progress.started_at, now) {
+            return Ok(BuildState {
+                progress: state.progress.with_status(Status::Pending),
+                ..state
+            });
         }
-        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown) => {
-            return Err(Error::ResourceGone(format!(
-                "builder {id} was terminated before provisioning finished"
-            )));
-        }
-        _ => false,
+        return Err(Error::ResourceGone(format!("builder {id} no longer exists")));
+    };
+    if matches!(
+        instance.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+    ) {
+        return Err(Error::ResourceGone(format!(
+            "builder {id} was terminated before provisioning finished"
+        )));
+    }
+    let (ready, logs) = match req.run.recipe.build_channel() {
+        Channel::Console => (console_result(deps, &instance, now).await?, None),
+        Channel::RunCommand => run_command_result(deps, req, &state, &instance, now).await?,
     };
     let status = if ready { Status::Ready } else { Status::Pending };
     Ok(BuildState {
         progress: state.progress.with_status(status),
+        logs: logs.or(state.logs.clone()),
         ..state
     })
+}
+
+/// Console channel: ready once the builder stopped with the success marker on its console.
+async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bool> {
+    let id = instance.instance_id().unwrap_or_default();
+    if instance.state().and_then(|s| s.name()) != Some(&InstanceStateName::Stopped) {
+        return Ok(false);
+    }
+    // `Latest` is "supported on instance types that use the Nitro hypervisor" (GetConsoleOutput API reference);
+    // elsewhere the buffered output is read, which the grace below allows for.
+    let latest = match instance.instance_type() {
+        Some(t) => ami_core::ec2::is_nitro(&deps.ec2, t.as_str()).await?,
+        None => false,
+    };
+    let console = ami_core::ec2::console_text(&deps.ec2, id, latest).await?;
+    match userdata::build_result(&console) {
+        Some(Outcome::Passed) => Ok(true),
+        Some(Outcome::Failed(why)) => Err(Error::ProvisionFailed(format!(
+            "builder {id}: provisioning script reported {why}"
+        ))),
+        None => match stopped_since(instance) {
+            Some(t) if now - t > CONSOLE_GRACE_SECONDS => Err(Error::ProvisionFailed(format!(
+                "builder {id} stopped more than {} minutes ago without printing a result: the script was cut \
+                 short or the instance was stopped from outside",
+                CONSOLE_GRACE_SECONDS / 60
+            ))),
+            Some(_) => Ok(false),
+            None => {
+                // No stop time from EC2 (a stop from inside the OS): start the grace period now, on the instance,
+                // since the next poll does not see this call's output.
+                deps.ec2
+                    .create_tags()
+                    .resources(id)
+                    .tags(tags::tag(tags::STOPPED_SEEN, &now.to_string()))
+                    .send()
+                    .await
+                    .aws("CreateTags")?;
+                Ok(false)
+            }
+        },
+    }
+}
+
+/// Run Command channel (`ami_core::runcommand`): once the agent is online the script is sent, and once it
+/// succeeded (Windows: then sysprep, a second command) the step stops the builder; ready when it is stopped and its
+/// command(s) succeeded. A builder stopped before that was stopped from outside.
+async fn run_command_result(
+    deps: &Deps,
+    req: &StepRequest,
+    state: &BuildState,
+    instance: &Instance,
+    now: i64,
+) -> Result<(bool, Option<CommandLogs>)> {
+    let (build, _) = build_section(req)?;
+    let id = instance.instance_id().unwrap_or_default();
+    let launched_at = instance
+        .launch_time()
+        .map(|t| t.secs())
+        .unwrap_or(state.progress.started_at);
+    let job = |purpose: Purpose, script: String| Job {
+        instance_id: id.to_string(),
+        execution: req.execution.name.clone(),
+        purpose,
+        platform: build.platform,
+        script,
+        timeout_seconds: build.timeout_minutes * 60,
+    };
+    let script = userdata::run_command_script(
+        &req.run,
+        &req.execution.name,
+        build.platform,
+        Purpose::Build,
+        &build.script,
+    );
+    let provision = job(Purpose::Build, script);
+    let sysprep = (build.platform == Platform::Windows)
+        .then(|| job(Purpose::Sysprep, userdata::sysprep_script(&req.execution.name)));
+    let what = format!("provisioning script on builder {id}");
+    match instance.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Running) => {
+            let logs = match deps.channel.reconcile(&provision, launched_at, now).await? {
+                RcState::Success(logs) => logs,
+                s if s.is_pending() => return Ok((false, None)),
+                s => return Err(command_failed(&what, &s, true)),
+            };
+            if let Some(sysprep) = &sysprep {
+                match deps.channel.reconcile(sysprep, launched_at, now).await? {
+                    RcState::Success(_) => {}
+                    s if s.is_pending() => return Ok((false, Some(logs))),
+                    // sysprep's failure (a timeout included) is a provisioning failure with its output
+                    s => return Err(command_failed(&format!("sysprep on builder {id}"), &s, false)),
+                }
+            }
+            // Snapshots are taken of a stopped builder. StopInstances shuts the OS down cleanly, which also runs the
+            // scrub the build script registered (`userdata::run_command_script`).
+            deps.ec2
+                .stop_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .aws("StopInstances")?;
+            tracing_log(id, "provisioning succeeded; stopping the builder");
+            Ok((false, Some(logs)))
+        }
+        Some(InstanceStateName::Stopped) => {
+            // Stopped by this step after success, or from outside before the command(s) finished.
+            let mut logs = None;
+            for job in std::iter::once(&provision).chain(sysprep.as_ref()) {
+                let Some(command_id) = deps.channel.find(job).await? else {
+                    return Err(stopped_early(id, job));
+                };
+                match deps.channel.state_of(job, &command_id).await? {
+                    RcState::Success(l) => {
+                        logs.get_or_insert(l);
+                    }
+                    s if s.is_pending() => return Err(stopped_early(id, job)),
+                    s => return Err(command_failed(&what, &s, job.purpose == Purpose::Build)),
+                }
+            }
+            Ok((true, logs))
+        }
+        // pending, stopping
+        _ => Ok((false, None)),
+    }
+}
+
+fn stopped_early(id: &str, job: &Job) -> Error {
+    Error::ProvisionFailed(format!(
+        "builder {id} stopped before its {} command finished: it was stopped from outside the pipeline",
+        job.purpose.as_str()
+    ))
+}
+
+/// A command that ended without success: its exit code, where its output is, and the output's end. The build
+/// script's execution timeout is the recipe's limit (`Timeout`); anything else is `ProvisionFailed`.
+fn command_failed(what: &str, state: &RcState, timeout_is_timeout: bool) -> Error {
+    let text = runcommand::describe_outcome(what, state).unwrap_or_else(|| format!("{what}: {state:?}"));
+    match state {
+        RcState::TimedOut { .. } if timeout_is_timeout => Error::Timeout(text),
+        _ => Error::ProvisionFailed(text),
+    }
 }
 
 /// Since when the builder is known to be stopped: the time in its `StateTransitionReason` when EC2 gives one,
@@ -291,3 +443,6 @@ fn stopped_at(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod run_command_tests;

@@ -25,7 +25,23 @@ fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(ec2),
         ssm: testing::ssm(ssm),
+        channel: ami_core::runcommand::Channel {
+            ssm: testing::ssm(ssm),
+            logs: testing::logs(&[]),
+            log_group: None,
+            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        },
     }
+}
+
+/// The example run with the console channel (the status tests below are of the console fallback; the Run Command
+/// channel's are in `run_command_tests.rs`).
+fn console_run() -> ami_core::steps::Run {
+    let mut run = testing::run();
+    if let Some(b) = run.recipe.build.as_mut() {
+        b.channel = ami_core::recipe::Channel::Console;
+    }
+    run
 }
 
 fn ssm_param() -> Rule {
@@ -94,7 +110,7 @@ async fn start_launches_a_locked_down_builder() {
     assert_eq!(req.image_id(), Some(BASE_IMAGE));
     assert_eq!(
         req.client_token(),
-        Some(naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
+        Some(ami_core::naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
     );
     let md = req.metadata_options().unwrap();
     assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
@@ -128,11 +144,16 @@ async fn start_launches_a_locked_down_builder() {
     let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
     let user_data = String::from_utf8(user_data).unwrap();
     assert!(user_data.contains(userdata::BUILDER_TAG));
+    // Run Command (the default channel) sends the script later: the user data holds none of it
+    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
     assert!(
-        user_data.contains("echo 'web 1.4.0 9f2c1e7a' > /etc/web-release"),
-        "template values rendered"
+        !user_data.contains("/etc/web-release"),
+        "the script is not in the user data"
     );
-    assert!(user_data.contains("shutdown -h now"));
+    assert!(
+        !user_data.contains("shutdown"),
+        "the step stops the builder, not its user data"
+    );
 }
 
 #[tokio::test]
@@ -294,6 +315,7 @@ fn state_at(now: i64) -> BuildState {
         instance_id: BUILDER.into(),
         source_image_id: BASE_IMAGE.into(),
         terminated: false,
+        logs: None,
         progress,
     }
 }
@@ -301,7 +323,7 @@ fn state_at(now: i64) -> BuildState {
 fn status_request(s: &BuildState) -> StepRequest {
     input::parse_value(
         "input",
-        testing::request("status", &testing::run(), json!({ "build": s })),
+        testing::request("status", &console_run(), json!({ "build": s })),
     )
     .unwrap()
 }
@@ -342,7 +364,8 @@ fn stopped_at(states: &'static [InstanceStateName], stopped: i64) -> Rule {
 
 fn console(text: &'static str) -> Rule {
     mock!(Ec2::get_console_output)
-        .match_requests(|r| r.instance_id() == Some(BUILDER) && r.latest() == Some(true))
+        // the mocked builders have no instance type: not known to be Nitro, so no `Latest`
+        .match_requests(|r| r.instance_id() == Some(BUILDER) && r.latest().is_none())
         .sequence()
         .output(move || {
             GetConsoleOutputOutput::builder()
@@ -369,7 +392,7 @@ async fn status_is_not_ready_while_running_or_throttled_then_ready_once_stopped_
     ]);
     let con = console("cloud-init ...\nAMI-PIPELINE-RESULT: SUCCESS\n");
     let now = ami_core::steps::now();
-    let req = testing::request("status", &testing::run(), json!({ "build": state_at(now) }));
+    let req = testing::request("status", &console_run(), json!({ "build": state_at(now) }));
     let mut seen = vec![];
     for rules in [
         vec![&throttled],
@@ -510,4 +533,196 @@ async fn finish_terminates_the_builder_and_a_gone_one_is_success() {
         assert_eq!(out.instance_id, BUILDER);
     }
     assert_eq!(term.num_calls(), 2);
+}
+
+// -- capacity and eventual consistency ----------------------------------------------------------------------------
+
+const FALLBACK_SUBNET: &str = "subnet-0fa11bac0000000b1";
+
+/// The example recipe with a fallback subnet and a fallback instance type for the builder.
+fn fallback_request(subnets: &[&str], types: &[&str]) -> serde_json::Value {
+    let mut recipe = testing::recipe();
+    let build = recipe.build.as_mut().unwrap();
+    build.fallback_subnet_ids = subnets.iter().map(|s| s.to_string()).collect();
+    build.fallback_instance_types = types.iter().map(|t| t.to_string()).collect();
+    recipe.validate().unwrap();
+    testing::request("start", &testing::run_with(recipe), json!({}))
+}
+
+/// RunInstances answering `code` for the recipe's subnet and t3.small, and launching anywhere else.
+fn no_capacity_in_primary(code: &'static str, captured: Captured<RunInstancesInput>) -> Rule {
+    mock!(Ec2::run_instances)
+        .match_requests(move |r| {
+            captured.push(r);
+            r.network_interfaces()[0].subnet_id() == Some("subnet-0123456789abcdef0")
+                && r.instance_type().map(|t| t.as_str()) == Some("t3.small")
+        })
+        .sequence()
+        .http_status(
+            if code == "InsufficientInstanceCapacity" {
+                500
+            } else {
+                400
+            },
+            Some(testing::ec2_error_body(code)),
+        )
+        .repeatedly()
+        .build()
+}
+
+fn launches_anywhere() -> Rule {
+    mock!(Ec2::run_instances)
+        .sequence()
+        .output(|| {
+            RunInstancesOutput::builder()
+                .instances(Instance::builder().instance_id(BUILDER).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test]
+async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
+    let captured = Captured::default();
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (refused, ok) = (
+        no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
+        launches_anywhere(),
+    );
+    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    let out = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[])).await.unwrap();
+    assert_eq!(out.instance_id, BUILDER);
+    assert_eq!(ok.num_calls(), 1, "one launch, in the fallback subnet");
+    let sent = captured.all();
+    let subnets: Vec<_> = sent
+        .iter()
+        .map(|r| r.network_interfaces()[0].subnet_id().unwrap().to_string())
+        .collect();
+    // the SDK retries a 500 three times (same token), then the fallback subnet
+    assert_eq!(subnets.last().unwrap(), FALLBACK_SUBNET, "{subnets:?}");
+    let first = sent.first().unwrap().client_token().unwrap().to_string();
+    let last = sent.last().unwrap().client_token().unwrap().to_string();
+    assert_eq!(
+        first,
+        ami_core::naming::client_token(testing::EXECUTION, "build", "us-east-1")
+    );
+    assert_ne!(first, last, "each placement has its own ClientToken");
+    assert!(
+        lookup.num_calls() >= 2,
+        "with fallbacks, the tag look-up is made again before launching"
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_type_moves_to_the_fallback_type() {
+    let captured = Captured::default();
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (refused, ok) = (
+        no_capacity_in_primary("Unsupported", captured.clone()),
+        launches_anywhere(),
+    );
+    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    handle(&deps, fallback_request(&[], &["m5.large"])).await.unwrap();
+    let sent = captured.all();
+    assert_eq!(
+        sent.len(),
+        2,
+        "a 400 is not retried by the SDK: primary, then the fallback type"
+    );
+    assert_eq!(sent[1].instance_type().map(|t| t.as_str()), Some("m5.large"));
+    assert_eq!(
+        sent[1].network_interfaces()[0].subnet_id(),
+        Some("subnet-0123456789abcdef0")
+    );
+}
+
+#[tokio::test]
+async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
+    let captured = Captured::default();
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let refused = no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone());
+    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let err = handle(&deps, start_request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
+    let text = err.to_string();
+    assert!(
+        text.contains("t3.small in subnet-0123456789abcdef0: InsufficientInstanceCapacity"),
+        "{text}"
+    );
+    assert_eq!(lookup.num_calls(), 1, "no second look-up without fallbacks");
+}
+
+#[tokio::test]
+async fn every_placement_without_capacity_is_no_capacity_listing_all() {
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let refused = mock!(Ec2::run_instances)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
+        .repeatedly()
+        .build();
+    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
+    assert_eq!(refused.num_calls(), 4, "2 types x 2 subnets");
+    let text = err.to_string();
+    for p in [
+        "t3.small in subnet-0123456789abcdef0",
+        "t3.small in subnet-0fa11bac0000000b1",
+        "m5.large in subnet-0123456789abcdef0",
+        "m5.large in subnet-0fa11bac0000000b1",
+    ] {
+        assert!(text.contains(p), "{p}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
+    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let refused = mock!(Ec2::run_instances)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("VcpuLimitExceeded")))
+        .repeatedly()
+        .build();
+    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.LimitExceeded");
+    assert_eq!(
+        refused.num_calls(),
+        1,
+        "a limit of the account is the same in every subnet"
+    );
+}
+
+#[tokio::test]
+async fn a_just_launched_builder_unknown_to_ec2_is_pending_then_gone_after_the_grace_period() {
+    fn not_found() -> Rule {
+        mock!(Ec2::describe_instances)
+            .match_requests(|r| r.instance_ids() == [BUILDER])
+            .sequence()
+            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+            .repeatedly()
+            .build()
+    }
+    // 100 s after launch: EC2 may not know the id yet
+    let (unknown, running) = (not_found(), instance_in(&[InstanceStateName::Running]));
+    let s = status(&deps(&[&unknown], &[]), &status_request(&state()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    // then it shows up
+    let s = status(&deps(&[&running], &[]), &status_request(&state()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    // unknown 10 minutes after launch: gone
+    let (unknown, late) = (not_found(), state_at(NOW - 500));
+    let err = status(&deps(&[&unknown], &[]), &status_request(&late), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
 }

@@ -2,7 +2,9 @@
 //! by the `ami-pipeline:execution` tag, so it works whatever step failed:
 //!
 //! 1. its builder and test instances (any state but terminated) are terminated;
-//! 2. its images not tagged `state=released` are deregistered with their snapshots;
+//! 2. its images not tagged `state=released` are deregistered with their snapshots, except what a rerun can adopt
+//!    (`ami_core::rerun`): the run's image that passed its test (`state=tested`, this recipe's hash) and, once that
+//!    is kept (or the run itself adopted one), the copies that became available, tagged `state=tested` here;
 //! 3. its remaining snapshots not used by a released image are deleted.
 //!
 //! Released images (and their snapshots) were handed over by publish and are left to retire. Running cleanup
@@ -75,11 +77,22 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<CleanupOutput> {
         Source::Instance(i) => Some(i.id.clone()),
         Source::Image(_) => None,
     });
+    // Regions come home first, so whether the tested image was kept is known before the copies are looked at.
+    let hash = req.run.as_ref().map(|r| ami_core::rerun::recipe_hash(&r.recipe));
+    let home = req.run.as_ref().map(|r| r.region.as_str());
+    let mut home_kept = req.run.as_ref().is_some_and(|r| r.adopted.is_some());
     let mut out = Vec::new();
     for region in regions {
         ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("cleanup in {region}"))?;
         let ec2 = deps.ec2.get(&region);
-        out.push(clean_region(&ec2, execution, source_instance.as_deref(), region).await?);
+        let keep = match &hash {
+            Some(hash) if home == Some(region.as_str()) => Keep::Tested(hash),
+            Some(hash) if home_kept => Keep::AvailableCopies(hash),
+            _ => Keep::Nothing,
+        };
+        let cleaned = clean_region(&ec2, execution, source_instance.as_deref(), keep, region).await?;
+        home_kept |= home == Some(cleaned.region.as_str()) && !cleaned.tested_kept.is_empty();
+        out.push(cleaned);
     }
     Ok(CleanupOutput {
         execution: execution.to_string(),
@@ -124,10 +137,36 @@ fn is_ours(tag_list: &[aws_sdk_ec2::types::Tag], execution: &str) -> bool {
     tags::get(tag_list, tags::EXECUTION) == Some(execution)
 }
 
+/// What a region's cleanup keeps for a rerun (`ami_core::rerun`), with the run's recipe hash.
+enum Keep<'a> {
+    Nothing,
+    /// The run's region: the image that passed its test (test-launch tagged it `tested` with the hash).
+    Tested(&'a str),
+    /// A copy region, once the tested image is kept: the copies that are available, tagged `tested` here.
+    AvailableCopies(&'a str),
+}
+
+impl Keep<'_> {
+    fn keeps(&self, image: &Image) -> bool {
+        let t = image.tags();
+        let available = ami_core::ec2::image_progress(Some(image)) == ami_core::ec2::ImageProgress::Available;
+        match self {
+            Keep::Nothing => false,
+            Keep::Tested(hash) => {
+                available
+                    && tags::get(t, tags::STATE) == Some(tags::STATE_TESTED)
+                    && tags::get(t, tags::RECIPE_HASH) == Some(*hash)
+            }
+            Keep::AvailableCopies(_) => available,
+        }
+    }
+}
+
 async fn clean_region(
     ec2: &aws_sdk_ec2::Client,
     execution: &str,
     source_instance: Option<&str>,
+    keep: Keep<'_>,
     region: String,
 ) -> Result<CleanedRegion> {
     let mine = || vec![tags::filter(tags::EXECUTION, execution)];
@@ -153,15 +192,38 @@ async fn clean_region(
     for image in &kept {
         lambda_runtime::tracing::warn!(image = ?image.image_id(), "deregistration protection on: candidate kept");
     }
+    let (tested, candidates): (Vec<Image>, Vec<Image>) = candidates.into_iter().partition(|i| keep.keeps(i));
+    if let Keep::AvailableCopies(hash) = keep {
+        let ids: Vec<String> = tested.iter().filter_map(|i| i.image_id()).map(String::from).collect();
+        if !ids.is_empty() {
+            ec2.create_tags()
+                .set_resources(Some(ids))
+                .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
+                .tags(tags::tag(tags::RECIPE_HASH, hash))
+                .send()
+                .await
+                .aws("CreateTags")?;
+        }
+    }
+    for image in &tested {
+        lambda_runtime::tracing::info!(image = ?image.image_id(), "tested image kept for a rerun");
+    }
     let mut snapshots_deleted = Vec::new();
     for image in &candidates {
+        // One call per image: stop before the Lambda timeout, the retry resumes (what is gone stays gone).
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, "deregistering candidates")?;
         ami_core::ec2::deregister_with_snapshots(ec2, image).await?;
         snapshots_deleted.extend(snapshots_of(image));
     }
 
     // 3. Snapshots left over (a failure before register, or one register did not use), except a released
     // image's.
-    let in_use: BTreeSet<String> = released.iter().chain(&kept).flat_map(snapshots_of).collect();
+    let in_use: BTreeSet<String> = released
+        .iter()
+        .chain(&kept)
+        .chain(&tested)
+        .flat_map(snapshots_of)
+        .collect();
     let leftover: Vec<String> = own_snapshots(ec2, mine())
         .await?
         .iter()
@@ -183,6 +245,7 @@ async fn clean_region(
             .collect(),
         snapshots_deleted,
         released_kept: released.iter().filter_map(|i| i.image_id()).map(String::from).collect(),
+        tested_kept: tested.iter().filter_map(|i| i.image_id()).map(String::from).collect(),
     })
 }
 

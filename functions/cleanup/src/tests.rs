@@ -53,6 +53,8 @@ struct World {
     /// Every mutating call: "Op region id".
     log: Vec<String>,
     describes: usize,
+    /// Images DescribeImages reports `failed` (all others are `available`).
+    failed_images: BTreeSet<String>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -170,7 +172,11 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
                 Kind::Image { snapshots } => Some(
                     Image::builder()
                         .image_id(id)
-                        .state(ImageState::Available)
+                        .state(if w.failed_images.contains(id) {
+                            ImageState::Failed
+                        } else {
+                            ImageState::Available
+                        })
                         .set_tags(Some(ec2_tags(x)))
                         .set_block_device_mappings(Some(
                             snapshots
@@ -258,6 +264,19 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
         assert_eq!(x.region, r);
         DeleteSnapshotOutput::builder().build()
     });
+    let (w, r) = (world.clone(), region.to_string());
+    let create_tags = mock!(Ec2::create_tags).then_compute_output(move |req| {
+        let mut w = w.lock().unwrap();
+        for id in req.resources() {
+            w.log.push(format!("CreateTags {r} {id}"));
+            let x = w.resources.get_mut(id).expect("known resource");
+            assert_eq!(x.region, r);
+            for t in req.tags() {
+                x.tags.insert(t.key().unwrap().into(), t.value().unwrap().into());
+            }
+        }
+        aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build()
+    });
     vec![
         describe_instances,
         describe_images,
@@ -265,6 +284,7 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
         terminate,
         deregister,
         delete_snapshot,
+        create_tags,
     ]
 }
 
@@ -554,6 +574,8 @@ async fn the_run_regions_are_cleaned_whatever_the_steps_so_far() {
         register: Some(image(HOME, "ami-our-home")),
         copy: Some(CopyState {
             images: vec![image(HOME, "ami-our-home"), image(EU, "ami-our-eu")],
+            source_image_id: String::new(),
+            boot_to_ready_seconds: None,
             progress: Progress::start(testing::NOW, 240),
         }),
         share: Some(ShareState::default()),
@@ -667,4 +689,57 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
     );
     let w = world.lock().unwrap();
     assert_eq!((w.describes, w.log.len()), (0, 0), "no calls");
+}
+
+/// A failure after the test (a copy failed in one region): the tested image of the run's recipe and the copy that
+/// became available are kept for a rerun (`ami_core::rerun`), the copy tagged `tested` with the recipe hash; the
+/// failed copy, the instances and anything of another recipe go.
+#[tokio::test]
+async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copies_for_a_rerun() {
+    let hash = ami_core::rerun::recipe_hash(&testing::run().recipe);
+    for (home_hash, kept) in [(hash.as_str(), true), ("another-recipe", false)] {
+        let world = scenario(Stage::Copy);
+        {
+            let mut w = world.lock().unwrap();
+            let home = w.resources.get_mut("ami-our-home").unwrap();
+            home.tags.insert(tags::STATE.into(), "tested".into());
+            home.tags.insert(tags::RECIPE_HASH.into(), home_hash.into());
+            w.image("ami-our-ap", AP, EXECUTION, "candidate");
+            w.failed_images.insert("ami-our-ap".into());
+        }
+        let out = handle(&deps(&world), request()).await.unwrap();
+        let w = world.lock().unwrap();
+        let region = |r: &str| out.regions.iter().find(|x| x.region == r).unwrap();
+        assert_eq!(
+            region(AP).images_deregistered,
+            ["ami-our-ap"],
+            "a failed copy always goes"
+        );
+        assert!(!w.resources.contains_key("ami-our-ap"));
+        assert_eq!(region(HOME).instances_terminated, ["i-our-builder", "i-our-test"]);
+        if kept {
+            assert_eq!(region(HOME).tested_kept, ["ami-our-home"]);
+            assert_eq!(region(EU).tested_kept, ["ami-our-eu"]);
+            assert!(region(HOME).images_deregistered.is_empty() && region(EU).images_deregistered.is_empty());
+            let eu = &w.resources["ami-our-eu"].tags;
+            assert_eq!(eu.get(tags::STATE).map(String::as_str), Some("tested"));
+            assert_eq!(eu.get(tags::RECIPE_HASH), Some(&hash));
+            // only the copy is tagged here (test-launch tagged the home image when it passed)
+            let tagged: Vec<&String> = w.log.iter().filter(|l| l.starts_with("CreateTags")).collect();
+            assert_eq!(tagged, ["CreateTags eu-west-1 ami-our-eu"]);
+            // the kept images' snapshots stay
+            for snap in [
+                "snap-ami-our-home-root",
+                "snap-ami-our-home-data",
+                "snap-ami-our-eu-root",
+            ] {
+                assert!(w.resources.contains_key(snap), "{snap}");
+            }
+        } else {
+            assert!(region(HOME).tested_kept.is_empty() && region(EU).tested_kept.is_empty());
+            assert_eq!(region(HOME).images_deregistered, ["ami-our-home"]);
+            assert_eq!(region(EU).images_deregistered, ["ami-our-eu"]);
+            assert!(!w.log.iter().any(|l| l.starts_with("CreateTags")), "{:?}", w.log);
+        }
+    }
 }

@@ -72,10 +72,24 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
         progress: source.progress.with_status(Status::Ready),
         ..source.clone()
     }];
+    // Where the tested image came from, for the Summary: this run's snapshot and test, or the attempt it adopted.
+    let (source_image_id, boot_to_ready_seconds) = match &req.run.adopted {
+        Some(a) => (a.source_image_id.clone(), a.boot_to_ready_seconds),
+        None => (
+            req.steps
+                .snapshot
+                .as_ref()
+                .map(|s| s.source_image_id.clone())
+                .unwrap_or_default(),
+            req.steps.test_launch.as_ref().and_then(|t| t.boot_to_ready_seconds),
+        ),
+    };
     let targets: Vec<&str> = req.copy_regions().collect();
     if targets.is_empty() {
         return Ok(CopyState {
             images,
+            source_image_id,
+            boot_to_ready_seconds,
             progress: progress.with_status(Status::Ready),
         });
     }
@@ -118,6 +132,19 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
         // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
         ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("copy to {region}"))?;
         let dest = deps.ec2.get(region);
+        // A rerun keeps the copies an earlier attempt made: only the missing regions are copied again.
+        if req.run.adopted.is_some()
+            && let Some(kept) = kept_copy(&dest, req, &source.name).await?
+        {
+            lambda_runtime::tracing::info!(image_id = kept, region, "kept copy adopted");
+            images.push(ImageState {
+                region: region.to_string(),
+                image_id: kept,
+                name: source.name.clone(),
+                progress,
+            });
+            continue;
+        }
         let result = dest
             .copy_image()
             .source_region(&source.region)
@@ -152,7 +179,34 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
             progress,
         });
     }
-    Ok(CopyState { images, progress })
+    Ok(CopyState {
+        images,
+        source_image_id,
+        boot_to_ready_seconds,
+        progress,
+    })
+}
+
+/// A copy of the adopted image that an earlier attempt kept in this region: same name (unique per region), tagged
+/// `state=tested` for this pipeline, release and recipe hash (cleanup tags a copy so only once it is available),
+/// and still available. A kept copy that has gone or failed since is copied again.
+async fn kept_copy(ec2: &aws_sdk_ec2::Client, req: &StepRequest, name: &str) -> Result<Option<String>> {
+    let hash = ami_core::rerun::recipe_hash(&req.run.recipe);
+    let filters = vec![
+        Filter::builder().name("name").values(name).build(),
+        tags::filter(tags::STATE, tags::STATE_TESTED),
+        tags::filter(tags::RECIPE_HASH, &hash),
+    ];
+    let found = ec2::own_images(ec2, filters).await?.into_iter().find(|i| {
+        let t = i.tags();
+        i.name() == Some(name)
+            && tags::get(t, tags::PIPELINE) == Some(req.run.pipeline.as_str())
+            && tags::get(t, tags::RELEASE) == Some(req.run.release.version.as_str())
+            && tags::get(t, tags::STATE) == Some(tags::STATE_TESTED)
+            && tags::get(t, tags::RECIPE_HASH) == Some(hash.as_str())
+            && ec2::image_progress(Some(i)) == ImageProgress::Available
+    });
+    Ok(found.and_then(|i| i.image_id().map(String::from)))
 }
 
 async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, region: &str) -> Result<String> {
@@ -210,6 +264,8 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
     let status = if all_ready { Status::Ready } else { Status::Pending };
     Ok(CopyState {
         images,
+        source_image_id: state.source_image_id.clone(),
+        boot_to_ready_seconds: state.boot_to_ready_seconds,
         progress: state.progress.with_status(status),
     })
 }

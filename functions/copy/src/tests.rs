@@ -364,6 +364,8 @@ fn copy_progress() -> Progress {
 fn copy_state() -> CopyState {
     CopyState {
         images: vec![candidate(), copy_of(DEST, COPY), copy_of(SYDNEY, COPY_AP)],
+        source_image_id: String::new(),
+        boot_to_ready_seconds: None,
         progress: copy_progress(),
     }
 }
@@ -571,4 +573,88 @@ async fn an_instance_store_image_is_copied_without_encryption() {
     assert_eq!(req.encrypted(), None);
     assert_eq!(req.kms_key_id(), None);
     assert_eq!(req.source_image_id(), Some(CANDIDATE));
+}
+
+/// A rerun (`run.adopted`): the tested image an earlier attempt kept stands in `steps.register`; the copy it kept in
+/// `DEST` is found by name and tags and reused, and only `SYDNEY`, whose copy failed, is copied again.
+#[tokio::test]
+async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
+    let mut run = run_to(&[DEST, SYDNEY]);
+    let hash = ami_core::rerun::recipe_hash(&run.recipe);
+    run.adopted = Some(ami_core::rerun::Adopted {
+        execution: "web-r-1-4-0-0f00ba11".into(),
+        image: candidate(),
+        source_image_id: BASE_IMAGE.into(),
+        boot_to_ready_seconds: Some(41),
+    });
+    let kept_lookups: Captured<DescribeImagesInput> = Captured::default();
+    let kept = |captured: Captured<DescribeImagesInput>, found: bool, hash: String| {
+        mock!(Ec2::describe_images)
+            .match_requests(move |r| {
+                let hit = r.filters().iter().any(|f| f.name() == Some("name"));
+                if hit {
+                    captured.push(r);
+                }
+                hit
+            })
+            .then_output(move || {
+                let image = Image::builder()
+                    .image_id(COPY)
+                    .name(NAME)
+                    .state(AwsImageState::Available)
+                    .tags(tags::tag(tags::PIPELINE, "web"))
+                    .tags(tags::tag(tags::RELEASE, "1.4.0"))
+                    .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
+                    .tags(tags::tag(tags::RECIPE_HASH, &hash))
+                    .tags(tags::tag(tags::EXECUTION, "web-r-1-4-0-0f00ba11"))
+                    .build();
+                DescribeImagesOutput::builder()
+                    .set_images(found.then(|| vec![image]))
+                    .build()
+            })
+    };
+    let copies = Captured::default();
+    let (src, in_dest, in_sydney) = (
+        source_image(),
+        kept(kept_lookups.clone(), true, hash.clone()),
+        kept(kept_lookups.clone(), false, hash.clone()),
+    );
+    let sydney_copy = mock!(Ec2::copy_image).then_compute_output({
+        let copies: Captured<CopyImageInput> = copies.clone();
+        move |req| {
+            copies.push(req);
+            CopyImageOutput::builder().image_id(COPY_AP).build()
+        }
+    });
+    // No CopyImage rule in DEST: a copy there would find no rule and fail the test.
+    let deps = deps_in(&[&src], &[&in_dest], &[&in_sydney, &sydney_copy]);
+    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
+    let out = start(&deps, &req, NOW).await.unwrap();
+
+    let regions: Vec<(&str, &str)> = out
+        .images
+        .iter()
+        .map(|i| (i.region.as_str(), i.image_id.as_str()))
+        .collect();
+    assert_eq!(regions, [(HOME, CANDIDATE), (DEST, COPY), (SYDNEY, COPY_AP)]);
+    let sent = copies.only();
+    assert_eq!(sent.source_image_id(), Some(CANDIDATE));
+    assert_eq!(sent.name(), Some(NAME));
+    // the kept copy is looked up by its name, `tested` and this recipe's hash, in each copy region
+    let lookups = kept_lookups.all();
+    assert_eq!(lookups.len(), 2);
+    for l in &lookups {
+        let values = |name: &str| {
+            l.filters()
+                .iter()
+                .find(|f| f.name() == Some(name))
+                .map(|f| f.values().to_vec())
+        };
+        assert_eq!(values("name"), Some(vec![NAME.to_string()]));
+        assert_eq!(values("tag:ami-pipeline:state"), Some(vec!["tested".to_string()]));
+        assert_eq!(values("tag:ami-pipeline:recipe-hash"), Some(vec![hash.clone()]));
+    }
+    // the Summary's provenance comes from the adopted attempt
+    assert_eq!(out.source_image_id, BASE_IMAGE);
+    assert_eq!(out.boot_to_ready_seconds, Some(41));
 }

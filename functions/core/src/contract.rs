@@ -23,17 +23,25 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
         &[
             "ec2:CreateTags",
             "ec2:DescribeImages",
+            "ec2:DescribeInstanceTypes",
             "ec2:DescribeInstances",
             "ec2:GetConsoleOutput",
             "ec2:RunInstances",
+            "ec2:StopInstances",
             "ec2:TerminateInstances",
             "iam:PassRole",
+            "logs:GetLogEvents",
+            "ssm:DescribeInstanceInformation",
+            "ssm:GetCommandInvocation",
             "ssm:GetParameter",
+            "ssm:ListCommands",
+            "ssm:SendCommand",
         ],
     ),
     (
         "ami-cleanup",
         &[
+            "ec2:CreateTags",
             "ec2:DeleteSnapshot",
             "ec2:DeregisterImage",
             "ec2:DescribeImages",
@@ -110,15 +118,27 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
             "ec2:GetConsoleOutput",
             "ec2:RunInstances",
             "ec2:TerminateInstances",
+            "logs:GetLogEvents",
+            "ssm:DescribeInstanceInformation",
+            "ssm:GetCommandInvocation",
+            "ssm:ListCommands",
+            "ssm:SendCommand",
         ],
     ),
     (
         "ami-trigger",
         &[
+            // the preflight (functions/trigger/src/preflight.rs): network, types, and the builder's launch by DryRun
+            "ec2:CreateTags",
             "ec2:DescribeImages",
             "ec2:DescribeInstanceTypes",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:RunInstances",
+            "iam:PassRole",
             "kms:DescribeKey",
             "ssm:GetParameter",
+            "states:DescribeExecution",
             "states:StartExecution",
         ],
     ),
@@ -151,10 +171,14 @@ pub fn contract() -> Value {
             json!({"substitution": null, "step_key": null, "actions": actions_of(TRIGGER_BINARY)}),
         )])
         .collect();
-    let retryable: Vec<&str> = [Error::Throttled(String::new()), Error::Transient(String::new())]
-        .iter()
-        .map(Error::error_type)
-        .collect();
+    let retryable: Vec<&str> = [
+        Error::Throttled(String::new()),
+        Error::Transient(String::new()),
+        Error::LimitExceeded(String::new()),
+    ]
+    .iter()
+    .map(Error::error_type)
+    .collect();
     let roles = [
         tags::Role::Builder,
         tags::Role::TestInstance,
@@ -171,6 +195,8 @@ pub fn contract() -> Value {
             "timeout": Error::Timeout(String::new()).error_type(),
         },
         "lambda_errors": definition::LAMBDA_ERRORS,
+        "lambda_timeout": definition::LAMBDA_TIMEOUT,
+        "warning_notice": definition::WARNING_NOTICE,
         "step_keys": Steps::KEYS,
         "unexercised_actions": UNEXERCISED
             .iter()
@@ -183,14 +209,16 @@ pub fn contract() -> Value {
             "role": tags::ROLE,
             "release": tags::RELEASE,
             "commit": tags::COMMIT,
+            "release_time": tags::RELEASE_TIME,
             "source_image": tags::SOURCE_IMAGE,
             "state": tags::STATE,
             "boot_to_ready": tags::BOOT_TO_READY,
+            "recipe_hash": tags::RECIPE_HASH,
             "stopped_seen": tags::STOPPED_SEEN,
         },
         "tag_values": {
             "roles": roles,
-            "states": [tags::STATE_CANDIDATE, tags::STATE_RELEASED],
+            "states": [tags::STATE_CANDIDATE, tags::STATE_TESTED, tags::STATE_RELEASED],
         },
         "polling": {
             "interval_seconds": polling::INTERVAL_SECONDS,

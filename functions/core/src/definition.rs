@@ -22,6 +22,11 @@ pub const LAMBDA_ERRORS: &[&str] = &[
     "Lambda.TooManyRequestsException",
 ];
 
+/// Written into a succeeded execution's output (`warnings.notice`) when a step after publish failed; the
+/// template's notification rule matches it in the status-change event's `output` (EventBridge wildcard).
+pub const WARNING_NOTICE: &str = "ami-pipeline-warning: released and published, but a step after publish failed; \
+                                  the next run retries it";
+
 /// One Task-backed step of the pipeline.
 struct Step {
     /// The key under `$.steps`, and the first word of the state names (capitalised).
@@ -142,6 +147,28 @@ fn transient_retrier() -> Value {
            "MaxAttempts": 5, "BackoffRate": 2, "MaxDelaySeconds": 60, "JitterStrategy": "FULL"})
 }
 
+/// Retries a start or one-shot Task refused by an EC2 limit that lifts as other work finishes (concurrent
+/// snapshots, copies in progress, running instances: `AmiPipeline.LimitExceeded`) or by a lack of capacity in
+/// every subnet and instance type the recipe allows (`AmiPipeline.NoCapacity`, which "can occur when you launch a
+/// new instance": capacity comes back within minutes). Longer than throttling: 30 s doubling to 5 minutes, up to
+/// about 17 minutes in all before the run fails.
+fn limit_retrier() -> Value {
+    json!({"ErrorEquals": ["AmiPipeline.LimitExceeded", "AmiPipeline.NoCapacity"], "IntervalSeconds": 30,
+           "MaxAttempts": 6, "BackoffRate": 2, "MaxDelaySeconds": 300, "JitterStrategy": "FULL"})
+}
+
+/// A Lambda killed at its timeout reaches Step Functions under the error type Lambda gives it, `Sandbox.Timedout`
+/// (Lambda developer guide, "Troubleshoot invocation issues": function timeouts); older runtimes reported no type
+/// (`Lambda.Unknown`, which also covers out-of-memory kills and is not retried). Handlers stop before the timeout
+/// (`runtime::ensure_time_left`), so this is the rare call that hung; every action is idempotent, so one more try
+/// is safe, and two are enough.
+pub const LAMBDA_TIMEOUT: &str = "Sandbox.Timedout";
+
+fn lambda_timeout_retrier() -> Value {
+    json!({"ErrorEquals": [LAMBDA_TIMEOUT], "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2,
+           "JitterStrategy": "FULL"})
+}
+
 /// The poll loop of a status Task. No jitter, so the schedule (and the detection delay) is exact.
 fn poll_retrier(minutes: u32) -> Value {
     json!({"ErrorEquals": ["AmiPipeline.NotReady"], "IntervalSeconds": polling::INTERVAL_SECONDS,
@@ -161,7 +188,7 @@ fn task(step: &Step, action: &str, comment: &str, retry: Vec<Value>, catch_next:
             "steps.$": "$.steps"
         },
         "ResultPath": format!("$.steps.{}", step.key),
-        "Retry": retry,
+        "Retry": retry.into_iter().chain([lambda_timeout_retrier()]).collect::<Vec<_>>(),
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_next}],
     });
     if let Some(next) = next {
@@ -177,7 +204,7 @@ fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
     let start = format!("{} Start", step.title);
     let Some(minutes) = step.poll_minutes else {
         let comment = format!("{}: {}.", step.title, step.what);
-        let retry = vec![lambda_retrier(), transient_retrier()];
+        let retry = vec![lambda_retrier(), transient_retrier(), limit_retrier()];
         states.insert(
             step.title.into(),
             task(step, "start", &comment, retry, "Cleanup", Some(next)),
@@ -190,7 +217,7 @@ fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
         "Starts {}; the output's wait_seconds is the first wait (0 when already done).",
         step.what
     );
-    let retry = vec![lambda_retrier(), transient_retrier()];
+    let retry = vec![lambda_retrier(), transient_retrier(), limit_retrier()];
     states.insert(
         start.clone(),
         task(step, "start", &comment, retry, "Cleanup", Some(&wait)),
@@ -221,14 +248,27 @@ pub fn definition() -> Value {
     s.insert(
         "Init".into(),
         json!({"Type": "Pass", "Comment": "Execution input is {run}; every step's output is kept under $.steps.",
-               "Parameters": {"run.$": "$.run", "steps": {}}, "Next": "Source?"}),
+               "Parameters": {"run.$": "$.run", "steps": {}, "warnings": {}}, "Next": "Source?"}),
     );
     s.insert(
         "Source?".into(),
         json!({"Type": "Choice",
-               "Comment": "An image source is built first; an instance source is snapshotted as it is.",
-               "Choices": [{"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Start"}],
+               "Comment": "A rerun that adopted an earlier attempt's tested image goes straight to copy; an image \
+                           source is built first; an instance source is snapshotted as it is.",
+               "Choices": [{"Variable": "$.run.adopted", "IsPresent": true, "Next": "Adopt"},
+                           {"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Start"}],
                "Default": "Snapshot Start"}),
+    );
+    // A rerun adopts the image the trigger found kept (`run.adopted`, crate::rerun) with one Pass state rather than
+    // an "adopted" answer from each of build, snapshot, register and test: one branch in the definition instead of a
+    // code path in four handlers, and the skipped steps never run (no calls, no transitions). Copy reads the tested
+    // image from `$.steps.register`, so that is where the adopted one goes.
+    s.insert(
+        "Adopt".into(),
+        json!({"Type": "Pass",
+               "Comment": "Rerun: the tested image an earlier attempt kept stands in for build, snapshot, register and \
+                           test; copy makes only the copies that are missing.",
+               "InputPath": "$.run.adopted.image", "ResultPath": "$.steps.register", "Next": "Copy Start"}),
     );
     step_states(&mut s, &BUILD, "Snapshot Start");
     step_states(&mut s, &SNAPSHOT, "Register Start");
@@ -270,13 +310,26 @@ pub fn definition() -> Value {
     step_states(&mut s, &SHARE, "Publish");
     step_states(&mut s, &PUBLISH, "Retire");
     step_states(&mut s, &RETIRE, "Summary");
+    // Nothing after publish fails a published release: the images are released and the pointers moved, so a
+    // failed retire is recorded in the output and the run succeeds; the next run's retire covers the same images.
+    s["Retire"]["Catch"] = json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.warnings.retire",
+                                   "Next": "Retire Warning"}]);
+    s.insert(
+        "Retire Warning".into(),
+        json!({"Type": "Pass",
+               "Comment": "Retire failed after publish: the release stands. The error stays in $.warnings.retire, \
+                           and this notice makes the SUCCEEDED status-change event match the notification rule.",
+               "Result": WARNING_NOTICE, "ResultPath": "$.warnings.notice", "Next": "Summary"}),
+    );
     s.insert(
         "Summary".into(),
         json!({"Type": "Pass", "Comment": "The execution's output.",
                "Parameters": {"pipeline.$": "$.run.pipeline", "release.$": "$.run.release",
-                              "source_image_id.$": "$.steps.snapshot.source_image_id",
+                              "source_image_id.$": "$.steps.copy.source_image_id",
                               "images.$": "$.steps.copy.images",
-                              "boot_to_ready_seconds.$": "$.steps.test_launch.boot_to_ready_seconds"},
+                              "boot_to_ready_seconds.$": "$.steps.copy.boot_to_ready_seconds",
+                              "published.$": "$.steps.publish",
+                              "warnings.$": "$.warnings"},
                "End": true}),
     );
     let mut cleanup = task(
@@ -297,7 +350,8 @@ pub fn definition() -> Value {
     );
     json!({
         "Comment": "ami-pipeline: build, snapshot, register, test, copy to every region, share, publish, retire. \
-                    Any failure runs Cleanup, then fails with the original error. Generated by \
+                    Any failure up to publish runs Cleanup, then fails with the original error; a failed retire is a warning in \
+                    the output. Generated by \
                     functions/core/src/definition.rs (`make definition`); Task resources are DefinitionSubstitutions \
                     (the SAM template; tests/local/runner.mjs locally).",
         "StartAt": "Init",

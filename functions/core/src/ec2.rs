@@ -3,7 +3,23 @@
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, Image, ImageState, Instance};
 
-use crate::error::{Result, SdkResultExt, aws_code};
+use crate::error::{CAPACITY_CODES, Error, Result, SdkResultExt, aws_code};
+
+/// How long an id this execution created may stay unknown to describe calls before it counts as gone. EC2 is
+/// eventually consistent: "if you run a command to modify or describe the resource that you just created, its ID
+/// might not have propagated throughout the system, and you will get an error responding that the resource does
+/// not exist" ("Eventual consistency in the Amazon EC2 API", EC2 developer guide).
+pub const NOT_FOUND_GRACE_SECONDS: i64 = 120;
+
+/// Pause before a tag look-up that found nothing is made once more, where creating again could make a second
+/// resource (the look-up is eventually consistent too; the same guide: retry describes "starting with a couple of
+/// seconds").
+pub const LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a NotFound for an id created at `created_at` is still the consistency window, not a disappearance.
+pub fn within_grace(created_at: i64, now: i64) -> bool {
+    now - created_at < NOT_FOUND_GRACE_SECONDS
+}
 
 /// Just after a create, `DescribeImages` may not know the image yet (`InvalidAMIID.NotFound`): that is pending.
 pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image>> {
@@ -88,6 +104,90 @@ pub async fn find_instances(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<In
     Ok(out.reservations().iter().flat_map(|r| r.instances()).cloned().collect())
 }
 
+/// `find_instances`, made once more after `LOOKUP_PAUSE` when it finds nothing and `again` is set: for a retried
+/// start that would otherwise launch with another ClientToken than the attempt that already made an instance.
+pub async fn find_instances_settled(ec2: &Client, filters: Vec<Filter>, again: bool) -> Result<Vec<Instance>> {
+    let found = find_instances(ec2, filters.clone()).await?;
+    if !found.is_empty() || !again {
+        return Ok(found);
+    }
+    tokio::time::sleep(LOOKUP_PAUSE).await;
+    find_instances(ec2, filters).await
+}
+
+/// Where an instance may be launched: one subnet (`None`: the default subnet) and instance type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub subnet_id: Option<String>,
+    pub instance_type: String,
+}
+
+/// Every placement the recipe allows, in its order of preference: the first instance type in each subnet (the
+/// primary first), then the next type in each subnet. Duplicates are dropped.
+pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
+    let subnets: Vec<Option<&str>> = if subnets.is_empty() {
+        vec![None]
+    } else {
+        subnets.to_vec()
+    };
+    let mut out: Vec<Placement> = Vec::new();
+    for t in types {
+        for s in &subnets {
+            let p = Placement {
+                subnet_id: s.map(String::from),
+                instance_type: t.to_string(),
+            };
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The ClientToken of one launch attempt. The first placement keeps the step's token; every other placement gets
+/// its own, since one token stands for one set of parameters (another subnet or type under the same token is
+/// `IdempotentParameterMismatch`), and each is still stable across retries of the step.
+pub fn launch_token(execution: &str, step: &str, region: &str, attempt: usize, p: &Placement) -> String {
+    if attempt == 0 {
+        return crate::naming::client_token(execution, step, region);
+    }
+    let key = format!("{region}/{}/{}", p.subnet_id.as_deref().unwrap_or("-"), p.instance_type);
+    crate::naming::client_token(execution, step, &key)
+}
+
+/// Launches in the first placement with capacity: `InsufficientInstanceCapacity` or `Unsupported` moves on to
+/// the next one; any other error ends the launch as `from_sdk` maps it (limits are `LimitExceeded`, retried by the
+/// state machine). Stops between attempts when the Lambda's time runs short. When no placement has capacity:
+/// `NoCapacity`, naming every placement tried and EC2's answer.
+pub async fn launch(
+    placements: &[Placement],
+    what: &str,
+    call: impl Fn(usize, &Placement) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+) -> Result<(aws_sdk_ec2::operation::run_instances::RunInstancesOutput, Placement)> {
+    let mut tried = Vec::new();
+    for (i, p) in placements.iter().enumerate() {
+        if i > 0 {
+            crate::runtime::ensure_time_left(crate::runtime::CALL_BUDGET, &format!("launching the {what}"))?;
+        }
+        match call(i, p).send().await {
+            Ok(out) => return Ok((out, p.clone())),
+            Err(e) if aws_code(&e).is_some_and(|c| CAPACITY_CODES.contains(&c)) => {
+                let code = aws_code(&e).unwrap_or_default().to_string();
+                let subnet = p.subnet_id.as_deref().unwrap_or("the default subnet");
+                tracing::warn!(subnet, instance_type = %p.instance_type, code, "no capacity; trying the next placement");
+                tried.push(format!("{} in {subnet}: {code}", p.instance_type));
+            }
+            Err(e) => return Err(crate::error::from_sdk("RunInstances", e)),
+        }
+    }
+    Err(Error::NoCapacity(format!(
+        "no capacity for the {what}; tried {}. Add subnets in other Availability Zones or other instance types \
+         (fallback_subnet_ids, fallback_instance_types)",
+        tried.join(", ")
+    )))
+}
+
 /// Terminates instances; ones already gone count as done.
 pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
     if instance_ids.is_empty() {
@@ -156,7 +256,11 @@ pub async fn deregister_with_snapshots(ec2: &Client, image: &Image) -> Result<()
 
 /// Deletes snapshots; ones already gone count as done. A snapshot still used by another image is kept.
 pub async fn delete_snapshots(ec2: &Client, snapshot_ids: &[String]) -> Result<()> {
-    for id in snapshot_ids {
+    for (i, id) in snapshot_ids.iter().enumerate() {
+        if i > 0 {
+            // One call per snapshot: stop before the Lambda timeout; a retry finds what is left.
+            crate::runtime::ensure_time_left(crate::runtime::CALL_BUDGET, "deleting snapshots")?;
+        }
         match ec2.delete_snapshot().snapshot_id(id).send().await {
             Ok(_) => {}
             Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {}
@@ -185,17 +289,33 @@ pub async fn newest_released(ec2: &Client, pipeline: &str) -> Result<Option<Imag
 }
 
 /// The instance's console output, decoded (EC2 returns it base64-encoded).
-pub async fn console_text(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<String> {
+pub async fn console_text(ec2: &aws_sdk_ec2::Client, id: &str, latest: bool) -> Result<String> {
     let out = ec2
         .get_console_output()
         .instance_id(id)
-        .latest(true)
+        .set_latest(latest.then_some(true))
         .send()
         .await
         .aws("GetConsoleOutput")?;
     let raw = out.output().unwrap_or_default();
     let bytes = aws_smithy_types::base64::decode(raw).unwrap_or_else(|_| raw.as_bytes().to_vec());
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Whether an instance type runs on the Nitro hypervisor (DescribeInstanceTypes `Hypervisor`): GetConsoleOutput's
+/// `Latest` "is supported on instance types that use the Nitro hypervisor" (EC2 API reference), so it is asked only
+/// there.
+pub async fn is_nitro(ec2: &aws_sdk_ec2::Client, instance_type: &str) -> Result<bool> {
+    let out = ec2
+        .describe_instance_types()
+        .instance_types(instance_type.into())
+        .send()
+        .await
+        .aws("DescribeInstanceTypes")?;
+    Ok(out
+        .instance_types()
+        .iter()
+        .any(|t| t.hypervisor() == Some(&aws_sdk_ec2::types::InstanceTypeHypervisor::Nitro)))
 }
 
 /// The launch settings every instance of the pipeline gets, in one place: IMDSv2 required (hop limit 1), one
@@ -225,4 +345,49 @@ pub fn locked_down(
             .set_groups(Some(security_group_ids).filter(|g| !g.is_empty()))
             .build(),
     )
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn placements_keep_the_type_across_subnets_first_and_tokens_differ_per_placement() {
+        let p = placements(&["t3.small", "m5.large"], &[Some("subnet-a"), Some("subnet-b")]);
+        let pairs: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.instance_type.as_str(), p.subnet_id.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("t3.small", "subnet-a"),
+                ("t3.small", "subnet-b"),
+                ("m5.large", "subnet-a"),
+                ("m5.large", "subnet-b")
+            ]
+        );
+        // no subnet: the default subnet, once per type
+        assert_eq!(placements(&["t3.small", "t3.small"], &[]).len(), 1);
+        let tokens: std::collections::BTreeSet<String> = p
+            .iter()
+            .enumerate()
+            .map(|(i, p)| launch_token("web-r-1", "build", "us-east-1", i, p))
+            .collect();
+        assert_eq!(tokens.len(), p.len(), "one ClientToken per placement");
+        assert!(tokens.iter().all(|t| t.len() <= 64));
+        // the first placement keeps the token a start without fallbacks always used
+        assert!(tokens.contains(&crate::naming::client_token("web-r-1", "build", "us-east-1")));
+        assert_eq!(
+            launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),
+            launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),
+            "stable across retries"
+        );
+    }
+
+    #[test]
+    fn the_not_found_grace_period_counts_from_the_create() {
+        assert!(within_grace(1_000, 1_000 + NOT_FOUND_GRACE_SECONDS - 1));
+        assert!(!within_grace(1_000, 1_000 + NOT_FOUND_GRACE_SECONDS));
+    }
 }

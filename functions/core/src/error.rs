@@ -29,6 +29,14 @@ pub enum Error {
     /// A 5xx or network failure. Retrying helps.
     #[error("transient AWS failure: {0}")]
     Transient(String),
+    /// An EC2 limit that clears as other work finishes (concurrent snapshots, snapshot rate per volume, copies in
+    /// progress, running instances or vCPUs): retried with a longer back-off than throttling.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// No capacity for the builder or test instance in any subnet and instance type the recipe allows; the
+    /// message lists every (subnet, type) tried and EC2's answer.
+    #[error("no capacity: {0}")]
+    NoCapacity(String),
     /// A resource with our name exists but belongs to another execution, or a ClientToken was reused with
     /// other parameters.
     #[error("conflict: {0}")]
@@ -36,6 +44,10 @@ pub enum Error {
     /// The builder's provisioning script failed, or the builder stopped without a result.
     #[error("provisioning failed: {0}")]
     ProvisionFailed(String),
+    /// The SSM agent of the builder or test instance did not come online within its deadline from launch (no agent
+    /// in the image, no instance profile, or no route to the SSM endpoints): Run Command cannot reach it.
+    #[error("SSM agent not online: {0}")]
+    AgentNotOnline(String),
     /// A snapshot ended in state `error`.
     #[error("snapshot failed: {0}")]
     SnapshotFailed(String),
@@ -87,8 +99,11 @@ impl Error {
             Error::SourceNotTrusted(_) => "AmiPipeline.SourceNotTrusted",
             Error::Throttled(_) => "AmiPipeline.Throttled",
             Error::Transient(_) => "AmiPipeline.Transient",
+            Error::LimitExceeded(_) => "AmiPipeline.LimitExceeded",
+            Error::NoCapacity(_) => "AmiPipeline.NoCapacity",
             Error::Conflict(_) => "AmiPipeline.Conflict",
             Error::ProvisionFailed(_) => "AmiPipeline.ProvisionFailed",
+            Error::AgentNotOnline(_) => "AmiPipeline.AgentNotOnline",
             Error::SnapshotFailed(_) => "AmiPipeline.SnapshotFailed",
             Error::ImageFailed(_) => "AmiPipeline.ImageFailed",
             Error::PlatformMismatch(_) => "AmiPipeline.PlatformMismatch",
@@ -102,9 +117,12 @@ impl Error {
         }
     }
 
-    /// Whether a later retry of the same step can succeed.
+    /// Whether a later retry of the same step can succeed (so a status call answers it `NotReady`).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Throttled(_) | Error::Transient(_))
+        matches!(
+            self,
+            Error::Throttled(_) | Error::Transient(_) | Error::LimitExceeded(_)
+        )
     }
 
     /// Every name `error_type` can return, for docs and for checking the state machine.
@@ -115,8 +133,11 @@ impl Error {
         "AmiPipeline.SourceNotTrusted",
         "AmiPipeline.Throttled",
         "AmiPipeline.Transient",
+        "AmiPipeline.LimitExceeded",
+        "AmiPipeline.NoCapacity",
         "AmiPipeline.Conflict",
         "AmiPipeline.ProvisionFailed",
+        "AmiPipeline.AgentNotOnline",
         "AmiPipeline.SnapshotFailed",
         "AmiPipeline.ImageFailed",
         "AmiPipeline.PlatformMismatch",
@@ -157,6 +178,24 @@ const TRANSIENT_CODES: &[&str] = &[
     "Unavailable",
 ];
 
+/// EC2 limits that lift as other work finishes ("Error codes for the Amazon EC2 API", EC2 API reference):
+/// ConcurrentSnapshotLimitExceeded (too many snapshots pending), SnapshotCreationPerVolumeRateExceeded (wait at
+/// least 15 s between snapshots of a volume), ResourceLimitExceeded (e.g. too many snapshot copies in progress, on
+/// CopyImage), InstanceLimitExceeded / VcpuLimitExceeded (running On-Demand instances or vCPUs of the account).
+pub const LIMIT_CODES: &[&str] = &[
+    "ConcurrentSnapshotLimitExceeded",
+    "SnapshotCreationPerVolumeRateExceeded",
+    "ResourceLimitExceeded",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+];
+
+/// RunInstances answers that move the launch to the recipe's next subnet or instance type instead of failing:
+/// InsufficientInstanceCapacity ("not enough capacity to fulfill your request": another Availability Zone or
+/// type may have it) and Unsupported (the type is not offered in that Availability Zone) ("Error codes for the
+/// Amazon EC2 API", EC2 API reference). Mapped on their own, by the launch (`crate::ec2::launch`).
+pub const CAPACITY_CODES: &[&str] = &["InsufficientInstanceCapacity", "Unsupported"];
+
 /// The AWS error code of a failed SDK call, if the service answered with one.
 pub fn aws_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     match err {
@@ -179,6 +218,8 @@ where
                 Error::Throttled(format!("{code} {message}"))
             } else if TRANSIENT_CODES.contains(&code.as_str()) {
                 Error::Transient(format!("{code} {message}"))
+            } else if LIMIT_CODES.contains(&code.as_str()) {
+                Error::LimitExceeded(format!("{code} {message}"))
             } else if code == "IdempotentParameterMismatch" {
                 Error::Conflict(message)
             } else {
@@ -234,9 +275,11 @@ mod tests {
     }
 
     #[test]
-    fn only_throttling_and_transient_are_retryable() {
+    fn only_throttling_transient_and_limits_are_retryable() {
         assert!(Error::Throttled(String::new()).is_retryable());
         assert!(Error::Transient(String::new()).is_retryable());
+        assert!(Error::LimitExceeded(String::new()).is_retryable());
+        assert!(!Error::NoCapacity(String::new()).is_retryable());
         assert!(!Error::SourceNotTrusted(String::new()).is_retryable());
         assert!(!Error::invalid("x", "y").is_retryable());
     }

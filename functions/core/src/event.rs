@@ -19,6 +19,10 @@ pub struct ReleaseDetail {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
+    /// Publish even over a newer release: parameters and launch templates that point at a newer image are moved
+    /// back to this one (a rollback). Without it publish never goes backwards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The input an EventBridge Scheduler schedule (or a scheduled rule with constant input) sends.
@@ -34,10 +38,18 @@ pub struct ScheduleInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerEvent {
     /// `day` is the UTC day of the event's `time` (today when absent), so a redelivered event maps to the same
-    /// execution input.
-    Release { detail: ReleaseDetail, day: String },
-    /// `day` is the UTC day of the schedule, `YYYYMMDD`.
-    Schedule { pipeline: String, day: String },
+    /// execution input; `time` is that time, RFC 3339 UTC (publish orders releases by it).
+    Release {
+        detail: ReleaseDetail,
+        day: String,
+        time: String,
+    },
+    /// `day` is the UTC day of the schedule, `YYYYMMDD`; `time` the schedule's time (now when absent).
+    Schedule {
+        pipeline: String,
+        day: String,
+        time: String,
+    },
 }
 
 impl TriggerEvent {
@@ -49,10 +61,17 @@ impl TriggerEvent {
     }
 }
 
-fn day_of(field: &str, rfc3339: &str) -> Result<String> {
+fn day_of(field: &str, rfc3339: &str) -> Result<(String, String)> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y%m%d").to_string())
+        .map(|t| {
+            let t = t.with_timezone(&chrono::Utc);
+            (t.format("%Y%m%d").to_string(), rfc3339_utc(t))
+        })
         .map_err(|_| Error::invalid(field, "must be an RFC 3339 time such as 2026-11-26T03:00:00Z"))
+}
+
+fn rfc3339_utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Today, UTC, `YYYYMMDD`.
@@ -93,21 +112,23 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
         if let Some(a) = &detail.artifact {
             naming::check_artifact("event.detail.artifact", a)?;
         }
-        let day = envelope
-            .time
-            .map(|t| t.format("%Y%m%d").to_string())
-            .unwrap_or_else(today);
-        Ok(TriggerEvent::Release { detail, day })
+        let time = envelope.time.unwrap_or_else(chrono::Utc::now);
+        Ok(TriggerEvent::Release {
+            detail,
+            day: time.format("%Y%m%d").to_string(),
+            time: rfc3339_utc(time),
+        })
     } else {
         let input: ScheduleInput = parse_value("event", value)?;
         naming::check_pipeline_name("event.pipeline", &input.pipeline)?;
-        let day = match &input.scheduled_time {
+        let (day, time) = match &input.scheduled_time {
             Some(t) => day_of("event.scheduled_time", t)?,
-            None => today(),
+            None => (today(), rfc3339_utc(chrono::Utc::now())),
         };
         Ok(TriggerEvent::Schedule {
             pipeline: input.pipeline,
             day,
+            time,
         })
     }
 }
@@ -130,6 +151,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ev.pipeline(), "web");
+        let TriggerEvent::Release { detail, time, .. } = &ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((time.as_str(), detail.force), ("2026-11-26T10:00:00Z", false));
+        let forced = parse(release(json!({"pipeline": "web", "version": "1.3.0", "force": true}))).unwrap();
+        assert!(matches!(forced, TriggerEvent::Release { detail, .. } if detail.force));
+        let err = parse(release(json!({"pipeline": "web", "version": "1", "force": "yes"}))).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field.starts_with("event.detail")),
+            "{err}"
+        );
         let err = parse(release(json!({"pipeline": "web"}))).unwrap_err();
         assert!(err.to_string().contains("missing field `version`"), "{err}");
         let err = parse(release(json!({"pipeline": "web", "version": "1; reboot"}))).unwrap_err();
@@ -148,7 +180,8 @@ mod tests {
             ev,
             TriggerEvent::Schedule {
                 pipeline: "web".into(),
-                day: "20261127".into()
+                day: "20261127".into(),
+                time: "2026-11-27T01:30:00Z".into(),
             }
         );
         assert!(parse(json!({"pipeline": "web", "scheduled_time": "yesterday"})).is_err());

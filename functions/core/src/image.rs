@@ -59,6 +59,25 @@ pub async fn own(ec2: &aws_sdk_ec2::Client, req: &StepRequest, name: Option<&str
         .and_then(|i| i.image_id().map(String::from)))
 }
 
+/// After `InvalidAMIName.Duplicate`: this execution's image of that name (a lost earlier attempt made it), or
+/// `Conflict` when the image listed under the name is another's. When none is listed yet, EC2 knows the name but
+/// not the image (eventual consistency: an attempt just made it): `Transient`, so the step's retry finds it by tag,
+/// the way copy handles the same answer.
+pub async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, req: &StepRequest, name: &str) -> crate::Result<String> {
+    let by_name = vec![aws_sdk_ec2::types::Filter::builder().name("name").values(name).build()];
+    let images = crate::ec2::own_images(ec2, by_name).await?;
+    if images.is_empty() {
+        return Err(crate::Error::Transient(format!(
+            "an image named `{name}` exists but is not listed yet; looking again"
+        )));
+    }
+    images
+        .into_iter()
+        .find(|i| tags::get(i.tags(), tags::EXECUTION) == Some(req.execution.name.as_str()))
+        .and_then(|i| i.image_id().map(String::from))
+        .ok_or_else(|| name_taken(name))
+}
+
 /// The error for a name taken by an image that is not this execution's.
 pub fn name_taken(name: &str) -> crate::Error {
     crate::Error::Conflict(format!(

@@ -17,6 +17,8 @@ pub mod lifecycle;
 pub mod naming;
 pub mod platform;
 pub mod recipe;
+pub mod rerun;
+pub mod runcommand;
 pub mod runtime;
 pub mod source;
 pub mod step;

@@ -9,18 +9,39 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedParameter {
     pub name: String,
-    /// False when the parameter already held the image id (a retried publish).
+    /// False when the parameter already held the image id (a retried publish), or when it was skipped.
     pub changed: bool,
+    /// Left at a newer release's image: publish never goes backwards unless the release event says `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<KeptNewer>,
+    /// An older release's publish wrote between this one's write and its re-read, and this one wrote again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
+}
+
+/// Why publish left a parameter or launch template where it was: it points at a newer release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptNewer {
+    /// The image it points at, kept.
+    pub image_id: String,
+    /// That image's release (`ami-pipeline:release`), when it is one of the pipeline's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    pub reason: String,
 }
 
 /// One launch template whose default version now launches the new image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedLaunchTemplate {
     pub id_or_name: String,
-    /// The default version after publish.
+    /// The default version after publish (the one left in place when skipped).
     pub version: i64,
-    /// False when the default version already used the image (a retried publish).
+    /// False when the default version already used the image (a retried publish), or when it was skipped.
     pub changed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<KeptNewer>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
 }
 
 /// What publish did in one region.
@@ -72,6 +93,10 @@ pub struct RetiredRegion {
     /// Such snapshots EC2 would not delete (e.g. `InvalidSnapshot.InUse`, already gone): left, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphan_snapshots_skipped: Vec<SkippedSnapshot>,
+    /// Images a failed run kept for a rerun (`state=tested`, `crate::rerun`) that no rerun adopted within
+    /// `crate::rerun::KEPT_GRACE_DAYS`: deregistered with their snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandoned_deregistered: Vec<String>,
 }
 
 /// A snapshot retire meant to delete and did not.
@@ -96,6 +121,10 @@ pub struct CleanedRegion {
     pub snapshots_deleted: Vec<String>,
     /// Images of the execution that publish handed over (`state=released`): left alone, with their snapshots.
     pub released_kept: Vec<String>,
+    /// Images kept for a rerun to adopt (`state=tested`, `crate::rerun`): the tested image of the run's region, and
+    /// the copies that became available, once it passed its test.
+    #[serde(default)]
+    pub tested_kept: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,4 +178,11 @@ pub async fn launch_template_default(
         }
         Err(e) => Err(crate::error::from_sdk("DescribeLaunchTemplateVersions", e)),
     }
+}
+
+/// Unix seconds of an RFC 3339 time (a release time tag, an image's `CreationDate`), `None` when it does not parse.
+pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp())
 }

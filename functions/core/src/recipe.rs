@@ -97,12 +97,31 @@ pub enum Platform {
     Windows,
 }
 
+/// How the step runs the recipe's script on the instance and learns its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    /// SSM Run Command (needs the SSM agent, an instance profile with AmazonSSMManagedInstanceCore and a route to
+    /// the SSM endpoints): exit code and output in the result, output in CloudWatch Logs.
+    #[default]
+    RunCommand,
+    /// User data that prints a result marker to the serial console (for base images without the SSM agent).
+    Console,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
     pub instance_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
+    /// Subnets (ideally in other Availability Zones) tried in order when EC2 has no capacity for the builder in
+    /// `subnet_id` (InsufficientInstanceCapacity, or the type not offered there), at most 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_subnet_ids: Vec<String>,
+    /// Instance types tried in order, in every subnet, when no subnet has capacity for `instance_type`, at most 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_instance_types: Vec<String>,
     #[serde(default)]
     pub security_group_ids: Vec<String>,
     /// Instance profile name or ARN for the builder (it needs SSM or S3 access only if the script does).
@@ -110,6 +129,10 @@ pub struct Build {
     pub instance_profile: Option<String>,
     #[serde(default)]
     pub platform: Platform,
+    /// How the provisioning script is run: `run-command` (SSM Run Command) or `console` (user data and a console
+    /// marker, for base images without the SSM agent).
+    #[serde(default)]
+    pub channel: Channel,
     #[serde(default)]
     pub root_volume: Volume,
     /// Extra EBS volumes, registered into the image with the root volume.
@@ -257,11 +280,22 @@ pub struct TestSpec {
     pub instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
+    /// Subnets tried in order when EC2 has no capacity for the test instance, at most 4. Default: the build's,
+    /// unless `subnet_id` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_subnet_ids: Vec<String>,
+    /// Instance types tried in order when no subnet has capacity, at most 4. Default: the build's, unless
+    /// `instance_type` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_instance_types: Vec<String>,
     #[serde(default)]
     pub security_group_ids: Vec<String>,
-    /// A smoke test run at boot; exit 0 passes. Prints the pass or fail marker to the console.
+    /// A smoke test run once the status checks pass (channel `run-command`) or at boot (`console`); exit 0 passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// How the smoke test is run; default: the build's channel (`run-command` without a build section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
     #[serde(default = "default_test_timeout")]
     pub timeout_minutes: u32,
 }
@@ -272,8 +306,11 @@ impl Default for TestSpec {
             enabled: true,
             instance_type: None,
             subnet_id: None,
+            fallback_subnet_ids: Vec::new(),
+            fallback_instance_types: Vec::new(),
             security_group_ids: Vec::new(),
             script: None,
+            channel: None,
             timeout_minutes: default_test_timeout(),
         }
     }
@@ -589,6 +626,13 @@ impl Recipe {
         if let Some(s) = &t.subnet_id {
             check_id("recipe.test.subnet_id", "subnet-", s)?;
         }
+        check_fallbacks(
+            "recipe.test",
+            t.instance_type.as_deref(),
+            t.subnet_id.as_deref(),
+            &t.fallback_instance_types,
+            &t.fallback_subnet_ids,
+        )?;
         for (i, sg) in t.security_group_ids.iter().enumerate() {
             check_id(&format!("recipe.test.security_group_ids[{i}]"), "sg-", sg)?;
         }
@@ -608,6 +652,17 @@ impl Recipe {
             ));
         }
         Ok(())
+    }
+
+    /// The build's channel (`run-command` without a build section).
+    pub fn build_channel(&self) -> Channel {
+        self.build.as_ref().map(|b| b.channel).unwrap_or_default()
+    }
+
+    /// The smoke test's channel: its own, else the build's (the image was provisioned through it, so it has
+    /// what that channel needs).
+    pub fn test_channel(&self) -> Channel {
+        self.test.channel.unwrap_or_else(|| self.build_channel())
     }
 
     /// Whether the image is shared with other accounts, organizations or OUs.
@@ -756,6 +811,13 @@ fn validate_build(b: &Build) -> Result<()> {
     if let Some(s) = &b.subnet_id {
         check_id("recipe.build.subnet_id", "subnet-", s)?;
     }
+    check_fallbacks(
+        "recipe.build",
+        Some(&b.instance_type),
+        b.subnet_id.as_deref(),
+        &b.fallback_instance_types,
+        &b.fallback_subnet_ids,
+    )?;
     for (i, sg) in b.security_group_ids.iter().enumerate() {
         check_id(&format!("recipe.build.security_group_ids[{i}]"), "sg-", sg)?;
     }
@@ -841,6 +903,45 @@ fn check_instance_type(field: &str, t: &str) -> Result<()> {
     } else {
         Err(Error::invalid(field, "must be an instance type such as t3.micro"))
     }
+}
+
+/// The most fallback subnets or instance types a recipe may list: with the primary, at most 25 launch attempts.
+pub const MAX_FALLBACKS: usize = 4;
+
+/// `fallback_instance_types` and `fallback_subnet_ids` of `section`: valid ids and types, at most
+/// `MAX_FALLBACKS` each, none repeated or equal to the primary.
+fn check_fallbacks(
+    section: &str,
+    instance_type: Option<&str>,
+    subnet_id: Option<&str>,
+    types: &[String],
+    subnets: &[String],
+) -> Result<()> {
+    for (name, primary, list, check) in [
+        (
+            "fallback_instance_types",
+            instance_type,
+            types,
+            check_instance_type as fn(&str, &str) -> Result<()>,
+        ),
+        ("fallback_subnet_ids", subnet_id, subnets, |f: &str, s: &str| {
+            check_id(f, "subnet-", s)
+        }),
+    ] {
+        let field = format!("{section}.{name}");
+        if list.len() > MAX_FALLBACKS {
+            return Err(Error::invalid(field, format!("at most {MAX_FALLBACKS} entries")));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, v) in list.iter().enumerate() {
+            let item = format!("{field}[{i}]");
+            check(&item, v)?;
+            if primary == Some(v.as_str()) || !seen.insert(v) {
+                return Err(Error::invalid(item, format!("`{v}` is already listed")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_script(field: &str, s: &str) -> Result<()> {
@@ -1005,6 +1106,38 @@ mod tests {
             (
                 edit(|v| v["build"]["timeout_minutes"] = json!(2)),
                 "recipe.build.timeout_minutes",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!(["m5.large", "huge"])),
+                "recipe.build.fallback_instance_types[1]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!(["m5.large", "m5.large"])),
+                "recipe.build.fallback_instance_types[1]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!([v["build"]["instance_type"].clone()])),
+                "recipe.build.fallback_instance_types[0]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_subnet_ids"] = json!(["subnet-0123"])),
+                "recipe.build.fallback_subnet_ids[0]",
+            ),
+            (
+                edit(|v| {
+                    v["build"]["fallback_subnet_ids"] = json!([
+                        "subnet-0000000000000000a",
+                        "subnet-0000000000000000b",
+                        "subnet-0000000000000000c",
+                        "subnet-0000000000000000d",
+                        "subnet-0000000000000000e"
+                    ])
+                }),
+                "recipe.build.fallback_subnet_ids",
+            ),
+            (
+                edit(|v| v["test"]["fallback_subnet_ids"] = json!(["sg-0123456789abcdef0"])),
+                "recipe.test.fallback_subnet_ids[0]",
             ),
             (
                 edit(|v| v["build"]["script"] = json!("echo\nAMI_PIPELINE_SCRIPT_END\nrm -rf /")),

@@ -18,7 +18,7 @@ pub struct ExecutionRef {
 }
 
 /// What is being built: the release the image carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
     pub version: String,
@@ -26,6 +26,13 @@ pub struct Release {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
+    /// RFC 3339 time of the release event (of the schedule, for a scheduled run): how publish orders releases
+    /// whose versions are not both semantic versions (tag `ami-pipeline:release-time` on what the run makes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The event's `force`: publish may point parameters and launch templates back at an older release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +59,9 @@ pub struct Run {
     /// Every region the image ends up in, `region` first: the run's one region list, which copy, share,
     /// publish, retire and cleanup all read.
     pub regions: Vec<String>,
+    /// A rerun's tested image (and kept copies) from an earlier attempt: the state machine goes straight to copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<crate::rerun::Adopted>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +170,9 @@ pub struct BuildState {
     /// Set by `finish` once the builder is terminated (after the image is available).
     #[serde(default)]
     pub terminated: bool,
+    /// Where the provisioning command's output is (run-command channel), once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::runcommand::CommandLogs>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -212,6 +225,12 @@ pub struct ImageState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyState {
     pub images: Vec<ImageState>,
+    /// Where the tested image came from (the base image and its test's boot-to-ready seconds), carried here for
+    /// the Summary whether this run built and tested it or adopted it from an earlier attempt (`run.adopted`).
+    #[serde(default)]
+    pub source_image_id: String,
+    #[serde(default)]
+    pub boot_to_ready_seconds: Option<i64>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -228,6 +247,9 @@ pub struct TestState {
     /// Set by `finish` once the instance is terminated (or was already gone).
     #[serde(default)]
     pub terminated: bool,
+    /// Where the smoke test's output is (run-command channel), once it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::runcommand::CommandLogs>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -398,8 +420,12 @@ mod tests {
 pub enum TriggerStatus {
     /// A new execution started.
     Started,
-    /// The execution for this release or schedule day already exists: nothing was started.
+    /// The execution for this release or schedule day (its latest attempt) is running or succeeded: nothing was
+    /// started.
     Duplicate,
+    /// The latest attempt ended FAILED, TIMED_OUT or ABORTED: the next attempt started (`<name>-a2`, `-a3` ...),
+    /// adopting what the earlier one kept (`crate::rerun`).
+    Rerun,
     /// A scheduled run found nothing to do (for example, the base image did not change).
     Skipped,
 }

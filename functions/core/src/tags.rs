@@ -12,6 +12,11 @@ pub const EXECUTION: &str = "ami-pipeline:execution";
 pub const ROLE: &str = "ami-pipeline:role";
 pub const RELEASE: &str = "ami-pipeline:release";
 pub const COMMIT: &str = "ami-pipeline:commit";
+/// The release's artifact (`{{artifact}}`), when it fits a tag value (256 characters): a scheduled run rebuilds the
+/// newest image's release with it.
+pub const ARTIFACT: &str = "ami-pipeline:artifact";
+/// RFC 3339 time of the release event: publish orders releases by it when versions are not semantic versions.
+pub const RELEASE_TIME: &str = "ami-pipeline:release-time";
 pub const SOURCE_IMAGE: &str = "ami-pipeline:source-image";
 /// `candidate` until publish hands the image over, then `released`. Cleanup removes only candidates.
 pub const STATE: &str = "ami-pipeline:state";
@@ -22,6 +27,11 @@ pub const STOPPED_SEEN: &str = "ami-pipeline:stopped-seen-at";
 
 pub const STATE_CANDIDATE: &str = "candidate";
 pub const STATE_RELEASED: &str = "released";
+/// An image that passed its test (and its copies, once a failed run kept them): cleanup keeps it for a rerun of the
+/// same release and recipe to adopt (`crate::rerun`); publish makes it `released`; retire removes it when abandoned.
+pub const STATE_TESTED: &str = "tested";
+/// On a `tested` image: `crate::rerun::recipe_hash` of the recipe it was built from.
+pub const RECIPE_HASH: &str = "ami-pipeline:recipe-hash";
 
 /// What a resource is for; cleanup and the IAM conditions key on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +81,14 @@ pub fn standard(execution: &ExecutionRef, run: &Run, role: Role) -> Vec<Tag> {
     ];
     if let Some(c) = &run.release.commit {
         tags.push(tag(COMMIT, c));
+    }
+    // A longer artifact would be cut, and a cut URL must never be reused: no tag then (a scheduled run of a script
+    // that needs it is refused).
+    if let Some(a) = run.release.artifact.as_ref().filter(|a| a.len() <= 256) {
+        tags.push(tag(ARTIFACT, a));
+    }
+    if let Some(t) = &run.release.time {
+        tags.push(tag(RELEASE_TIME, t));
     }
     tags
 }

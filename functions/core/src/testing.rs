@@ -31,6 +31,7 @@ pub fn run_with(recipe: Recipe) -> Run {
             version: "1.4.0".into(),
             commit: Some("9f2c1e7a".into()),
             artifact: Some("s3://example-artifacts/web/web-1.4.0.tar.gz".into()),
+            ..Release::default()
         },
         trigger: TriggerKind::Release,
         region: REGION.into(),
@@ -38,6 +39,7 @@ pub fn run_with(recipe: Recipe) -> Run {
         build: true,
         regions: recipe.all_regions(REGION),
         recipe,
+        adopted: None,
     }
 }
 
@@ -89,6 +91,21 @@ pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
 
 pub fn sfn(rules: &[&Rule]) -> aws_sdk_sfn::Client {
     mocked!(aws_sdk_sfn, rules)
+}
+
+pub fn logs(rules: &[&Rule]) -> aws_sdk_cloudwatchlogs::Client {
+    mocked!(aws_sdk_cloudwatchlogs, rules)
+}
+
+/// CloudWatch Logs without the command's streams (`ResourceNotFoundException`): a failure's tail then comes from
+/// the invocation's inline output.
+pub fn logs_without_streams() -> aws_sdk_cloudwatchlogs::Client {
+    let missing = aws_smithy_mocks::mock!(aws_sdk_cloudwatchlogs::Client::get_log_events)
+        .sequence()
+        .http_status(400, Some(json_error_body("ResourceNotFoundException")))
+        .repeatedly()
+        .build();
+    logs(&[&missing])
 }
 
 /// An EC2 (query protocol) error body.

@@ -1,10 +1,12 @@
-//! User data that wraps the recipe's scripts, and the console markers they print.
+//! The recipe's scripts as the instances run them: the Run Command script (`run_command_script`, the default
+//! channel: guarded to run once, leaving nothing in the image), and the console channel's user data and markers.
 //!
-//! The builder runs the provisioning script once, prints exactly one result line to the serial console, and
-//! powers off (shutdown behaviour `stop`), so the build handler can read the outcome with `GetConsoleOutput` and
-//! snapshot a stopped, quiet instance. The test instance prints a smoke-test line and stays up.
+//! Console channel: the builder runs the provisioning script once, prints exactly one result line to the serial
+//! console, and powers off (shutdown behaviour `stop`), so the build handler can read the outcome with
+//! `GetConsoleOutput` and snapshot a stopped, quiet instance. The test instance prints a smoke-test line and stays up.
 
-use crate::recipe::Platform;
+use crate::recipe::{Channel, Platform};
+use crate::runcommand::{Purpose, once_key};
 use crate::steps::{Release, Run};
 
 /// Marks builder user data (also what the local EC2 emulator keys on to play the guest).
@@ -25,8 +27,16 @@ pub fn render_script(script: &str, pipeline: &str, release: &Release) -> String 
         .replace("{{pipeline}}", pipeline)
 }
 
-/// The builder's user data for `run`.
+/// Marks user data whose instance gets its script by SSM Run Command (the local EC2 emulator's guest then runs
+/// nothing from user data).
+pub const RUN_COMMAND_MARK: &str = "channel=run-command";
+
+/// The builder's user data for `run`. With the `run-command` channel it runs nothing: the build step sends the
+/// script once the agent is online (`run_command_script`), and stops the instance itself after success.
 pub fn builder(run: &Run, execution: &str, platform: Platform, script: &str) -> String {
+    if run.recipe.build_channel() == Channel::RunCommand {
+        return run_command_user_data(BUILDER_TAG, execution, platform);
+    }
     let body = render_script(script, &run.pipeline, &run.release);
     match platform {
         Platform::Linux => format!(
@@ -85,8 +95,21 @@ if ($rc -eq 0) {{
     }
 }
 
-/// The test instance's user data: runs the smoke test at boot and prints its result. `None` without a script.
+/// User data that only names the instance's role and channel (a comment: nothing runs).
+fn run_command_user_data(tag: &str, execution: &str, platform: Platform) -> String {
+    let line = format!("# {tag} execution={execution} {RUN_COMMAND_MARK}\n# The script comes by SSM Run Command.\n");
+    match platform {
+        Platform::Linux => format!("#!/bin/bash\n{line}"),
+        Platform::Windows => format!("<powershell>\n{line}</powershell>\n"),
+    }
+}
+
+/// The test instance's user data: runs the smoke test at boot and prints its result (console channel), or only
+/// marks the instance (run-command channel: the step sends the smoke test). `None` without a script.
 pub fn smoke_test(run: &Run, execution: &str, platform: Platform, script: Option<&str>) -> Option<String> {
+    if run.recipe.test_channel() == Channel::RunCommand {
+        return script.map(|_| run_command_user_data(SMOKE_TAG, execution, platform));
+    }
     let body = render_script(script?, &run.pipeline, &run.release);
     Some(match platform {
         Platform::Linux => format!(
@@ -116,6 +139,118 @@ if ($LASTEXITCODE -eq 0) {{ Marker "{SMOKE_PREFIX}PASS" }} else {{ Marker "{SMOK
 "#
         ),
     })
+}
+
+/// Where the Linux guard lives: `/run` is a tmpfs, so neither the guard nor the script copy in it is ever part of
+/// a snapshot (the variable is for tests of the guard).
+const LINUX_RUN_DIR: &str = "${AMI_PIPELINE_RUN_DIR:-/run/ami-pipeline}";
+
+/// The script Run Command runs for `purpose`: the recipe's script (rendered), guarded to run once per instance and
+/// execution, as SSM may get it twice (a second SendCommand after a lost answer, `runcommand`). The guard is an
+/// atomic `mkdir` (Linux, under /run) / `New-Item` (Windows); a second copy prints the guard line and exits 0,
+/// and the reconciler follows the first command. `AMI-PIPELINE-ONCE: <key>` is also what the local emulator keys on.
+///
+/// Nothing of the build stays in the image. The script's copy is removed when it ends, its output goes to Run
+/// Command (CloudWatch Logs), not to a file. The SSM agent keeps every command's script and output under
+/// /var/lib/amazon/ssm/<instance-id> (orchestration and command state) and writes this command's result there
+/// after the script exits, so on Linux a successful build registers a runtime systemd unit (under /run/systemd, not
+/// in the image) ordered before the agent: units stop in the reverse of their start order, so when the step's
+/// StopInstances shuts the OS down, the unit's ExecStop runs after the agent has reported Success and stopped, and
+/// removes the agent's instance folder and logs and cloud-init's per-instance state. On Windows the sysprep command
+/// (`sysprep_script`) does the same for the build command before sysprep generalizes the image.
+pub fn run_command_script(run: &Run, execution: &str, platform: Platform, purpose: Purpose, script: &str) -> String {
+    let body = render_script(script, &run.pipeline, &run.release);
+    let key = once_key(execution, purpose);
+    let (pipeline, version) = (&run.pipeline, &run.release.version);
+    match platform {
+        Platform::Linux => {
+            let scrub = if purpose == Purpose::Build { LINUX_SCRUB } else { "" };
+            format!(
+                r#"#!/bin/bash
+# AMI-PIPELINE-ONCE: {key}
+# ami-pipeline {purpose} for execution {execution}: the body runs once on this instance, however often it is sent.
+base="{LINUX_RUN_DIR}"
+install -d -m 700 "$base"
+if ! mkdir -m 700 "$base/{key}" 2>/dev/null; then
+  echo "AMI-PIPELINE-ONCE: {key} already ran"
+  exit 0
+fi
+cat > "$base/{key}/script.sh" <<'{HEREDOC_END}'
+{body}
+{HEREDOC_END}
+export AMI_PIPELINE_PIPELINE='{pipeline}' AMI_PIPELINE_VERSION='{version}'
+bash "$base/{key}/script.sh"
+rc=$?
+rm -f "$base/{key}/script.sh"
+{scrub}exit $rc
+"#,
+                purpose = purpose.as_str()
+            )
+        }
+        Platform::Windows => format!(
+            r#"# AMI-PIPELINE-ONCE: {key}
+# ami-pipeline {purpose} for execution {execution}: the body runs once on this instance, however often it is sent.
+$base = Join-Path $env:SystemRoot 'Temp\ami-pipeline'
+New-Item -ItemType Directory -Force -Path $base | Out-Null
+try {{ New-Item -ItemType Directory -Path (Join-Path $base '{key}') -ErrorAction Stop | Out-Null }}
+catch {{ Write-Output "AMI-PIPELINE-ONCE: {key} already ran"; exit 0 }}
+$env:AMI_PIPELINE_PIPELINE = '{pipeline}'; $env:AMI_PIPELINE_VERSION = '{version}'
+$path = Join-Path $base '{key}\script.ps1'
+Set-Content -Path $path -Value @'
+{body}
+'@
+& powershell.exe -NoProfile -ExecutionPolicy Bypass -File $path
+$rc = $LASTEXITCODE
+Remove-Item $path -Force
+exit $rc
+"#,
+            purpose = purpose.as_str()
+        ),
+    }
+}
+
+/// After a successful build: the agent's traces are removed at shutdown (see `run_command_script`).
+const LINUX_SCRUB: &str = r#"if [ "$rc" -eq 0 ]; then
+  cloud-init clean --logs >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    cat > /run/systemd/system/ami-pipeline-scrub.service <<'UNIT'
+[Unit]
+Description=ami-pipeline: remove the build's Run Command traces when the builder stops
+Before=amazon-ssm-agent.service snap.amazon-ssm-agent.amazon-ssm-agent.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'rm -rf /var/lib/amazon/ssm/i-* /var/lib/amazon/ssm/mi-* /var/log/amazon/ssm/* /run/ami-pipeline'
+UNIT
+    systemctl daemon-reload && systemctl start ami-pipeline-scrub.service
+  fi
+fi
+"#;
+
+/// Windows, after the build script succeeded: sysprep through EC2Launch v2 (which generalizes the image), without
+/// its shutdown (the console channel's `--shutdown=true`), run as a second command so that its failure is reported as
+/// a failure with its output, not as a builder that never stopped. Before it, the build's guard and script folder
+/// and the agent's folders of earlier commands and its logs are removed; the step stops the instance once this
+/// command succeeded.
+pub fn sysprep_script(execution: &str) -> String {
+    let key = once_key(execution, Purpose::Sysprep);
+    let build_key = once_key(execution, Purpose::Build);
+    format!(
+        r#"# AMI-PIPELINE-ONCE: {key}
+# ami-pipeline sysprep for execution {execution}
+$base = Join-Path $env:SystemRoot 'Temp\ami-pipeline'
+try {{ New-Item -ItemType Directory -Force -Path $base | Out-Null; New-Item -ItemType Directory -Path (Join-Path $base '{key}') -ErrorAction Stop | Out-Null }}
+catch {{ Write-Output "AMI-PIPELINE-ONCE: {key} already ran"; exit 0 }}
+# Earlier commands' scripts and output (this command's own files are in use and stay: see DEPLOY.md).
+Remove-Item -Recurse -Force (Join-Path $env:ProgramData 'Amazon\SSM\InstanceData\*\document\orchestration\*') -ErrorAction SilentlyContinue
+Remove-Item -Recurse -Force (Join-Path $env:ProgramData 'Amazon\SSM\Logs\*') -ErrorAction SilentlyContinue
+Remove-Item -Recurse -Force (Join-Path $base '{build_key}') -ErrorAction SilentlyContinue
+# --shutdown=false: the agent reports this command's result first; the step then stops the instance
+& "$env:ProgramFiles\Amazon\EC2Launch\EC2Launch.exe" sysprep --shutdown=false
+exit $LASTEXITCODE
+"#
+    )
 }
 
 /// The outcome a marker line reports.
@@ -168,12 +303,96 @@ mod tests {
         ));
     }
 
+    fn run_with_channel(channel: Channel) -> Run {
+        let mut recipe: crate::recipe::Recipe =
+            serde_json::from_str(include_str!("../../../infra/recipes/al2023-web.json")).unwrap();
+        if let Some(b) = recipe.build.as_mut() {
+            b.channel = channel;
+        }
+        Run {
+            pipeline: "web".into(),
+            // by its wire form: other fields have defaults
+            release: serde_json::from_value(serde_json::json!({"version": "1.4.0"})).unwrap(),
+            trigger: crate::steps::TriggerKind::Release,
+            region: "us-east-1".into(),
+            date: "20261127".into(),
+            recipe,
+            build: true,
+            regions: vec!["us-east-1".into()],
+            adopted: None,
+        }
+    }
+
+    #[test]
+    fn the_run_once_guard_runs_the_body_once_and_keeps_its_exit_code() {
+        let dir = std::env::temp_dir().join(format!("ami-pipeline-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let count = dir.join("count");
+        let run = run_with_channel(Channel::RunCommand);
+        let body = format!(
+            "echo ran >> {}\necho \"{{{{pipeline}}}} {{{{version}}}}\"\nexit 3",
+            count.display()
+        );
+        let script = run_command_script(&run, "web-r-1-4-0", Platform::Linux, Purpose::Smoke, &body);
+        let once = |script: &str| {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(script)
+                .env("AMI_PIPELINE_RUN_DIR", dir.join("run"))
+                .output()
+                .unwrap()
+        };
+        let first = once(&script);
+        assert_eq!(first.status.code(), Some(3), "the body's exit code");
+        assert_eq!(String::from_utf8_lossy(&first.stdout), "web 1.4.0\n");
+        let second = once(&script);
+        assert_eq!(second.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&second.stdout).contains("AMI-PIPELINE-ONCE: web-r-1-4-0.smoke already ran"));
+        assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n", "the body ran once");
+        // another execution's script is not stopped by this guard, and no script copy is left behind
+        let other = run_command_script(&run, "web-r-1-4-1", Platform::Linux, Purpose::Smoke, &body);
+        assert_eq!(once(&other).status.code(), Some(3));
+        assert!(!dir.join("run/web-r-1-4-0.smoke/script.sh").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_command_builder_gets_no_script_in_its_user_data_and_a_console_one_does() {
+        let rc = builder(
+            &run_with_channel(Channel::RunCommand),
+            "web-r-1",
+            Platform::Linux,
+            "echo secret-step",
+        );
+        assert!(rc.contains(BUILDER_TAG) && rc.contains(RUN_COMMAND_MARK));
+        assert!(!rc.contains("secret-step") && !rc.contains("shutdown"));
+        let console = builder(
+            &run_with_channel(Channel::Console),
+            "web-r-1",
+            Platform::Linux,
+            "echo secret-step",
+        );
+        assert!(console.contains("secret-step") && !console.contains(RUN_COMMAND_MARK));
+        let build = run_command_script(
+            &run_with_channel(Channel::RunCommand),
+            "web-r-1",
+            Platform::Linux,
+            Purpose::Build,
+            "true",
+        );
+        assert!(
+            build.contains("ExecStop=") && build.contains("/var/lib/amazon/ssm/i-*"),
+            "the build scrubs the agent's traces"
+        );
+    }
+
     #[test]
     fn template_values_are_substituted() {
         let r = Release {
             version: "1.2.3".into(),
             commit: Some("abc1234".into()),
             artifact: None,
+            ..Release::default()
         };
         assert_eq!(
             render_script("v={{version}} c={{commit}} a={{artifact}} p={{pipeline}}", "web", &r),

@@ -3,6 +3,11 @@
 //!
 //! Safe to repeat: an image already released is not tagged again, a parameter already holding the image id is
 //! not written, and a launch template whose default version already launches the image gets no new version.
+//!
+//! Never backwards: a parameter or default version that points at a newer release (see [`order`]) is left there
+//! and reported as `skipped`, unless the release event said `force`. SSM and EC2 offer no compare-and-swap for
+//! these writes, so each is check, write, re-read, and repair once: a value that appeared between the write and the
+//! re-read is kept when it is newer, and written over (once) when it is older.
 
 use std::collections::BTreeSet;
 
@@ -13,11 +18,16 @@ use serde_json::Value;
 use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::lifecycle::{self, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion};
+use ami_core::lifecycle::{
+    self, KeptNewer, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
+};
 use ami_core::recipe::{LaunchTemplateRef, check_id, check_region};
 use ami_core::step::Step;
 use ami_core::steps::{Status, StepRequest};
 use ami_core::{naming, tags};
+
+pub mod order;
+use order::Rank;
 
 /// Clients, built once per process; publish works in every region of the run.
 pub struct Deps {
@@ -106,8 +116,20 @@ fn plan(req: &StepRequest) -> Result<Vec<Target<'_>>> {
         .iter()
         .find(|i| i.region == run.region)
         .ok_or_else(|| Error::invalid("input.steps.copy.images", "no image for the run's region"))?;
-    // A recipe that turns the test off has no test step; otherwise only the image that passed is published.
-    if run.recipe.test.enabled {
+    // A rerun's image passed its test in the attempt it was adopted from (the trigger adopts only a `tested` image);
+    // a recipe that turns the test off has no test step; otherwise only the image that passed is published.
+    if let Some(adopted) = &run.adopted {
+        if adopted.image.image_id != home.image_id {
+            return Err(Error::invalid(
+                "input.run.adopted.image.image_id",
+                format!(
+                    "the rerun adopted {} but the home region's image is {}",
+                    naming::preview(&adopted.image.image_id),
+                    home.image_id
+                ),
+            ));
+        }
+    } else if run.recipe.test.enabled {
         let test = req.steps.test_launch()?;
         if test.progress.status != Status::Ready {
             return Err(Error::invalid(
@@ -175,11 +197,18 @@ async fn publish(deps: &Deps, req: &StepRequest, targets: &[Target<'_>]) -> Resu
     let mut regions = Vec::new();
     for (t, defaults) in targets.iter().zip(defaults) {
         let ssm = deps.ssm.get(t.region);
+        let ec2 = deps.ec2.get(t.region);
+        let ours = Ours::new(req, &ec2);
         let mut parameters = Vec::new();
         for name in &req.run.recipe.publish.ssm_parameters {
-            parameters.push(put_parameter(&ssm, name, t.image_id, &description, &deps.confirm_waits).await?);
+            let write = ParameterWrite {
+                name,
+                image_id: t.image_id,
+                description: &description,
+                confirm_waits: &deps.confirm_waits,
+            };
+            parameters.push(put_parameter(&ssm, &ours, &write).await?);
         }
-        let ec2 = deps.ec2.get(t.region);
         let mut launch_templates = Vec::new();
         for ((_, lt), current) in t.launch_templates.iter().zip(defaults) {
             let token = naming::client_token(
@@ -193,7 +222,7 @@ async fn publish(deps: &Deps, req: &StepRequest, targets: &[Target<'_>]) -> Resu
                 description: &description,
                 client_token: &token,
             };
-            launch_templates.push(new_default_version(&ec2, &current, &version).await?);
+            launch_templates.push(new_default_version(&ec2, &ours, &current, &version).await?);
         }
         regions.push(PublishedRegion {
             region: t.region.to_string(),
@@ -250,6 +279,7 @@ async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -
     ] {
         if let Some(found) = tags::get(tags, key)
             && found != want
+            && !(key == tags::EXECUTION && adopted_by_rerun(req, tags))
         {
             return Err(Error::Conflict(format!(
                 "image {image_id} has {key}={found}, not {want}: it is not this run's image"
@@ -266,6 +296,15 @@ async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -
         .await
         .aws("CreateTags")?;
     Ok(())
+}
+
+/// An image an earlier attempt kept and this rerun adopted (`ami_core::rerun`): made by another execution, but
+/// `tested` for this pipeline, release and recipe hash. Only a rerun (`run.adopted`) accepts one.
+fn adopted_by_rerun(req: &StepRequest, image_tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+    req.run.adopted.is_some()
+        && tags::get(image_tags, tags::STATE) == Some(tags::STATE_TESTED)
+        && tags::get(image_tags, tags::RELEASE) == Some(req.run.release.version.as_str())
+        && tags::get(image_tags, tags::RECIPE_HASH) == Some(ami_core::rerun::recipe_hash(&req.run.recipe).as_str())
 }
 
 /// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store, parameter data types): an existing
@@ -289,47 +328,135 @@ async fn check_parameter_types(ssm: &aws_sdk_ssm::Client, req: &StepRequest, reg
     Ok(())
 }
 
+/// This run's side of the comparison: its release, and whether the event forces publishing over a newer one.
+struct Ours<'a> {
+    rank: Rank,
+    force: bool,
+    pipeline: &'a str,
+    /// The region's EC2, to read the image a pointer holds.
+    ec2: &'a aws_sdk_ec2::Client,
+}
+
+impl<'a> Ours<'a> {
+    fn new(req: &'a StepRequest, ec2: &'a aws_sdk_ec2::Client) -> Self {
+        let release = &req.run.release;
+        Ours {
+            rank: Rank {
+                release: Some(release.version.clone()),
+                time: release.time.as_deref().and_then(lifecycle::unix_seconds),
+            },
+            force: release.force,
+            pipeline: &req.run.pipeline,
+            ec2,
+        }
+    }
+
+    /// `Some` when `image_id` is a newer release than ours and the event did not force: leave it. An image that is
+    /// gone or unreadable as ours is not newer.
+    async fn kept_newer(&self, image_id: &str) -> Result<Option<KeptNewer>> {
+        if self.force || !image_id.starts_with("ami-") {
+            return Ok(None);
+        }
+        let Some(image) = ami_core::ec2::describe_image(self.ec2, image_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.rank.newer(&Rank::of_image(&image, self.pipeline), image_id))
+    }
+}
+
+struct ParameterWrite<'a> {
+    name: &'a str,
+    image_id: &'a str,
+    description: &'a str,
+    confirm_waits: &'a [std::time::Duration],
+}
+
+/// Check, write, re-read, repair once (PutParameter has no compare-and-swap; see the module comment).
 async fn put_parameter(
     ssm: &aws_sdk_ssm::Client,
-    name: &str,
-    image_id: &str,
-    description: &str,
-    confirm_waits: &[std::time::Duration],
+    ours: &Ours<'_>,
+    w: &ParameterWrite<'_>,
 ) -> Result<PublishedParameter> {
-    if lifecycle::parameter_value(ssm, name).await?.as_deref() == Some(image_id) {
-        return Ok(PublishedParameter {
-            name: name.to_string(),
-            changed: false,
-        });
+    let mut out = PublishedParameter {
+        name: w.name.to_string(),
+        changed: false,
+        skipped: None,
+        repaired: false,
+    };
+    let before = lifecycle::parameter_value(ssm, w.name).await?;
+    if before.as_deref() == Some(w.image_id) {
+        return Ok(out);
     }
+    if let Some(current) = &before {
+        out.skipped = ours.kept_newer(current).await?;
+        if out.skipped.is_some() {
+            return Ok(out);
+        }
+    }
+    write_parameter(ssm, w).await?;
+    let Some(other) = confirm_parameter(ssm, w, before.as_deref()).await? else {
+        out.changed = true;
+        return Ok(out);
+    };
+    // Another publish wrote between our write and our re-read. A newer one stands; an older one is undone, once.
+    out.skipped = ours.kept_newer(&other).await?;
+    if out.skipped.is_some() {
+        return Ok(out);
+    }
+    write_parameter(ssm, w).await?;
+    if let Some(again) = confirm_parameter(ssm, w, Some(&other)).await? {
+        return Err(Error::Transient(format!(
+            "SSM parameter `{}` changed to {again} again right after publish repaired it: publishing again",
+            w.name
+        )));
+    }
+    out.changed = true;
+    out.repaired = true;
+    Ok(out)
+}
+
+async fn write_parameter(ssm: &aws_sdk_ssm::Client, w: &ParameterWrite<'_>) -> Result<()> {
     ssm.put_parameter()
-        .name(name)
-        .value(image_id)
+        .name(w.name)
+        .value(w.image_id)
         .r#type(ParameterType::String)
         .data_type(IMAGE_DATA_TYPE)
         .overwrite(true)
-        .description(description)
+        .description(w.description)
         .send()
         .await
         .aws("PutParameter")?;
+    Ok(())
+}
+
+/// Re-reads a parameter just written until it holds our image (`None`), or a value that is neither ours nor the
+/// one we replaced (`Some`, another publish's).
+async fn confirm_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    w: &ParameterWrite<'_>,
+    replaced: Option<&str>,
+) -> Result<Option<String>> {
     // "A successful HTTP 200 response does not guarantee that your parameter was successfully created or
     // updated": aws:ec2:image values are validated asynchronously (PutParameter API reference). Read it back.
-    let mut waits = confirm_waits.iter();
-    while lifecycle::parameter_value(ssm, name).await?.as_deref() != Some(image_id) {
+    let mut waits = w.confirm_waits.iter();
+    loop {
+        let now = lifecycle::parameter_value(ssm, w.name).await?;
+        match now.as_deref() {
+            Some(v) if v == w.image_id => return Ok(None),
+            Some(v) if Some(v) != replaced => return Ok(Some(v.to_string())),
+            _ => {}
+        }
         let Some(wait) = waits.next() else {
             // Not applied yet, or refused by SSM's validation: the step's retry writes and checks again
             // (publish is idempotent); if SSM keeps refusing, the run fails with this message.
             return Err(Error::Transient(format!(
-                "SSM parameter `{name}` does not hold {image_id} after PutParameter: SSM validates \
-                 {IMAGE_DATA_TYPE} values asynchronously, and refuses an image the account cannot use"
+                "SSM parameter `{}` does not hold {} after PutParameter: SSM validates {IMAGE_DATA_TYPE} values \
+                 asynchronously, and refuses an image the account cannot use",
+                w.name, w.image_id
             )));
         };
         tokio::time::sleep(*wait).await;
     }
-    Ok(PublishedParameter {
-        name: name.to_string(),
-        changed: true,
-    })
 }
 
 struct NewVersion<'a> {
@@ -340,9 +467,11 @@ struct NewVersion<'a> {
 }
 
 /// Creates a launch template version that launches the image and makes it the default, unless the current
-/// default already launches it.
+/// default already launches it or launches a newer release. Then re-reads the default and repairs it once, as for
+/// parameters (ModifyLaunchTemplate has no compare-and-swap either).
 async fn new_default_version(
     ec2: &aws_sdk_ec2::Client,
+    ours: &Ours<'_>,
     current: &LaunchTemplateVersion,
     new: &NewVersion<'_>,
 ) -> Result<PublishedLaunchTemplate> {
@@ -350,12 +479,22 @@ async fn new_default_version(
     let current_version = current
         .version_number()
         .ok_or_else(|| Error::Internal(format!("launch template {id_or_name}: default version has no number")))?;
-    if current.launch_template_data().and_then(|d| d.image_id()) == Some(new.image_id) {
-        return Ok(PublishedLaunchTemplate {
-            id_or_name: id_or_name.to_string(),
-            version: current_version,
-            changed: false,
-        });
+    let mut out = PublishedLaunchTemplate {
+        id_or_name: id_or_name.to_string(),
+        version: current_version,
+        changed: false,
+        skipped: None,
+        repaired: false,
+    };
+    let current_image = current.launch_template_data().and_then(|d| d.image_id());
+    if current_image == Some(new.image_id) {
+        return Ok(out);
+    }
+    if let Some(image) = current_image {
+        out.skipped = ours.kept_newer(image).await?;
+        if out.skipped.is_some() {
+            return Ok(out);
+        }
     }
     let by_id = lifecycle::is_launch_template_id(id_or_name);
     let id = by_id.then(|| id_or_name.to_string());
@@ -378,18 +517,58 @@ async fn new_default_version(
         .launch_template_version()
         .and_then(|v| v.version_number())
         .ok_or_else(|| Error::Internal("CreateLaunchTemplateVersion returned no version number".into()))?;
-    ec2.modify_launch_template()
-        .set_launch_template_id(id)
-        .set_launch_template_name(name)
-        .default_version(version.to_string())
-        .send()
-        .await
-        .aws("ModifyLaunchTemplate")?;
-    Ok(PublishedLaunchTemplate {
-        id_or_name: id_or_name.to_string(),
-        version,
-        changed: true,
-    })
+    let set_default = || {
+        ec2.modify_launch_template()
+            .set_launch_template_id(id.clone())
+            .set_launch_template_name(name.clone())
+            .default_version(version.to_string())
+            .send()
+    };
+    set_default().await.aws("ModifyLaunchTemplate")?;
+    out.version = version;
+    let Some((other_version, other_image)) = other_default(ec2, id_or_name, version, new.image_id).await? else {
+        out.changed = true;
+        return Ok(out);
+    };
+    // Another publish set the default between our write and our re-read: a newer release stands, an older one is
+    // undone, once.
+    if let Some(image) = &other_image {
+        out.skipped = ours.kept_newer(image).await?;
+        if out.skipped.is_some() {
+            out.version = other_version;
+            return Ok(out);
+        }
+    }
+    set_default().await.aws("ModifyLaunchTemplate")?;
+    if let Some((again, _)) = other_default(ec2, id_or_name, version, new.image_id).await? {
+        return Err(Error::Transient(format!(
+            "launch template {id_or_name}: default version changed to {again} again right after publish repaired \
+             it: publishing again"
+        )));
+    }
+    out.changed = true;
+    out.repaired = true;
+    Ok(out)
+}
+
+/// The default version now, when it is not ours (neither our version nor one launching our image).
+async fn other_default(
+    ec2: &aws_sdk_ec2::Client,
+    id_or_name: &str,
+    ours: i64,
+    image_id: &str,
+) -> Result<Option<(i64, Option<String>)>> {
+    let now = lifecycle::launch_template_default(ec2, id_or_name)
+        .await?
+        .ok_or_else(|| Error::ResourceGone(format!("launch template {id_or_name} was deleted during publish")))?;
+    let image = now.launch_template_data().and_then(|d| d.image_id());
+    if now.version_number() == Some(ours) || image == Some(image_id) {
+        return Ok(None);
+    }
+    Ok(Some((
+        now.version_number().unwrap_or_default(),
+        image.map(String::from),
+    )))
 }
 
 #[cfg(test)]

@@ -71,7 +71,13 @@ struct World {
     puts: Vec<(String, PutParameterInput)>,
     creates: Vec<(String, CreateLaunchTemplateVersionInput)>,
     modifies: Vec<(String, ModifyLaunchTemplateInput)>,
+    /// Runs once right after the next PutParameter / ModifyLaunchTemplate: another publish's write landing between
+    /// this one's write and its re-read.
+    after_put: Option<Hook>,
+    after_modify: Option<Hook>,
 }
+
+type Hook = Box<dyn FnOnce(&mut World) + Send>;
 
 type Shared = Arc<Mutex<World>>;
 
@@ -224,6 +230,9 @@ fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
             .default_version()
             .and_then(|v| v.parse().ok())
             .expect("numeric version");
+        if let Some(hook) = w.after_modify.take() {
+            hook(&mut w);
+        }
         ModifyLaunchTemplateOutput::builder().build()
     });
     vec![describe_images, create_tags, describe_versions, create_version, modify]
@@ -274,6 +283,9 @@ fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
             w.params.insert(key, value);
         } else {
             w.pending.insert(key, (value, reads));
+        }
+        if let Some(hook) = w.after_put.take() {
+            hook(&mut w);
         }
         PutParameterOutput::builder().version(1).build()
     });
@@ -326,6 +338,7 @@ fn passed_test() -> TestState {
         launched_at: NOW - 300,
         boot_to_ready_seconds: Some(95),
         terminated: true,
+        logs: None,
         progress: ready(),
     }
 }
@@ -338,6 +351,8 @@ fn request_for(run: &Run) -> serde_json::Value {
             "test_launch": passed_test(),
             "copy": CopyState {
                 images: vec![image_state(HOME, HOME_IMAGE), image_state(EU, EU_IMAGE), image_state(AP, AP_IMAGE)],
+                source_image_id: String::new(),
+                boot_to_ready_seconds: None,
                 progress: ready(),
             },
         }),
@@ -410,7 +425,9 @@ async fn publishes_every_region_with_the_fields_that_matter() {
         out.regions[0].parameters,
         [PublishedParameter {
             name: PARAM.into(),
-            changed: true
+            changed: true,
+            skipped: None,
+            repaired: false,
         }]
     );
     assert_eq!(
@@ -418,7 +435,9 @@ async fn publishes_every_region_with_the_fields_that_matter() {
         [PublishedLaunchTemplate {
             id_or_name: TEMPLATE.into(),
             version: 4,
-            changed: true
+            changed: true,
+            skipped: None,
+            repaired: false,
         }]
     );
     assert!(out.regions[1].launch_templates.is_empty());
@@ -446,7 +465,9 @@ async fn publishing_again_changes_nothing() {
         [PublishedLaunchTemplate {
             id_or_name: TEMPLATE.into(),
             version: 4,
-            changed: false
+            changed: false,
+            skipped: None,
+            repaired: false,
         }]
     );
 }
@@ -745,4 +766,252 @@ async fn another_pipelines_image_is_refused() {
     assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
     assert!(err.to_string().contains("billing"), "{err}");
     assert!(world.lock().unwrap().puts.is_empty(), "nothing points at it");
+}
+
+/// A rerun publishes the images an earlier attempt kept (`tested`, same release and recipe hash, another
+/// execution) with no test step of its own; without `run.adopted` the same images are another run's: refused.
+#[tokio::test]
+async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_rerun_does() {
+    let hash = ami_core::rerun::recipe_hash(&testing::run().recipe);
+    let kept = |region: &str| FakeImage {
+        region: region.into(),
+        tags: [
+            (tags::PIPELINE, "web"),
+            (tags::EXECUTION, "web-r-1-4-0-earlier"),
+            (tags::RELEASE, "1.4.0"),
+            (tags::STATE, tags::STATE_TESTED),
+            (tags::RECIPE_HASH, hash.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let world = world();
+    {
+        let mut w = world.lock().unwrap();
+        w.images.insert(HOME_IMAGE.into(), kept(HOME));
+        w.images.insert(EU_IMAGE.into(), kept(EU));
+    }
+    // Not a rerun: an image of another execution is not this run's.
+    let err = handle(&deps(&world), request()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
+
+    let mut run = testing::run();
+    run.adopted = Some(ami_core::rerun::Adopted {
+        execution: "web-r-1-4-0-earlier".into(),
+        image: image_state(HOME, HOME_IMAGE),
+        source_image_id: String::new(),
+        boot_to_ready_seconds: Some(95),
+    });
+    let mut req = request_for(&run);
+    // A rerun has no test step: the image passed in the attempt it was adopted from.
+    req["steps"].as_object_mut().unwrap().remove("test_launch");
+    handle(&deps(&world), req.clone()).await.unwrap();
+    for id in [HOME_IMAGE, EU_IMAGE, AP_IMAGE] {
+        assert_eq!(state_of(&world, id).as_deref(), Some("released"), "{id}");
+    }
+    // The adopted image must be the home region's.
+    run.adopted.as_mut().unwrap().image.image_id = "ami-0ffffffffffffffff".into();
+    let mut req = request_for(&run);
+    req["steps"].as_object_mut().unwrap().remove("test_launch");
+    let err = handle(&deps(&world), req).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput", "{err}");
+}
+
+// -- never backwards -----------------------------------------------------------------------------------------
+
+const NEWER_IMAGE: &str = "ami-0c000000000000001";
+const OLDER_IMAGE: &str = "ami-0c000000000000002";
+
+/// A released image of the pipeline in the home region, of `release` at `time`.
+fn released(w: &mut World, id: &str, release: &str, time: &str) {
+    let mut image = candidate(HOME, "web");
+    image.tags.insert(tags::STATE.into(), tags::STATE_RELEASED.into());
+    image.tags.insert(tags::RELEASE.into(), release.into());
+    image.tags.insert(tags::RELEASE_TIME.into(), time.into());
+    image.tags.insert(tags::EXECUTION.into(), format!("web-r-{release}"));
+    w.images.insert(id.into(), image);
+}
+
+/// The run publishes 1.4.0, released at 10:00 (`force` as given).
+fn run_of(version: &str, force: bool) -> Run {
+    let mut run = testing::run();
+    run.release.version = version.into();
+    run.release.time = Some("2026-11-26T10:00:00Z".into());
+    run.release.force = force;
+    run
+}
+
+/// The home region's parameter and template point at `image`.
+fn pointing_at(world: &Shared, image: &str) {
+    let mut w = world.lock().unwrap();
+    w.params.insert((HOME.into(), PARAM.into()), image.into());
+    let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
+    t.versions[2] = image.into();
+}
+
+fn home_pointers(world: &Shared) -> (String, String) {
+    let w = world.lock().unwrap();
+    let t = &w.templates[&(HOME.into(), TEMPLATE.into())];
+    (
+        w.params[&(HOME.into(), PARAM.into())].clone(),
+        t.versions[(t.default - 1) as usize].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_newer_release_is_never_replaced_unless_forced() {
+    let world = world();
+    released(&mut world.lock().unwrap(), NEWER_IMAGE, "1.5.0", "2026-11-26T09:00:00Z");
+    pointing_at(&world, NEWER_IMAGE);
+
+    // 1.4.0 finishing after 1.5.0 (its event even came later): the home pointers stay at 1.5.0.
+    let out = handle(&deps(&world), request_for(&run_of("1.4.0", false)))
+        .await
+        .unwrap();
+    assert_eq!(home_pointers(&world), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
+    let param = &out.regions[0].parameters[0];
+    assert!(!param.changed);
+    let kept = param.skipped.as_ref().expect("reported as skipped");
+    assert_eq!(
+        (kept.image_id.as_str(), kept.release.as_deref()),
+        (NEWER_IMAGE, Some("1.5.0"))
+    );
+    let lt = &out.regions[0].launch_templates[0];
+    assert!(!lt.changed && lt.skipped.is_some() && lt.version == 3, "{lt:?}");
+    {
+        let w = world.lock().unwrap();
+        assert!(w.creates.is_empty() && w.modifies.is_empty(), "{:?}", w.log);
+        assert!(w.puts.iter().all(|(r, _)| r != HOME), "{:?}", w.log);
+        // The other regions held nothing: published there; and every image is still handed over.
+        assert_eq!(w.puts.len(), 2);
+    }
+    for id in [HOME_IMAGE, EU_IMAGE, AP_IMAGE] {
+        assert_eq!(state_of(&world, id).as_deref(), Some("released"));
+    }
+
+    // The same release with "force": true is a rollback: both pointers move back to it.
+    let out = handle(&deps(&world), request_for(&run_of("1.4.0", true)))
+        .await
+        .unwrap();
+    assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
+    assert!(out.regions[0].parameters[0].changed && out.regions[0].parameters[0].skipped.is_none());
+    assert!(out.regions[0].launch_templates[0].changed);
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_the_pipelines_release_is_replaced() {
+    // Another pipeline's image of a "higher" version and a later time, and a base image: neither is ordered.
+    let world = world();
+    {
+        let mut w = world.lock().unwrap();
+        released(&mut w, NEWER_IMAGE, "9.0.0", "2026-11-27T10:00:00Z");
+        let other = w.images.get_mut(NEWER_IMAGE).unwrap();
+        other.tags.insert(tags::PIPELINE.into(), "api".into());
+    }
+    pointing_at(&world, NEWER_IMAGE);
+    handle(&deps(&world), request_for(&run_of("1.4.0", false)))
+        .await
+        .unwrap();
+    assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
+}
+
+#[tokio::test]
+async fn an_older_release_is_replaced_and_versions_that_do_not_parse_go_by_event_time() {
+    let world = world();
+    released(&mut world.lock().unwrap(), OLDER_IMAGE, "1.3.0", "2026-11-26T11:00:00Z");
+    pointing_at(&world, OLDER_IMAGE);
+    handle(&deps(&world), request_for(&run_of("1.4.0", false)))
+        .await
+        .unwrap();
+    assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
+
+    // "blue" vs "green": not semantic versions, so the later release event wins.
+    for (theirs_at, replaced) in [("2026-11-26T09:59:59Z", true), ("2026-11-26T10:00:01Z", false)] {
+        let world = self::world();
+        released(&mut world.lock().unwrap(), OLDER_IMAGE, "green", theirs_at);
+        pointing_at(&world, OLDER_IMAGE);
+        let out = handle(&deps(&world), request_for(&run_of("blue", false)))
+            .await
+            .unwrap();
+        let want = if replaced { HOME_IMAGE } else { OLDER_IMAGE };
+        assert_eq!(
+            home_pointers(&world),
+            (want.into(), want.into()),
+            "theirs at {theirs_at}"
+        );
+        assert_eq!(out.regions[0].parameters[0].skipped.is_none(), replaced);
+    }
+}
+
+/// Two publishes race: 1.5.0 (this run) and 1.4.0. The older one checked before the newer wrote, and its write
+/// lands between the newer's write and re-read (for the parameter and the launch template).
+#[tokio::test]
+async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
+    let world = world();
+    {
+        let mut w = world.lock().unwrap();
+        released(&mut w, OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
+        w.after_put = Some(Box::new(|w: &mut World| {
+            w.params.insert((HOME.into(), PARAM.into()), OLDER_IMAGE.into());
+        }));
+        w.after_modify = Some(Box::new(|w: &mut World| {
+            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
+            t.versions.push(OLDER_IMAGE.into());
+            t.default = t.versions.len() as i64;
+        }));
+    }
+    let out = handle(&deps(&world), request_for(&run_of("1.5.0", false)))
+        .await
+        .unwrap();
+    // Re-read, found the older release's write, repaired once.
+    assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
+    let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
+    assert!(param.changed && param.repaired, "{param:?}");
+    assert!(lt.changed && lt.repaired && lt.version == 4, "{lt:?}");
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(
+            w.puts.iter().filter(|(r, _)| r == HOME).count(),
+            2,
+            "one write, one repair"
+        );
+        assert_eq!(w.modifies.len(), 2);
+    }
+
+    // The other way round: this run is the older (1.4.0), and the newer release's write lands between this
+    // run's write and re-read.
+    let world_b = self::world();
+    released(
+        &mut world_b.lock().unwrap(),
+        NEWER_IMAGE,
+        "1.5.0",
+        "2026-11-26T10:30:00Z",
+    );
+    {
+        let mut w = world_b.lock().unwrap();
+        w.after_put = Some(Box::new(|w: &mut World| {
+            w.params.insert((HOME.into(), PARAM.into()), NEWER_IMAGE.into());
+        }));
+        w.after_modify = Some(Box::new(|w: &mut World| {
+            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
+            t.versions.push(NEWER_IMAGE.into());
+            t.default = t.versions.len() as i64;
+        }));
+    }
+    let out = handle(&deps(&world_b), request_for(&run_of("1.4.0", false)))
+        .await
+        .unwrap();
+    assert_eq!(home_pointers(&world_b), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
+    let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
+    assert!(
+        !param.changed && !param.repaired && param.skipped.is_some(),
+        "{param:?}"
+    );
+    assert!(!lt.changed && lt.skipped.is_some() && lt.version == 5, "{lt:?}");
+    assert_eq!(
+        world_b.lock().unwrap().modifies.len(),
+        1,
+        "no repair over a newer release"
+    );
 }

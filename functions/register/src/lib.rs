@@ -157,11 +157,9 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
             Ok(state(id.to_string()))
         }
         Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
-            // Registered by a lost earlier attempt of ours (adopt), or the name belongs to someone else.
-            match image::own(&deps.ec2, req, Some(&name)).await? {
-                Some(id) => Ok(state(id)),
-                None => Err(image::name_taken(&name)),
-            }
+            // Registered by a lost earlier attempt of ours (adopt; not listed yet is transient), or the name
+            // belongs to someone else (Conflict).
+            image::adopt_by_name(&deps.ec2, req, &name).await.map(state)
         }
         Err(e) => Err(ami_core::error::from_sdk("RegisterImage", e)),
     }

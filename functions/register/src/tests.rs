@@ -438,3 +438,37 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
     assert_eq!(r.image_location(), Some("web-bundles/web/1.4.0/image.manifest.xml"));
     assert!(r.block_device_mappings().is_empty(), "{:?}", r.block_device_mappings());
 }
+
+#[tokio::test]
+async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
+    // A lost RegisterImage made the image; the retry's tag look-up misses it and RegisterImage finds the name
+    // taken, but the name look-up does not list it yet (eventual consistency): transient, not Conflict.
+    let by_tag = mock!(Ec2::describe_images)
+        .match_requests(|r| {
+            r.filters()
+                .iter()
+                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
+        })
+        .sequence()
+        .output(|| DescribeImagesOutput::builder().build())
+        .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
+        .build();
+    let by_name = mock!(Ec2::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let reg = mock!(Ec2::register_image)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
+        .build();
+    let uefi = uefi(Captured::default());
+    let deps = Deps {
+        ec2: testing::ec2(&[&by_tag, &by_name, &reg, &uefi]),
+    };
+    let req = testing::request("start", &testing::run(), snapshot_steps());
+    let err = handle(&deps, req.clone()).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+    // Step Functions retries the start: the tag look-up now finds the image.
+    let out = handle(&deps, req).await.unwrap();
+    assert_eq!(out.image_id, NEW_IMAGE);
+    assert_eq!(reg.num_calls(), 1, "registered once");
+}

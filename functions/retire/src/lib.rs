@@ -7,7 +7,8 @@
 //! pipeline and `state=released` are considered; candidates belong to their execution (and to cleanup).
 //!
 //! It then sweeps the pipeline's orphaned snapshots: ones no image uses any more and older than any execution
-//! can run (`ORPHAN_GRACE_SECONDS`).
+//! can run (`ORPHAN_GRACE_SECONDS`), and the images failed runs kept for a rerun (`state=tested`) that no rerun
+//! adopted within `ami_core::rerun::KEPT_GRACE_DAYS`.
 
 use std::collections::BTreeSet;
 
@@ -73,14 +74,17 @@ pub async fn retire(deps: &Deps, run: &Run, now: i64) -> Result<RetireOutput> {
 
 async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result<RetiredRegion> {
     let ec2 = deps.ec2.get(region);
-    let found = ami_core::ec2::own_images(
-        &ec2,
-        vec![
-            tags::filter(tags::PIPELINE, &run.pipeline),
-            tags::filter(tags::STATE, tags::STATE_RELEASED),
-        ],
-    )
-    .await?;
+    // Released images, and in the same listing the kept (`tested`) ones, for the abandoned sweep.
+    let state = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", tags::STATE))
+        .values(tags::STATE_RELEASED)
+        .values(tags::STATE_TESTED)
+        .build();
+    let (kept_tested, found): (Vec<Image>, Vec<Image>) =
+        ami_core::ec2::own_images(&ec2, vec![tags::filter(tags::PIPELINE, &run.pipeline), state])
+            .await?
+            .into_iter()
+            .partition(|i| tags::get(i.tags(), tags::STATE) == Some(tags::STATE_TESTED));
     // The filter already selects these; checked again because deregistering is not undoable.
     let images: Vec<Image> = found
         .into_iter()
@@ -99,6 +103,8 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
 
     let mut deprecated = Vec::new();
     for (image_id, at) in &plan.deprecate {
+        // One call per image: stop before the Lambda timeout, the retry resumes (deprecating again is harmless).
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("deprecating in {region}"))?;
         match ec2
             .enable_image_deprecation()
             .image_id(image_id)
@@ -123,8 +129,10 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         .cloned()
         .partition(ami_core::ec2::has_deregistration_protection);
     for image in &deregister {
+        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("deregistering in {region}"))?;
         ami_core::ec2::deregister_with_snapshots(&ec2, image).await?;
     }
+    let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now).await?;
     let (orphan_snapshots_deleted, orphan_snapshots_skipped) = sweep_orphan_snapshots(&ec2, run, now).await?;
     Ok(RetiredRegion {
         region: region.to_string(),
@@ -135,7 +143,30 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         deregistration_protected: ids(&locked),
         orphan_snapshots_deleted,
         orphan_snapshots_skipped,
+        abandoned_deregistered,
     })
+}
+
+/// Deregisters (with their snapshots, `DeleteAssociatedSnapshots`) the pipeline's kept images (`state=tested`)
+/// created more than `KEPT_GRACE_DAYS` ago: their release was never rerun, or was rebuilt from scratch. A rerun
+/// adopts only images younger than `ADOPT_WITHIN_DAYS`, a week less, so none in use by a running rerun is removed.
+/// Under deregistration protection: left, like any image its owner protected.
+async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>, now: i64) -> Result<Vec<String>> {
+    let cutoff = now - ami_core::rerun::KEPT_GRACE_DAYS * 86_400;
+    let mut out = Vec::new();
+    for image in found {
+        // Checked again in code: deregistering cannot be undone.
+        let abandoned = tags::get(image.tags(), tags::PIPELINE) == Some(run.pipeline.as_str())
+            && tags::get(image.tags(), tags::STATE) == Some(tags::STATE_TESTED)
+            && ami_core::rerun::created_at(&image).is_some_and(|t| t < cutoff)
+            && !ami_core::ec2::has_deregistration_protection(&image);
+        if let (true, Some(id)) = (abandoned, image.image_id()) {
+            ami_core::ec2::deregister_with_snapshots(ec2, &image).await?;
+            tracing::info!(image_id = id, "abandoned kept image deregistered");
+            out.push(id.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// How old a snapshot of this pipeline must be before retire may treat it as orphaned: longer than any execution

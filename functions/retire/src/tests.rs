@@ -381,7 +381,48 @@ async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots
         .map(|f| (f.name().unwrap().to_string(), f.values().to_vec()))
         .collect();
     assert!(filters.contains(&("tag:ami-pipeline:pipeline".into(), vec!["web".into()])));
-    assert!(filters.contains(&("tag:ami-pipeline:state".into(), vec!["released".into()])));
+    // One listing: the released images, and the kept (`tested`) ones for the abandoned sweep.
+    assert!(filters.contains(&(
+        "tag:ami-pipeline:state".into(),
+        vec!["released".into(), "tested".into()]
+    )));
+}
+
+#[tokio::test]
+async fn kept_images_no_rerun_adopted_within_the_grace_period_are_deregistered_with_their_snapshots() {
+    let world = world_with(&[1]);
+    let grace = ami_core::rerun::KEPT_GRACE_DAYS;
+    {
+        let mut w = world.lock().unwrap();
+        add_image(&mut w, HOME, &image_id('t', grace + 1), "web", "tested", grace + 1);
+        add_image(&mut w, HOME, &image_id('t', grace - 1), "web", "tested", grace - 1);
+        add_image(&mut w, HOME, &image_id('o', grace + 5), "other", "tested", grace + 5);
+        add_image(&mut w, HOME, &image_id('c', grace + 5), "web", "candidate", grace + 5);
+        add_image(&mut w, EU, &image_id('e', grace + 3), "web", "tested", grace + 3);
+    }
+    let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
+    assert_eq!(region(&out, HOME).abandoned_deregistered, [image_id('t', grace + 1)]);
+    assert_eq!(region(&out, EU).abandoned_deregistered, [image_id('e', grace + 3)]);
+    // the released image keeps its place; a young kept image, another pipeline's and a candidate are left
+    assert_eq!(region(&out, HOME).kept, [image_id('a', 1)]);
+    let w = world.lock().unwrap();
+    let deregistered: Vec<&str> = w.deregistered.iter().map(|d| d.image_id().unwrap()).collect();
+    assert_eq!(
+        deregistered,
+        [image_id('t', grace + 1).as_str(), image_id('e', grace + 3).as_str()]
+    );
+    for id in [
+        image_id('t', grace - 1),
+        image_id('o', grace + 5),
+        image_id('c', grace + 5),
+    ] {
+        assert!(w.images.contains_key(&id), "{id} must stay");
+    }
+    // DeleteAssociatedSnapshots took the snapshots with the image (the mock asserts the flag)
+    assert!(
+        w.deleted_snapshots
+            .contains(&format!("snap-{}", &image_id('t', grace + 1)[4..]))
+    );
 }
 
 #[tokio::test]

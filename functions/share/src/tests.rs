@@ -64,6 +64,8 @@ fn image_state(region: &str, image_id: &str) -> ImageState {
 fn copy_output(images: Vec<ImageState>) -> CopyState {
     CopyState {
         images,
+        source_image_id: String::new(),
+        boot_to_ready_seconds: None,
         progress: Progress::start(NOW - 900, 240).with_status(Status::Ready),
     }
 }

@@ -141,9 +141,7 @@ async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> 
             .image_id()
             .map(String::from)
             .ok_or_else(|| Error::Internal("CreateImage returned no image id".into())),
-        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::own(&deps.ec2, req, Some(&name))
-            .await?
-            .ok_or_else(|| image::name_taken(&name)),
+        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::adopt_by_name(&deps.ec2, req, &name).await,
         Err(e) => Err(ami_core::error::from_sdk("CreateImage", e)),
     }
 }
@@ -219,6 +217,31 @@ async fn describe(deps: &Deps, id: &str) -> Result<Instance> {
         .ok_or_else(|| Error::ResourceGone(format!("instance {id} no longer exists")))
 }
 
+/// This execution's snapshots, by tag, not in `error`: (snapshot, volume, size).
+async fn own_snapshots(deps: &Deps, req: &StepRequest) -> Result<Vec<(String, String, i32)>> {
+    let existing = deps
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(tags::filter(tags::EXECUTION, &req.execution.name))
+        .filters(tags::filter(tags::ROLE, tags::Role::Snapshot.as_str()))
+        .send()
+        .await
+        .aws("DescribeSnapshots")?;
+    Ok(existing
+        .snapshots()
+        .iter()
+        .filter(|s| s.state() != Some(&Ec2SnapshotState::Error))
+        .filter_map(|s| {
+            Some((
+                s.snapshot_id()?.to_string(),
+                s.volume_id()?.to_string(),
+                s.volume_size()?,
+            ))
+        })
+        .collect())
+}
+
 /// Finds this execution's snapshots by tag (CreateSnapshots takes no ClientToken), or creates them.
 async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -> Result<Vec<SnapshotInfo>> {
     let instance_id = instance.instance_id().unwrap_or_default();
@@ -233,27 +256,13 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
         )));
     }
 
-    let existing = deps
-        .ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(tags::filter(tags::EXECUTION, &req.execution.name))
-        .filters(tags::filter(tags::ROLE, tags::Role::Snapshot.as_str()))
-        .send()
-        .await
-        .aws("DescribeSnapshots")?;
-    let mut found: Vec<(String, String, i32)> = existing
-        .snapshots()
-        .iter()
-        .filter(|s| s.state() != Some(&Ec2SnapshotState::Error))
-        .filter_map(|s| {
-            Some((
-                s.snapshot_id()?.to_string(),
-                s.volume_id()?.to_string(),
-                s.volume_size()?,
-            ))
-        })
-        .collect();
+    // CreateSnapshots takes no ClientToken and the tag look-up is eventually consistent: one that finds nothing is
+    // made once more after a pause before a second set is created.
+    let mut found = own_snapshots(deps, req).await?;
+    if found.is_empty() {
+        tokio::time::sleep(ami_core::ec2::LOOKUP_PAUSE).await;
+        found = own_snapshots(deps, req).await?;
+    }
 
     if found.is_empty() {
         let source = req.steps.build.as_ref().map(|b| b.source_image_id.as_str());
@@ -347,6 +356,7 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotStat
     if state.plan.method == Method::CreateImage {
         return image_status(deps, req, state).await;
     }
+    let mut just_made = false;
     if state.snapshots.is_empty() {
         // Waiting for the source instance to stop. Once stopped, the snapshots are started (or, on a later poll,
         // found by tag: a status call's output is not kept while pending) and checked in the same call.
@@ -355,15 +365,26 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotStat
             return Ok(state);
         }
         state.snapshots = ensure_snapshots(deps, req, &instance).await?;
+        just_made = true;
     }
     let ids: Vec<String> = state.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
-    let out = deps
-        .ec2
-        .describe_snapshots()
-        .set_snapshot_ids(Some(ids))
-        .send()
-        .await
-        .aws("DescribeSnapshots")?;
+    let out = match deps.ec2.describe_snapshots().set_snapshot_ids(Some(ids)).send().await {
+        Ok(out) => out,
+        // Ids just created may be unknown to DescribeSnapshots for a while (eventual consistency): pending. Past
+        // the grace period, a snapshot of ours that is gone was deleted from outside.
+        Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {
+            if just_made || ami_core::ec2::within_grace(state.progress.started_at, now) {
+                state.percent = 0;
+                state.progress = state.progress.with_status(Status::Pending);
+                return Ok(state);
+            }
+            return Err(Error::ResourceGone(format!(
+                "a snapshot of this run no longer exists: {}",
+                ami_core::error::from_sdk("DescribeSnapshots", e)
+            )));
+        }
+        Err(e) => return Err(ami_core::error::from_sdk("DescribeSnapshots", e)),
+    };
     let mut lowest = 100u32;
     for s in out.snapshots() {
         let id = s.snapshot_id().unwrap_or("?");

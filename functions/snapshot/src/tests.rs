@@ -67,14 +67,18 @@ fn describe_instances(states: &'static [InstanceStateName]) -> Rule {
     seq.build()
 }
 
+/// The tag look-up, answering `found` every time (an empty look-up is made twice before creating).
 fn own_snapshots(found: Vec<Snapshot>) -> Rule {
     mock!(Ec2::describe_snapshots)
         .match_requests(|r| !r.filters().is_empty())
-        .then_output(move || {
+        .sequence()
+        .output(move || {
             DescribeSnapshotsOutput::builder()
                 .set_snapshots(Some(found.clone()))
                 .build()
         })
+        .repeatedly()
+        .build()
 }
 
 fn volumes() -> Rule {
@@ -127,6 +131,7 @@ fn build_steps() -> serde_json::Value {
         instance_id: BUILDER.into(),
         source_image_id: BASE_IMAGE.into(),
         terminated: false,
+        logs: None,
         progress: Progress::start(NOW - 600, 45).with_status(Status::Ready),
     };
     json!({ "build": b })
@@ -234,11 +239,12 @@ fn made_snapshots() -> Vec<Snapshot> {
         .collect()
 }
 
-/// The tag look-up: nothing before the create, the created set after it.
+/// The tag look-up: nothing before the create (looked up twice), the created set after it.
 fn found_by_tag_after_create() -> Rule {
     mock!(Ec2::describe_snapshots)
         .match_requests(|r| !r.filters().is_empty())
         .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
         .output(|| DescribeSnapshotsOutput::builder().build())
         .output(|| {
             DescribeSnapshotsOutput::builder()
@@ -674,4 +680,125 @@ async fn a_boot_mode_the_source_instance_cannot_boot_is_refused_before_it_is_sto
         .unwrap_err();
     assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
     assert_eq!(stop.num_calls(), 0);
+}
+
+// -- eventual consistency and limits ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() {
+    // The set a lost answer made is not visible to the first look-up (eventual consistency), but is to the second.
+    let create = mock!(Ec2::create_snapshots).then_output(created);
+    let late = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(made_snapshots()))
+                .build()
+        })
+        .build();
+    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &late, &vols, &create]),
+    };
+    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(out.snapshots.len(), 2);
+    assert_eq!(
+        (late.num_calls(), create.num_calls()),
+        (2, 0),
+        "adopted on the second look-up"
+    );
+}
+
+#[tokio::test]
+async fn snapshots_unknown_right_after_create_are_pending_then_found() {
+    let not_found = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| r.filters().is_empty())
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
+        .build();
+    let found = snapshot_states(vec![vec![
+        ("snap-0000000000000001", Ec2SnapshotState::Completed, "100%"),
+        ("snap-0000000000000002", Ec2SnapshotState::Completed, "100%"),
+    ]]);
+    let state = started_state().await;
+    let mut steps = build_steps();
+    steps["snapshot"] = serde_json::to_value(&state).unwrap();
+    let req = request("status", &testing::run(), steps);
+    let deps = Deps {
+        ec2: testing::ec2(&[&not_found]),
+    };
+    let s = status(&deps, &req, NOW + 30).await.unwrap();
+    assert_eq!((s.percent, s.progress.status), (0, Status::Pending), "not an AwsError");
+    let deps = Deps {
+        ec2: testing::ec2(&[&found]),
+    };
+    let s = status(&deps, &req, NOW + 60).await.unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+    // Still unknown long after they were made: deleted from outside.
+    let gone = mock!(Ec2::describe_snapshots)
+        .match_requests(|r| r.filters().is_empty())
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
+        .build();
+    let deps = Deps {
+        ec2: testing::ec2(&[&gone]),
+    };
+    let err = status(&deps, &req, NOW + 600).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ResourceGone", "{err}");
+}
+
+#[tokio::test]
+async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
+    let create = mock!(Ec2::create_snapshots)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("ConcurrentSnapshotLimitExceeded")))
+        .build();
+    let (inst, mine, vols) = (
+        describe_instances(&[InstanceStateName::Stopped]),
+        own_snapshots(vec![]),
+        volumes(),
+    );
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
+    };
+    let req = testing::request("start", &testing::run(), build_steps());
+    let err = handle(&deps, req).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.LimitExceeded", "{err}");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() {
+    let by_tag = mock!(Ec2::describe_images)
+        .match_requests(|r| {
+            r.filters()
+                .iter()
+                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
+        })
+        .sequence()
+        .output(|| DescribeImagesOutput::builder().build())
+        .repeatedly()
+        .build();
+    let by_name = mock!(Ec2::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+        .sequence()
+        .output(|| DescribeImagesOutput::builder().build())
+        .repeatedly()
+        .build();
+    let duplicate = mock!(Ec2::create_image)
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
+        .build();
+    let inst = windows_builder();
+    let deps = Deps {
+        ec2: testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]),
+    };
+    let err = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
 }

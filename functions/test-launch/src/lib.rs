@@ -1,6 +1,7 @@
 //! test-launch: `start` launches one instance from the candidate image with the recipe's test settings;
-//! `status` waits for its status checks (and the smoke test's marker) and records boot-to-ready seconds on the
-//! image; `finish` terminates the instance, whatever the outcome.
+//! `status` waits for its status checks, then runs the smoke test through SSM Run Command (`test.channel`,
+//! `ami_core::runcommand`) or waits for its console marker, and records boot-to-ready seconds on the image;
+//! `finish` terminates the instance, whatever the outcome.
 //!
 //! With `recipe.test.enabled: false`, `start` returns a state that is already `ready` with an empty
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
@@ -12,20 +13,25 @@ use aws_sdk_ec2::types::{
 use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
+use ami_core::recipe::Channel;
+use ami_core::runcommand::{self, Job, Purpose, State as RcState};
 use ami_core::step::Step;
 use ami_core::steps::{Progress, Status, StepRequest, TestState, now};
+use ami_core::tags;
 use ami_core::userdata::{self, Outcome};
-use ami_core::{naming, tags};
 
 /// Clients, built once per process. The candidate image is in the pipeline's own region, where this runs.
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
+    /// Run Command and its CloudWatch Logs output, for the smoke test.
+    pub channel: runcommand::Channel,
 }
 
 impl Deps {
     pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
         Deps {
             ec2: aws_sdk_ec2::Client::new(config),
+            channel: runcommand::Channel::from_config(config),
         }
     }
 }
@@ -83,6 +89,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         launched_at,
         boot_to_ready_seconds: None,
         terminated: false,
+        logs: None,
         progress,
     };
     if !test.enabled {
@@ -92,20 +99,8 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         });
     }
 
-    // A retried start adopts the instance it already launched (the ClientToken below covers a lost response).
-    let mine = vec![
-        tags::filter(tags::EXECUTION, &req.execution.name),
-        tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
-    ];
-    if let Some(existing) = ami_core::ec2::find_instances(&deps.ec2, mine).await?.first() {
-        let id = existing
-            .instance_id()
-            .ok_or_else(|| Error::Internal("DescribeInstances returned an instance without an id".into()))?;
-        log(id, "adopted the test instance this execution already launched");
-        return Ok(state(id.to_string(), launched_at(existing, now)));
-    }
-
-    // Test settings fall back to the build's, so the image is tested where it was built.
+    // Test settings fall back to the build's, so the image is tested where it was built; so do the fallbacks of a
+    // setting the test does not give itself.
     let build = recipe.build.as_ref();
     let instance_type = test
         .instance_type
@@ -117,10 +112,40 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
                 "required when there is no `build` section",
             )
         })?;
+    let fallback_types = match (&test.instance_type, build) {
+        (None, Some(b)) if test.fallback_instance_types.is_empty() => &b.fallback_instance_types,
+        _ => &test.fallback_instance_types,
+    };
     let subnet = test
         .subnet_id
-        .clone()
-        .or_else(|| build.and_then(|b| b.subnet_id.clone()));
+        .as_deref()
+        .or_else(|| build.and_then(|b| b.subnet_id.as_deref()));
+    let fallback_subnets = match (&test.subnet_id, build) {
+        (None, Some(b)) if test.fallback_subnet_ids.is_empty() => &b.fallback_subnet_ids,
+        _ => &test.fallback_subnet_ids,
+    };
+    let types: Vec<&str> = std::iter::once(instance_type)
+        .chain(fallback_types.iter().map(String::as_str))
+        .collect();
+    let subnets: Vec<Option<&str>> = std::iter::once(subnet)
+        .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
+        .collect();
+    let placements = ami_core::ec2::placements(&types, &subnets);
+
+    // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
+    // a lost response of the same placement; with fallbacks the look-up is made once more before launching).
+    let mine = vec![
+        tags::filter(tags::EXECUTION, &req.execution.name),
+        tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
+    ];
+    let found = ami_core::ec2::find_instances_settled(&deps.ec2, mine, placements.len() > 1).await?;
+    if let Some(existing) = found.first() {
+        let id = existing
+            .instance_id()
+            .ok_or_else(|| Error::Internal("DescribeInstances returned an instance without an id".into()))?;
+        log(id, "adopted the test instance this execution already launched");
+        return Ok(state(id.to_string(), launched_at(existing, now)));
+    }
     let groups = match (&test.security_group_ids, build) {
         (groups, _) if !groups.is_empty() => groups.clone(),
         (_, Some(b)) => b.security_group_ids.clone(),
@@ -134,21 +159,29 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
     let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
     let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
 
-    let out = ami_core::ec2::locked_down(deps.ec2.run_instances(), subnet, groups)
-        .set_block_device_mappings(encrypted_volumes(req))
-        .image_id(&image.image_id)
-        .instance_type(instance_type.into())
-        .min_count(1)
-        .max_count(1)
-        .client_token(naming::client_token(&req.execution.name, "test", &req.run.region))
-        // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-        .set_user_data(user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())))
-        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags))
-        .send()
-        .await
-        .aws("RunInstances")?;
+    let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
+    let volumes = encrypted_volumes(req);
+    let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
+        ami_core::ec2::locked_down(deps.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
+            .set_block_device_mappings(volumes.clone())
+            .image_id(&image.image_id)
+            .instance_type(p.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .client_token(ami_core::ec2::launch_token(
+                &req.execution.name,
+                "test",
+                &req.run.region,
+                attempt,
+                p,
+            ))
+            // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .set_user_data(user_data.clone())
+            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+    })
+    .await?;
     let instance = out
         .instances()
         .first()
@@ -245,9 +278,13 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         ..state
     };
 
-    let instance = ami_core::ec2::describe_instance(&deps.ec2, id)
-        .await?
-        .ok_or_else(|| Error::ResourceGone(format!("test instance {id} no longer exists")))?;
+    let Some(instance) = ami_core::ec2::describe_instance(&deps.ec2, id).await? else {
+        // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
+        if ami_core::ec2::within_grace(state.launched_at, now) {
+            return Ok(pending(state));
+        }
+        return Err(Error::ResourceGone(format!("test instance {id} no longer exists")));
+    };
     match instance.state().and_then(|s| s.name()) {
         Some(InstanceStateName::Running) => {}
         Some(
@@ -285,19 +322,53 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         .iter()
         .all(|(_, s)| s.and_then(|s| s.status()) == Some(&SummaryStatus::Ok));
 
-    let smoke_passed = if req.run.recipe.test.script.is_some() {
-        let console = ami_core::ec2::console_text(&deps.ec2, id).await?;
-        match userdata::smoke_result(&console) {
-            Some(Outcome::Passed) => true,
-            Some(Outcome::Failed(why)) => {
-                return Err(Error::TestFailed(format!(
-                    "test instance {id}: smoke test reported {why}"
-                )));
+    let mut logs = None;
+    let smoke_passed = match (&req.run.recipe.test.script, req.run.recipe.test_channel()) {
+        (None, _) => true,
+        (Some(_), Channel::Console) => {
+            // `Latest` only on Nitro types (GetConsoleOutput API reference); elsewhere the buffered output.
+            let latest = match instance.instance_type() {
+                Some(t) => ami_core::ec2::is_nitro(&deps.ec2, t.as_str()).await?,
+                None => false,
+            };
+            let console = ami_core::ec2::console_text(&deps.ec2, id, latest).await?;
+            match userdata::smoke_result(&console) {
+                Some(Outcome::Passed) => true,
+                Some(Outcome::Failed(why)) => {
+                    return Err(Error::TestFailed(format!(
+                        "test instance {id}: smoke test reported {why}"
+                    )));
+                }
+                None => false,
             }
-            None => false,
         }
-    } else {
-        true
+        // Status checks first, then the smoke test by Run Command (`ami_core::runcommand`).
+        (Some(_), Channel::RunCommand) if !checks_ok => false,
+        (Some(script), Channel::RunCommand) => {
+            let platform = req.run.recipe.build.as_ref().map(|b| b.platform).unwrap_or_default();
+            let job = Job {
+                instance_id: id.clone(),
+                execution: req.execution.name.clone(),
+                purpose: Purpose::Smoke,
+                platform,
+                script: userdata::run_command_script(&req.run, &req.execution.name, platform, Purpose::Smoke, script),
+                // the smoke test may use what is left of the step's time
+                timeout_seconds: u32::try_from((state.progress.deadline - now).max(60)).unwrap_or(u32::MAX),
+            };
+            match deps.channel.reconcile(&job, state.launched_at, now).await? {
+                RcState::Success(l) => {
+                    logs = Some(l);
+                    true
+                }
+                s if s.is_pending() => false,
+                s => {
+                    let what = format!("smoke test on test instance {id}");
+                    return Err(Error::TestFailed(
+                        runcommand::describe_outcome(&what, &s).unwrap_or_else(|| format!("{what}: {s:?}")),
+                    ));
+                }
+            }
+        }
     };
     if !(checks_ok && smoke_passed) {
         return Ok(pending(state));
@@ -308,12 +379,20 @@ async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
         .create_tags()
         .resources(&state.image_id)
         .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
+        // The image passed: if a later step fails, cleanup keeps it for a rerun of the same release and recipe to
+        // adopt (ami_core::rerun). Publish makes it `released`.
+        .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
+        .tags(tags::tag(
+            tags::RECIPE_HASH,
+            &ami_core::rerun::recipe_hash(&req.run.recipe),
+        ))
         .send()
         .await
         .aws("CreateTags")?;
     log(id, "test instance passed");
     Ok(TestState {
         boot_to_ready_seconds: Some(seconds),
+        logs,
         progress: state.progress.with_status(Status::Ready),
         ..state
     })
@@ -334,3 +413,6 @@ async fn finish(deps: &Deps, req: &StepRequest) -> Result<TestState> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod run_command_tests;

@@ -28,9 +28,25 @@ const TESTER: &str = "i-0ddddddddddddddd1";
 const LAUNCHED: i64 = NOW - 200;
 
 fn deps(rules: &[&Rule]) -> Deps {
+    deps_with(rules, &[])
+}
+
+/// With the SSM rules the Run Command channel answers with.
+fn deps_with(rules: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(rules),
+        channel: ami_core::runcommand::Channel {
+            ssm: testing::ssm(ssm),
+            logs: testing::logs_without_streams(),
+            log_group: Some("/ami-pipeline/run-command".into()),
+            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        },
     }
+}
+
+/// The example run with the smoke test on the console channel (the fallback).
+fn console_run() -> ami_core::steps::Run {
+    recipe_with(|r| r.test.channel = Some(ami_core::recipe::Channel::Console))
 }
 
 fn candidate() -> ImageState {
@@ -142,7 +158,7 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     assert_eq!((req.min_count(), req.max_count()), (Some(1), Some(1)));
     assert_eq!(
         req.client_token(),
-        Some(naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
+        Some(ami_core::naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
     );
     let md = req.metadata_options().unwrap();
     assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
@@ -209,9 +225,11 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
     let user_data = String::from_utf8(user_data).unwrap();
     assert!(user_data.contains(userdata::SMOKE_TAG));
+    // Run Command (the default channel) sends the smoke test once the status checks pass
+    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
     assert!(
-        user_data.contains("curl -fsS http://127.0.0.1/ > /dev/null"),
-        "the recipe's script"
+        !user_data.contains("curl -fsS http://127.0.0.1/"),
+        "the script is not in the user data"
     );
     assert!(!user_data.contains("shutdown"), "the test instance stays up");
 }
@@ -336,6 +354,7 @@ fn state() -> TestState {
         launched_at: LAUNCHED,
         boot_to_ready_seconds: None,
         terminated: false,
+        logs: None,
         progress: Progress::start(NOW - 100, 15),
     }
 }
@@ -404,7 +423,8 @@ fn status_checks(
 
 fn console(texts: &'static [&'static str]) -> Rule {
     let mut seq = mock!(Ec2::get_console_output)
-        .match_requests(|r| r.instance_id() == Some(TESTER) && r.latest() == Some(true))
+        // the mocked instances have no type: not known to be Nitro, so no `Latest`
+        .match_requests(|r| r.instance_id() == Some(TESTER) && r.latest().is_none())
         .sequence();
     for text in texts {
         seq = seq.output(move || {
@@ -443,7 +463,7 @@ async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_re
     let tag = create_tags(tagged.clone());
     let deps = deps(&[&states, &st, &con, &tag]);
 
-    let run = testing::run();
+    let run = console_run();
     // Every poll sends the same input, as the state machine's Retry does.
     let input = state();
     let mut seen = vec![];
@@ -466,8 +486,12 @@ async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_re
     }
     let t = tagged.only();
     assert_eq!(t.resources(), [CANDIDATE]);
-    assert_eq!(t.tags().len(), 1);
+    assert_eq!(t.tags().len(), 3);
     assert_eq!(tags::get(t.tags(), tags::BOOT_TO_READY), Some("200"));
+    // passed: kept for a rerun of the same recipe if a later step fails (ami_core::rerun)
+    assert_eq!(tags::get(t.tags(), tags::STATE), Some(tags::STATE_TESTED));
+    let hash = ami_core::rerun::recipe_hash(&run.recipe);
+    assert_eq!(tags::get(t.tags(), tags::RECIPE_HASH), Some(hash.as_str()));
 }
 
 #[tokio::test]
@@ -491,7 +515,7 @@ async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
     let con = console(&["AMI-PIPELINE-SMOKE: FAIL exit=7\n"]);
     let tag = create_tags(Captured::default());
     let deps = deps(&[&states, &st, &con, &tag]);
-    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+    let err = status(&deps, &request_for("status", &console_run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
@@ -742,4 +766,118 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     assert_eq!(req.instance_type().map(|t| t.as_str()), Some("m3.medium"));
     assert!(req.block_device_mappings().is_empty());
     assert_eq!(types.num_calls(), 1);
+}
+
+// -- capacity and eventual consistency ----------------------------------------------------------------------------
+
+fn none_tagged_repeatedly() -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| DescribeInstancesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test]
+async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fallback_types() {
+    let captured = Captured::default();
+    let run = recipe_with(|r| {
+        // the test gives its own type (and fallback types), and takes the build's subnets
+        r.test.fallback_instance_types = vec!["m5.large".into()];
+        r.build.as_mut().unwrap().fallback_subnet_ids = vec!["subnet-0fa11bac0000000b1".into()];
+    });
+    let lookup = none_tagged_repeatedly();
+    let refused = mock!(Ec2::run_instances)
+        .match_requests({
+            let captured = captured.clone();
+            move |r| {
+                captured.push(r);
+                r.instance_type().map(|t| t.as_str()) == Some("t3.small")
+            }
+        })
+        .sequence()
+        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
+        .repeatedly()
+        .build();
+    let ok = run_instances(Captured::default());
+    let deps = deps(&[&lookup, &refused, &ok]);
+    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    assert_eq!(out.instance_id, TESTER);
+    let tried: Vec<(String, String)> = captured
+        .all()
+        .iter()
+        .map(|r| {
+            (
+                r.instance_type().unwrap().as_str().to_string(),
+                r.network_interfaces()[0].subnet_id().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("t3.small".to_string(), "subnet-0123456789abcdef0".to_string()),
+            ("t3.small".to_string(), "subnet-0fa11bac0000000b1".to_string()),
+            ("m5.large".to_string(), "subnet-0123456789abcdef0".to_string()),
+        ]
+    );
+    let tokens: std::collections::BTreeSet<_> = captured
+        .all()
+        .iter()
+        .map(|r| r.client_token().unwrap().to_string())
+        .collect();
+    assert_eq!(tokens.len(), 3, "one ClientToken per placement");
+}
+
+#[tokio::test]
+async fn no_capacity_anywhere_is_no_capacity() {
+    let run = recipe_with(|_| {});
+    let (lookup, refused) = (
+        none_tagged_repeatedly(),
+        mock!(Ec2::run_instances)
+            .sequence()
+            .http_status(500, Some(testing::ec2_error_body("InsufficientInstanceCapacity")))
+            .repeatedly()
+            .build(),
+    );
+    let deps = deps(&[&lookup, &refused]);
+    let err = start(&deps, &parse(start_request(&run)), NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
+    assert!(err.to_string().contains("test instance"), "{err}");
+}
+
+#[tokio::test]
+async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grace_period() {
+    fn not_found() -> Rule {
+        mock!(Ec2::describe_instances)
+            .match_requests(|r| r.instance_ids() == [TESTER])
+            .sequence()
+            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
+            .repeatedly()
+            .build()
+    }
+    let run = testing::run();
+    // launched a minute ago, not known yet: still the grace period
+    let fresh = TestState {
+        launched_at: NOW - 60,
+        ..state()
+    };
+    let unknown = not_found();
+    let s = status(&deps(&[&unknown]), &request_for("status", &run, &fresh), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    // then found pending
+    let found = instance_in(&[InstanceStateName::Pending]);
+    let s = status(&deps(&[&found]), &request_for("status", &run, &fresh), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    // unknown long after launch: gone
+    let unknown = not_found();
+    let err = status(&deps(&[&unknown]), &request_for("status", &run, &state()), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
 }

@@ -9,8 +9,10 @@ use ami_core::clients::RegionalClients;
 use ami_core::error::{Error, Result, aws_code};
 use ami_core::event::{self, TriggerEvent};
 use ami_core::recipe::{Recipe, Refresh, Source};
-use ami_core::steps::{Release, Run, TriggerKind, TriggerOutput, TriggerStatus, now};
+use ami_core::rerun::{self, Adopted};
+use ami_core::steps::{ImageState, Progress, Release, Run, Status, TriggerKind, TriggerOutput, TriggerStatus, now};
 use ami_core::{naming, source, tags};
+use aws_sdk_sfn::types::ExecutionStatus;
 
 /// Configuration, read once from the environment.
 #[derive(Debug, Clone)]
@@ -72,24 +74,35 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
     let recipe = load_recipe(deps, ev.pipeline()).await?;
     // Before anything is looked up or created: a shared image needs a customer-managed key in every region.
     recipe.check_sharing_keys(&deps.region)?;
-    check_keys(deps, &recipe).await?;
+    // Every key, the base image, network, instance types and a DryRun of the builder's launch; one error lists all.
+    preflight::check(deps, &recipe).await?;
     // An instance-store image can be tested only on the few types with an instance-store root: found now, not after
     // the build.
     ami_core::instance_store::check_test_instance_type(&deps.ec2, &recipe).await?;
     let (release, day, name, trigger) = match ev {
-        TriggerEvent::Release { detail, day } => {
+        TriggerEvent::Release { detail, day, time } => {
             let name = naming::release_execution_name(&detail.pipeline, &detail.version);
             let release = Release {
                 version: detail.version,
                 commit: detail.commit,
                 artifact: detail.artifact,
+                time: Some(time),
+                force: detail.force,
             };
             (release, day, name, TriggerKind::Release)
         }
-        TriggerEvent::Schedule { pipeline, day } => {
+        TriggerEvent::Schedule { pipeline, day, time } => {
             let name = naming::scheduled_execution_name(&pipeline, &day);
             match scheduled_release(deps, &recipe, &name).await? {
-                Ok(release) => (release, day, name, TriggerKind::Schedule),
+                Ok(release) => (
+                    Release {
+                        time: Some(time),
+                        ..release
+                    },
+                    day,
+                    name,
+                    TriggerKind::Schedule,
+                ),
                 Err(skipped) => return Ok(skipped),
             }
         }
@@ -103,6 +116,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
         build: matches!(recipe.source, Source::Image(_)),
         regions: recipe.all_regions(&deps.region),
         recipe,
+        adopted: None,
     };
     start_execution(deps, run, name).await
 }
@@ -162,25 +176,12 @@ fn key_uses<'a>(recipe: &'a Recipe, home: &'a str) -> Vec<KeyUse<'a>> {
     out
 }
 
-/// Before anything is built: each key the run will use exists in its region, is enabled and symmetric, and, for a
-/// shared image, is customer managed. Otherwise the build or a copy fails 30 minutes in (EBS checks the key
-/// asynchronously: "if you specify an identifier that is not valid, the action can appear to complete, but
-/// eventually fails", CopyImage API reference), or the share fails after build, test and copies ("Snapshots
-/// encrypted with your default KMS key cannot be shared with other accounts", ModifySnapshotAttribute API
-/// reference). Read-only: KMS DescribeKey, in the key's region.
-async fn check_keys(deps: &Deps, recipe: &Recipe) -> Result<()> {
-    let shared = recipe.is_shared();
-    for u in key_uses(recipe, &deps.region) {
-        // The AWS managed aws/ebs key always exists and cannot be disabled; a shared recipe never gets here with it
-        // (validation refuses it), and the trigger's role may describe only the stack's KmsKeyArns.
-        if !shared && is_aws_ebs_alias(u.key) {
-            continue;
-        }
-        check_key(&deps.kms.get(u.region), &u, shared).await?;
-    }
-    Ok(())
-}
-
+/// Whether a key names the AWS managed aws/ebs key. Each key the run uses is checked (exists, enabled, symmetric,
+/// customer managed when shared) by `check_key`, from the preflight: otherwise the build or a copy fails 30 minutes in
+/// (EBS checks the key asynchronously: "if you specify an identifier that is not valid, the action can appear to
+/// complete, but eventually fails", CopyImage API reference), or the share fails after build, test and copies
+/// ("Snapshots encrypted with your default KMS key cannot be shared with other accounts", ModifySnapshotAttribute
+/// API reference). Read-only: KMS DescribeKey, in the key's region.
 fn is_aws_ebs_alias(key: &str) -> bool {
     let key = key.trim();
     key.eq_ignore_ascii_case("alias/aws/ebs") || (key.starts_with("arn:") && key.ends_with(":alias/aws/ebs"))
@@ -257,6 +258,33 @@ async fn check_key(kms: &aws_sdk_kms::Client, u: &KeyUse<'_>, shared: bool) -> R
     Ok(())
 }
 
+/// A script that uses `{{artifact}}` cannot be rebuilt without it: refused before anything starts, rather than run
+/// with an empty value. The artifact comes from the newest image's `ami-pipeline:artifact` tag (releases record it).
+fn needs_known_artifact(recipe: &Recipe, release: &Release) -> Result<()> {
+    if release.artifact.is_some() {
+        return Ok(());
+    }
+    let scripts = [
+        ("recipe.build.script", recipe.build.as_ref().map(|b| b.script.as_str())),
+        ("recipe.test.script", recipe.test.script.as_deref()),
+    ];
+    match scripts
+        .into_iter()
+        .find(|(_, s)| s.is_some_and(|s| s.contains("{{artifact}}")))
+    {
+        Some((field, _)) => Err(Error::invalid(
+            field,
+            format!(
+                "uses {{{{artifact}}}}, but no artifact is known for release {} (its image has no \
+                 `ami-pipeline:artifact` tag: built before artifacts were recorded, from `default_version`, or with an \
+                 artifact longer than 256 characters): send a release event with `artifact` instead",
+                release.version
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A scheduled run rebuilds the current release (the newest image's, else the recipe's default) on the newest
 /// base image, or is skipped when `when-source-changes` finds the base image unchanged.
 async fn scheduled_release(
@@ -270,12 +298,15 @@ async fn scheduled_release(
         (Some(v), _) if naming::check_version("tag", v).is_ok() => Release {
             version: v.to_string(),
             commit: tags::get(newest_tags, tags::COMMIT).map(String::from),
-            artifact: None,
+            // the artifact the release was built with, checked again as it goes into the script
+            artifact: tags::get(newest_tags, tags::ARTIFACT)
+                .filter(|a| naming::check_artifact("tag", a).is_ok())
+                .map(String::from),
+            ..Release::default()
         },
         (_, Some(v)) => Release {
             version: v.clone(),
-            commit: None,
-            artifact: None,
+            ..Release::default()
         },
         _ => {
             return Err(Error::invalid(
@@ -302,46 +333,233 @@ async fn scheduled_release(
             }));
         }
     }
+    needs_known_artifact(recipe, &release)?;
     Ok(Ok(release))
 }
 
-async fn start_execution(deps: &Deps, run: Run, name: String) -> Result<TriggerOutput> {
+/// Starts the run under the release's (or schedule day's) execution name, or under the next attempt's when every
+/// earlier attempt ended FAILED, TIMED_OUT or ABORTED (`ami_core::rerun`).
+///
+/// The first event of a release costs one StartExecution. When the name is taken, the chain `<name>`, `<name>-a2`
+/// ... is walked with DescribeExecution (a name is never listed: ListExecutions is paged and may lag): the first
+/// attempt that is open or succeeded makes this event a duplicate; after the last closed-and-failed attempt comes
+/// the next one, started with input that adopts what the earlier attempts kept. Concurrent duplicates of a rerun
+/// send the same name and byte-identical input, so Step Functions gives them one execution ("If StartExecution is
+/// called with the same name and input as a running execution, the call succeeds and return the same response as
+/// the original request", StartExecution API reference); one that sees the attempt already running answers
+/// duplicate.
+async fn start_execution(deps: &Deps, run: Run, base: String) -> Result<TriggerOutput> {
+    let output = |status, name: &str, arn: Option<String>, reason: String| TriggerOutput {
+        status,
+        pipeline: run.pipeline.clone(),
+        execution_name: name.to_string(),
+        execution_arn: arn,
+        version: Some(run.release.version.clone()),
+        reason: (!reason.is_empty()).then_some(reason),
+    };
+    match start(deps, &run, &base).await? {
+        Started::New(arn) => return Ok(output(TriggerStatus::Started, &base, Some(arn), String::new())),
+        Started::Running(arn) => return Ok(output(TriggerStatus::Duplicate, &base, Some(arn), running(&base))),
+        Started::Taken => {}
+    }
+    let mut attempt = 1;
+    let mut rerun: Option<Run> = None;
+    let mut failed_before: Option<(String, String)> = None; // (attempt's name, its status)
+    // Each name is described at most twice (a lost race to start it is described again), so this bounds the walk.
+    for _ in 0..2 * rerun::MAX_ATTEMPTS + 2 {
+        let name = rerun::attempt_name(&base, attempt);
+        match describe(deps, &name).await? {
+            Some((ExecutionStatus::Failed | ExecutionStatus::TimedOut | ExecutionStatus::Aborted, status)) => {
+                failed_before = Some((name, status));
+                attempt += 1;
+                if attempt > rerun::MAX_ATTEMPTS {
+                    return Err(Error::Conflict(format!(
+                        "{base}: all {} attempts of this release or schedule day ended without success; send a new \
+                         version",
+                        rerun::MAX_ATTEMPTS
+                    )));
+                }
+            }
+            // Running, succeeded, or being redriven: this event was already handled.
+            Some((_, status)) => {
+                let reason = format!("execution {name} is {status}: this release or schedule day is already handled");
+                return Ok(output(
+                    TriggerStatus::Duplicate,
+                    &name,
+                    Some(execution_arn(deps, &name)),
+                    reason,
+                ));
+            }
+            // The first name is taken (StartExecution said so) but not described: a name freed after 90 days, or a
+            // read that lags the write. The event's retry settles it.
+            None if attempt == 1 => {
+                return Err(Error::Transient(format!(
+                    "execution {name} exists but DescribeExecution does not find it yet"
+                )));
+            }
+            None => {
+                if rerun.is_none() {
+                    let mut next = run.clone();
+                    next.adopted = find_kept(deps, &next, &base).await?;
+                    rerun = Some(next);
+                }
+                let next = rerun.as_ref().unwrap_or(&run);
+                let arn = match start(deps, next, &name).await? {
+                    Started::New(arn) => arn,
+                    Started::Running(arn) => {
+                        return Ok(output(TriggerStatus::Duplicate, &name, Some(arn), running(&name)));
+                    }
+                    // Another delivery started it first, with other input: described again, it is running.
+                    Started::Taken => continue,
+                };
+                let (previous, status) = failed_before.clone().unwrap_or_default();
+                let adopted = match &next.adopted {
+                    Some(a) => format!(
+                        "; adopted image {} (tested by {}): build and test skipped",
+                        a.image.image_id, a.execution
+                    ),
+                    None => "; nothing kept to adopt: full run".to_string(),
+                };
+                let reason = format!("attempt {attempt}: {previous} ended {status}{adopted}");
+                return Ok(output(TriggerStatus::Rerun, &name, Some(arn), reason));
+            }
+        }
+    }
+    Err(Error::Transient(format!(
+        "{base}: the attempts kept changing while they were looked up"
+    )))
+}
+
+/// What StartExecution did with a name.
+enum Started {
+    /// This call started the execution.
+    New(String),
+    /// The same name and input were already running: "the call succeeds and return the same response as the
+    /// original request" (StartExecution API reference), whose start date is then older than this call.
+    Running(String),
+    /// `ExecutionAlreadyExists`: closed, or running with other input.
+    Taken,
+}
+
+/// How much earlier than this call an execution's start date must be to count as another call's start (clock skew
+/// between the function and Step Functions; a duplicate closer than this to the original is reported started).
+const SAME_START_SECONDS: f64 = 1.0;
+
+fn running(name: &str) -> String {
+    format!("execution {name} is RUNNING: this release or schedule day is already being handled")
+}
+
+/// StartExecution with the run's canonical input.
+async fn start(deps: &Deps, run: &Run, name: &str) -> Result<Started> {
     // Canonical input: the same event always gives byte-identical input, which StartExecution needs to treat a
     // repeat as the same execution.
     let input =
         serde_json::to_string(&json!({ "run": run })).map_err(|e| Error::Internal(format!("execution input: {e}")))?;
-    let output = |status, arn: Option<String>, reason: Option<String>| TriggerOutput {
-        status,
-        pipeline: run.pipeline.clone(),
-        execution_name: name.clone(),
-        execution_arn: arn,
-        version: Some(run.release.version.clone()),
-        reason,
-    };
+    let before = chrono_now_secs();
     match deps
         .sfn
         .start_execution()
         .state_machine_arn(&deps.config.state_machine_arn)
-        .name(&name)
+        .name(name)
         .input(input)
         .send()
         .await
     {
-        Ok(out) => Ok(output(
-            TriggerStatus::Started,
-            Some(out.execution_arn().to_string()),
-            None,
-        )),
-        Err(e) if aws_code(&e) == Some("ExecutionAlreadyExists") => Ok(output(
-            TriggerStatus::Duplicate,
-            None,
-            Some(format!(
-                "execution {name} already exists: this release or schedule day was already handled"
-            )),
-        )),
+        Ok(out) if out.start_date().as_secs_f64() < before - SAME_START_SECONDS => {
+            Ok(Started::Running(out.execution_arn().to_string()))
+        }
+        Ok(out) => Ok(Started::New(out.execution_arn().to_string())),
+        Err(e) if aws_code(&e) == Some("ExecutionAlreadyExists") => Ok(Started::Taken),
         Err(e) => Err(ami_core::error::from_sdk("StartExecution", e)),
     }
 }
 
+/// Unix seconds now, with the fraction.
+fn chrono_now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// An execution's ARN from the state machine's: `arn:aws:states:<region>:<account>:execution:<machine>:<name>`.
+fn execution_arn(deps: &Deps, name: &str) -> String {
+    let machine = &deps.config.state_machine_arn;
+    format!("{}:{name}", machine.replacen(":stateMachine:", ":execution:", 1))
+}
+
+/// The execution's status (and its name as AWS spells it), or `None` when there is no execution of that name.
+async fn describe(deps: &Deps, name: &str) -> Result<Option<(ExecutionStatus, String)>> {
+    match deps
+        .sfn
+        .describe_execution()
+        .execution_arn(execution_arn(deps, name))
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some((out.status().clone(), out.status().as_str().to_string()))),
+        Err(e) if aws_code(&e) == Some("ExecutionDoesNotExist") => Ok(None),
+        Err(e) => Err(ami_core::error::from_sdk("DescribeExecution", e)),
+    }
+}
+
+/// The tested image an earlier attempt of this chain kept, if a rerun may adopt it: in the run's region, tagged
+/// `state=tested` by an attempt of this chain, for the same pipeline and release, with the same recipe hash,
+/// available, and younger than `rerun::ADOPT_WITHIN_DAYS`. The newest such image wins. Copies are found by copy.
+async fn find_kept(deps: &Deps, run: &Run, base: &str) -> Result<Option<Adopted>> {
+    let hash = rerun::recipe_hash(&run.recipe);
+    let filters = vec![
+        tags::filter(tags::PIPELINE, &run.pipeline),
+        tags::filter(tags::STATE, tags::STATE_TESTED),
+        tags::filter(tags::RECIPE_HASH, &hash),
+    ];
+    let chain: Vec<String> = (1..=rerun::MAX_ATTEMPTS)
+        .map(|n| rerun::attempt_name(base, n))
+        .collect();
+    let oldest = now() - rerun::ADOPT_WITHIN_DAYS * 86_400;
+    let mut kept: Vec<(i64, aws_sdk_ec2::types::Image)> = ami_core::ec2::own_images(&deps.ec2, filters)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            let t = i.tags();
+            // Tags checked in code too: a filter the API ignored must not widen what is adopted.
+            tags::get(t, tags::PIPELINE) == Some(run.pipeline.as_str())
+                && tags::get(t, tags::STATE) == Some(tags::STATE_TESTED)
+                && tags::get(t, tags::RECIPE_HASH) == Some(hash.as_str())
+                && tags::get(t, tags::RELEASE) == Some(run.release.version.as_str())
+                && tags::get(t, tags::COMMIT) == run.release.commit.as_deref()
+                && tags::get(t, tags::EXECUTION).is_some_and(|e| chain.iter().any(|c| c == e))
+                && i.state() == Some(&aws_sdk_ec2::types::ImageState::Available)
+                && i.image_id().is_some()
+        })
+        .filter_map(|i| Some((rerun::created_at(&i)?, i)))
+        .filter(|(created, _)| *created >= oldest)
+        .collect();
+    kept.sort_by_key(|(created, _)| *created);
+    let Some((created, image)) = kept.pop() else {
+        return Ok(None);
+    };
+    let t = image.tags();
+    // Deterministic (no clock): concurrent duplicates must send byte-identical input.
+    let progress = Progress {
+        status: Status::Ready,
+        started_at: created,
+        deadline: created,
+        wait_seconds: 0,
+    };
+    Ok(Some(Adopted {
+        execution: tags::get(t, tags::EXECUTION).unwrap_or_default().to_string(),
+        image: ImageState {
+            region: run.region.clone(),
+            image_id: image.image_id().unwrap_or_default().to_string(),
+            name: image.name().unwrap_or_default().to_string(),
+            progress,
+        },
+        source_image_id: tags::get(t, tags::SOURCE_IMAGE).unwrap_or_default().to_string(),
+        boot_to_ready_seconds: tags::get(t, tags::BOOT_TO_READY).and_then(|s| s.parse().ok()),
+    }))
+}
+
+pub mod preflight;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use aws_sdk_kms::Client as Kms;
 use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
 use aws_sdk_kms::types::{KeyManagerType, KeyMetadata, KeyState};
 use aws_sdk_sfn::Client as Sfn;
+use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionInput, DescribeExecutionOutput};
 use aws_sdk_sfn::operation::start_execution::{StartExecutionInput, StartExecutionOutput};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
@@ -35,9 +36,13 @@ fn deps_with_keys(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&
         .iter()
         .map(|(region, rules)| (region.to_string(), rules.iter().map(|r| (*r).clone()).collect()))
         .collect();
+    // after the test's own rules: the preflight's look-ups (base image, network, types, DryRun) find all in order
+    let (pre_ec2, pre_ssm) = (preflight_ok_ec2(), base_param());
+    let ec2: Vec<&Rule> = ec2.iter().copied().chain(pre_ec2.iter()).collect();
+    let ssm: Vec<&Rule> = ssm.iter().copied().chain(std::iter::once(&pre_ssm)).collect();
     Deps {
-        ec2: testing::ec2(ec2),
-        ssm: testing::ssm(ssm),
+        ec2: testing::ec2(&ec2),
+        ssm: testing::ssm(&ssm),
         sfn: testing::sfn(sfn),
         kms: RegionalClients::from_fn(move |region| kms_client(region, per_region.get(region).into_iter().flatten())),
         region: "us-east-1".into(),
@@ -108,6 +113,75 @@ fn recipe_param(text: String) -> Rule {
         .build()
 }
 
+/// The preflight finding everything the example recipe names: the base image, its subnet and security group (one
+/// VPC), its instance type, and a builder launch EC2 would allow (DryRun answers `DryRunOperation`).
+fn preflight_ok_ec2() -> Vec<Rule> {
+    use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
+    use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+    use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+    use aws_sdk_ec2::types::{ArchitectureType, InstanceTypeInfo, ProcessorInfo, SecurityGroup, Subnet};
+    vec![
+        mock!(Ec2::describe_images)
+            .match_requests(|r| r.image_ids().contains(&BASE_IMAGE.to_string()))
+            .sequence()
+            .output(|| DescribeImagesOutput::builder().images(testing::base_image()).build())
+            .repeatedly()
+            .build(),
+        mock!(Ec2::describe_subnets)
+            .sequence()
+            .output(|| {
+                DescribeSubnetsOutput::builder()
+                    .subnets(
+                        Subnet::builder()
+                            .subnet_id("subnet-0123456789abcdef0")
+                            .vpc_id("vpc-1")
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build(),
+        mock!(Ec2::describe_security_groups)
+            .sequence()
+            .output(|| {
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(
+                        SecurityGroup::builder()
+                            .group_id("sg-0123456789abcdef0")
+                            .vpc_id("vpc-1")
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build(),
+        mock!(Ec2::describe_instance_types)
+            .sequence()
+            .output(|| {
+                DescribeInstanceTypesOutput::builder()
+                    .instance_types(
+                        InstanceTypeInfo::builder()
+                            .instance_type("t3.small".into())
+                            .processor_info(
+                                ProcessorInfo::builder()
+                                    .supported_architectures(ArchitectureType::X8664)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build(),
+        mock!(Ec2::run_instances)
+            .match_requests(|r| r.dry_run() == Some(true))
+            .sequence()
+            .http_status(412, Some(testing::ec2_error_body("DryRunOperation")))
+            .repeatedly()
+            .build(),
+    ]
+}
+
 fn base_param() -> Rule {
     mock!(Ssm::get_parameter)
         .match_requests(|r| r.name().is_some_and(|n| n.starts_with("/aws/service/")))
@@ -129,8 +203,10 @@ fn start_ok(captured: Captured<StartExecutionInput>) -> Rule {
     })
 }
 
+/// Now, as Step Functions would give a start date: the trigger tells its own start from a running execution's
+/// repeated response by it.
 fn aws_smithy_types_now() -> aws_sdk_sfn::primitives::DateTime {
-    aws_sdk_sfn::primitives::DateTime::from_secs(testing::NOW)
+    aws_sdk_sfn::primitives::DateTime::from_secs(ami_core::steps::now())
 }
 
 fn event(text: &str) -> Value {
@@ -182,7 +258,9 @@ async fn duplicate_release_event_is_reported_and_sends_identical_input() {
         .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
         .build();
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[], &[&param], &[&sfn]);
+    let described: Captured<DescribeExecutionInput> = Captured::default();
+    let describe = describe_status(&described, base(), ExecutionStatus::Running);
+    let deps = deps(&[], &[&param], &[&sfn, &describe]);
     let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     let second = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(first.status, TriggerStatus::Started);
@@ -191,6 +269,292 @@ async fn duplicate_release_event_is_reported_and_sends_identical_input() {
     let sent = captured.all();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0], sent[1], "byte-identical name and input");
+    // The taken name is described (not listed) to tell a running execution from a failed one.
+    assert_eq!(
+        described.only().execution_arn(),
+        Some(
+            format!(
+                "arn:aws:states:us-east-1:123456789012:execution:ami-pipeline:{}",
+                base()
+            )
+            .as_str()
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_while_its_execution_runs_is_a_duplicate_though_start_execution_succeeds() {
+    // Same name and input as a running execution: StartExecution succeeds with the original response, whose start
+    // date is older than this call.
+    let sfn = mock!(Sfn::start_execution).then_output(|| {
+        StartExecutionOutput::builder()
+            .execution_arn(format!(
+                "arn:aws:states:us-east-1:123456789012:execution:ami-pipeline:{}",
+                base()
+            ))
+            .start_date(aws_sdk_sfn::primitives::DateTime::from_secs(
+                ami_core::steps::now() - 30,
+            ))
+            .build()
+            .unwrap()
+    });
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Duplicate, "{out:?}");
+    assert_eq!(out.execution_name, base());
+    assert!(out.reason.unwrap().contains("RUNNING"));
+}
+
+// -- reruns -----------------------------------------------------------------------------------------------------
+
+/// The release's execution name (`web-r-1.4.0` cleaned and hashed), and its attempt `n`.
+fn base() -> String {
+    naming::release_execution_name("web", "1.4.0")
+}
+fn a(n: u32) -> String {
+    rerun::attempt_name(&base(), n)
+}
+
+/// DescribeExecution of the execution `name`, answered `status`; every request is captured.
+fn describe_status(captured: &Captured<DescribeExecutionInput>, name: String, status: ExecutionStatus) -> Rule {
+    let (cap, n) = (captured.clone(), name.clone());
+    mock!(Sfn::describe_execution)
+        .match_requests(move |r| {
+            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
+            if hit {
+                cap.push(r);
+            }
+            hit
+        })
+        .then_output(move || described(&n, status.clone()))
+}
+
+fn described(name: &str, status: ExecutionStatus) -> DescribeExecutionOutput {
+    DescribeExecutionOutput::builder()
+        .execution_arn(format!(
+            "arn:aws:states:us-east-1:123456789012:execution:ami-pipeline:{name}"
+        ))
+        .state_machine_arn(SM)
+        .status(status)
+        .start_date(aws_smithy_types_now())
+        .build()
+        .unwrap()
+}
+
+/// DescribeExecution of `name` answered `ExecutionDoesNotExist`.
+fn describe_missing(captured: &Captured<DescribeExecutionInput>, name: String) -> Rule {
+    let cap = captured.clone();
+    mock!(Sfn::describe_execution)
+        .match_requests(move |r| {
+            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
+            if hit {
+                cap.push(r);
+            }
+            hit
+        })
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
+        .repeatedly()
+        .build()
+}
+
+/// StartExecution: `ExecutionAlreadyExists` for the names in `taken`, started otherwise; every request captured.
+fn start_unless_taken(captured: &Captured<StartExecutionInput>, taken: Vec<String>) -> [Rule; 2] {
+    let cap = captured.clone();
+    let refused = mock!(Sfn::start_execution)
+        .match_requests(move |r| {
+            let hit = r.name().is_some_and(|n| taken.iter().any(|t| t == n));
+            if hit {
+                cap.push(r);
+            }
+            hit
+        })
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
+        .repeatedly()
+        .build();
+    [refused, start_ok(captured.clone())]
+}
+
+/// A kept image in the home region as DescribeImages lists it.
+fn kept_image(id: &str, execution: &str, recipe_hash: &str, created: i64) -> Image {
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    Image::builder()
+        .image_id(id)
+        .name(format!("web-1.4.0-20261126-{id}"))
+        .state(aws_sdk_ec2::types::ImageState::Available)
+        .creation_date(testing::rfc3339(created))
+        .tags(tag(tags::PIPELINE, "web"))
+        .tags(tag(tags::EXECUTION, execution))
+        .tags(tag(tags::RELEASE, "1.4.0"))
+        .tags(tag(tags::COMMIT, "9f2c1e7a"))
+        .tags(tag(tags::STATE, tags::STATE_TESTED))
+        .tags(tag(tags::RECIPE_HASH, recipe_hash))
+        .tags(tag(tags::SOURCE_IMAGE, BASE_IMAGE))
+        .tags(tag(tags::BOOT_TO_READY, "41"))
+        .build()
+}
+
+/// The trigger's look-up of kept images (the preflight's of the base image has its own rule).
+fn kept_lookup(r: &aws_sdk_ec2::operation::describe_images::DescribeImagesInput) -> bool {
+    r.filters().iter().any(|f| f.name() == Some("tag:ami-pipeline:state"))
+}
+
+fn example_hash() -> String {
+    rerun::recipe_hash(&Recipe::from_json(testing::EXAMPLE_RECIPE).unwrap())
+}
+
+fn started_run(req: &StartExecutionInput) -> Run {
+    let input: Value = serde_json::from_str(req.input().unwrap()).unwrap();
+    serde_json::from_value(input["run"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_image() {
+    let (starts, describes) = (Captured::default(), Captured::default());
+    let [taken, start] = start_unless_taken(&starts, vec![base()]);
+    let failed = describe_status(&describes, base(), ExecutionStatus::Failed);
+    let next = describe_missing(&describes, a(2));
+    let hash = example_hash();
+    let now = ami_core::steps::now();
+    let images: Captured<aws_sdk_ec2::operation::describe_images::DescribeImagesInput> = Captured::default();
+    let cap = images.clone();
+    let listed = vec![
+        kept_image("ami-0kept0000000001", &base(), &hash, now - 3600),
+        // Not adoptable, though listed (the API's filter is not trusted to be applied): another recipe, another
+        // release's execution, too old.
+        kept_image("ami-0otherrecipe001", &base(), "0000", now - 60),
+        kept_image("ami-0otherexec00001", "web-r-1.3.0", &hash, now - 60),
+        kept_image("ami-0tooold00000001", &base(), &hash, now - 8 * 86_400),
+    ];
+    let describe_images = mock!(Ec2::describe_images)
+        .match_requests(kept_lookup)
+        .then_compute_output(move |r| {
+            cap.push(r);
+            DescribeImagesOutput::builder().set_images(Some(listed.clone())).build()
+        });
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[&describe_images], &[&param], &[&taken, &start, &failed, &next]);
+
+    let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
+    assert_eq!(out.execution_name, a(2));
+    assert!(
+        out.reason.as_deref().unwrap().contains("ami-0kept0000000001"),
+        "{out:?}"
+    );
+    // duplicate, then describe the chain, then start the next attempt
+    let names: Vec<String> = starts.all().iter().map(|r| r.name().unwrap().to_string()).collect();
+    assert_eq!(names, [base(), a(2)]);
+    let arns: Vec<String> = describes
+        .all()
+        .iter()
+        .map(|r| r.execution_arn().unwrap().to_string())
+        .collect();
+    assert!(
+        arns[0].ends_with(&format!(":{}", base())) && arns[1].ends_with(&format!(":{}", a(2))),
+        "{arns:?}"
+    );
+    assert_eq!(arns.len(), 2);
+
+    let req = images.only();
+    assert_eq!(req.owners(), ["self"]);
+    let filter = |name: &str| {
+        req.filters()
+            .iter()
+            .find(|f| f.name() == Some(name))
+            .map(|f| f.values().to_vec())
+    };
+    assert_eq!(filter("tag:ami-pipeline:state"), Some(vec!["tested".to_string()]));
+    assert_eq!(filter("tag:ami-pipeline:recipe-hash"), Some(vec![hash.clone()]));
+    assert_eq!(filter("tag:ami-pipeline:pipeline"), Some(vec!["web".to_string()]));
+
+    let run = started_run(&starts.all()[1]);
+    let adopted = run.adopted.expect("the rerun adopts the kept image");
+    assert_eq!(adopted.image.image_id, "ami-0kept0000000001");
+    assert_eq!(adopted.image.region, "us-east-1");
+    assert_eq!(adopted.image.progress.status, Status::Ready);
+    assert_eq!(adopted.execution, base());
+    assert_eq!(adopted.source_image_id, BASE_IMAGE);
+    assert_eq!(adopted.boot_to_ready_seconds, Some(41));
+    // The first attempt's input adopted nothing.
+    assert!(started_run(&starts.all()[0]).adopted.is_none());
+}
+
+#[tokio::test]
+async fn a_rerun_with_nothing_kept_is_a_full_run_and_its_input_is_byte_identical_each_time() {
+    let (starts, describes) = (Captured::default(), Captured::default());
+    let [taken, start] = start_unless_taken(&starts, vec![base()]);
+    let failed = describe_status(&describes, base(), ExecutionStatus::TimedOut);
+    let next = describe_missing(&describes, a(2));
+    let none = mock!(Ec2::describe_images)
+        .match_requests(kept_lookup)
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    let second = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(
+        (first.status, second.status),
+        (TriggerStatus::Rerun, TriggerStatus::Rerun)
+    );
+    let sent = starts.all();
+    assert_eq!(sent.len(), 4);
+    // Concurrent duplicates of a rerun send the same name and input: Step Functions gives them one execution.
+    assert_eq!(sent[1], sent[3]);
+    assert_eq!(sent[1].name(), Some(a(2).as_str()));
+    assert!(started_run(&sent[1]).adopted.is_none());
+}
+
+#[tokio::test]
+async fn a_running_or_succeeded_attempt_keeps_the_release_a_duplicate() {
+    for status in [ExecutionStatus::Running, ExecutionStatus::Succeeded] {
+        let (starts, describes) = (Captured::default(), Captured::default());
+        let [taken, start] = start_unless_taken(&starts, vec![base()]);
+        let aborted = describe_status(&describes, base(), ExecutionStatus::Aborted);
+        let a2 = describe_status(&describes, a(2), status.clone());
+        let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+        let deps = deps(&[], &[&param], &[&taken, &start, &aborted, &a2]);
+        let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+        assert_eq!(out.status, TriggerStatus::Duplicate, "{status:?}");
+        assert_eq!(out.execution_name, a(2));
+        assert_eq!(starts.all().len(), 1, "nothing started after the duplicate");
+        assert_eq!(describes.all().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
+    let (starts, describes) = (Captured::default(), Captured::default());
+    let [taken, start] = start_unless_taken(&starts, vec![base(), a(2)]);
+    let failed = describe_status(&describes, base(), ExecutionStatus::Failed);
+    // Not there when first described; another delivery started it (with other input) before this one could.
+    let cap = describes.clone();
+    let a2 = mock!(Sfn::describe_execution)
+        .match_requests(move |r| {
+            let hit = r
+                .execution_arn()
+                .is_some_and(|arn| arn.ends_with(&format!(":{}", a(2))));
+            if hit {
+                cap.push(r);
+            }
+            hit
+        })
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
+        .output(|| described(&a(2), ExecutionStatus::Running))
+        .build();
+    let none = mock!(Ec2::describe_images)
+        .match_requests(kept_lookup)
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &a2]);
+    let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Duplicate, "{out:?}");
+    assert_eq!(out.execution_name, a(2));
+    let names: Vec<String> = starts.all().iter().map(|r| r.name().unwrap().to_string()).collect();
+    assert_eq!(names, [base(), a(2)]);
 }
 
 #[tokio::test]
@@ -321,7 +685,10 @@ async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
 #[tokio::test]
 async fn first_scheduled_run_uses_the_default_version() {
     let captured = Captured::default();
-    let none = mock!(Ec2::describe_images).then_output(|| DescribeImagesOutput::builder().build());
+    // no image of the pipeline yet (the preflight's look-up of the base image by id is answered by its own rule)
+    let none = mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids().is_empty())
+        .then_output(|| DescribeImagesOutput::builder().build());
     let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
     let deps = deps(&[&none], &[&param], &[&sfn]);
     handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
@@ -396,14 +763,40 @@ async fn disabled_key_starts_nothing() {
 #[tokio::test]
 async fn missing_home_key_starts_nothing() {
     let missing = key_not_found();
-    // Copy regions are never asked: the home key is checked first and the first refusal ends the check.
-    let (err, started) = refused(&[("us-east-1", &[&missing])], testing::EXAMPLE_RECIPE.into()).await;
+    let ok = || key(KeyManagerType::Customer, KeyState::Enabled);
+    let (eu, sydney) = (ok(), ok());
+    // Every key is checked (the preflight lists every problem); the one problem keeps its field.
+    let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&missing]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
+    let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
     assert!(
         matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.kms_key_id"
             && message.contains("does not exist in `us-east-1`")),
         "{err}"
     );
-    assert_eq!((missing.num_calls(), started), (1, 0));
+    assert_eq!(
+        (missing.num_calls(), eu.num_calls(), sydney.num_calls(), started),
+        (1, 1, 1, 0)
+    );
+}
+
+/// Problems in several regions come back in one error, each with its region and field, and nothing starts.
+#[tokio::test]
+async fn every_missing_key_of_every_region_is_listed_in_one_error() {
+    let (home, eu) = (key_not_found(), key_not_found());
+    let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
+    let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&home]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
+    let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
+    let Error::InvalidInput { field, message } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(field, "recipe");
+    assert!(message.contains("2 problems"), "{message}");
+    assert!(message.contains("[us-east-1] recipe.image.kms_key_id"), "{message}");
+    assert!(
+        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
+        "{message}"
+    );
+    assert_eq!(started, 0);
 }
 
 #[tokio::test]
@@ -414,8 +807,11 @@ async fn key_arn_of_another_region_is_refused_without_a_call() {
         &format!("\"eu-west-1\": \"{arn}\""),
     );
     assert_ne!(recipe, testing::EXAMPLE_RECIPE);
-    let ok = key(KeyManagerType::Customer, KeyState::Enabled);
-    let (err, started) = refused(&[("us-east-1", &[&ok])], recipe).await;
+    let (ok, sydney) = (
+        key(KeyManagerType::Customer, KeyState::Enabled),
+        key(KeyManagerType::Customer, KeyState::Enabled),
+    );
+    let (err, started) = refused(&[("us-east-1", &[&ok]), (SYDNEY, &[&sydney])], recipe).await;
     assert!(
         matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.eu-west-1"
             && message.contains("a key in `us-east-1`")),
@@ -499,4 +895,174 @@ async fn instance_store_recipe_with_an_ebs_only_test_type_starts_nothing() {
         "{err}"
     );
     assert_eq!((types.num_calls(), sfn.num_calls()), (1, 0));
+}
+
+/// The preflight reports a missing key, an unknown subnet and a launch the role may not make in ONE error, each with
+/// its region and field, and starts nothing.
+#[tokio::test]
+async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in_one_error() {
+    use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+    let no_subnet = mock!(Ec2::describe_subnets).then_output(|| DescribeSubnetsOutput::builder().build());
+    let denied = mock!(Ec2::run_instances)
+        .match_requests(|r| r.dry_run() == Some(true))
+        .sequence()
+        .http_status(403, Some(testing::ec2_error_body("UnauthorizedOperation")))
+        .build();
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_ok(Captured::default()),
+    );
+    let (missing, ok) = (key_not_found(), key(KeyManagerType::Customer, KeyState::Enabled));
+    let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
+    let deps = deps_with_keys(
+        &[&no_subnet, &denied],
+        &[&param],
+        &[&sfn],
+        &[("us-east-1", &[&ok]), (EU, &[&missing]), (SYDNEY, &[&sydney])],
+    );
+    let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
+    let Error::InvalidInput { field, message } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(field, "recipe");
+    assert!(message.contains("3 problems"), "{message}");
+    assert!(
+        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
+        "{message}"
+    );
+    assert!(message.contains("[us-east-1] recipe.build.subnet_id: subnet `subnet-0123456789abcdef0` does not exist"));
+    assert!(
+        message.contains("[us-east-1] recipe.build: the pipeline may not launch the builder"),
+        "{message}"
+    );
+    assert_eq!((denied.num_calls(), sfn.num_calls()), (1, 0));
+}
+
+/// `{"preflight": true, "pipeline": ...}` runs the checks on the stored recipe and starts nothing.
+#[tokio::test]
+async fn preflight_mode_reports_what_it_checked_and_starts_nothing() {
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_ok(Captured::default()),
+    );
+    let deps = deps(&[], &[&param], &[&sfn]);
+    let ev = json!({"preflight": true, "pipeline": "web"});
+    let pipeline = preflight::requested(&ev).unwrap().unwrap();
+    let report = preflight::run(&deps, &pipeline).await.unwrap();
+    assert_eq!(report["status"], "preflight-passed");
+    assert_eq!(report["regions"], json!(["us-east-1", "eu-west-1", "ap-southeast-2"]));
+    let checked = report["checked"].as_array().unwrap();
+    assert!(
+        checked.iter().any(|c| c == "us-east-1 RunInstances DryRun (builder)"),
+        "{checked:?}"
+    );
+    assert_eq!(sfn.num_calls(), 0);
+    assert!(preflight::requested(&event(RELEASE_EVENT)).is_none());
+    assert!(
+        preflight::requested(&json!({"preflight": true, "pipeline": "../x"}))
+            .unwrap()
+            .is_err()
+    );
+}
+
+/// A scheduled day whose run failed is rerun the same way when the schedule fires again: `<pipeline>-s-<day>-a2`.
+#[tokio::test]
+async fn a_failed_scheduled_day_is_rerun_as_its_next_attempt() {
+    let (starts, describes) = (Captured::default(), Captured::default());
+    let day: Value = event(SCHEDULED_EVENT);
+    let parsed = ami_core::event::parse(day.clone()).unwrap();
+    let ami_core::event::TriggerEvent::Schedule { day: yyyymmdd, .. } = parsed else {
+        panic!("a schedule event")
+    };
+    let name = naming::scheduled_execution_name("web", &yyyymmdd);
+    let [taken, start] = start_unless_taken(&starts, vec![name.clone()]);
+    let failed = describe_status(&describes, name.clone(), ExecutionStatus::Aborted);
+    let next = describe_missing(&describes, rerun::attempt_name(&name, 2));
+    // no image of the pipeline yet, nothing kept (the preflight's look-up of the base image has its own rule)
+    let none = mock!(Ec2::describe_images)
+        .match_requests(|r| r.image_ids().is_empty())
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let param = recipe_param(testing::EXAMPLE_RECIPE.into());
+    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let out = handle(&deps, day).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
+    assert_eq!(out.execution_name, format!("{name}-a2"));
+    assert!(out.reason.unwrap().contains("ABORTED"));
+    let names: Vec<String> = starts.all().iter().map(|r| r.name().unwrap().to_string()).collect();
+    assert_eq!(names, [name.clone(), format!("{name}-a2")]);
+}
+
+/// Issue 13: a scheduled run rebuilds the newest image's release with the artifact recorded on it, and refuses a
+/// script that needs `{{artifact}}` when none is known.
+mod artifact {
+    use super::*;
+
+    fn newest_with(artifact: Option<&'static str>) -> Rule {
+        let mut image = Image::builder()
+            .image_id("ami-0ddddddddddddddd1")
+            .creation_date("2026-11-25T00:00:00.000Z")
+            .tags(Tag::builder().key(tags::RELEASE).value("1.3.9").build())
+            .tags(
+                Tag::builder()
+                    .key(tags::SOURCE_IMAGE)
+                    .value("ami-0aaaaaaaaaaaaaa00")
+                    .build(),
+            );
+        if let Some(a) = artifact {
+            image = image.tags(Tag::builder().key(tags::ARTIFACT).value(a).build());
+        }
+        let image = image.build();
+        mock!(Ec2::describe_images)
+            .match_requests(|r| r.owners() == ["self"])
+            .then_output(move || DescribeImagesOutput::builder().images(image.clone()).build())
+    }
+
+    fn recipe_using_the_artifact() -> String {
+        let mut r: Value = serde_json::from_str(testing::EXAMPLE_RECIPE).unwrap();
+        r["build"]["script"] = json!("curl -fsS -o /tmp/app.tgz '{{artifact}}'\ntar -xzf /tmp/app.tgz -C /opt\n");
+        r.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_run_reuses_the_artifact_recorded_on_the_newest_image() {
+        let captured = Captured::default();
+        let (newest, base, bp) = (
+            newest_with(Some("s3://releases/web-1.3.9.tar.gz")),
+            base_images(),
+            base_param(),
+        );
+        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(captured.clone()));
+        let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
+        let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+        assert_eq!(out.status, TriggerStatus::Started);
+        let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
+        assert_eq!(input["run"]["release"]["artifact"], "s3://releases/web-1.3.9.tar.gz");
+    }
+
+    #[tokio::test]
+    async fn a_script_that_needs_an_unknown_artifact_is_refused_and_nothing_starts() {
+        let (newest, base, bp) = (newest_with(None), base_images(), base_param());
+        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(Captured::default()));
+        let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
+        let err = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap_err();
+        assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+        let text = err.to_string();
+        assert!(
+            text.contains("recipe.build.script") && text.contains("{{artifact}}"),
+            "{text}"
+        );
+        assert!(text.contains("1.3.9"), "{text}");
+        assert_eq!(sfn.num_calls(), 0);
+    }
+
+    #[test]
+    fn releases_record_their_artifact_on_what_they_make_when_it_fits_a_tag() {
+        let mut run = testing::run();
+        run.release.artifact = Some("s3://releases/web-1.4.0.tar.gz".into());
+        let t = tags::standard(&testing::execution(), &run, tags::Role::Image);
+        assert_eq!(tags::get(&t, tags::ARTIFACT), Some("s3://releases/web-1.4.0.tar.gz"));
+        run.release.artifact = Some(format!("s3://releases/{}", "a".repeat(300)));
+        let t = tags::standard(&testing::execution(), &run, tags::Role::Image);
+        assert_eq!(tags::get(&t, tags::ARTIFACT), None, "never a cut URL");
+    }
 }

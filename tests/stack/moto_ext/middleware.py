@@ -2,7 +2,8 @@
 
 EC2 uses the query protocol: the action is the `Action` form field of the POST body and
 the region is in the SigV4 credential scope (`Credential=AKID/DATE/REGION/ec2/aws4_request`).
-Requests for other services (SSM, STS, ...) pass through untouched.
+SSM and CloudWatch Logs requests (JSON protocol, the action in X-Amz-Target) get the same action faults and call
+log; other services (STS, KMS, ...) pass through untouched.
 """
 
 import io
@@ -12,7 +13,7 @@ import uuid
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from . import patches, state
+from . import iamctx, patches, state
 
 SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -23,6 +24,18 @@ def ec2_error(status: int, code: str, message: str) -> tuple[int, list, bytes]:
             f"<Response><Errors><Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
             f"</Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
     return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+
+
+def json_error(status: int, code: str, message: str) -> tuple[int, list, bytes]:
+    """An error in the awsJson format (SSM, CloudWatch Logs)."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return status, [("Content-Type", "application/x-amz-json-1.1")], body
+
+
+# JSON-protocol services whose requests get action faults and the call log (SSM Run Command, its CloudWatch Logs).
+JSON_FAULTED = ("ssm", "logs")
+RUN_COMMAND_ACTIONS = ("SendCommand", "ListCommands", "GetCommandInvocation", "DescribeInstanceInformation",
+                       "ListCommandInvocations", "CancelCommand")
 
 
 # What each creating action's answer names as new (RunInstances with a known ClientToken answers the first
@@ -47,6 +60,10 @@ def created_ids(action: str, result: tuple[int, list, bytes]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def form_params(form: dict) -> dict:
+    return {k: v[0] if len(v) == 1 else v for k, v in form.items() if k not in ("Action", "Version")}
+
+
 class SimMiddleware:
     def __init__(self, app):
         self.app = app
@@ -62,7 +79,13 @@ class SimMiddleware:
             # JSON protocols (SSM, STS ...): the action is the X-Amz-Target's operation.
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             if target:
-                state.record_action(scope.group(2), target.rsplit(".", 1)[-1], agent)
+                params, resources = iamctx.json_request(environ, scope.group(1), scope.group(2), agent)
+                state.record_action(scope.group(2), target.rsplit(".", 1)[-1], agent, params, scope.group(1),
+                                    resources)
+                if scope.group(2) in JSON_FAULTED:
+                    result = self.json_call(environ, scope.group(1), scope.group(2), target.rsplit(".", 1)[-1],
+                                            agent)
+                    return self.respond(start_response, *result)
         if not scope or scope.group(2) != "ec2":
             return self.app(environ, start_response)
         region = scope.group(1)
@@ -79,7 +102,12 @@ class SimMiddleware:
         # One EC2 request at a time: moto's backends and the sim counters are not thread-safe,
         # and serialising makes poll counts deterministic.
         with state.LOCK:
-            fault = state.take_action_fault(region, action)
+            # before the call: the tags and attributes IAM would evaluate (tests/e2e/test_iam.py)
+            named = iamctx.ec2_resources(region, form_params(form)) if "app/ami-" in agent else {}
+            # A DryRun (the trigger's preflight) launches nothing: action faults are for the real calls, and the call
+            # log names it apart (moto_ext/dryrun.py answers it; its own fault is `dry_run_denied`).
+            dry = (form.get("DryRun") or ["false"])[0].lower() == "true"
+            fault = None if dry else state.take_action_fault(region, action)
             if fault and fault["kind"] == "throttle":
                 result = ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
             elif fault and fault["kind"] == "error":
@@ -90,10 +118,31 @@ class SimMiddleware:
             if fault and fault["kind"] == "lost":
                 # The action happened, but the client never sees the answer.
                 result = ec2_error(500, "InternalError", "An internal error has occurred. (simulated lost response)")
-            params = {k: v[0] if len(v) == 1 else v for k, v in form.items() if k not in ("Action", "Version")}
-            state.record_call(region, action, result[0], params, created, agent)
-            state.record_action("ec2", action, agent, params)
+            params = form_params(form)
+            state.record_call(region, f"{action}(DryRun)" if dry else action, result[0], params, created, agent)
+            state.record_action("ec2", action, agent, params, region, named)
         return self.respond(start_response, *result)
+
+    def json_call(self, environ, region: str, service: str, action: str, agent: str) -> tuple[int, list, bytes]:
+        """An SSM or CloudWatch Logs request: action faults as for EC2, in the JSON error format (`__type`); a lost
+        answer is performed, then answered HTTP 500 (issue 13: a lost SendCommand). The call log gets Run Command and
+        Logs calls (not Parameter Store's, which tests of "no call before X" do not expect there)."""
+        with state.LOCK:
+            fault = state.take_action_fault(region, action)
+        if fault and fault["kind"] == "throttle":
+            result = json_error(400, "ThrottlingException", "Rate exceeded")
+        elif fault and fault["kind"] == "error":
+            result = json_error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
+        else:
+            result = self.run_app(environ)
+        created = [m.decode() for m in re.findall(rb'"CommandId": ?"([0-9a-f-]{36})"', result[2])][:1] \
+            if action == "SendCommand" and result[0] == 200 else []
+        if fault and fault["kind"] == "lost":
+            result = json_error(500, "InternalServerError", "Internal error (simulated lost response)")
+        if service == "logs" or action in RUN_COMMAND_ACTIONS:
+            with state.LOCK:
+                state.record_call(region, action, result[0], None, created, agent)
+        return result
 
     def run_app(self, environ) -> tuple[int, list, bytes]:
         """Run moto and collect its whole response (so it is built under the lock)."""

@@ -26,6 +26,10 @@ ACTION_FAULTS: list[dict] = []
 FLAGS: dict = {"fail_copy_regions": set(), "snapshot_error": 0, "image_failed": 0,
                "terminate_role": {}}
 
+# Run Command (runcommand.py): instance id -> run-once key -> the command whose body ran (kept across resets, as
+# the instances are): GET /_sim/state shows it, so a test can tell that a guarded script ran once, and in which copy.
+RUN_ONCE: dict[str, dict[str, str]] = {}
+
 # Call log: counts[region][action] and one record per call.
 COUNTS: dict[str, dict[str, int]] = {}
 CALLS: list[dict] = []
@@ -38,7 +42,12 @@ def reset() -> None:
     FLAGS["snapshot_error"] = 0
     FLAGS["image_failed"] = 0
     FLAGS["billing_lost"] = 0
+    FLAGS["agent_offline"] = {}
+    FLAGS["stop_during_command"] = {}
     FLAGS["terminate_role"] = {}
+    FLAGS["dry_run_denied"] = []
+    from . import ec2_faults  # capacity, limits, eventual consistency (its own module; imports this one)
+    ec2_faults.reset()
     COUNTS.clear()
     CALLS.clear()
 
@@ -49,15 +58,20 @@ def reset() -> None:
 ACTION_LOG = os.environ.get("AMI_SIM_ACTION_LOG")
 
 
-def record_action(service: str, action: str, agent: str, params: dict | None = None) -> None:
+def record_action(service: str, action: str, agent: str, params: dict | None = None, region: str = "",
+                  resources: dict | None = None) -> None:
     """`tagged`: the request tags on create (TagSpecification.*, authorized as ec2:CreateTags); `profile`: it
-    launches with an instance profile (IamInstanceProfile.*, authorized as iam:PassRole)."""
+    launches with an instance profile (IamInstanceProfile.*, authorized as iam:PassRole). A handler's request also
+    keeps its region, parameters and what IAM would see of the resources it names at call time (`resources`,
+    moto_ext/iamctx.py), for the e2e's IAM simulation (tests/e2e/test_iam.py)."""
     if not ACTION_LOG:
         return
     keys = list(params or {})
     line = {"service": service, "action": action, "agent": agent,
             "tagged": any(k.startswith("TagSpecification.") for k in keys),
             "profile": any(k.startswith("IamInstanceProfile.") for k in keys)}
+    if "app/ami-" in agent:
+        line.update(region=region, params=params or {}, resources=resources or {})
     with open(ACTION_LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -105,15 +119,30 @@ def add_fault(spec: dict) -> None:
         FLAGS["snapshot_error"] += int(spec.get("count", 1))
     elif spec.get("image_failed"):
         FLAGS["image_failed"] += int(spec.get("count", 1))
+    elif "agent_offline" in spec:
+        # the SSM agent of the next builder (or smoke) instance never comes online (moto_ext/runcommand.py)
+        role = spec["agent_offline"]
+        FLAGS.setdefault("agent_offline", {})
+        FLAGS["agent_offline"][role] = FLAGS["agent_offline"].get(role, 0) + int(spec.get("count", 1))
+    elif "stop_during_command" in spec:
+        # the next builder (or smoke) instance is stopped from outside while its Run Command script runs
+        role = spec["stop_during_command"]
+        FLAGS.setdefault("stop_during_command", {})
+        FLAGS["stop_during_command"][role] = FLAGS["stop_during_command"].get(role, 0) + int(spec.get("count", 1))
     elif spec.get("billing_lost"):
         FLAGS["billing_lost"] = FLAGS.get("billing_lost", 0) + int(spec.get("count", 1))
+    elif "dry_run_denied" in spec:  # a DryRun of this action answers UnauthorizedOperation (moto_ext/dryrun.py)
+        FLAGS.setdefault("dry_run_denied", []).append({"action": spec["dry_run_denied"], "region": region,
+                                                       "left": int(spec.get("count", 1))})
     elif "terminate_instance" in spec:
         role = spec["terminate_instance"]
         if role not in ("builder", "smoke"):
             raise ValueError(f"terminate_instance: builder or smoke, not {role!r}")
         FLAGS["terminate_role"][role] = FLAGS["terminate_role"].get(role, 0) + int(spec.get("count", 1))
     else:
-        raise ValueError(f"unknown fault spec: {spec}")
+        from . import ec2_faults
+        if not ec2_faults.add_fault(spec):  # no_capacity, invisible, snapshot_limit, clear
+            raise ValueError(f"unknown fault spec: {spec}")
 
 
 def take_action_fault(region: str, action: str) -> dict | None:
@@ -137,5 +166,9 @@ def snapshot() -> dict:
         "snapshot_error": FLAGS["snapshot_error"],
         "image_failed": FLAGS["image_failed"],
         "terminate_instance": dict(FLAGS["terminate_role"]),
+        "no_capacity": FLAGS.get("no_capacity", []),
+        "hidden": dict(FLAGS.get("hidden", {})),
+        "snapshot_limit": FLAGS.get("snapshot_limit"),
         "polls": POLLS,
+        "run_once": RUN_ONCE,
     }

@@ -162,11 +162,19 @@ fn every_task_retries_and_catches_with_names_the_handlers_emit() {
                 .any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_ERRORS)),
             "{name}: Lambda service errors not retried"
         );
+        // A Lambda killed at its timeout is retried by the name Step Functions receives, never by
+        // `Lambda.Unknown` (which also matches out-of-memory kills and panics on older runtimes).
+        assert!(
+            retry
+                .iter()
+                .any(|r| r["ErrorEquals"] == serde_json::json!([LAMBDA_TIMEOUT])),
+            "{name}: a Lambda timeout is not retried"
+        );
         for r in retry {
             for e in r["ErrorEquals"].as_array().expect("ErrorEquals") {
                 let e = e.as_str().expect("error name");
                 assert!(
-                    LAMBDA_ERRORS.contains(&e) || Error::ALL_TYPES.contains(&e),
+                    LAMBDA_ERRORS.contains(&e) || e == LAMBDA_TIMEOUT || Error::ALL_TYPES.contains(&e),
                     "{name}: retries `{e}`, which no handler emits"
                 );
                 assert_ne!(
@@ -221,7 +229,9 @@ fn status_tasks_retry_only_service_faults_and_not_ready() {
         for r in state["Retry"].as_array().expect("Retry") {
             let names = &r["ErrorEquals"];
             assert!(
-                *names == serde_json::json!(LAMBDA_ERRORS) || *names == serde_json::json!(["AmiPipeline.NotReady"]),
+                *names == serde_json::json!(LAMBDA_ERRORS)
+                    || *names == serde_json::json!(["AmiPipeline.NotReady"])
+                    || *names == serde_json::json!([LAMBDA_TIMEOUT]),
                 "{name}: retries {names}"
             );
         }

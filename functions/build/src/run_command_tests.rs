@@ -1,0 +1,361 @@
+//! The build's status through SSM Run Command, and the console fallback's `Latest` and late console.
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
+use aws_sdk_ec2::operation::stop_instances::{StopInstancesInput, StopInstancesOutput};
+use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo, Reservation};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
+use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::recipe::Platform;
+use ami_core::steps::{BuildState, Progress, Run, Status, StepRequest};
+use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+
+use super::*;
+
+const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
+const GROUP: &str = "/ami-pipeline/run-command";
+
+fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
+    Deps {
+        ec2: testing::ec2(ec2),
+        ssm: testing::ssm(&[]),
+        channel: runcommand::Channel {
+            ssm: testing::ssm(ssm),
+            // the log streams are not there: the tail comes from the invocation's inline output
+            logs: testing::logs_without_streams(),
+            log_group: Some(GROUP.into()),
+            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        },
+    }
+}
+
+fn state() -> BuildState {
+    BuildState {
+        instance_id: BUILDER.into(),
+        source_image_id: BASE_IMAGE.into(),
+        terminated: false,
+        logs: None,
+        progress: Progress::start(NOW - 300, 45),
+    }
+}
+
+fn run_of(platform: Platform, channel: Channel) -> Run {
+    let mut run = testing::run();
+    let b = run.recipe.build.as_mut().unwrap();
+    b.platform = platform;
+    b.channel = channel;
+    run
+}
+
+fn request(run: &Run) -> StepRequest {
+    ami_core::input::parse_value("input", testing::request("status", run, json!({ "build": state() }))).unwrap()
+}
+
+/// The builder in `name` state, of `instance_type`, launched 5 minutes ago; stopped ones carry their stop time.
+fn builder(name: InstanceStateName, instance_type: &'static str, stopped: i64) -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| r.instance_ids() == [BUILDER.to_string()])
+        .then_output(move || {
+            let reason = if name == InstanceStateName::Stopped {
+                chrono::DateTime::from_timestamp(stopped, 0)
+                    .unwrap()
+                    .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
+                    .to_string()
+            } else {
+                String::new()
+            };
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Instance::builder()
+                                .instance_id(BUILDER)
+                                .instance_type(instance_type.into())
+                                .launch_time(aws_smithy_types::DateTime::from_secs(NOW - 300))
+                                .state(InstanceState::builder().name(name.clone()).build())
+                                .state_transition_reason(reason)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn online() -> Rule {
+    mock!(Ssm::describe_instance_information).then_output(|| {
+        DescribeInstanceInformationOutput::builder()
+            .instance_information_list(
+                InstanceInformation::builder()
+                    .instance_id(BUILDER)
+                    .ping_status(PingStatus::Online)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+/// ListCommands lists the given (command id, purpose) of this execution.
+fn listed(commands: &'static [(&'static str, &'static str)]) -> Rule {
+    mock!(Ssm::list_commands)
+        .match_requests(|r| r.instance_id() == Some(BUILDER))
+        .then_output(move || {
+            ListCommandsOutput::builder()
+                .set_commands(Some(
+                    commands
+                        .iter()
+                        .map(|(id, purpose)| {
+                            Command::builder()
+                                .command_id(*id)
+                                .comment(format!("ami-pipeline {purpose} {}", testing::EXECUTION))
+                                .requested_date_time(aws_smithy_types::DateTime::from_secs(NOW - 60))
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .build()
+        })
+}
+
+fn invocation(command_id: &'static str, status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
+    mock!(Ssm::get_command_invocation)
+        .match_requests(move |r| r.command_id() == Some(command_id) && r.instance_id() == Some(BUILDER))
+        .then_output(move || {
+            GetCommandInvocationOutput::builder()
+                .status(status.clone())
+                .status_details(status.as_str())
+                .response_code(code)
+                .standard_output_content(out)
+                .build()
+        })
+}
+
+fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {
+    mock!(Ssm::send_command)
+        .match_requests(|_| true)
+        .then_compute_output(move |r| {
+            captured.push(r);
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id(id).build())
+                .build()
+        })
+}
+
+fn stop(captured: Captured<StopInstancesInput>) -> Rule {
+    mock!(Ec2::stop_instances)
+        .match_requests(|_| true)
+        .then_compute_output(move |r| {
+            captured.push(r);
+            StopInstancesOutput::builder().build()
+        })
+}
+
+#[tokio::test]
+async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_after_success() {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let (sent, stopped) = (Captured::default(), Captured::default());
+
+    // running, agent online, nothing sent yet: the script is sent with the recipe's timeout
+    let (running, none, agent, sender) = (
+        builder(InstanceStateName::Running, "t3.micro", 0),
+        listed(&[]),
+        online(),
+        send(sent.clone(), "cmd-1"),
+    );
+    let s = status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    let req = sent.only();
+    assert_eq!(req.document_name(), Some("AWS-RunShellScript"));
+    let timeout = run.recipe.build.as_ref().unwrap().timeout_minutes * 60;
+    assert_eq!(req.parameters().unwrap()["executionTimeout"], [timeout.to_string()]);
+    assert!(req.parameters().unwrap()["commands"][0].contains("AMI-PIPELINE-ONCE: "));
+
+    // it succeeded: the step stops the builder, still pending
+    let (listed1, ok, stopper) = (
+        listed(&[("cmd-1", "build")]),
+        invocation("cmd-1", CommandInvocationStatus::Success, 0, "provisioned"),
+        stop(stopped.clone()),
+    );
+    let s = status(&deps(&[&running, &stopper], &[&listed1, &ok]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    assert_eq!(stopped.only().instance_ids(), [BUILDER.to_string()]);
+
+    // stopped, the command succeeded: ready, with where its output is
+    let stopped_builder = builder(InstanceStateName::Stopped, "t3.micro", NOW - 30);
+    let s = status(&deps(&[&stopped_builder], &[&listed1, &ok]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+    let logs = s.logs.expect("logs recorded in the output");
+    assert_eq!(logs.log_group.as_deref(), Some(GROUP));
+    assert_eq!(logs.streams[0], format!("cmd-1/{BUILDER}/aws-runShellScript/stdout"));
+    assert_eq!(sent.all().len(), 1, "sent once");
+    assert_eq!(stopped.all().len(), 1, "stopped once");
+}
+
+#[tokio::test]
+async fn a_failed_script_fails_the_build_with_exit_code_output_and_stream() {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let (running, listed1, failed) = (
+        builder(InstanceStateName::Running, "t3.micro", 0),
+        listed(&[("cmd-1", "build")]),
+        invocation(
+            "cmd-1",
+            CommandInvocationStatus::Failed,
+            3,
+            "installing nginx\nerror: package nginx not found",
+        ),
+    );
+    let err = status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
+    let text = err.to_string();
+    assert!(text.contains("exit code 3"), "{text}");
+    assert!(text.contains("error: package nginx not found"), "{text}");
+    assert!(
+        text.contains(&format!("cmd-1/{BUILDER}/aws-runShellScript/stdout")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_past_its_execution_timeout_is_a_timeout() {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let (running, listed1, timed_out) = (
+        builder(InstanceStateName::Running, "t3.micro", 0),
+        listed(&[("cmd-1", "build")]),
+        invocation("cmd-1", CommandInvocationStatus::TimedOut, -1, "still working"),
+    );
+    let err = status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.Timeout");
+    assert!(err.to_string().contains("still working"));
+}
+
+#[tokio::test]
+async fn a_builder_stopped_from_outside_during_the_command_fails() {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let (stopped, listed1, in_progress) = (
+        builder(InstanceStateName::Stopped, "t3.micro", NOW - 30),
+        listed(&[("cmd-1", "build")]),
+        invocation("cmd-1", CommandInvocationStatus::InProgress, -1, ""),
+    );
+    let err = status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
+    assert!(err.to_string().contains("stopped from outside"), "{err}");
+}
+
+#[tokio::test]
+async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure() {
+    let run = run_of(Platform::Windows, Channel::RunCommand);
+    let sent = Captured::default();
+    let (running, build_done, ok, agent, sender) = (
+        builder(InstanceStateName::Running, "m5.large", 0),
+        listed(&[("cmd-1", "build")]),
+        invocation("cmd-1", CommandInvocationStatus::Success, 0, ""),
+        online(),
+        send(sent.clone(), "cmd-2"),
+    );
+    let s = status(
+        &deps(&[&running], &[&build_done, &ok, &agent, &sender]),
+        &request(&run),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    let req = sent.only();
+    assert_eq!(req.document_name(), Some("AWS-RunPowerShellScript"));
+    assert_eq!(
+        req.comment(),
+        Some(format!("ami-pipeline sysprep {}", testing::EXECUTION).as_str())
+    );
+    assert!(req.parameters().unwrap()["commands"][0].contains("EC2Launch.exe\" sysprep"));
+
+    let (both, sysprep_failed) = (
+        listed(&[("cmd-1", "build"), ("cmd-2", "sysprep")]),
+        invocation("cmd-2", CommandInvocationStatus::TimedOut, -1, "sysprep hung"),
+    );
+    let err = status(&deps(&[&running], &[&both, &ok, &sysprep_failed]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed", "not a Timeout: {err}");
+    assert!(err.to_string().contains("sysprep"));
+}
+
+fn nitro(instance_type: &'static str, hypervisor: InstanceTypeHypervisor) -> Rule {
+    mock!(Ec2::describe_instance_types)
+        .match_requests(move |r| r.instance_types().iter().any(|t| t.as_str() == instance_type))
+        .then_output(move || {
+            DescribeInstanceTypesOutput::builder()
+                .instance_types(
+                    InstanceTypeInfo::builder()
+                        .instance_type(instance_type.into())
+                        .hypervisor(hypervisor.clone())
+                        .build(),
+                )
+                .build()
+        })
+}
+
+/// The console fallback: a builder whose console catches up only minutes after it stopped is waited for (from
+/// the stop time EC2 gives, not from a poll count), and `Latest` is asked only on a Nitro type.
+#[tokio::test]
+async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_latest_only_on_nitro() {
+    let run = run_of(Platform::Linux, Channel::Console);
+    let console = |text: &'static str, latest: Option<bool>| {
+        mock!(Ec2::get_console_output)
+            .match_requests(move |r| r.instance_id() == Some(BUILDER) && r.latest() == latest)
+            .then_output(move || {
+                GetConsoleOutputOutput::builder()
+                    .output(aws_smithy_types::base64::encode(text.as_bytes()))
+                    .build()
+            })
+    };
+    let (stopped_nitro, is_nitro) = (
+        builder(InstanceStateName::Stopped, "t3.micro", NOW - 8 * 60),
+        nitro("t3.micro", InstanceTypeHypervisor::Nitro),
+    );
+    // 8 minutes after the stop the console is still empty: pending, not failed
+    let empty = console("boot log\n", Some(true));
+    let s = status(&deps(&[&stopped_nitro, &is_nitro, &empty], &[]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    // 12 minutes after the stop it caught up
+    let later = builder(InstanceStateName::Stopped, "t3.micro", NOW - 12 * 60);
+    let caught_up = console("boot log\nAMI-PIPELINE-RESULT: SUCCESS\n", Some(true));
+    let s = status(&deps(&[&later, &is_nitro, &caught_up], &[]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+
+    // a Xen type: the buffered output, without `Latest`
+    let (stopped_xen, is_xen) = (
+        builder(InstanceStateName::Stopped, "m4.large", NOW - 60),
+        nitro("m4.large", InstanceTypeHypervisor::Xen),
+    );
+    let buffered = console("AMI-PIPELINE-RESULT: SUCCESS\n", None);
+    let s = status(&deps(&[&stopped_xen, &is_xen, &buffered], &[]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+    assert_eq!(buffered.num_calls(), 1);
+}

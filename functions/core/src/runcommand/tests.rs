@@ -1,0 +1,408 @@
+use aws_sdk_cloudwatchlogs::Client as Logs;
+use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
+use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
+use aws_sdk_ssm::types::{Command, InstanceInformation, PingStatus};
+use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_types::DateTime;
+
+use super::*;
+use crate::testing::{self, Captured, NOW};
+
+const INSTANCE: &str = "i-0bbbbbbbbbbbbbbb1";
+const GROUP: &str = "/ami-pipeline/run-command";
+
+fn job() -> Job {
+    Job {
+        instance_id: INSTANCE.into(),
+        execution: testing::EXECUTION.into(),
+        purpose: Purpose::Build,
+        platform: Platform::Linux,
+        script: crate::userdata::run_command_script(
+            &testing::run(),
+            testing::EXECUTION,
+            Platform::Linux,
+            Purpose::Build,
+            "dnf -y install nginx",
+        ),
+        timeout_seconds: 3600,
+    }
+}
+
+fn channel(ssm: &[&Rule], logs: &[&Rule]) -> Channel {
+    Channel {
+        ssm: testing::ssm(ssm),
+        logs: testing::logs(logs),
+        log_group: Some(GROUP.into()),
+        agent_deadline_seconds: DEFAULT_AGENT_DEADLINE_SECONDS,
+    }
+}
+
+type Listed = &'static [(&'static str, &'static str, i64)];
+
+/// ListCommands answers: one list per call (the last one repeats), each command as (id, comment, requested at).
+fn listed(answers: &'static [Listed]) -> Rule {
+    let mut seq = mock!(Ssm::list_commands)
+        .match_requests(|r| r.instance_id() == Some(INSTANCE))
+        .sequence();
+    for (i, answer) in answers.iter().enumerate() {
+        let times = if i + 1 == answers.len() { 100 } else { 1 };
+        seq = seq
+            .output(move || {
+                let comment = job().comment();
+                ListCommandsOutput::builder()
+                    .set_commands(Some(
+                        answer
+                            .iter()
+                            .map(|(id, which, at)| {
+                                Command::builder()
+                                    .command_id(*id)
+                                    .comment(if *which == "ours" {
+                                        comment.clone()
+                                    } else {
+                                        which.to_string()
+                                    })
+                                    .requested_date_time(DateTime::from_secs(*at))
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build()
+            })
+            .times(times);
+    }
+    seq.build()
+}
+
+fn nothing_listed() -> Rule {
+    mock!(Ssm::list_commands)
+        .sequence()
+        .output(|| ListCommandsOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+/// DescribeInstanceInformation: the agent online from the `online_from`-th call (1-based; 0 = never).
+fn agent(online_from: usize) -> Rule {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    mock!(Ssm::describe_instance_information)
+        .match_requests(|r| {
+            r.filters()
+                .iter()
+                .any(|f| f.key() == "InstanceIds" && f.values() == [INSTANCE.to_string()])
+        })
+        .then_compute_output(move |_| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let mut out = DescribeInstanceInformationOutput::builder();
+            if online_from > 0 && n >= online_from {
+                out = out.instance_information_list(
+                    InstanceInformation::builder()
+                        .instance_id(INSTANCE)
+                        .ping_status(PingStatus::Online)
+                        .build(),
+                );
+            }
+            out.build()
+        })
+}
+
+fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {
+    mock!(Ssm::send_command)
+        .match_requests(|_| true)
+        .then_compute_output(move |req| {
+            captured.push(req);
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id(id).build())
+                .build()
+        })
+}
+
+fn invocation(status: CommandInvocationStatus, code: i32, details: &'static str, stdout: &'static str) -> Rule {
+    mock!(Ssm::get_command_invocation)
+        .match_requests(|r| r.instance_id() == Some(INSTANCE) && r.command_id() == Some("cmd-1"))
+        .sequence()
+        .output(move || {
+            GetCommandInvocationOutput::builder()
+                .command_id("cmd-1")
+                .instance_id(INSTANCE)
+                .status(status.clone())
+                .status_details(details)
+                .response_code(code)
+                .standard_output_content(stdout)
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test]
+async fn waits_for_the_agent_then_sends_once_it_is_online() {
+    let captured = Captured::default();
+    let (list, online, sent) = (nothing_listed(), agent(2), send(captured.clone(), "cmd-1"));
+    let ch = channel(&[&list, &online, &sent], &[]);
+    let first = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    assert_eq!(first, State::AgentNotOnline);
+    assert!(captured.all().is_empty(), "nothing is sent before the agent is online");
+
+    let second = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    assert_eq!(second, State::Sent("cmd-1".into()));
+    let req = captured.only();
+    assert_eq!(req.document_name(), Some("AWS-RunShellScript"));
+    assert_eq!(req.instance_ids(), [INSTANCE.to_string()]);
+    assert_eq!(
+        req.comment(),
+        Some(format!("ami-pipeline build {}", testing::EXECUTION).as_str())
+    );
+    let params = req.parameters().unwrap();
+    assert_eq!(params["executionTimeout"], ["3600".to_string()]);
+    let script = &params["commands"][0];
+    assert!(script.contains("dnf -y install nginx"));
+    assert!(script.contains(&format!("AMI-PIPELINE-ONCE: {}", job().once_key())));
+    let cw = req.cloud_watch_output_config().unwrap();
+    assert_eq!(cw.cloud_watch_log_group_name(), Some(GROUP));
+    assert!(cw.cloud_watch_output_enabled());
+}
+
+#[tokio::test]
+async fn an_agent_never_online_past_its_deadline_is_its_own_error_and_nothing_is_sent() {
+    let captured = Captured::default();
+    let (list, offline, sent) = (nothing_listed(), agent(0), send(captured.clone(), "cmd-1"));
+    let ch = channel(&[&list, &offline, &sent], &[]);
+    // Within the deadline: pending.
+    let launched = NOW - DEFAULT_AGENT_DEADLINE_SECONDS;
+    assert_eq!(
+        ch.reconcile(&job(), launched, NOW).await.unwrap(),
+        State::AgentNotOnline
+    );
+    // Past it: AgentNotOnline, which says what the instance needs.
+    let err = ch.reconcile(&job(), launched - 1, NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.AgentNotOnline");
+    assert!(err.to_string().contains(INSTANCE) && err.to_string().contains("AmazonSSMManagedInstanceCore"));
+    assert!(captured.all().is_empty());
+}
+
+/// The first SendCommand is performed but its answer is lost (HTTP 500 on each of the SDK's attempts), and
+/// ListCommands does not list it yet at the next poll: the poll sends again. Both copies carry the same comment
+/// and the same run-once guard, so the body runs once on the instance (the guard itself is exercised by
+/// `userdata::tests::the_run_once_guard_runs_the_body_once`); the reconciler then follows the earliest command.
+#[tokio::test]
+async fn a_lost_send_answer_resends_the_same_guarded_script_and_follows_the_first_command() {
+    let captured = Captured::default();
+    let expected = job();
+    // The lost copies match only with the very script and comment the later send carries (else `send` below would
+    // see them).
+    let lost = mock!(Ssm::send_command)
+        .match_requests(move |r| {
+            r.comment() == Some(expected.comment().as_str())
+                && r.parameters().and_then(|p| p.get("commands")) == Some(&vec![expected.script.clone()])
+        })
+        .sequence()
+        .http_status(500, Some(testing::json_error_body("InternalServerError")))
+        .times(3)
+        .build();
+    let resent = send(captured.clone(), "cmd-2");
+    let list = listed(&[
+        &[],
+        &[],
+        &[
+            ("cmd-2", "ours", NOW - 5),
+            ("cmd-1", "ours", NOW - 30),
+            ("x", "other", NOW - 90),
+        ],
+    ]);
+    let (online, inv) = (
+        agent(1),
+        invocation(CommandInvocationStatus::InProgress, -1, "InProgress", ""),
+    );
+    let ch = channel(&[&list, &online, &lost, &resent, &inv], &[]);
+
+    let err = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap_err();
+    assert_eq!(
+        err.error_type(),
+        "AmiPipeline.Transient",
+        "a lost answer is retried by the next poll"
+    );
+    assert_eq!(
+        ch.reconcile(&job(), NOW - 60, NOW).await.unwrap(),
+        State::Sent("cmd-2".into())
+    );
+    assert_eq!(
+        lost.num_calls(),
+        3,
+        "the SDK's three attempts of the first send, all lost"
+    );
+    let again = captured.only();
+    assert_eq!(again.comment(), Some(job().comment().as_str()));
+    assert_eq!(again.parameters().unwrap()["commands"], [job().script]);
+    assert!(
+        job()
+            .script
+            .contains(&format!("AMI-PIPELINE-ONCE: {}", job().once_key()))
+    );
+
+    // Once listed, the earliest command with our comment is the one followed (cmd-1, which ran the body).
+    assert_eq!(
+        ch.reconcile(&job(), NOW - 60, NOW).await.unwrap(),
+        State::Running("cmd-1".into())
+    );
+    assert_eq!(captured.all().len(), 1, "no further send");
+}
+
+#[tokio::test]
+async fn a_command_goes_from_unknown_and_pending_to_success_with_its_log_streams() {
+    let list = listed(&[&[("cmd-1", "ours", NOW - 30)]]);
+    let inv = mock!(Ssm::get_command_invocation)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("InvocationDoesNotExist")))
+        .output(|| {
+            GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::Pending)
+                .response_code(-1)
+                .build()
+        })
+        .output(|| {
+            GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::Success)
+                .response_code(0)
+                .build()
+        })
+        .build();
+    let ch = channel(&[&list, &inv], &[]);
+    for _ in 0..2 {
+        assert_eq!(
+            ch.reconcile(&job(), NOW - 60, NOW).await.unwrap(),
+            State::Running("cmd-1".into())
+        );
+    }
+    let State::Success(logs) = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(logs.log_group.as_deref(), Some(GROUP));
+    assert_eq!(
+        logs.streams,
+        [
+            format!("cmd-1/{INSTANCE}/aws-runShellScript/stdout"),
+            format!("cmd-1/{INSTANCE}/aws-runShellScript/stderr")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_carries_the_exit_code_and_the_last_2_kb_of_output_from_cloudwatch_logs() {
+    let list = listed(&[&[("cmd-1", "ours", NOW - 30)]]);
+    let inv = invocation(
+        CommandInvocationStatus::Failed,
+        3,
+        "Failed",
+        "only the first 24,000 characters",
+    );
+    let stdout = mock!(Logs::get_log_events)
+        .match_requests(|r| {
+            r.log_group_name() == Some(GROUP)
+                && r.log_stream_name() == Some(format!("cmd-1/{INSTANCE}/aws-runShellScript/stdout").as_str())
+                && r.start_from_head() == Some(false)
+        })
+        .then_output(|| {
+            let mut out = GetLogEventsOutput::builder();
+            for n in 1..200 {
+                out = out.events(OutputLogEvent::builder().message(format!("step {n}: ok")).build());
+            }
+            out.events(
+                OutputLogEvent::builder()
+                    .message("error: package nginx not found")
+                    .build(),
+            )
+            .build()
+        });
+    let stderr = mock!(Logs::get_log_events)
+        .match_requests(|r| r.log_stream_name().is_some_and(|s| s.ends_with("/stderr")))
+        .then_output(|| {
+            GetLogEventsOutput::builder()
+                .events(OutputLogEvent::builder().message("exit status 3").build())
+                .build()
+        });
+    let ch = channel(&[&list, &inv], &[&stdout, &stderr]);
+    let state = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    let State::Failed { exit_code, tail, .. } = &state else {
+        panic!("expected a failure, got {state:?}");
+    };
+    assert_eq!(*exit_code, 3);
+    assert!(tail.len() <= TAIL_BYTES + 3, "tail is {} bytes", tail.len());
+    assert!(tail.contains("error: package nginx not found") && tail.ends_with("exit status 3"));
+    assert!(!tail.contains("step 1: ok"), "only the end of the output");
+    let text = describe_outcome("provisioning script", &state).unwrap();
+    assert!(text.contains("exit code 3"));
+    assert!(text.contains(GROUP) && text.contains(&format!("cmd-1/{INSTANCE}/aws-runShellScript/stdout")));
+}
+
+#[tokio::test]
+async fn without_the_log_streams_the_tail_comes_from_the_invocation() {
+    let list = listed(&[&[("cmd-1", "ours", NOW - 30)]]);
+    let inv = invocation(CommandInvocationStatus::Failed, 2, "Failed", "installing\nboom");
+    let missing = mock!(Logs::get_log_events).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+            aws_smithy_types::body::SdkBody::from(testing::json_error_body("ResourceNotFoundException")),
+        )
+    });
+    let ch = channel(&[&list, &inv], &[&missing]);
+    let state = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    assert!(
+        matches!(&state, State::Failed { exit_code: 2, tail, .. } if tail == "installing\nboom"),
+        "{state:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_execution_timeout_and_a_cancellation_are_reported_as_such() {
+    let list = listed(&[&[("cmd-1", "ours", NOW - 30)]]);
+    let timed_out = invocation(
+        CommandInvocationStatus::TimedOut,
+        -1,
+        "Execution Timed Out",
+        "still working",
+    );
+    let none = mock!(Logs::get_log_events).then_output(|| GetLogEventsOutput::builder().build());
+    let ch = channel(&[&list, &timed_out], &[&none]);
+    let state = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    assert!(
+        matches!(&state, State::TimedOut { tail, .. } if tail == "still working"),
+        "{state:?}"
+    );
+    assert!(
+        describe_outcome("provisioning script", &state)
+            .unwrap()
+            .contains("execution timeout")
+    );
+
+    let list = listed(&[&[("cmd-1", "ours", NOW - 30)]]);
+    let cancelled = invocation(CommandInvocationStatus::Cancelled, -1, "Cancelled", "");
+    let ch = channel(&[&list, &cancelled], &[]);
+    let state = ch.reconcile(&job(), NOW - 60, NOW).await.unwrap();
+    assert!(
+        matches!(&state, State::Cancelled { detail, .. } if detail == "Cancelled"),
+        "{state:?}"
+    );
+}
+
+#[test]
+fn comments_are_deterministic_and_fit_ssm() {
+    let long = Job {
+        execution: "x".repeat(80),
+        purpose: Purpose::Sysprep,
+        ..job()
+    };
+    assert_eq!(long.comment(), long.clone().comment());
+    assert!(long.comment().len() <= 100);
+    let other = Job {
+        execution: format!("{}y", "x".repeat(79)),
+        ..long.clone()
+    };
+    assert_ne!(long.comment(), other.comment());
+    assert_eq!(last_bytes("abc", 2), "...bc");
+    assert_eq!(last_bytes("é", 1), "...");
+}

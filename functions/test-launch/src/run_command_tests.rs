@@ -1,0 +1,212 @@
+//! The smoke test through SSM Run Command: status checks first, then the script; its exit code and output in the
+//! error, its log streams in the result.
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+use aws_sdk_ec2::operation::describe_instance_status::DescribeInstanceStatusOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusSummary, Reservation};
+use aws_sdk_ssm::Client as Ssm;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
+use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use ami_core::steps::{ImageState, Progress, Status, StepRequest, TestState};
+use ami_core::testing::{self, Captured, NOW};
+
+use super::*;
+
+const TESTER: &str = "i-0ddddddddddddddd1";
+const CANDIDATE: &str = "ami-0ccccccccccccccc1";
+
+fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
+    Deps {
+        ec2: testing::ec2(ec2),
+        channel: runcommand::Channel {
+            ssm: testing::ssm(ssm),
+            logs: testing::logs_without_streams(),
+            log_group: Some("/ami-pipeline/run-command".into()),
+            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        },
+    }
+}
+
+fn request() -> StepRequest {
+    let state = TestState {
+        instance_id: TESTER.into(),
+        image_id: CANDIDATE.into(),
+        launched_at: NOW - 200,
+        boot_to_ready_seconds: None,
+        terminated: false,
+        logs: None,
+        progress: Progress::start(NOW - 200, 20),
+    };
+    let image = ImageState {
+        region: testing::REGION.into(),
+        image_id: CANDIDATE.into(),
+        name: "web".into(),
+        progress: Progress::start(NOW - 900, 60).with_status(Status::Ready),
+    };
+    ami_core::input::parse_value(
+        "input",
+        testing::request(
+            "status",
+            &testing::run(),
+            json!({ "register": image, "test_launch": state }),
+        ),
+    )
+    .unwrap()
+}
+
+fn running_with_checks(ok: bool) -> (Rule, Rule) {
+    let described = mock!(Ec2::describe_instances).then_output(|| {
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(
+                        aws_sdk_ec2::types::Instance::builder()
+                            .instance_id(TESTER)
+                            .state(InstanceState::builder().name(InstanceStateName::Running).build())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let status = if ok {
+        SummaryStatus::Ok
+    } else {
+        SummaryStatus::Initializing
+    };
+    let checks = mock!(Ec2::describe_instance_status).then_output(move || {
+        let summary = InstanceStatusSummary::builder().status(status.clone()).build();
+        DescribeInstanceStatusOutput::builder()
+            .instance_statuses(
+                InstanceStatus::builder()
+                    .instance_id(TESTER)
+                    .instance_status(summary.clone())
+                    .system_status(summary)
+                    .build(),
+            )
+            .build()
+    });
+    (described, checks)
+}
+
+fn listed(ids: &'static [&'static str]) -> Rule {
+    mock!(Ssm::list_commands).then_output(move || {
+        ListCommandsOutput::builder()
+            .set_commands(Some(
+                ids.iter()
+                    .map(|id| {
+                        Command::builder()
+                            .command_id(*id)
+                            .comment(format!("ami-pipeline smoke {}", testing::EXECUTION))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    })
+}
+
+fn invocation(status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
+    mock!(Ssm::get_command_invocation).then_output(move || {
+        GetCommandInvocationOutput::builder()
+            .status(status.clone())
+            .status_details(status.as_str())
+            .response_code(code)
+            .standard_output_content(out)
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_with_its_logs() {
+    // checks still initializing: nothing is sent
+    let (inst, initializing) = running_with_checks(false);
+    let s = status(&deps(&[&inst, &initializing], &[]), &request(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+
+    // checks ok: the agent is online, the smoke test is sent
+    let sent = Captured::<SendCommandInput>::default();
+    let (inst, ok) = running_with_checks(true);
+    let none = listed(&[]);
+    let online = mock!(Ssm::describe_instance_information).then_output(|| {
+        DescribeInstanceInformationOutput::builder()
+            .instance_information_list(
+                InstanceInformation::builder()
+                    .instance_id(TESTER)
+                    .ping_status(PingStatus::Online)
+                    .build(),
+            )
+            .build()
+    });
+    let cap = sent.clone();
+    let send = mock!(Ssm::send_command)
+        .match_requests(|_| true)
+        .then_compute_output(move |r| {
+            cap.push(r);
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id("cmd-9").build())
+                .build()
+        });
+    let s = status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    let req = sent.only();
+    assert_eq!(
+        req.comment(),
+        Some(format!("ami-pipeline smoke {}", testing::EXECUTION).as_str())
+    );
+    assert!(req.parameters().unwrap()["commands"][0].contains("curl -fsS http://127.0.0.1/"));
+
+    // it succeeded: passed, boot-to-ready tagged, logs in the result
+    let (one, success) = (
+        listed(&["cmd-9"]),
+        invocation(CommandInvocationStatus::Success, 0, "ok"),
+    );
+    let tag = mock!(Ec2::create_tags).then_output(|| CreateTagsOutput::builder().build());
+    let s = status(&deps(&[&inst, &ok, &tag], &[&one, &success]), &request(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Ready);
+    assert_eq!(
+        s.logs.unwrap().streams[0],
+        format!("cmd-9/{TESTER}/aws-runShellScript/stdout")
+    );
+    assert_eq!(tag.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_smoke_test_fails_with_its_exit_code_and_output() {
+    let (inst, ok) = running_with_checks(true);
+    let (one, failed) = (
+        listed(&["cmd-9"]),
+        invocation(
+            CommandInvocationStatus::Failed,
+            7,
+            "curl: (7) Failed to connect to 127.0.0.1 port 80",
+        ),
+    );
+    let err = status(&deps(&[&inst, &ok], &[&one, &failed]), &request(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
+    let text = err.to_string();
+    assert!(
+        text.contains("exit code 7") && text.contains("Failed to connect"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cmd-9/{TESTER}/aws-runShellScript/stdout")),
+        "{text}"
+    );
+}
