@@ -5,8 +5,7 @@
 //! failure, cleanup does it by tag).
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, Image, Instance, InstanceStateName,
-    ResourceType, ShutdownBehavior, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
 };
 use serde_json::Value;
 
@@ -136,13 +135,7 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
     let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
     instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
 
-    let profile = build.instance_profile.as_ref().map(|p| {
-        if p.starts_with("arn:") {
-            IamInstanceProfileSpecification::builder().arn(p).build()
-        } else {
-            IamInstanceProfileSpecification::builder().name(p).build()
-        }
-    });
+    let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
 
     let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
     let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {

@@ -118,6 +118,7 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
             "ec2:GetConsoleOutput",
             "ec2:RunInstances",
             "ec2:TerminateInstances",
+            "iam:PassRole",
             "logs:GetLogEvents",
             "ssm:DescribeInstanceInformation",
             "ssm:GetCommandInvocation",

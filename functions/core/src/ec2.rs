@@ -188,6 +188,16 @@ pub async fn launch(
     )))
 }
 
+/// An instance profile given by name or ARN, as RunInstances takes it.
+pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstanceProfileSpecification {
+    let spec = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder();
+    if name_or_arn.starts_with("arn:") {
+        spec.arn(name_or_arn).build()
+    } else {
+        spec.name(name_or_arn).build()
+    }
+}
+
 /// Terminates instances; ones already gone count as done.
 pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
     if instance_ids.is_empty() {

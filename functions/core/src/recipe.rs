@@ -290,6 +290,10 @@ pub struct TestSpec {
     pub fallback_instance_types: Vec<String>,
     #[serde(default)]
     pub security_group_ids: Vec<String>,
+    /// Instance profile name or ARN for the test instance (default: the builder's). A Run Command smoke test needs
+    /// one whose role has AmazonSSMManagedInstanceCore: the stack's `TestInstanceProfileName` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
     /// A smoke test run once the status checks pass (channel `run-command`) or at boot (`console`); exit 0 passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
@@ -309,6 +313,7 @@ impl Default for TestSpec {
             fallback_subnet_ids: Vec::new(),
             fallback_instance_types: Vec::new(),
             security_group_ids: Vec::new(),
+            instance_profile: None,
             script: None,
             channel: None,
             timeout_minutes: default_test_timeout(),
@@ -620,6 +625,9 @@ impl Recipe {
 
     fn validate_test(&self) -> Result<()> {
         let t = &self.test;
+        if let Some(p) = &t.instance_profile {
+            check_text("recipe.test.instance_profile", p, 2048)?;
+        }
         if let Some(it) = &t.instance_type {
             check_instance_type("recipe.test.instance_type", it)?;
         }

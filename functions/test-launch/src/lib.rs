@@ -161,9 +161,16 @@ async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
 
     let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
     let volumes = encrypted_volumes(req);
+    // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the build did.
+    let profile = test
+        .instance_profile
+        .as_deref()
+        .or(build.and_then(|b| b.instance_profile.as_deref()))
+        .map(ami_core::ec2::instance_profile);
     let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
         ami_core::ec2::locked_down(deps.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
             .set_block_device_mappings(volumes.clone())
+            .set_iam_instance_profile(profile.clone())
             .image_id(&image.image_id)
             .instance_type(p.instance_type.as_str().into())
             .min_count(1)

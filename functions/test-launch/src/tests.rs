@@ -162,6 +162,11 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     );
     let md = req.metadata_options().unwrap();
     assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
+    // No test.instance_profile: the builder's, so the SSM agent can register for a Run Command smoke test.
+    assert_eq!(
+        req.iam_instance_profile().and_then(|p| p.name()),
+        Some("ami-pipeline-builder")
+    );
     let nic = &req.network_interfaces()[0];
     assert_eq!(nic.associate_public_ip_address(), Some(false));
     // The example recipe's test section names no network: the build's is used.
