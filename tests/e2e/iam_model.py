@@ -24,7 +24,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from cfn import load_template  # tests/local, on sys.path in the e2e run (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_TOOLS = ROOT / ".tools" / "node"
@@ -35,33 +35,8 @@ OUR_TAG = "ami-pipeline:pipeline"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The template's policies, resolved
+# The template's policies, resolved (loaded by tests/local/cfn.py)
 # ---------------------------------------------------------------------------------------------------------------
-class CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: CfnLoader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
-def load_template(path: Path = ROOT / "infra" / "template.yaml") -> dict:
-    return yaml.load(path.read_text(), Loader=CfnLoader)  # noqa: S506 (SafeLoader subclass)
-
-
 NO_VALUE = object()
 
 

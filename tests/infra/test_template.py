@@ -25,9 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "local"))
+import cfn  # noqa: E402 (tests/local: the one template loader)
+
 TEMPLATE = Path(os.environ.get("AMI_TEMPLATE", ROOT / "infra" / "template.yaml"))
 ASL = ROOT / "statemachine" / "pipeline.asl.json"
 FUNCTIONS = ROOT / "functions"
@@ -77,34 +79,11 @@ STAR_RESOURCE_OK = re.compile(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Loading the template (CloudFormation short-form tags become their long form).
+# Loading the template (CloudFormation short-form tags become their long form: tests/local/cfn.py).
 # --------------------------------------------------------------------------------------------------------------
-class CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: CfnLoader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "Condition":
-        return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
 @lru_cache(maxsize=None)
 def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    return cfn.load_template(TEMPLATE)
 
 
 def resources(kind: str | None = None) -> dict[str, dict]:
@@ -683,7 +662,6 @@ SM_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:ami-pipeline"
 
 
 def _status_event(status: str, output: dict | None = None, arn: str = SM_ARN) -> dict:
-    sys.path.insert(0, str(ROOT / "tests" / "local"))
     from notifications import status_change_event
 
     execution = {"executionArn": f"{arn.replace(':stateMachine:', ':execution:')}:x", "stateMachineArn": arn,
@@ -696,7 +674,6 @@ def _status_event(status: str, output: dict | None = None, arn: str = SM_ARN) ->
 def test_notification_rule_matches_failures_and_warnings(notify_on_success):
     """The rule's pattern against status-change events, matched by moto's EventBridge pattern engine (its
     TestEventPattern API answers without a Result, so the engine is called directly)."""
-    sys.path.insert(0, str(ROOT / "tests" / "local"))
     from moto.events.models import EventPattern
     from notifications import notification_pattern
 

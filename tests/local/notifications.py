@@ -14,27 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
+from cfn import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: _CfnLoader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
 
 
 def _resolve(node, state_machine_arn: str, conditions: dict[str, bool]):
@@ -54,7 +37,7 @@ def _resolve(node, state_machine_arn: str, conditions: dict[str, bool]):
 
 def notification_pattern(state_machine_arn: str, notify_on_success: bool = False, template: Path = TEMPLATE) -> dict:
     """The NotificationRule's EventPattern with the state machine's ARN and the NotifySuccess condition filled in."""
-    doc = yaml.load(template.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    doc = load_template(template)
     pattern = doc["Resources"]["NotificationRule"]["Properties"]["EventPattern"]
     return _resolve(pattern, state_machine_arn, {"NotifySuccess": notify_on_success})
 
