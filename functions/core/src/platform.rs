@@ -59,6 +59,8 @@ pub struct Origin {
     pub platform_details: String,
     pub usage_operation: String,
     pub boot_mode: Option<String>,
+    /// The mode an instance really booted in (DescribeInstances `CurrentInstanceBootMode`); none for an image.
+    pub current_boot_mode: Option<String>,
     pub tpm_support: bool,
 }
 
@@ -69,6 +71,7 @@ impl Origin {
             platform_details: image.platform_details().unwrap_or_default().to_string(),
             usage_operation: image.usage_operation().unwrap_or_default().to_string(),
             boot_mode: image.boot_mode().map(|b| b.as_str().to_string()),
+            current_boot_mode: None,
             tpm_support: image.tpm_support().is_some_and(|t| t.as_str() == "v2.0"),
         }
     }
@@ -81,6 +84,7 @@ impl Origin {
             platform_details: instance.platform_details().unwrap_or_default().to_string(),
             usage_operation: instance.usage_operation().unwrap_or_default().to_string(),
             boot_mode: instance.boot_mode().map(|b| b.as_str().to_string()),
+            current_boot_mode: instance.current_instance_boot_mode().map(|b| b.as_str().to_string()),
             tpm_support: instance.tpm_support() == Some("v2.0"),
         }
     }
@@ -125,6 +129,18 @@ pub fn plan(origin: &Origin, image: &ImageSpec) -> Result<ImagePlan> {
                         format!(
                             "{} is made with CreateImage ({billing}), which keeps the base's boot mode `{base}` and \
                              can only narrow it to `uefi`: use `uefi` or remove boot_mode",
+                            origin.what
+                        ),
+                    ));
+                }
+                // "You can specify this parameter only if the current-instance-boot-mode of the source instance
+                // is uefi" (CreateImage BootModeOverride): a uefi-preferred AMI on a type without UEFI boots BIOS.
+                if let Some(current) = origin.current_boot_mode.as_deref().filter(|m| *m != "uefi") {
+                    return Err(Error::invalid(
+                        "recipe.image.boot_mode",
+                        format!(
+                            "{} booted `{current}`, and CreateImage can narrow to `uefi` only an instance booted \
+                             in UEFI: use an instance type that supports UEFI, or remove boot_mode",
                             origin.what
                         ),
                     ));

@@ -195,24 +195,39 @@ impl Channel {
     /// One step of the reconciler: finds our command (else checks the agent and sends it) and reports its state.
     /// `launched_at`: the instance's launch time, from which the agent's deadline runs.
     pub async fn reconcile(&self, job: &Job, launched_at: i64, now: i64) -> Result<State> {
+        match self.advance(job).await {
+            Ok(Some(state)) => Ok(state),
+            // Not registered yet. SSM lists `InvalidInstanceId` among the errors of ListCommands,
+            // DescribeInstanceInformation and SendCommand, for an agent "not registered with the SSM endpoint"
+            // (SSM API reference): an unregistered agent waits for its deadline whichever way SSM says it.
+            Ok(None) => self.not_online(job, launched_at, now),
+            Err(Error::Aws { code, .. }) if code == "InvalidInstanceId" => self.not_online(job, launched_at, now),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds our command and reports its state, or sends it once the agent is online (`None`: it is not).
+    async fn advance(&self, job: &Job) -> Result<Option<State>> {
         if let Some(command_id) = self.find(job).await? {
-            return self.state_of(job, &command_id).await;
+            return self.state_of(job, &command_id).await.map(Some);
         }
         if !self.agent_online(&job.instance_id).await? {
-            let waited = now - launched_at;
-            if waited > self.agent_deadline_seconds {
-                return Err(Error::AgentNotOnline(format!(
-                    "the SSM agent of {} did not come online within {} s of launch: the instance needs the agent, \
-                     an instance profile with AmazonSSMManagedInstanceCore, and a route to the ssm, ssmmessages and \
-                     ec2messages endpoints (DEPLOY.md); for a base image without the agent set the channel to \
-                     `console`",
-                    job.instance_id, self.agent_deadline_seconds
-                )));
-            }
-            return Ok(State::AgentNotOnline);
+            return Ok(None);
         }
-        let command_id = self.send(job).await?;
-        Ok(State::Sent(command_id))
+        Ok(Some(State::Sent(self.send(job).await?)))
+    }
+
+    fn not_online(&self, job: &Job, launched_at: i64, now: i64) -> Result<State> {
+        if now - launched_at > self.agent_deadline_seconds {
+            return Err(Error::AgentNotOnline(format!(
+                "the SSM agent of {} did not come online within {} s of launch: the instance needs the agent, \
+                 an instance profile with AmazonSSMManagedInstanceCore, and a route to the ssm, ssmmessages and \
+                 ec2messages endpoints (DEPLOY.md); for a base image without the agent set the channel to \
+                 `console`",
+                job.instance_id, self.agent_deadline_seconds
+            )));
+        }
+        Ok(State::AgentNotOnline)
     }
 
     /// Our command for this instance, if SSM lists it: the earliest with our comment (a duplicate sent after a

@@ -19,6 +19,7 @@ fn origin(details: &str, operation: &str, boot_mode: Option<&str>, tpm: bool) ->
         platform_details: details.into(),
         usage_operation: operation.into(),
         boot_mode: boot_mode.map(String::from),
+        current_boot_mode: None,
         tpm_support: tpm,
     }
 }
@@ -106,6 +107,22 @@ fn create_image_keeps_the_boot_mode_and_can_only_narrow_to_uefi() {
     assert!(err.to_string().contains("CreateImage"), "{err}");
     let p = plan(&win(Some("uefi")), &spec(Some(BootMode::Uefi), false, X86)).unwrap();
     assert!(!p.boot_mode_override);
+    // Only an instance that booted UEFI can be narrowed (a uefi-preferred AMI on a BIOS-only type boots BIOS).
+    let bios_booted = Origin {
+        current_boot_mode: Some("legacy-bios".into()),
+        ..win(Some("uefi-preferred"))
+    };
+    let err = plan(&bios_booted, &spec(Some(BootMode::Uefi), false, X86)).unwrap_err();
+    assert!(err.to_string().contains("booted `legacy-bios`"), "{err}");
+    let uefi_booted = Origin {
+        current_boot_mode: Some("uefi".into()),
+        ..win(Some("uefi-preferred"))
+    };
+    assert!(
+        plan(&uefi_booted, &spec(Some(BootMode::Uefi), false, X86))
+            .unwrap()
+            .boot_mode_override
+    );
 }
 
 #[test]

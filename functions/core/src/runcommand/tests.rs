@@ -185,6 +185,29 @@ async fn an_agent_never_online_past_its_deadline_is_its_own_error_and_nothing_is
     assert!(captured.all().is_empty());
 }
 
+/// An agent not yet registered may be answered `InvalidInstanceId` (an error ListCommands, DescribeInstanceInformation
+/// and SendCommand list for an agent "not registered with the SSM endpoint") instead of an empty list: pending until
+/// the deadline, then AgentNotOnline, and nothing sent.
+#[tokio::test]
+async fn invalid_instance_id_from_an_unregistered_agent_waits_for_the_deadline() {
+    let captured = Captured::default();
+    let unknown = mock!(Ssm::list_commands)
+        .sequence()
+        .http_status(400, Some(testing::json_error_body("InvalidInstanceId")))
+        .repeatedly()
+        .build();
+    let sent = send(captured.clone(), "cmd-1");
+    let ch = channel(&[&unknown, &sent], &[]);
+    let launched = NOW - DEFAULT_AGENT_DEADLINE_SECONDS;
+    assert_eq!(
+        ch.reconcile(&job(), launched, NOW).await.unwrap(),
+        State::AgentNotOnline
+    );
+    let err = ch.reconcile(&job(), launched - 1, NOW).await.unwrap_err();
+    assert_eq!(err.error_type(), "AmiPipeline.AgentNotOnline");
+    assert!(captured.all().is_empty());
+}
+
 /// The first SendCommand is performed but its answer is lost (HTTP 500 on each of the SDK's attempts), and
 /// ListCommands does not list it yet at the next poll: the poll sends again. Both copies carry the same comment
 /// and the same run-once guard, so the body runs once on the instance (the guard itself is exercised by
