@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::recipe::limits;
-use crate::steps::polling;
+use crate::model::recipe::limits;
+use crate::model::steps::polling;
 
 /// The errors Step Functions raises for Lambda service faults, retried as AWS recommends ("Handle transient
 /// Lambda service exceptions", Step Functions developer guide).
@@ -259,7 +259,7 @@ pub fn definition() -> Value {
                            {"Variable": "$.run.build", "BooleanEquals": true, "Next": "Build Start"}],
                "Default": "Snapshot Start"}),
     );
-    // A rerun adopts the image the trigger found kept (`run.adopted`, crate::rerun) with one Pass state rather than
+    // A rerun adopts the image the trigger found kept (`run.adopted`, model::rerun) with one Pass state rather than
     // an "adopted" answer from each of build, snapshot, register and test: one branch in the definition instead of a
     // code path in four handlers, and the skipped steps never run (no calls, no transitions). Copy reads the tested
     // image from `$.steps.register`, so that is where the adopted one goes.

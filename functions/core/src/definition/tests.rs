@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::*;
-use crate::Error;
+use crate::model::error::Error;
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachine/pipeline.asl.json");
 
@@ -17,6 +17,17 @@ fn committed() -> Value {
 
 fn states(d: &Value) -> &serde_json::Map<String, Value> {
     d["States"].as_object().expect("States")
+}
+
+/// `make schema` (`UPDATE_SCHEMA=1`) rewrites the committed recipe schema, generated from `model::recipe`'s types.
+#[test]
+fn committed_schema_is_current() {
+    assert_committed(
+        "infra/recipe.schema.json",
+        &crate::model::recipe::json_schema(),
+        "UPDATE_SCHEMA",
+        "schema",
+    );
 }
 
 #[test]

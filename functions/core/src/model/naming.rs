@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 pub const MAX_EXECUTION_NAME: usize = 80;
 pub const MAX_AMI_NAME: usize = 128;

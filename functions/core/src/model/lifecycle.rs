@@ -1,9 +1,11 @@
-//! Step outputs for publish, retire and cleanup.
+//! Step outputs for publish, retire and cleanup (the SSM and EC2 reads they need are `aws::lifecycle`).
 //!
 //! Each lists per region what the step found and what it changed, so an execution's history shows exactly which
 //! parameters, launch templates and images a run touched.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::model::time::unix_seconds;
 
 /// One SSM parameter publish pointed at the new image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +95,8 @@ pub struct RetiredRegion {
     /// Such snapshots EC2 would not delete (e.g. `InvalidSnapshot.InUse`, already gone): left, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphan_snapshots_skipped: Vec<SkippedSnapshot>,
-    /// Images a failed run kept for a rerun (`state=tested`, `crate::rerun`) that no rerun adopted within
-    /// `crate::rerun::KEPT_GRACE_DAYS`: deregistered with their snapshots.
+    /// Images a failed run kept for a rerun (`state=tested`, `model::rerun`) that no rerun adopted within
+    /// `model::rerun::KEPT_GRACE_DAYS`: deregistered with their snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned_deregistered: Vec<String>,
 }
@@ -121,7 +123,7 @@ pub struct CleanedRegion {
     pub snapshots_deleted: Vec<String>,
     /// Images of the execution that publish handed over (`state=released`): left alone, with their snapshots.
     pub released_kept: Vec<String>,
-    /// Images kept for a rerun to adopt (`state=tested`, `crate::rerun`): the tested image of the run's region, and
+    /// Images kept for a rerun to adopt (`state=tested`, `model::rerun`): the tested image of the run's region, and
     /// the copies that became available, once it passed its test.
     #[serde(default)]
     pub tested_kept: Vec<String>,
@@ -133,56 +135,8 @@ pub struct CleanupOutput {
     pub regions: Vec<CleanedRegion>,
 }
 
-/// The value of an SSM parameter, `None` when it does not exist.
-pub async fn parameter_value(ssm: &aws_sdk_ssm::Client, name: &str) -> crate::Result<Option<String>> {
-    Ok(parameter(ssm, name).await?.map(|(value, _)| value))
-}
-
-/// A parameter's value and data type (`text` when SSM reports none), `None` when it does not exist.
-pub async fn parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> crate::Result<Option<(String, String)>> {
-    match ssm.get_parameter().name(name).send().await {
-        Ok(out) => Ok(out.parameter().map(|p| {
-            let data_type = p.data_type().filter(|d| !d.is_empty()).unwrap_or("text");
-            (p.value().unwrap_or_default().to_string(), data_type.to_string())
-        })),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
-        Err(e) => Err(crate::error::from_sdk("GetParameter", e)),
-    }
-}
-
 /// Launch templates are named by id (`lt-...`) or by name in the recipe.
 pub fn is_launch_template_id(id_or_name: &str) -> bool {
     id_or_name.starts_with("lt-")
 }
 
-/// The default version of a launch template, `None` when the template does not exist.
-pub async fn launch_template_default(
-    ec2: &aws_sdk_ec2::Client,
-    id_or_name: &str,
-) -> crate::Result<Option<aws_sdk_ec2::types::LaunchTemplateVersion>> {
-    let call = ec2.describe_launch_template_versions().versions("$Default");
-    let call = if is_launch_template_id(id_or_name) {
-        call.launch_template_id(id_or_name)
-    } else {
-        call.launch_template_name(id_or_name)
-    };
-    match call.send().await {
-        Ok(out) => Ok(out.launch_template_versions().first().cloned()),
-        Err(e)
-            if matches!(
-                crate::error::aws_code(&e),
-                Some("InvalidLaunchTemplateName.NotFoundException" | "InvalidLaunchTemplateId.NotFound")
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(crate::error::from_sdk("DescribeLaunchTemplateVersions", e)),
-    }
-}
-
-/// Unix seconds of an RFC 3339 time (a release time tag, an image's `CreationDate`), `None` when it does not parse.
-pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .map(|t| t.timestamp())
-}

@@ -13,11 +13,10 @@
 //! can only narrow it to `uefi` (CreateImage `BootModeOverride`, "only if the current-instance-boot-mode of the
 //! source instance is uefi"); it takes no TpmSupport.
 
-use aws_sdk_ec2::types::{Image, Instance};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::recipe::{Architecture, BootMode, ImageSpec};
+use crate::model::error::{Error, Result};
+use crate::model::recipe::{Architecture, BootMode, ImageSpec};
 
 /// `PlatformDetails` and `UsageOperation` of plain Linux/UNIX (EC2 User Guide, "AMI billing information fields").
 pub const LINUX_UNIX: &str = "Linux/UNIX";
@@ -51,7 +50,7 @@ pub struct ImagePlan {
     pub tpm_support: bool,
 }
 
-/// The properties of what the image is built from that decide the plan.
+/// The properties of what the image is built from that decide the plan (read from EC2 by `aws::platform`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Origin {
     /// `image ami-...` or `instance i-...`, for messages.
@@ -65,30 +64,6 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn of_image(image: &Image) -> Origin {
-        Origin {
-            what: format!("base image {}", image.image_id().unwrap_or("?")),
-            platform_details: image.platform_details().unwrap_or_default().to_string(),
-            usage_operation: image.usage_operation().unwrap_or_default().to_string(),
-            boot_mode: image.boot_mode().map(|b| b.as_str().to_string()),
-            current_boot_mode: None,
-            tpm_support: image.tpm_support().is_some_and(|t| t.as_str() == "v2.0"),
-        }
-    }
-
-    /// An instance reports the billing information and boot mode of the AMI it was launched from (DescribeInstances
-    /// `PlatformDetails`, `UsageOperation`, `BootMode`: "the boot mode that was specified by the AMI").
-    pub fn of_instance(instance: &Instance) -> Origin {
-        Origin {
-            what: format!("instance {}", instance.instance_id().unwrap_or("?")),
-            platform_details: instance.platform_details().unwrap_or_default().to_string(),
-            usage_operation: instance.usage_operation().unwrap_or_default().to_string(),
-            boot_mode: instance.boot_mode().map(|b| b.as_str().to_string()),
-            current_boot_mode: instance.current_instance_boot_mode().map(|b| b.as_str().to_string()),
-            tpm_support: instance.tpm_support() == Some("v2.0"),
-        }
-    }
-
     fn is_plain_linux(&self) -> bool {
         self.platform_details == LINUX_UNIX && self.usage_operation == RUN_INSTANCES
     }
@@ -191,37 +166,5 @@ pub fn plan(origin: &Origin, image: &ImageSpec) -> Result<ImagePlan> {
     })
 }
 
-/// Checks an available image against its plan (that CreateImage keeps the instance's NitroTPM support is not
-/// documented, so it is checked here, not assumed); a mismatch is `PlatformMismatch` (the image is removed by
-/// cleanup, never tested or shared).
-pub fn check_made(image: &Image, plan: &ImagePlan) -> Result<()> {
-    let id = image.image_id().unwrap_or("?");
-    let details = image.platform_details().unwrap_or_default();
-    let operation = image.usage_operation().unwrap_or_default();
-    if details != plan.platform_details || operation != plan.usage_operation {
-        return Err(Error::PlatformMismatch(format!(
-            "image {id} is billed as `{details}` ({operation}), but it was built from `{}` ({}): its licensing \
-             information was lost; the image is discarded (RegisterImage derives billing from snapshot metadata \
-             that may be missing: make it with CreateImage)",
-            plan.platform_details, plan.usage_operation
-        )));
-    }
-    let mode = image.boot_mode().map(|b| b.as_str());
-    if plan.boot_mode.is_some() && mode != plan.boot_mode.as_deref() {
-        return Err(Error::PlatformMismatch(format!(
-            "image {id} boots `{}`, not `{}` as planned",
-            mode.unwrap_or("(EC2's default)"),
-            plan.boot_mode.as_deref().unwrap_or_default()
-        )));
-    }
-    let tpm = image.tpm_support().is_some_and(|t| t.as_str() == "v2.0");
-    if plan.tpm_support && !tpm {
-        return Err(Error::PlatformMismatch(format!(
-            "image {id} has no NitroTPM support, which recipe.image.tpm_support asks for"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

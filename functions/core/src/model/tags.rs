@@ -1,10 +1,6 @@
-//! The tags every resource of the pipeline carries, and look-ups by them.
+//! The tags every resource of the pipeline carries: their keys, values and roles (built for EC2 by `aws::tags`).
 //!
 //! Tags are how a retried step finds what it already made and how cleanup finds everything an execution left.
-
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-
-use crate::steps::{ExecutionRef, Run};
 
 pub const PREFIX: &str = "ami-pipeline:";
 pub const PIPELINE: &str = "ami-pipeline:pipeline";
@@ -28,9 +24,9 @@ pub const STOPPED_SEEN: &str = "ami-pipeline:stopped-seen-at";
 pub const STATE_CANDIDATE: &str = "candidate";
 pub const STATE_RELEASED: &str = "released";
 /// An image that passed its test (and its copies, once a failed run kept them): cleanup keeps it for a rerun of the
-/// same release and recipe to adopt (`crate::rerun`); publish makes it `released`; retire removes it when abandoned.
+/// same release and recipe to adopt (`model::rerun`); publish makes it `released`; retire removes it when abandoned.
 pub const STATE_TESTED: &str = "tested";
-/// On a `tested` image: `crate::rerun::recipe_hash` of the recipe it was built from.
+/// On a `tested` image: `model::rerun::recipe_hash` of the recipe it was built from.
 pub const RECIPE_HASH: &str = "ami-pipeline:recipe-hash";
 
 /// What a resource is for; cleanup and the IAM conditions key on it.
@@ -56,56 +52,6 @@ impl Role {
 /// EC2 tag values: at most 256 characters, no control characters.
 pub fn value(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(256).collect()
-}
-
-pub fn tag(key: &str, val: &str) -> Tag {
-    Tag::builder().key(key).value(value(val)).build()
-}
-
-/// Pipeline, execution, role, release and source tags for a resource of `run`.
-pub fn standard(execution: &ExecutionRef, run: &Run, role: Role) -> Vec<Tag> {
-    let mut tags = vec![
-        tag(PIPELINE, &run.pipeline),
-        tag(EXECUTION, &execution.name),
-        tag(ROLE, role.as_str()),
-        tag(RELEASE, &run.release.version),
-        tag(
-            "Name",
-            &format!(
-                "ami-pipeline {} {} {}",
-                run.pipeline,
-                role.as_str(),
-                run.release.version
-            ),
-        ),
-    ];
-    if let Some(c) = &run.release.commit {
-        tags.push(tag(COMMIT, c));
-    }
-    // A longer artifact would be cut, and a cut URL must never be reused: no tag then (a scheduled run of a script
-    // that needs it is refused).
-    if let Some(a) = run.release.artifact.as_ref().filter(|a| a.len() <= 256) {
-        tags.push(tag(ARTIFACT, a));
-    }
-    if let Some(t) = &run.release.time {
-        tags.push(tag(RELEASE_TIME, t));
-    }
-    tags
-}
-
-pub fn spec(resource: ResourceType, tags: Vec<Tag>) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(resource)
-        .set_tags(Some(tags))
-        .build()
-}
-
-pub fn filter(key: &str, val: &str) -> Filter {
-    Filter::builder().name(format!("tag:{key}")).values(val).build()
-}
-
-pub fn get<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::input::parse_value;
-use crate::naming;
+use crate::model::error::{Error, Result};
+use crate::model::input::parse_value;
+use crate::model::naming;
 
 pub const RELEASE_DETAIL_TYPE: &str = "Release Published";
 

@@ -2,8 +2,11 @@
 
 use aws_sdk_ec2::types::{Filter, Image, ImageState};
 
-use crate::error::{Error, Result, SdkResultExt, aws_code};
-use crate::recipe::{Architecture, BaseImage};
+use crate::aws::ec2::describe_image;
+use crate::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
+use crate::model::time::unix_seconds;
+use crate::model::recipe::{Architecture, BaseImage};
+use crate::validate::check_id;
 
 /// Resolves the recipe's base image and checks it: owner in the allow-list, available, not deprecated, and of
 /// the recipe's architecture. Only reads; an untrusted image fails here, before any mutating call.
@@ -40,7 +43,7 @@ async fn image_id_from_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> Resul
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            if crate::recipe::check_id("ssm", "ami-", &value).is_err() {
+            if check_id("ssm", "ami-", &value).is_err() {
                 return Err(Error::SourceNotFound(format!(
                     "SSM parameter {name} does not hold an image id"
                 )));
@@ -50,7 +53,7 @@ async fn image_id_from_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> Resul
         Err(e) if aws_code(&e) == Some("ParameterNotFound") => {
             Err(Error::SourceNotFound(format!("SSM parameter {name} does not exist")))
         }
-        Err(e) => Err(crate::error::from_sdk("GetParameter", e)),
+        Err(e) => Err(from_sdk("GetParameter", e)),
     }
 }
 
@@ -66,12 +69,12 @@ async fn by_id(ec2: &aws_sdk_ec2::Client, id: &str, owners: &[String]) -> Result
     {
         Ok(out) => out.images().first().cloned(),
         Err(e) if aws_code(&e) == Some("InvalidAMIID.NotFound") => None,
-        Err(e) => return Err(crate::error::from_sdk("DescribeImages", e)),
+        Err(e) => return Err(from_sdk("DescribeImages", e)),
     };
     if let Some(image) = trusted {
         return Ok(image);
     }
-    match crate::ec2::describe_image(ec2, id).await? {
+    match describe_image(ec2, id).await? {
         Some(image) => Err(Error::SourceNotTrusted(format!(
             "image {id} is owned by {} ({}), which is not in recipe.source.image.owners {:?}",
             image.owner_id().unwrap_or("?"),
@@ -113,14 +116,8 @@ async fn newest_by_name(
         })
 }
 
-fn unix(rfc3339: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .map(|t| t.timestamp())
-}
-
 pub fn is_deprecated(image: &Image, now: i64) -> bool {
-    image.deprecation_time().and_then(unix).is_some_and(|t| t <= now)
+    image.deprecation_time().and_then(unix_seconds).is_some_and(|t| t <= now)
 }
 
 /// The checks an image must pass to be built on. `self` can only be checked by EC2 (it filters by owner).

@@ -11,6 +11,7 @@ use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
 
 use super::*;
+use crate::model::recipe::Platform;
 use crate::testing::{self, Captured, NOW};
 
 const INSTANCE: &str = "i-0bbbbbbbbbbbbbbb1";
@@ -22,7 +23,7 @@ fn job() -> Job {
         execution: testing::EXECUTION.into(),
         purpose: Purpose::Build,
         platform: Platform::Linux,
-        script: crate::userdata::run_command_script(
+        script: crate::model::userdata::run_command_script(
             &testing::run(),
             testing::EXECUTION,
             Platform::Linux,

@@ -1,4 +1,4 @@
-//! What `share` reports. (The copy step's output is [`CopyState`](crate::steps::CopyState).)
+//! What `share` reports. (The copy step's output is [`CopyState`](crate::model::steps::CopyState).)
 
 use serde::{Deserialize, Serialize};
 

@@ -6,9 +6,9 @@
 //! (GetCommandInvocation)? SendCommand takes no client token and commands cannot be tagged, and ListCommands "may
 //! not show a command sent a moment ago" (the Run Command API follows an eventual consistency model, SSM API
 //! reference, GetCommandInvocation): a poll can send a second copy. The rendered script therefore carries a
-//! run-once guard keyed by the execution (`userdata::run_command_script`): the second copy finds the guard and
-//! exits 0 without running the body, and the reconciler follows the earliest command with our comment, the one
-//! that ran the body.
+//! run-once guard keyed by the execution (`model::userdata::run_command_script`): the second copy finds the guard
+//! and exits 0 without running the body, and the reconciler follows the earliest command with our comment, the
+//! one that ran the body. The jobs themselves are `model::runcommand`'s data.
 //!
 //! Output goes to CloudWatch Logs (`CloudWatchOutputConfig`), streams named by SSM
 //! `<command-id>/<instance-id>/<plugin>/stdout|stderr` (Systems Manager User Guide, "Configuring Amazon CloudWatch
@@ -17,155 +17,21 @@
 //! invocation's StandardOutputContent / StandardErrorContent when the logs are not there.
 
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocationStatus, InstanceInformationStringFilter};
-use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, SdkResultExt, aws_code};
-use crate::recipe::Platform;
+use crate::aws::clients::SdkConfig;
+use crate::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
+pub use crate::model::runcommand::*;
 
 /// The log group for command output (the stack's; set on the build and test-launch functions).
 pub const LOG_GROUP_ENV: &str = "RUN_COMMAND_LOG_GROUP";
 /// How long after launch an instance's agent may take to come online, in seconds (default 15 minutes).
 pub const AGENT_DEADLINE_ENV: &str = "AGENT_ONLINE_DEADLINE_SECONDS";
 pub const DEFAULT_AGENT_DEADLINE_SECONDS: i64 = 15 * 60;
-/// How much of the end of a failed command's output goes into the error.
-pub const TAIL_BYTES: usize = 2048;
 /// Log events read from the end of each stream for the tail: enough for [`TAIL_BYTES`] of lines of 4 characters.
 const TAIL_EVENTS: i32 = 500;
 /// SendCommand `TimeoutSeconds` is the delivery timeout: "If this time is reached and the command hasn't already
 /// started running, it won't run" (SSM API reference). The agent is online when we send, so 10 minutes is ample.
 const DELIVERY_TIMEOUT_SECONDS: i32 = 600;
-/// SendCommand `Comment`: at most 100 characters (SSM API reference).
-const COMMENT_MAX: usize = 100;
-
-/// What a command is for; part of its comment and its run-once key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// The recipe's provisioning script on the builder.
-    Build,
-    /// Windows: sysprep through EC2Launch v2, after the build script succeeded.
-    Sysprep,
-    /// The recipe's smoke test on the test instance.
-    Smoke,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Build => "build",
-            Purpose::Sysprep => "sysprep",
-            Purpose::Smoke => "smoke",
-        }
-    }
-}
-
-/// One script to run once on one instance for one execution.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub instance_id: String,
-    pub execution: String,
-    pub purpose: Purpose,
-    pub platform: Platform,
-    /// The rendered script, guard included (`userdata::run_command_script`).
-    pub script: String,
-    /// The execution timeout (the document's `executionTimeout`), from the recipe.
-    pub timeout_seconds: u32,
-}
-
-impl Job {
-    /// Deterministic, so a later poll finds the command with ListCommands: purpose and execution name (execution
-    /// names are at most 80 characters; a longer comment is cut and made unique with a hash).
-    pub fn comment(&self) -> String {
-        let full = format!("ami-pipeline {} {}", self.purpose.as_str(), self.execution);
-        if full.len() <= COMMENT_MAX {
-            return full;
-        }
-        let hash = crate::naming::short_hash(&[&full], 10);
-        format!("{}~{hash}", &full[..COMMENT_MAX - hash.len() - 1])
-    }
-
-    /// The run-once key the rendered script guards with.
-    pub fn once_key(&self) -> String {
-        once_key(&self.execution, self.purpose)
-    }
-
-    fn document(&self) -> &'static str {
-        match self.platform {
-            Platform::Linux => "AWS-RunShellScript",
-            Platform::Windows => "AWS-RunPowerShellScript",
-        }
-    }
-
-    /// The plugin's name as it appears in the stream names (`aws:runShellScript` with `:` as `-`).
-    fn plugin(&self) -> &'static str {
-        match self.platform {
-            Platform::Linux => "aws-runShellScript",
-            Platform::Windows => "aws-runPowerShellScript",
-        }
-    }
-}
-
-/// The run-once key for an execution's command: letters, digits, `-`, `_` and `.` only (execution names are
-/// letters, digits, `-`, `_`), so it is safe in a path and in the script.
-pub fn once_key(execution: &str, purpose: Purpose) -> String {
-    format!("{execution}.{}", purpose.as_str())
-}
-
-/// Where a command's output is: recorded in the step output and in the error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandLogs {
-    pub command_id: String,
-    /// The CloudWatch Logs group (absent when the stack configured none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_group: Option<String>,
-    /// `<command-id>/<instance-id>/<plugin>/stdout` and `.../stderr`.
-    #[serde(default)]
-    pub streams: Vec<String>,
-}
-
-impl CommandLogs {
-    pub fn describe(&self) -> String {
-        match &self.log_group {
-            Some(group) => format!(
-                "command {}, output in CloudWatch Logs group {group}, streams {}",
-                self.command_id,
-                self.streams.join(", ")
-            ),
-            None => format!("command {}", self.command_id),
-        }
-    }
-}
-
-/// Where the job stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// The agent is not online yet (within its deadline).
-    AgentNotOnline,
-    /// Sent by this call: the next poll looks at it.
-    Sent(String),
-    /// Pending, InProgress, Delayed, or not yet known to GetCommandInvocation.
-    Running(String),
-    Success(CommandLogs),
-    Failed {
-        logs: CommandLogs,
-        exit_code: i32,
-        tail: String,
-    },
-    TimedOut {
-        logs: CommandLogs,
-        tail: String,
-    },
-    /// Cancelled, or ended by SSM without running (Undeliverable, Terminated, delivery timed out).
-    Cancelled {
-        logs: CommandLogs,
-        detail: String,
-    },
-}
-
-impl State {
-    pub fn is_pending(&self) -> bool {
-        matches!(self, State::AgentNotOnline | State::Sent(_) | State::Running(_))
-    }
-}
 
 /// The clients and settings of the channel, built once per process.
 #[derive(Clone)]
@@ -178,7 +44,7 @@ pub struct Channel {
 
 impl Channel {
     /// From the shared SDK configuration and the function's environment.
-    pub fn from_config(config: &crate::clients::SdkConfig) -> Self {
+    pub fn from_config(config: &SdkConfig) -> Self {
         let log_group = std::env::var(LOG_GROUP_ENV).ok().filter(|g| !g.is_empty());
         let agent_deadline_seconds = std::env::var(AGENT_DEADLINE_ENV)
             .ok()
@@ -337,7 +203,7 @@ impl Channel {
             Ok(out) => out,
             // Just after a send the invocation may not be known yet (eventual consistency).
             Err(e) if aws_code(&e) == Some("InvocationDoesNotExist") => return Ok(State::Running(command_id.into())),
-            Err(e) => return Err(crate::error::from_sdk("GetCommandInvocation", e)),
+            Err(e) => return Err(from_sdk("GetCommandInvocation", e)),
         };
         let logs = self.logs_of(job, command_id);
         let detail = out.status_details().unwrap_or_default().to_string();
@@ -405,7 +271,7 @@ impl Channel {
                     lambda_runtime::tracing::warn!(
                         stream,
                         "GetLogEvents: {}",
-                        crate::error::from_sdk("GetLogEvents", e)
+                        from_sdk("GetLogEvents", e)
                     );
                     return None;
                 }
@@ -430,38 +296,6 @@ impl Channel {
             return None;
         }
         Some(last_bytes(&parts.join("\n"), TAIL_BYTES))
-    }
-}
-
-/// The end of `text`, at most `max` bytes, cut at a character boundary.
-pub fn last_bytes(text: &str, max: usize) -> String {
-    let text = text.trim_end();
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("...{}", &text[start..])
-}
-
-/// The error text for a command that did not succeed: what, the exit code, where the whole output is, and the tail.
-pub fn describe_outcome(what: &str, state: &State) -> Option<String> {
-    match state {
-        State::Failed { logs, exit_code, tail } => Some(format!(
-            "{what} failed with exit code {exit_code} ({}); last output:\n{tail}",
-            logs.describe()
-        )),
-        State::TimedOut { logs, tail } => Some(format!(
-            "{what} did not finish within its execution timeout ({}); last output:\n{tail}",
-            logs.describe()
-        )),
-        State::Cancelled { logs, detail } => Some(format!(
-            "{what} was cancelled or not delivered ({detail}; {})",
-            logs.describe()
-        )),
-        _ => None,
     }
 }
 

@@ -3,7 +3,10 @@
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, Image, ImageState, Instance};
 
-use crate::error::{CAPACITY_CODES, Error, Result, SdkResultExt, aws_code};
+use crate::aws::error::{CAPACITY_CODES, Error, Result, SdkResultExt, aws_code, from_sdk};
+use crate::aws::runtime::{CALL_BUDGET, ensure_time_left};
+use crate::aws::tags;
+use crate::model::naming::client_token;
 
 /// How long an id this execution created may stay unknown to describe calls before it counts as gone. EC2 is
 /// eventually consistent: "if you run a command to modify or describe the resource that you just created, its ID
@@ -26,7 +29,7 @@ pub async fn describe_image(ec2: &Client, image_id: &str) -> Result<Option<Image
     match ec2.describe_images().image_ids(image_id).send().await {
         Ok(out) => Ok(out.images().first().cloned()),
         Err(e) if matches!(aws_code(&e), Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")) => Ok(None),
-        Err(e) => Err(crate::error::from_sdk("DescribeImages", e)),
+        Err(e) => Err(from_sdk("DescribeImages", e)),
     }
 }
 
@@ -81,7 +84,7 @@ pub async fn describe_instance(ec2: &Client, instance_id: &str) -> Result<Option
     match ec2.describe_instances().instance_ids(instance_id).send().await {
         Ok(out) => Ok(out.reservations().iter().flat_map(|r| r.instances()).next().cloned()),
         Err(e) if aws_code(&e) == Some("InvalidInstanceID.NotFound") => Ok(None),
-        Err(e) => Err(crate::error::from_sdk("DescribeInstances", e)),
+        Err(e) => Err(from_sdk("DescribeInstances", e)),
     }
 }
 
@@ -150,10 +153,10 @@ pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
 /// `IdempotentParameterMismatch`), and each is still stable across retries of the step.
 pub fn launch_token(execution: &str, step: &str, region: &str, attempt: usize, p: &Placement) -> String {
     if attempt == 0 {
-        return crate::naming::client_token(execution, step, region);
+        return client_token(execution, step, region);
     }
     let key = format!("{region}/{}/{}", p.subnet_id.as_deref().unwrap_or("-"), p.instance_type);
-    crate::naming::client_token(execution, step, &key)
+    client_token(execution, step, &key)
 }
 
 /// Launches in the first placement with capacity: `InsufficientInstanceCapacity` or `Unsupported` moves on to
@@ -168,7 +171,7 @@ pub async fn launch(
     let mut tried = Vec::new();
     for (i, p) in placements.iter().enumerate() {
         if i > 0 {
-            crate::runtime::ensure_time_left(crate::runtime::CALL_BUDGET, &format!("launching the {what}"))?;
+            ensure_time_left(CALL_BUDGET, &format!("launching the {what}"))?;
         }
         match call(i, p).send().await {
             Ok(out) => return Ok((out, p.clone())),
@@ -178,7 +181,7 @@ pub async fn launch(
                 tracing::warn!(subnet, instance_type = %p.instance_type, code, "no capacity; trying the next placement");
                 tried.push(format!("{} in {subnet}: {code}", p.instance_type));
             }
-            Err(e) => return Err(crate::error::from_sdk("RunInstances", e)),
+            Err(e) => return Err(from_sdk("RunInstances", e)),
         }
     }
     Err(Error::NoCapacity(format!(
@@ -219,7 +222,7 @@ pub async fn terminate(ec2: &Client, instance_ids: &[String]) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) => Err(crate::error::from_sdk("TerminateInstances", e)),
+        Err(e) => Err(from_sdk("TerminateInstances", e)),
     }
 }
 
@@ -260,7 +263,7 @@ pub async fn deregister_with_snapshots(ec2: &Client, image: &Image) -> Result<()
                 .collect();
             delete_snapshots(ec2, &snapshots).await
         }
-        Err(e) => Err(crate::error::from_sdk("DeregisterImage", e)),
+        Err(e) => Err(from_sdk("DeregisterImage", e)),
     }
 }
 
@@ -269,7 +272,7 @@ pub async fn delete_snapshots(ec2: &Client, snapshot_ids: &[String]) -> Result<(
     for (i, id) in snapshot_ids.iter().enumerate() {
         if i > 0 {
             // One call per snapshot: stop before the Lambda timeout; a retry finds what is left.
-            crate::runtime::ensure_time_left(crate::runtime::CALL_BUDGET, "deleting snapshots")?;
+            ensure_time_left(CALL_BUDGET, "deleting snapshots")?;
         }
         match ec2.delete_snapshot().snapshot_id(id).send().await {
             Ok(_) => {}
@@ -277,7 +280,7 @@ pub async fn delete_snapshots(ec2: &Client, snapshot_ids: &[String]) -> Result<(
             Err(e) if aws_code(&e) == Some("InvalidSnapshot.InUse") => {
                 tracing::warn!(snapshot = %id, "snapshot still used by another image; kept");
             }
-            Err(e) => return Err(crate::error::from_sdk("DeleteSnapshot", e)),
+            Err(e) => return Err(from_sdk("DeleteSnapshot", e)),
         }
     }
     Ok(())
@@ -288,8 +291,8 @@ pub async fn newest_released(ec2: &Client, pipeline: &str) -> Result<Option<Imag
     let images = own_images(
         ec2,
         vec![
-            crate::tags::filter(crate::tags::PIPELINE, pipeline),
-            crate::tags::filter(crate::tags::STATE, crate::tags::STATE_RELEASED),
+            tags::filter(tags::PIPELINE, pipeline),
+            tags::filter(tags::STATE, tags::STATE_RELEASED),
         ],
     )
     .await?;
@@ -387,7 +390,7 @@ mod placement_tests {
         assert_eq!(tokens.len(), p.len(), "one ClientToken per placement");
         assert!(tokens.iter().all(|t| t.len() <= 64));
         // the first placement keeps the token a start without fallbacks always used
-        assert!(tokens.contains(&crate::naming::client_token("web-r-1", "build", "us-east-1")));
+        assert!(tokens.contains(&client_token("web-r-1", "build", "us-east-1")));
         assert_eq!(
             launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),
             launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),

@@ -3,12 +3,24 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use lambda_runtime::{LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::error::Error;
+use crate::aws::clients::OPERATION_TIMEOUT;
+use crate::model::error::Error;
+use crate::model::naming::preview;
+
+/// What Step Functions sees of a failed invocation: the error's stable `AmiPipeline.*` name and its message.
+impl From<Error> for Diagnostic {
+    fn from(err: Error) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_string(),
+            error_message: err.to_string(),
+        }
+    }
+}
 
 /// Sets up `tracing`: JSON when the function's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`), level from
 /// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
@@ -32,9 +44,9 @@ pub fn span_for(payload: &Value) -> tracing::Span {
         .unwrap_or("");
     tracing::info_span!(
         "invocation",
-        pipeline = %crate::naming::preview(pipeline),
-        execution = %crate::naming::preview(text_at(payload, &["execution", "name"])),
-        action = %crate::naming::preview(text_at(payload, &["action"])),
+        pipeline = %preview(pipeline),
+        execution = %preview(text_at(payload, &["execution", "name"])),
+        action = %preview(text_at(payload, &["action"])),
     )
 }
 
@@ -58,7 +70,7 @@ pub fn invocation() -> Option<Invocation> {
 
 /// Time a handler keeps in hand before starting the next region's calls: one SDK operation's timeout and a
 /// margin.
-pub const CALL_BUDGET: Duration = Duration::from_secs(crate::clients::OPERATION_TIMEOUT.as_secs() + 5);
+pub const CALL_BUDGET: Duration = Duration::from_secs(OPERATION_TIMEOUT.as_secs() + 5);
 
 /// Fails with `Transient` when less than `need` is left before the Lambda timeout, so a handler that works
 /// through several regions stops between calls, and the Task's retry resumes it (every step is idempotent),
@@ -109,6 +121,19 @@ where
         .instrument(span)
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moved from `model::error`'s `names_are_stable_and_listed` with the conversion.
+    #[test]
+    fn errors_reach_step_functions_under_their_stable_name() {
+        let d: Diagnostic = Error::invalid("recipe.name", "must not be empty").into();
+        assert_eq!(d.error_type, "AmiPipeline.InvalidInput");
+        assert!(d.error_message.contains("recipe.name"));
+    }
 }
 
 #[cfg(test)]

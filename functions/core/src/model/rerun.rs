@@ -16,9 +16,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::naming::{MAX_EXECUTION_NAME, short_hash};
-use crate::recipe::Recipe;
-use crate::steps::ImageState;
+use crate::model::naming::{MAX_EXECUTION_NAME, short_hash};
+use crate::model::recipe::Recipe;
+use crate::model::steps::ImageState;
 
 /// The most attempts of one release or schedule day; the trigger walks at most this many names.
 pub const MAX_ATTEMPTS: u32 = 20;
@@ -74,12 +74,6 @@ fn sorted(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// An image's `CreationDate` (RFC 3339, as DescribeImages gives it) in Unix seconds.
-pub fn created_at(image: &aws_sdk_ec2::types::Image) -> Option<i64> {
-    let date = image.creation_date()?;
-    chrono::DateTime::parse_from_rfc3339(date).ok().map(|t| t.timestamp())
-}
-
 /// What a rerun adopts from an earlier attempt, written by the trigger into the execution input (`run.adopted`).
 /// The state machine then skips build, snapshot, register and test (the `Adopt` state puts `image` where copy reads
 /// the tested image); copy finds the copies kept in other regions (by the image's name and tags) and makes only
@@ -102,7 +96,7 @@ pub struct Adopted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::{execution_name, release_execution_name};
+    use crate::model::naming::{execution_name, release_execution_name};
 
     #[test]
     fn attempts_are_distinct_valid_names_within_80_characters() {
@@ -130,14 +124,16 @@ mod tests {
 
     #[test]
     fn recipe_hash_follows_the_recipe_not_its_spelling() {
-        let text = include_str!("../../../infra/recipes/al2023-web.json");
-        let recipe = Recipe::from_json(text).unwrap();
+        // Parsed as the steps carry it; validation is `validate`'s (and cannot change the hash).
+        let parse = |text: &str| crate::model::input::parse_str::<Recipe>("recipe", text).unwrap();
+        let text = crate::model::recipe::EXAMPLE;
+        let recipe = parse(text);
         let h = recipe_hash(&recipe);
         assert_eq!(h.len(), 64);
         // The same recipe with its keys in another order and other whitespace.
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let respelled = serde_json::to_string_pretty(&sorted(v)).unwrap();
-        assert_eq!(recipe_hash(&Recipe::from_json(&respelled).unwrap()), h);
+        assert_eq!(recipe_hash(&parse(&respelled)), h);
         let mut changed = recipe.clone();
         changed.retention.keep += 1;
         assert_ne!(recipe_hash(&changed), h);

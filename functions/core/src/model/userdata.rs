@@ -5,9 +5,9 @@
 //! console, and powers off (shutdown behaviour `stop`), so the build handler can read the outcome with
 //! `GetConsoleOutput` and snapshot a stopped, quiet instance. The test instance prints a smoke-test line and stays up.
 
-use crate::recipe::{Channel, Platform};
-use crate::runcommand::{Purpose, once_key};
-use crate::steps::{Release, Run};
+use crate::model::recipe::{Channel, Platform};
+use crate::model::runcommand::{Purpose, once_key};
+use crate::model::steps::{Release, Run};
 
 /// Marks builder user data (also what the local EC2 emulator keys on to play the guest).
 pub const BUILDER_TAG: &str = "AMI-PIPELINE-BUILDER";
@@ -304,8 +304,7 @@ mod tests {
     }
 
     fn run_with_channel(channel: Channel) -> Run {
-        let mut recipe: crate::recipe::Recipe =
-            serde_json::from_str(include_str!("../../../infra/recipes/al2023-web.json")).unwrap();
+        let mut recipe: crate::model::recipe::Recipe = serde_json::from_str(crate::model::recipe::EXAMPLE).unwrap();
         if let Some(b) = recipe.build.as_mut() {
             b.channel = channel;
         }
@@ -313,7 +312,7 @@ mod tests {
             pipeline: "web".into(),
             // by its wire form: other fields have defaults
             release: serde_json::from_value(serde_json::json!({"version": "1.4.0"})).unwrap(),
-            trigger: crate::steps::TriggerKind::Release,
+            trigger: crate::model::steps::TriggerKind::Release,
             region: "us-east-1".into(),
             date: "20261127".into(),
             recipe,

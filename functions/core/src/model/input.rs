@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 fn field_of(root: &str, path: &serde_path_to_error::Path) -> String {
     let p = path.to_string();

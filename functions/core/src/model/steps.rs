@@ -6,7 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::Recipe;
+use crate::model::error::{Error, Result};
+use crate::model::lifecycle::{PublishOutput, RetireOutput};
+use crate::model::platform::ImagePlan;
+use crate::model::recipe::Recipe;
+use crate::model::rerun::Adopted;
+use crate::model::runcommand::CommandLogs;
+use crate::model::sharing::ShareState;
+pub use crate::model::time::now;
 
 /// The execution, from the Step Functions context object (`$$.Execution.Name`, `$$.Execution.Id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +68,7 @@ pub struct Run {
     pub regions: Vec<String>,
     /// A rerun's tested image (and kept copies) from an earlier attempt: the state machine goes straight to copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopted: Option<crate::rerun::Adopted>,
+    pub adopted: Option<Adopted>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,15 +108,15 @@ pub struct Steps {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub share: Option<crate::distribution::ShareState>,
+    pub share: Option<ShareState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publish: Option<crate::lifecycle::PublishOutput>,
+    pub publish: Option<PublishOutput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retire: Option<crate::lifecycle::RetireOutput>,
+    pub retire: Option<RetireOutput>,
 }
 
-fn missing(step: &str) -> crate::Error {
-    crate::Error::invalid(
+fn missing(step: &str) -> Error {
+    Error::invalid(
         format!("input.steps.{step}"),
         format!("required here: pass the `{step}` step's output"),
     )
@@ -128,19 +135,19 @@ impl Steps {
         "retire",
     ];
 
-    pub fn build(&self) -> crate::Result<&BuildState> {
+    pub fn build(&self) -> Result<&BuildState> {
         self.build.as_ref().ok_or_else(|| missing("build"))
     }
-    pub fn snapshot(&self) -> crate::Result<&SnapshotState> {
+    pub fn snapshot(&self) -> Result<&SnapshotState> {
         self.snapshot.as_ref().ok_or_else(|| missing("snapshot"))
     }
-    pub fn register(&self) -> crate::Result<&ImageState> {
+    pub fn register(&self) -> Result<&ImageState> {
         self.register.as_ref().ok_or_else(|| missing("register"))
     }
-    pub fn test_launch(&self) -> crate::Result<&TestState> {
+    pub fn test_launch(&self) -> Result<&TestState> {
         self.test_launch.as_ref().ok_or_else(|| missing("test_launch"))
     }
-    pub fn copy(&self) -> crate::Result<&CopyState> {
+    pub fn copy(&self) -> Result<&CopyState> {
         self.copy.as_ref().ok_or_else(|| missing("copy"))
     }
 }
@@ -148,8 +155,8 @@ impl Steps {
 impl StepRequest {
     /// Parses a step input. The recipe in it was validated once, by the trigger, and is carried frozen: a
     /// stricter validator in a later release must not break executions already running.
-    pub fn parse(event: serde_json::Value) -> crate::Result<StepRequest> {
-        crate::input::parse_value("input", event)
+    pub fn parse(event: serde_json::Value) -> Result<StepRequest> {
+        crate::model::input::parse_value("input", event)
     }
 
     /// The regions other than the home one, in `run.regions` order.
@@ -172,7 +179,7 @@ pub struct BuildState {
     pub terminated: bool,
     /// Where the provisioning command's output is (run-command channel), once it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logs: Option<crate::runcommand::CommandLogs>,
+    pub logs: Option<CommandLogs>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -200,7 +207,7 @@ pub struct SnapshotState {
     pub root_device_name: String,
     pub snapshots: Vec<SnapshotInfo>,
     /// How the image is made (snapshots + RegisterImage, or CreateImage) and what it must report.
-    pub plan: crate::platform::ImagePlan,
+    pub plan: ImagePlan,
     /// The image CreateImage made (plan method `create-image`); register adopts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
@@ -249,7 +256,7 @@ pub struct TestState {
     pub terminated: bool,
     /// Where the smoke test's output is (run-command channel), once it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logs: Option<crate::runcommand::CommandLogs>,
+    pub logs: Option<CommandLogs>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -264,7 +271,7 @@ pub enum Status {
 }
 
 /// How the state machine polls a long step, written once here and read by the definition's generator
-/// (`crate::definition`): a Wait of `FIRST_POLL_SECONDS` after `start`, then the status Task, retried on
+/// (`definition`): a Wait of `FIRST_POLL_SECONDS` after `start`, then the status Task, retried on
 /// `AmiPipeline.NotReady` every `INTERVAL * BACKOFF^n` seconds, capped at `MAX_DELAY`.
 ///
 /// With the first wait equal to `INTERVAL / (BACKOFF - 1)`, the n-th status call comes at
@@ -327,9 +334,9 @@ impl Progress {
     }
 
     /// Fails with `Timeout` once the deadline has passed.
-    pub fn check_deadline(&self, now: i64, what: &str) -> crate::Result<()> {
+    pub fn check_deadline(&self, now: i64, what: &str) -> Result<()> {
         if now > self.deadline {
-            Err(crate::Error::Timeout(format!(
+            Err(Error::Timeout(format!(
                 "{what} not done after {} minutes (the recipe's limit)",
                 (self.deadline - self.started_at) / 60
             )))
@@ -344,19 +351,15 @@ impl Progress {
 /// retrier whose budget, counted per state entry, would otherwise have to last the whole step. The deadline
 /// (`Timeout`) still ends a step that stays throttled.
 /// A state without progress (`None`) is a one-shot answer, ready as it is.
-pub fn settle<T>(result: crate::Result<T>, progress: impl Fn(&T) -> Option<&Progress>, what: &str) -> crate::Result<T> {
+pub fn settle<T>(result: Result<T>, progress: impl Fn(&T) -> Option<&Progress>, what: &str) -> Result<T> {
     match result {
         Ok(state) if progress(&state).is_none_or(|p| p.status == Status::Ready) => Ok(state),
-        Ok(_) => Err(crate::Error::NotReady(format!("{what} still in progress"))),
-        Err(e) if e.is_retryable() => Err(crate::Error::NotReady(format!("{what}: {e}; polling again"))),
+        Ok(_) => Err(Error::NotReady(format!("{what} still in progress"))),
+        Err(e) if e.is_retryable() => Err(Error::NotReady(format!("{what}: {e}; polling again"))),
         Err(e) => Err(e),
     }
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
 
 #[cfg(test)]
 mod tests {
@@ -396,19 +399,19 @@ mod tests {
             Some(s)
         }
         assert_eq!(settle(Ok(ready), p, "x"), Ok(ready));
-        let not_ready = |r: crate::Result<Progress>| settle(r, p, "x").unwrap_err().error_type();
+        let not_ready = |r: Result<Progress>| settle(r, p, "x").unwrap_err().error_type();
         assert_eq!(not_ready(Ok(pending)), "AmiPipeline.NotReady");
         assert_eq!(
-            not_ready(Err(crate::Error::Throttled("t".into()))),
+            not_ready(Err(Error::Throttled("t".into()))),
             "AmiPipeline.NotReady"
         );
         assert_eq!(
-            not_ready(Err(crate::Error::Transient("t".into()))),
+            not_ready(Err(Error::Transient("t".into()))),
             "AmiPipeline.NotReady"
         );
-        assert_eq!(not_ready(Err(crate::Error::Timeout("t".into()))), "AmiPipeline.Timeout");
+        assert_eq!(not_ready(Err(Error::Timeout("t".into()))), "AmiPipeline.Timeout");
         assert_eq!(
-            not_ready(Err(crate::Error::ImageFailed("t".into()))),
+            not_ready(Err(Error::ImageFailed("t".into()))),
             "AmiPipeline.ImageFailed"
         );
     }
@@ -424,7 +427,7 @@ pub enum TriggerStatus {
     /// started.
     Duplicate,
     /// The latest attempt ended FAILED, TIMED_OUT or ABORTED: the next attempt started (`<name>-a2`, `-a3` ...),
-    /// adopting what the earlier one kept (`crate::rerun`).
+    /// adopting what the earlier one kept (`model::rerun`).
     Rerun,
     /// A scheduled run found nothing to do (for example, the base image did not change).
     Skipped,

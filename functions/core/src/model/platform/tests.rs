@@ -1,19 +1,15 @@
-use aws_sdk_ec2::types::{BootModeValues, Image, TpmSupportValues};
-
 use super::*;
-use crate::recipe::Recipe;
+use crate::model::recipe::{EXAMPLE, Recipe};
 
-fn spec(boot_mode: Option<BootMode>, tpm: bool, arch: Architecture) -> ImageSpec {
-    let mut image = Recipe::from_json(include_str!("../../../../infra/recipes/al2023-web.json"))
-        .unwrap()
-        .image;
+pub(crate) fn spec(boot_mode: Option<BootMode>, tpm: bool, arch: Architecture) -> ImageSpec {
+    let mut image = crate::model::input::parse_str::<Recipe>("recipe", EXAMPLE).unwrap().image;
     image.boot_mode = boot_mode;
     image.tpm_support = tpm;
     image.architecture = arch;
     image
 }
 
-fn origin(details: &str, operation: &str, boot_mode: Option<&str>, tpm: bool) -> Origin {
+pub(crate) fn origin(details: &str, operation: &str, boot_mode: Option<&str>, tpm: bool) -> Origin {
     Origin {
         what: "base image ami-1".into(),
         platform_details: details.into(),
@@ -24,7 +20,7 @@ fn origin(details: &str, operation: &str, boot_mode: Option<&str>, tpm: bool) ->
     }
 }
 
-const X86: Architecture = Architecture::X86_64;
+pub(crate) const X86: Architecture = Architecture::X86_64;
 
 #[test]
 fn only_plain_linux_is_registered_from_snapshots() {
@@ -148,42 +144,4 @@ fn nitro_tpm_needs_uefi_and_for_create_image_a_tpm_base() {
             .unwrap()
             .tpm_support
     );
-}
-
-fn made(details: &str, operation: &str, mode: Option<&str>, tpm: bool) -> Image {
-    Image::builder()
-        .image_id("ami-new")
-        .platform_details(details)
-        .usage_operation(operation)
-        .set_boot_mode(mode.map(BootModeValues::from))
-        .set_tpm_support(tpm.then_some(TpmSupportValues::V20))
-        .build()
-}
-
-#[test]
-fn a_made_image_must_keep_billing_boot_mode_and_tpm() {
-    let windows = plan(
-        &origin("Windows", "RunInstances:0002", Some("uefi"), true),
-        &spec(Some(BootMode::Uefi), true, X86),
-    )
-    .unwrap();
-    assert!(check_made(&made("Windows", "RunInstances:0002", Some("uefi"), true), &windows).is_ok());
-    for wrong in [
-        made(LINUX_UNIX, RUN_INSTANCES, Some("uefi"), true),
-        made("", "", Some("uefi"), true),
-        made("Windows", "RunInstances:0002", Some("legacy-bios"), true),
-        made("Windows", "RunInstances:0002", Some("uefi"), false),
-    ] {
-        let err = check_made(&wrong, &windows).unwrap_err();
-        assert_eq!(err.error_type(), "AmiPipeline.PlatformMismatch", "{err}");
-    }
-    let linux = plan(&origin(LINUX_UNIX, RUN_INSTANCES, None, false), &spec(None, false, X86)).unwrap();
-    assert!(check_made(&made(LINUX_UNIX, RUN_INSTANCES, None, false), &linux).is_ok());
-    // NitroTPM not asked for: an image without it is fine.
-    let no_tpm = plan(
-        &origin("Windows", "RunInstances:0002", Some("uefi"), true),
-        &spec(None, false, X86),
-    )
-    .unwrap();
-    assert!(check_made(&made("Windows", "RunInstances:0002", Some("uefi"), false), &no_tpm).is_ok());
 }

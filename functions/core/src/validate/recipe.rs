@@ -1,0 +1,600 @@
+//! Recipe validation: what serde cannot check, named by field. The types are `model::recipe`'s.
+
+use std::collections::BTreeSet;
+
+use super::fields::{
+    check_fallbacks, check_id, check_instance_type, check_range, check_range_or_zero, check_region, check_script,
+    check_ssm_name, check_text, check_volume_type, is_account, is_default_ebs_key,
+};
+use crate::model::error::{Error, Result};
+use crate::model::naming;
+use crate::model::recipe::{BootMode, Build, Recipe, RootDeviceType, SCHEMA_VERSION, Source, limits};
+
+impl Recipe {    /// Parses a recipe document, naming the field on error.
+    pub fn from_json(text: &str) -> Result<Recipe> {
+        let recipe: Recipe = crate::model::input::parse_str("recipe", text)?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// Checks what serde cannot: value ranges, formats, and consistency between sections.
+    pub fn validate(&self) -> Result<()> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(Error::invalid(
+                "recipe.schema_version",
+                format!("must be {SCHEMA_VERSION}"),
+            ));
+        }
+        naming::check_pipeline_name("recipe.name", &self.name)?;
+        if let Some(v) = &self.default_version {
+            naming::check_version("recipe.default_version", v)?;
+        }
+        self.validate_source()?;
+        self.validate_image()?;
+        self.validate_test()?;
+        self.validate_distribution()?;
+        self.validate_sharing()?;
+        self.validate_publish()?;
+        if self.retention.keep == 0 {
+            return Err(Error::invalid(
+                "recipe.retention.keep",
+                "must be at least 1 (the image just built)",
+            ));
+        }
+        if let Some(days) = self.retention.deprecate_after_days
+            && !(1..=3650).contains(&days)
+        {
+            return Err(Error::invalid(
+                "recipe.retention.deprecate_after_days",
+                "must be 1 to 3650 (10 years)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_source(&self) -> Result<()> {
+        match &self.source {
+            Source::Image(base) => {
+                let given = [
+                    base.id.is_some(),
+                    base.ssm_parameter.is_some(),
+                    base.name_filter.is_some(),
+                ];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    return Err(Error::invalid(
+                        "recipe.source.image",
+                        "give exactly one of `id`, `ssm_parameter`, `name_filter`",
+                    ));
+                }
+                if let Some(id) = &base.id {
+                    check_id("recipe.source.image.id", "ami-", id)?;
+                }
+                if let Some(p) = &base.ssm_parameter {
+                    check_ssm_name("recipe.source.image.ssm_parameter", p)?;
+                }
+                if let Some(f) = &base.name_filter {
+                    check_text("recipe.source.image.name_filter", f, 128)?;
+                }
+                if base.owners.is_empty() {
+                    return Err(Error::invalid(
+                        "recipe.source.image.owners",
+                        "list the trusted owners, e.g. [\"amazon\"] or account ids; it must not be empty",
+                    ));
+                }
+                for (i, owner) in base.owners.iter().enumerate() {
+                    let ok = matches!(owner.as_str(), "amazon" | "self" | "aws-marketplace") || is_account(owner);
+                    if !ok {
+                        return Err(Error::invalid(
+                            format!("recipe.source.image.owners[{i}]"),
+                            "must be a 12-digit account id or one of `amazon`, `self`, `aws-marketplace`",
+                        ));
+                    }
+                }
+                let build = self.build.as_ref().ok_or_else(|| {
+                    Error::invalid(
+                        "recipe.build",
+                        "required when the source is an image: say how to provision it",
+                    )
+                })?;
+                validate_build(build)
+            }
+            Source::Instance(inst) => check_id("recipe.source.instance.id", "i-", &inst.id),
+        }
+    }
+
+    fn validate_image(&self) -> Result<()> {
+        let img = &self.image;
+        naming::check_name_template("recipe.image.name", &img.name)?;
+        if let Some(d) = &img.description {
+            check_text("recipe.image.description", d, 255)?;
+        }
+        check_range(
+            "recipe.image.timeout_minutes",
+            img.timeout_minutes,
+            15,
+            limits::IMAGE_MINUTES,
+        )?;
+        if img.tpm_support && img.boot_mode != Some(BootMode::Uefi) {
+            return Err(Error::invalid(
+                "recipe.image.tpm_support",
+                "needs `boot_mode: \"uefi\"`",
+            ));
+        }
+        if let Some(k) = &img.kms_key_id {
+            check_text("recipe.image.kms_key_id", k, 2048)?;
+        }
+        for (k, v) in &img.tags {
+            if k.is_empty() || k.len() > 128 || k.starts_with("aws:") || k.starts_with(crate::model::tags::PREFIX) {
+                return Err(Error::invalid(
+                    format!("recipe.image.tags.{k}"),
+                    "tag keys are 1-128 characters and may not start with `aws:` or `ami-pipeline:`",
+                ));
+            }
+            if v.len() > 256 {
+                return Err(Error::invalid(
+                    format!("recipe.image.tags.{k}"),
+                    "tag values are at most 256 characters",
+                ));
+            }
+        }
+        match (img.root_device_type, &img.s3_manifest) {
+            (RootDeviceType::InstanceStore, None) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "required for `root_device_type: instance-store`",
+            )),
+            // Exactly `s3://bucket/key.manifest.xml`, which register turns into RegisterImage's ImageLocation.
+            (RootDeviceType::InstanceStore, Some(m)) => crate::model::instance_store::image_location(m).map(|_| ()),
+            (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "only for `root_device_type: instance-store`; remove it",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_test(&self) -> Result<()> {
+        let t = &self.test;
+        if let Some(p) = &t.instance_profile {
+            check_text("recipe.test.instance_profile", p, 2048)?;
+        }
+        if let Some(it) = &t.instance_type {
+            check_instance_type("recipe.test.instance_type", it)?;
+        }
+        if let Some(s) = &t.subnet_id {
+            check_id("recipe.test.subnet_id", "subnet-", s)?;
+        }
+        check_fallbacks(
+            "recipe.test",
+            t.instance_type.as_deref(),
+            t.subnet_id.as_deref(),
+            &t.fallback_instance_types,
+            &t.fallback_subnet_ids,
+        )?;
+        for (i, sg) in t.security_group_ids.iter().enumerate() {
+            check_id(&format!("recipe.test.security_group_ids[{i}]"), "sg-", sg)?;
+        }
+        if let Some(s) = &t.script {
+            check_script("recipe.test.script", s)?;
+        }
+        check_range(
+            "recipe.test.timeout_minutes",
+            t.timeout_minutes,
+            5,
+            limits::TEST_MINUTES,
+        )?;
+        if t.enabled && t.instance_type.is_none() && self.build.is_none() {
+            return Err(Error::invalid(
+                "recipe.test.instance_type",
+                "required when there is no `build` section",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys a shared image needs, once the home region is known (the trigger): a customer-managed key in
+    /// every copy region, since "snapshots encrypted with your default KMS key cannot be shared with other
+    /// accounts" (ModifySnapshotAttribute API reference). The home region's key is `image.kms_key_id`, checked by
+    /// `validate`.
+    pub fn check_sharing_keys(&self, home: &str) -> Result<()> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        let d = &self.distribution;
+        for region in d.regions.iter().filter(|r| *r != home) {
+            if !d.kms_key_ids.contains_key(region) {
+                return Err(Error::invalid(
+                    "recipe.distribution.kms_key_ids",
+                    format!(
+                        "needs a customer-managed KMS key for `{region}`: the image is shared, and snapshots \
+                         encrypted with the default aws/ebs key cannot be shared with other accounts; add \
+                         `\"{region}\": \"<key id, ARN or alias>\"` (its key policy must let the target accounts use \
+                         it, infra/DEPLOY.md)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sharing(&self) -> Result<()> {
+        let d = &self.distribution;
+        if d.public {
+            return Err(Error::invalid(
+                "recipe.distribution.public",
+                "cannot be true: ami-pipeline encrypts every image, and encrypted snapshots cannot be made public \
+                 (ModifySnapshotAttribute API reference); share with accounts, organizations or OUs instead",
+            ));
+        }
+        if !self.is_shared() {
+            return Ok(());
+        }
+        for (r, key) in &d.kms_key_ids {
+            if is_default_ebs_key(key) {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.kms_key_ids.{r}"),
+                    "is the default aws/ebs key, whose snapshots cannot be shared with other accounts: name a \
+                     customer-managed key",
+                ));
+            }
+        }
+        // An instance source keeps its volumes' own keys; a built image takes `image.kms_key_id`.
+        if matches!(self.source, Source::Image(_)) && self.image.kms_key_id.as_deref().is_none_or(is_default_ebs_key) {
+            return Err(Error::invalid(
+                "recipe.image.kms_key_id",
+                "needs a customer-managed KMS key: the image is shared, and snapshots encrypted with the default \
+                 aws/ebs key cannot be shared with other accounts (ModifySnapshotAttribute API reference); its key \
+                 policy must let the target accounts use it (infra/DEPLOY.md)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_distribution(&self) -> Result<()> {
+        let d = &self.distribution;
+        let mut seen = BTreeSet::new();
+        for (i, r) in d.regions.iter().enumerate() {
+            let field = format!("recipe.distribution.regions[{i}]");
+            check_region(&field, r)?;
+            if !seen.insert(r) {
+                return Err(Error::invalid(field, format!("region `{r}` is listed twice")));
+            }
+        }
+        for (r, key) in &d.kms_key_ids {
+            let field = format!("recipe.distribution.kms_key_ids.{r}");
+            check_region(&field, r)?;
+            check_text(&field, key, 2048)?;
+        }
+        let mut accounts = BTreeSet::new();
+        for (i, a) in d.accounts.iter().enumerate() {
+            let field = format!("recipe.distribution.accounts[{i}]");
+            if !is_account(a) {
+                return Err(Error::invalid(field, "must be a 12-digit AWS account id"));
+            }
+            if !accounts.insert(a) {
+                return Err(Error::invalid(field, format!("account {a} is listed twice")));
+            }
+        }
+        if d.accounts.len() + d.organization_arns.len() + d.organizational_unit_arns.len() > 1000 {
+            return Err(Error::invalid(
+                "recipe.distribution",
+                "an image can be shared with at most 1,000 entities",
+            ));
+        }
+        for (i, arn) in d.organization_arns.iter().enumerate() {
+            if !arn.starts_with("arn:aws") || !arn.contains(":organization/o-") {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.organization_arns[{i}]"),
+                    "must be an organization ARN, arn:aws:organizations::ACCOUNT:organization/o-xxxx",
+                ));
+            }
+        }
+        for (i, arn) in d.organizational_unit_arns.iter().enumerate() {
+            if !arn.starts_with("arn:aws") || !arn.contains(":ou/o-") {
+                return Err(Error::invalid(
+                    format!("recipe.distribution.organizational_unit_arns[{i}]"),
+                    "must be an OU ARN, arn:aws:organizations::ACCOUNT:ou/o-xxxx/ou-xxxx",
+                ));
+            }
+        }
+        check_range(
+            "recipe.distribution.copy_timeout_minutes",
+            d.copy_timeout_minutes,
+            15,
+            limits::COPY_MINUTES,
+        )
+    }
+
+    fn validate_publish(&self) -> Result<()> {
+        for (i, p) in self.publish.ssm_parameters.iter().enumerate() {
+            check_ssm_name(&format!("recipe.publish.ssm_parameters[{i}]"), p)?;
+        }
+        for (i, lt) in self.publish.launch_templates.iter().enumerate() {
+            let field = format!("recipe.publish.launch_templates[{i}]");
+            check_text(&format!("{field}.id_or_name"), &lt.id_or_name, 128)?;
+            if let Some(r) = &lt.region {
+                check_region(&format!("{field}.region"), r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_build(b: &Build) -> Result<()> {
+    check_instance_type("recipe.build.instance_type", &b.instance_type)?;
+    if let Some(s) = &b.subnet_id {
+        check_id("recipe.build.subnet_id", "subnet-", s)?;
+    }
+    check_fallbacks(
+        "recipe.build",
+        Some(&b.instance_type),
+        b.subnet_id.as_deref(),
+        &b.fallback_instance_types,
+        &b.fallback_subnet_ids,
+    )?;
+    for (i, sg) in b.security_group_ids.iter().enumerate() {
+        check_id(&format!("recipe.build.security_group_ids[{i}]"), "sg-", sg)?;
+    }
+    if let Some(p) = &b.instance_profile {
+        check_text("recipe.build.instance_profile", p, 2048)?;
+    }
+    check_volume_type("recipe.build.root_volume.volume_type", &b.root_volume.volume_type)?;
+    check_range_or_zero("recipe.build.root_volume.size_gib", b.root_volume.size_gib, 1, 16384)?;
+    let mut devices = BTreeSet::new();
+    for (i, v) in b.data_volumes.iter().enumerate() {
+        let field = format!("recipe.build.data_volumes[{i}]");
+        let dev_ok = v.device_name.len() <= 32
+            && v.device_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '/')
+            && (v.device_name.starts_with("/dev/sd")
+                || v.device_name.starts_with("/dev/xvd")
+                || v.device_name.starts_with("xvd"));
+        if !dev_ok {
+            return Err(Error::invalid(
+                format!("{field}.device_name"),
+                "must look like /dev/sdf or xvdf",
+            ));
+        }
+        if !devices.insert(&v.device_name) {
+            return Err(Error::invalid(
+                format!("{field}.device_name"),
+                "device names must be unique",
+            ));
+        }
+        check_volume_type(&format!("{field}.volume_type"), &v.volume_type)?;
+        check_range(&format!("{field}.size_gib"), v.size_gib, 1, 16384)?;
+    }
+    if b.data_volumes.len() > 20 {
+        return Err(Error::invalid("recipe.build.data_volumes", "at most 20 data volumes"));
+    }
+    check_range(
+        "recipe.build.timeout_minutes",
+        b.timeout_minutes,
+        5,
+        limits::BUILD_MINUTES,
+    )?;
+    check_script("recipe.build.script", &b.script)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::instance_store::MANIFEST_FIELD;
+    use crate::model::recipe::{EXAMPLE as WEB, Platform};
+
+    const WINDOWS: &str = include_str!("../../../../infra/recipes/windows-2022-base.json");
+
+    #[test]
+    fn example_recipes_are_valid() {
+        let web = Recipe::from_json(WEB).unwrap();
+        assert_eq!(web.name, "web");
+        assert_eq!(
+            web.all_regions("us-east-1"),
+            ["us-east-1", "eu-west-1", "ap-southeast-2"]
+        );
+        let win = Recipe::from_json(WINDOWS).unwrap();
+        assert_eq!(win.build.unwrap().platform, Platform::Windows);
+        assert!(!win.distribution.public, "public sharing is off unless asked for");
+    }
+
+    fn field_of(text: &str) -> String {
+        match Recipe::from_json(text) {
+            Err(Error::InvalidInput { field, .. }) => field,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    fn edit(f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(WEB).unwrap();
+        f(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn bad_recipes_name_the_field() {
+        use serde_json::json;
+        let cases: Vec<(String, &str)> = vec![
+            (edit(|v| v["schema_version"] = json!(2)), "recipe.schema_version"),
+            (edit(|v| v["name"] = json!("Web Server")), "recipe.name"),
+            (
+                edit(|v| v["source"]["image"]["owners"] = json!(["amazon", "12345"])),
+                "recipe.source.image.owners[1]",
+            ),
+            (
+                edit(|v| v["source"]["image"]["id"] = json!("ami-0123456789abcdef0")),
+                "recipe.source.image",
+            ),
+            (
+                edit(|v| v["build"]["instance_type"] = json!("huge")),
+                "recipe.build.instance_type",
+            ),
+            (
+                edit(|v| v["build"]["timeout_minutes"] = json!(2)),
+                "recipe.build.timeout_minutes",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!(["m5.large", "huge"])),
+                "recipe.build.fallback_instance_types[1]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!(["m5.large", "m5.large"])),
+                "recipe.build.fallback_instance_types[1]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_instance_types"] = json!([v["build"]["instance_type"].clone()])),
+                "recipe.build.fallback_instance_types[0]",
+            ),
+            (
+                edit(|v| v["build"]["fallback_subnet_ids"] = json!(["subnet-0123"])),
+                "recipe.build.fallback_subnet_ids[0]",
+            ),
+            (
+                edit(|v| {
+                    v["build"]["fallback_subnet_ids"] = json!([
+                        "subnet-0000000000000000a",
+                        "subnet-0000000000000000b",
+                        "subnet-0000000000000000c",
+                        "subnet-0000000000000000d",
+                        "subnet-0000000000000000e"
+                    ])
+                }),
+                "recipe.build.fallback_subnet_ids",
+            ),
+            (
+                edit(|v| v["test"]["fallback_subnet_ids"] = json!(["sg-0123456789abcdef0"])),
+                "recipe.test.fallback_subnet_ids[0]",
+            ),
+            (
+                edit(|v| v["build"]["script"] = json!("echo\nAMI_PIPELINE_SCRIPT_END\nrm -rf /")),
+                "recipe.build.script",
+            ),
+            (
+                edit(|v| v["build"]["data_volumes"][0]["device_name"] = json!("/dev/sda;x")),
+                "recipe.build.data_volumes[0].device_name",
+            ),
+            (
+                edit(|v| v["image"]["name"] = json!("{{pipeline}}-{{secret}}")),
+                "recipe.image.name",
+            ),
+            (
+                edit(|v| v["image"]["tpm_support"] = json!(true)),
+                "recipe.image.tpm_support",
+            ),
+            (
+                edit(|v| v["image"]["tags"] = json!({"aws:x": "y"})),
+                "recipe.image.tags.aws:x",
+            ),
+            (
+                edit(|v| v["distribution"]["regions"] = json!(["eu-west-1", "eu-west-1"])),
+                "recipe.distribution.regions[1]",
+            ),
+            (
+                edit(|v| v["distribution"]["regions"] = json!(["mars-north-1"])),
+                "recipe.distribution.regions[0]",
+            ),
+            (
+                edit(|v| v["distribution"]["accounts"] = json!(["1234"])),
+                "recipe.distribution.accounts[0]",
+            ),
+            (
+                edit(|v| v["distribution"]["public"] = json!("yes")),
+                "recipe.distribution.public",
+            ),
+            (
+                edit(|v| v["distribution"]["public"] = json!(true)),
+                "recipe.distribution.public",
+            ),
+            (
+                edit(|v| {
+                    v["image"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("kms_key_id")
+                        .map(|_| ())
+                        .unwrap_or(())
+                }),
+                "recipe.image.kms_key_id",
+            ),
+            (
+                edit(|v| v["image"]["kms_key_id"] = json!("alias/aws/ebs")),
+                "recipe.image.kms_key_id",
+            ),
+            (
+                edit(|v| v["distribution"]["kms_key_ids"]["eu-west-1"] = json!("alias/aws/ebs")),
+                "recipe.distribution.kms_key_ids.eu-west-1",
+            ),
+            (
+                edit(|v| v["publish"]["ssm_parameters"] = json!(["no-slash"])),
+                "recipe.publish.ssm_parameters[0]",
+            ),
+            (edit(|v| v["retention"]["keep"] = json!(0)), "recipe.retention.keep"),
+            (edit(|v| v["refresh"] = json!("sometimes")), "recipe.refresh"),
+            (edit(|v| v["colour"] = json!("blue")), "recipe.colour"),
+            (
+                edit(|v| v.as_object_mut().unwrap().remove("build").map(|_| ()).unwrap_or(())),
+                "recipe.build",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(field_of(&text), want, "{text}");
+        }
+    }
+
+    /// "Snapshots encrypted with your default KMS key cannot be shared with other accounts" (ModifySnapshotAttribute
+    /// API reference): a shared image needs a customer-managed key in every region it lands in.
+    #[test]
+    fn a_shared_image_needs_a_key_in_every_copy_region() {
+        let web = Recipe::from_json(WEB).unwrap();
+        assert!(web.is_shared());
+        assert_eq!(web.check_sharing_keys("us-east-1"), Ok(()));
+        let mut missing = web.clone();
+        missing.distribution.kms_key_ids.remove("ap-southeast-2");
+        let err = missing.check_sharing_keys("us-east-1").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids"
+                && message.contains("`ap-southeast-2`")),
+            "{err}"
+        );
+        // Built in ap-southeast-2, the image there takes image.kms_key_id: no copy needs that entry.
+        assert_eq!(missing.check_sharing_keys("ap-southeast-2"), Ok(()));
+        // Not shared: the default key is fine everywhere.
+        let mut private = missing;
+        private.distribution.accounts.clear();
+        assert!(!private.is_shared());
+        assert_eq!(private.check_sharing_keys("us-east-1"), Ok(()));
+        private.image.kms_key_id = None;
+        assert_eq!(private.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = Recipe::from_json(&edit(|v| v["build"]["scrpit"] = serde_json::json!("x"))).unwrap_err();
+        assert!(err.to_string().contains("unknown field `scrpit`"), "{err}");
+    }
+
+    /// The recipe keeps its `s3://` form and validation takes exactly that form (it once took anything containing
+    /// `.s3`). (Moved from `instance_store`.)
+    #[test]
+    fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
+        let with = |manifest: &str| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(WEB).unwrap();
+            v["image"]["root_device_type"] = "instance-store".into();
+            v["image"]["s3_manifest"] = manifest.into();
+            Recipe::from_json(&v.to_string())
+        };
+        let ok = with("s3://my-bundles/web/image.manifest.xml").unwrap();
+        assert_eq!(
+            ok.image.s3_manifest.as_deref(),
+            Some("s3://my-bundles/web/image.manifest.xml")
+        );
+        for bad in [
+            "https://my-bundles.s3.amazonaws.com/image.manifest.xml",
+            "s3://my-bundles/image.img",
+        ] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput { field, .. } if field == MANIFEST_FIELD),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
