@@ -24,7 +24,9 @@ pub use model::error::{Error, Result};
 
 // The paths before the layers, kept until the handlers use the layered ones (`/work/notes/core-paths.sed` rewrites
 // them); each names the module that now holds it.
-pub use aws::{clients, ec2, error, image, instance_store, lifecycle, platform, rerun, runcommand, runtime, source, tags};
+pub use aws::{
+    clients, ec2, error, image, instance_store, lifecycle, platform, rerun, runcommand, runtime, source, tags,
+};
 pub use model::{event, input, naming, sharing as distribution, steps, userdata};
 
 /// Old path of the recipe: its types (`model::recipe`) and the field checks handlers use (`validate`).

@@ -268,11 +268,7 @@ impl Channel {
                 Ok(out) => out,
                 Err(e) if aws_code(&e) == Some("ResourceNotFoundException") => continue, // nothing on that stream
                 Err(e) => {
-                    lambda_runtime::tracing::warn!(
-                        stream,
-                        "GetLogEvents: {}",
-                        from_sdk("GetLogEvents", e)
-                    );
+                    lambda_runtime::tracing::warn!(stream, "GetLogEvents: {}", from_sdk("GetLogEvents", e));
                     return None;
                 }
             };

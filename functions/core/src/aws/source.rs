@@ -4,8 +4,8 @@ use aws_sdk_ec2::types::{Filter, Image, ImageState};
 
 use crate::aws::ec2::describe_image;
 use crate::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
-use crate::model::time::unix_seconds;
 use crate::model::recipe::{Architecture, BaseImage};
+use crate::model::time::unix_seconds;
 use crate::validate::check_id;
 
 /// Resolves the recipe's base image and checks it: owner in the allow-list, available, not deprecated, and of
@@ -117,7 +117,10 @@ async fn newest_by_name(
 }
 
 pub fn is_deprecated(image: &Image, now: i64) -> bool {
-    image.deprecation_time().and_then(unix_seconds).is_some_and(|t| t <= now)
+    image
+        .deprecation_time()
+        .and_then(unix_seconds)
+        .is_some_and(|t| t <= now)
 }
 
 /// The checks an image must pass to be built on. `self` can only be checked by EC2 (it filters by owner).

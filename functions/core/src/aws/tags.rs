@@ -5,8 +5,8 @@
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
-pub use crate::model::tags::*;
 use crate::model::steps::{ExecutionRef, Run};
+pub use crate::model::tags::*;
 
 pub fn tag(key: &str, val: &str) -> Tag {
     Tag::builder().key(key).value(value(val)).build()

@@ -139,4 +139,3 @@ pub struct CleanupOutput {
 pub fn is_launch_template_id(id_or_name: &str) -> bool {
     id_or_name.starts_with("lt-")
 }
-

@@ -460,7 +460,6 @@ impl Recipe {
     }
 }
 
-
 /// The recipe's JSON Schema, generated from these types, with keys sorted: whether serde_json keeps insertion
 /// order depends on which crates share the build, and the committed file must not.
 pub fn json_schema() -> String {

@@ -360,7 +360,6 @@ pub fn settle<T>(result: Result<T>, progress: impl Fn(&T) -> Option<&Progress>, 
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,14 +400,8 @@ mod tests {
         assert_eq!(settle(Ok(ready), p, "x"), Ok(ready));
         let not_ready = |r: Result<Progress>| settle(r, p, "x").unwrap_err().error_type();
         assert_eq!(not_ready(Ok(pending)), "AmiPipeline.NotReady");
-        assert_eq!(
-            not_ready(Err(Error::Throttled("t".into()))),
-            "AmiPipeline.NotReady"
-        );
-        assert_eq!(
-            not_ready(Err(Error::Transient("t".into()))),
-            "AmiPipeline.NotReady"
-        );
+        assert_eq!(not_ready(Err(Error::Throttled("t".into()))), "AmiPipeline.NotReady");
+        assert_eq!(not_ready(Err(Error::Transient("t".into()))), "AmiPipeline.NotReady");
         assert_eq!(not_ready(Err(Error::Timeout("t".into()))), "AmiPipeline.Timeout");
         assert_eq!(
             not_ready(Err(Error::ImageFailed("t".into()))),

@@ -10,7 +10,8 @@ use crate::model::error::{Error, Result};
 use crate::model::naming;
 use crate::model::recipe::{BootMode, Build, Recipe, RootDeviceType, SCHEMA_VERSION, Source, limits};
 
-impl Recipe {    /// Parses a recipe document, naming the field on error.
+impl Recipe {
+    /// Parses a recipe document, naming the field on error.
     pub fn from_json(text: &str) -> Result<Recipe> {
         let recipe: Recipe = crate::model::input::parse_str("recipe", text)?;
         recipe.validate()?;
@@ -575,8 +576,7 @@ mod tests {
     #[test]
     fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
         let with = |manifest: &str| {
-            let mut v: serde_json::Value =
-                serde_json::from_str(WEB).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(WEB).unwrap();
             v["image"]["root_device_type"] = "instance-store".into();
             v["image"]["s3_manifest"] = manifest.into();
             Recipe::from_json(&v.to_string())

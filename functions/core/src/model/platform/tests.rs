@@ -2,7 +2,9 @@ use super::*;
 use crate::model::recipe::{EXAMPLE, Recipe};
 
 pub(crate) fn spec(boot_mode: Option<BootMode>, tpm: bool, arch: Architecture) -> ImageSpec {
-    let mut image = crate::model::input::parse_str::<Recipe>("recipe", EXAMPLE).unwrap().image;
+    let mut image = crate::model::input::parse_str::<Recipe>("recipe", EXAMPLE)
+        .unwrap()
+        .image;
     image.boot_mode = boot_mode;
     image.tpm_support = tpm;
     image.architecture = arch;
