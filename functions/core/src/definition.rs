@@ -359,20 +359,6 @@ pub fn definition() -> Value {
     })
 }
 
-/// `v` with every object's keys sorted, so the text is the same whether or not serde_json keeps insertion order
-/// (its `preserve_order` feature, which another crate may turn on).
-fn sorted(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
-        other => other,
-    }
-}
-
 /// The committed definition's text.
 pub fn render() -> String {
     render_json(definition())
@@ -380,9 +366,7 @@ pub fn render() -> String {
 
 /// A generated file's text: the JSON with sorted keys, two-space indented, with a final newline.
 pub fn render_json(v: Value) -> String {
-    let mut text = serde_json::to_string_pretty(&sorted(v)).unwrap_or_default();
-    text.push('\n');
-    text
+    crate::model::json::pretty(v)
 }
 
 /// For the tests that keep a generated file current: rewrites `path` (relative to the repository) when the

@@ -7,6 +7,7 @@ pub mod event;
 pub mod image;
 pub mod input;
 pub mod instance_store;
+pub mod json;
 pub mod lifecycle;
 pub mod naming;
 pub mod platform;

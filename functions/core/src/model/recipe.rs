@@ -460,22 +460,10 @@ impl Recipe {
     }
 }
 
-/// The recipe's JSON Schema, generated from these types, with keys sorted: whether serde_json keeps insertion
-/// order depends on which crates share the build, and the committed file must not.
+/// The recipe's JSON Schema, generated from these types, with keys sorted: the committed file must not depend on
+/// whether serde_json keeps insertion order.
 pub fn json_schema() -> String {
-    fn sorted(v: serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-            }
-            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
-            other => other,
-        }
-    }
-    let schema = serde_json::to_value(schemars::schema_for!(Recipe)).unwrap_or_default();
-    serde_json::to_string_pretty(&sorted(schema)).unwrap_or_default() + "\n"
+    crate::model::json::pretty(serde_json::to_value(schemars::schema_for!(Recipe)).unwrap_or_default())
 }
 
 /// The example recipe the tests share (`infra/recipes/al2023-web.json`).

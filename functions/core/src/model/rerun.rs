@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::json::sorted;
 use crate::model::naming::{MAX_EXECUTION_NAME, short_hash};
 use crate::model::recipe::Recipe;
 use crate::model::steps::ImageState;
@@ -59,19 +60,6 @@ pub fn recipe_hash(recipe: &Recipe) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn sorted(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
-        other => other,
-    }
 }
 
 /// What a rerun adopts from an earlier attempt, written by the trigger into the execution input (`run.adopted`).

@@ -82,7 +82,7 @@ pub(super) fn check_volume_type(field: &str, t: &str) -> Result<()> {
     }
 }
 
-pub(super) fn check_instance_type(field: &str, t: &str) -> Result<()> {
+fn check_instance_type(field: &str, t: &str) -> Result<()> {
     let ok = t.len() <= 32
         && t.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
         && t.chars()
@@ -99,7 +99,30 @@ pub const MAX_FALLBACKS: usize = 4;
 
 /// `fallback_instance_types` and `fallback_subnet_ids` of `section`: valid ids and types, at most
 /// `MAX_FALLBACKS` each, none repeated or equal to the primary.
-pub(super) fn check_fallbacks(
+/// Where the builder or test instance (`section`) is launched: its instance type (given for a build, optional for a
+/// test), subnet, fallbacks and security groups, checked in that order.
+pub(super) fn check_placement(
+    section: &str,
+    instance_type: Option<&str>,
+    subnet_id: Option<&str>,
+    fallback_types: &[String],
+    fallback_subnets: &[String],
+    security_group_ids: &[String],
+) -> Result<()> {
+    if let Some(t) = instance_type {
+        check_instance_type(&format!("{section}.instance_type"), t)?;
+    }
+    if let Some(s) = subnet_id {
+        check_id(&format!("{section}.subnet_id"), "subnet-", s)?;
+    }
+    check_fallbacks(section, instance_type, subnet_id, fallback_types, fallback_subnets)?;
+    for (i, sg) in security_group_ids.iter().enumerate() {
+        check_id(&format!("{section}.security_group_ids[{i}]"), "sg-", sg)?;
+    }
+    Ok(())
+}
+
+fn check_fallbacks(
     section: &str,
     instance_type: Option<&str>,
     subnet_id: Option<&str>,

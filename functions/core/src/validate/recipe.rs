@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use super::fields::{
-    check_fallbacks, check_id, check_instance_type, check_range, check_range_or_zero, check_region, check_script,
-    check_ssm_name, check_text, check_volume_type, is_account, is_default_ebs_key,
+    check_id, check_placement, check_range, check_range_or_zero, check_region, check_script, check_ssm_name,
+    check_text, check_volume_type, is_account, is_default_ebs_key,
 };
 use crate::model::error::{Error, Result};
 use crate::model::naming;
@@ -158,22 +158,14 @@ impl Recipe {
         if let Some(p) = &t.instance_profile {
             check_text("recipe.test.instance_profile", p, 2048)?;
         }
-        if let Some(it) = &t.instance_type {
-            check_instance_type("recipe.test.instance_type", it)?;
-        }
-        if let Some(s) = &t.subnet_id {
-            check_id("recipe.test.subnet_id", "subnet-", s)?;
-        }
-        check_fallbacks(
+        check_placement(
             "recipe.test",
             t.instance_type.as_deref(),
             t.subnet_id.as_deref(),
             &t.fallback_instance_types,
             &t.fallback_subnet_ids,
+            &t.security_group_ids,
         )?;
-        for (i, sg) in t.security_group_ids.iter().enumerate() {
-            check_id(&format!("recipe.test.security_group_ids[{i}]"), "sg-", sg)?;
-        }
         if let Some(s) = &t.script {
             check_script("recipe.test.script", s)?;
         }
@@ -321,20 +313,14 @@ impl Recipe {
 }
 
 fn validate_build(b: &Build) -> Result<()> {
-    check_instance_type("recipe.build.instance_type", &b.instance_type)?;
-    if let Some(s) = &b.subnet_id {
-        check_id("recipe.build.subnet_id", "subnet-", s)?;
-    }
-    check_fallbacks(
+    check_placement(
         "recipe.build",
         Some(&b.instance_type),
         b.subnet_id.as_deref(),
         &b.fallback_instance_types,
         &b.fallback_subnet_ids,
+        &b.security_group_ids,
     )?;
-    for (i, sg) in b.security_group_ids.iter().enumerate() {
-        check_id(&format!("recipe.build.security_group_ids[{i}]"), "sg-", sg)?;
-    }
     if let Some(p) = &b.instance_profile {
         check_text("recipe.build.instance_profile", p, 2048)?;
     }
