@@ -4,8 +4,8 @@
 //!
 //! A module's imports are its `crate::` paths (`use crate::{a, b}` groups included) and the `super::` paths that
 //! climb out of its layer, outside comments. A path through a name `lib.rs` re-exports (`crate::tags`,
-//! `crate::Error`) counts as an import of the module that holds it. Test code (a file's `#[cfg(test)]` items, which
-//! come last, and `tests.rs` files) is left out of the cycle check only.
+//! `crate::Error`) counts as an import of the module that holds it. Test code (`#[cfg(test)]` items and `tests.rs`
+//! files) is left out of the cycle check only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -55,16 +55,7 @@ fn read(src: &Path, file: &Path) -> Source {
     let (production, test) = if parts.last() == Some(&"tests.rs") {
         (String::new(), text)
     } else {
-        let cut = text
-            .lines()
-            .position(|l| {
-                let l = l.trim_start();
-                l.starts_with("#[cfg(test)]") || l.starts_with("#[cfg(all(test")
-            })
-            .unwrap_or(usize::MAX);
-        let lines: Vec<&str> = text.lines().collect();
-        let cut = cut.min(lines.len());
-        (lines[..cut].join("\n"), lines[cut..].join("\n"))
+        split_tests(&text)
     };
     Source {
         path: rel,
@@ -73,6 +64,45 @@ fn read(src: &Path, file: &Path) -> Source {
         production,
         test,
     }
+}
+
+/// The text without and with its `#[cfg(test)]` items (rustfmt's layout: a gated `mod`, `fn` or `impl` ends with
+/// the `}` at its own indentation, anything else with the first line ending in `;`).
+fn split_tests(text: &str) -> (String, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut production, mut test): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start();
+        if !(line.starts_with("#[cfg(test)]") || line.starts_with("#[cfg(all(test")) {
+            production.push(lines[i]);
+            i += 1;
+            continue;
+        }
+        let indent = lines[i].len() - line.len();
+        let mut item = i;
+        while item + 1 < lines.len() && lines[item].trim_start().starts_with("#[") {
+            item += 1;
+        }
+        let head = lines[item].trim_start();
+        let braced = !head.ends_with(';')
+            && ["mod ", "pub(crate) mod ", "fn ", "pub(crate) fn ", "impl"]
+                .iter()
+                .any(|k| head.starts_with(k));
+        let close = format!("{}}}", " ".repeat(indent));
+        let end = (item..lines.len())
+            .find(|&k| {
+                if braced {
+                    lines[k].trim_end() == close
+                } else {
+                    lines[k].trim_end().ends_with(';')
+                }
+            })
+            .unwrap_or(lines.len() - 1);
+        test.extend(&lines[i..=end]);
+        i = end + 1;
+    }
+    (production.join("\n"), test.join("\n"))
 }
 
 fn ident_at(s: &str) -> String {
@@ -328,6 +358,15 @@ fn imports_are_read_from_groups_and_from_climbing_super_paths() {
     let names: Vec<String> = imports(text, 2).into_iter().collect();
     assert_eq!(names, ["Result", "aws", "model", "validate"]);
     assert!(imports("use super::super::x;", 3).is_empty(), "still inside the layer");
+    let (production, test) =
+        split_tests("use a;\n#[cfg(test)]\nmod tests {\n    use b;\n}\nfn c() {}\n#[cfg(test)]\nmod more;");
+    assert_eq!(
+        (production.as_str(), test.as_str()),
+        (
+            "use a;\nfn c() {}",
+            "#[cfg(test)]\nmod tests {\n    use b;\n}\n#[cfg(test)]\nmod more;"
+        )
+    );
     assert_eq!(sdk_crates_in("use aws_sdk_ec2::types::Tag;"), ["aws_sdk_"]);
     assert!(sdk_crates_in("let my_aws_sdk_ec2 = 1;").is_empty());
 }
