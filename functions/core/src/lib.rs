@@ -22,8 +22,8 @@ pub mod testing;
 
 pub use model::error::{Error, Result};
 
-// The paths before the layers, kept until the handlers use the layered ones (`/work/notes/core-paths.sed` rewrites
-// them); each names the module that now holds it.
+// The paths from before the layers, kept until the other crates use the layered ones; each names the module that
+// now holds it (an `aws` module re-exports the `model` module of its name).
 pub use aws::{
     clients, ec2, error, image, instance_store, lifecycle, platform, rerun, runcommand, runtime, source, tags,
 };
