@@ -3,10 +3,9 @@
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, Image, ImageState, Instance};
 
-use crate::aws::error::{CAPACITY_CODES, Error, Result, SdkResultExt, aws_code, from_sdk};
+use crate::aws::error::{Result, SdkResultExt, aws_code, from_sdk};
 use crate::aws::runtime::{CALL_BUDGET, ensure_time_left};
 use crate::aws::tags;
-use crate::model::naming::client_token;
 
 /// How long an id this execution created may stay unknown to describe calls before it counts as gone. EC2 is
 /// eventually consistent: "if you run a command to modify or describe the resource that you just created, its ID
@@ -116,89 +115,6 @@ pub async fn find_instances_settled(ec2: &Client, filters: Vec<Filter>, again: b
     }
     tokio::time::sleep(LOOKUP_PAUSE).await;
     find_instances(ec2, filters).await
-}
-
-/// Where an instance may be launched: one subnet (`None`: the default subnet) and instance type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    pub subnet_id: Option<String>,
-    pub instance_type: String,
-}
-
-/// Every placement the recipe allows, in its order of preference: the first instance type in each subnet (the
-/// primary first), then the next type in each subnet. Duplicates are dropped.
-pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
-    let subnets: Vec<Option<&str>> = if subnets.is_empty() {
-        vec![None]
-    } else {
-        subnets.to_vec()
-    };
-    let mut out: Vec<Placement> = Vec::new();
-    for t in types {
-        for s in &subnets {
-            let p = Placement {
-                subnet_id: s.map(String::from),
-                instance_type: t.to_string(),
-            };
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// The ClientToken of one launch attempt. The first placement keeps the step's token; every other placement gets
-/// its own, since one token stands for one set of parameters (another subnet or type under the same token is
-/// `IdempotentParameterMismatch`), and each is still stable across retries of the step.
-pub fn launch_token(execution: &str, step: &str, region: &str, attempt: usize, p: &Placement) -> String {
-    if attempt == 0 {
-        return client_token(execution, step, region);
-    }
-    let key = format!("{region}/{}/{}", p.subnet_id.as_deref().unwrap_or("-"), p.instance_type);
-    client_token(execution, step, &key)
-}
-
-/// Launches in the first placement with capacity: `InsufficientInstanceCapacity` or `Unsupported` moves on to
-/// the next one; any other error ends the launch as `from_sdk` maps it (limits are `LimitExceeded`, retried by the
-/// state machine). Stops between attempts when the Lambda's time runs short. When no placement has capacity:
-/// `NoCapacity`, naming every placement tried and EC2's answer.
-pub async fn launch(
-    placements: &[Placement],
-    what: &str,
-    call: impl Fn(usize, &Placement) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
-) -> Result<(aws_sdk_ec2::operation::run_instances::RunInstancesOutput, Placement)> {
-    let mut tried = Vec::new();
-    for (i, p) in placements.iter().enumerate() {
-        if i > 0 {
-            ensure_time_left(CALL_BUDGET, &format!("launching the {what}"))?;
-        }
-        match call(i, p).send().await {
-            Ok(out) => return Ok((out, p.clone())),
-            Err(e) if aws_code(&e).is_some_and(|c| CAPACITY_CODES.contains(&c)) => {
-                let code = aws_code(&e).unwrap_or_default().to_string();
-                let subnet = p.subnet_id.as_deref().unwrap_or("the default subnet");
-                tracing::warn!(subnet, instance_type = %p.instance_type, code, "no capacity; trying the next placement");
-                tried.push(format!("{} in {subnet}: {code}", p.instance_type));
-            }
-            Err(e) => return Err(from_sdk("RunInstances", e)),
-        }
-    }
-    Err(Error::NoCapacity(format!(
-        "no capacity for the {what}; tried {}. Add subnets in other Availability Zones or other instance types \
-         (fallback_subnet_ids, fallback_instance_types)",
-        tried.join(", ")
-    )))
-}
-
-/// An instance profile given by name or ARN, as RunInstances takes it.
-pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstanceProfileSpecification {
-    let spec = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder();
-    if name_or_arn.starts_with("arn:") {
-        spec.arn(name_or_arn).build()
-    } else {
-        spec.name(name_or_arn).build()
-    }
 }
 
 /// Terminates instances; ones already gone count as done.
@@ -331,72 +247,9 @@ pub async fn is_nitro(ec2: &aws_sdk_ec2::Client, instance_type: &str) -> Result<
         .any(|t| t.hypervisor() == Some(&aws_sdk_ec2::types::InstanceTypeHypervisor::Nitro)))
 }
 
-/// The launch settings every instance of the pipeline gets, in one place: IMDSv2 required (hop limit 1), one
-/// network interface without a public IP, in the given subnet and security groups.
-pub fn locked_down(
-    call: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
-    subnet_id: Option<String>,
-    security_group_ids: Vec<String>,
-) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
-    use aws_sdk_ec2::types::{
-        HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-        InstanceNetworkInterfaceSpecification,
-    };
-    call.metadata_options(
-        InstanceMetadataOptionsRequest::builder()
-            .http_tokens(HttpTokensState::Required)
-            .http_endpoint(InstanceMetadataEndpointState::Enabled)
-            .http_put_response_hop_limit(1)
-            .build(),
-    )
-    .network_interfaces(
-        InstanceNetworkInterfaceSpecification::builder()
-            .device_index(0)
-            .associate_public_ip_address(false)
-            .delete_on_termination(true)
-            .set_subnet_id(subnet_id)
-            .set_groups(Some(security_group_ids).filter(|g| !g.is_empty()))
-            .build(),
-    )
-}
-
 #[cfg(test)]
-mod placement_tests {
+mod tests {
     use super::*;
-
-    #[test]
-    fn placements_keep_the_type_across_subnets_first_and_tokens_differ_per_placement() {
-        let p = placements(&["t3.small", "m5.large"], &[Some("subnet-a"), Some("subnet-b")]);
-        let pairs: Vec<(&str, &str)> = p
-            .iter()
-            .map(|p| (p.instance_type.as_str(), p.subnet_id.as_deref().unwrap_or("")))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("t3.small", "subnet-a"),
-                ("t3.small", "subnet-b"),
-                ("m5.large", "subnet-a"),
-                ("m5.large", "subnet-b")
-            ]
-        );
-        // no subnet: the default subnet, once per type
-        assert_eq!(placements(&["t3.small", "t3.small"], &[]).len(), 1);
-        let tokens: std::collections::BTreeSet<String> = p
-            .iter()
-            .enumerate()
-            .map(|(i, p)| launch_token("web-r-1", "build", "us-east-1", i, p))
-            .collect();
-        assert_eq!(tokens.len(), p.len(), "one ClientToken per placement");
-        assert!(tokens.iter().all(|t| t.len() <= 64));
-        // the first placement keeps the token a start without fallbacks always used
-        assert!(tokens.contains(&client_token("web-r-1", "build", "us-east-1")));
-        assert_eq!(
-            launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),
-            launch_token("web-r-1", "build", "us-east-1", 1, &p[1]),
-            "stable across retries"
-        );
-    }
 
     #[test]
     fn the_not_found_grace_period_counts_from_the_create() {

@@ -8,6 +8,7 @@ pub mod ec2;
 pub mod error;
 pub mod image;
 pub mod instance_store;
+pub mod launch;
 pub mod lifecycle;
 pub mod platform;
 pub mod rerun;
