@@ -93,6 +93,21 @@ mod instance_type_tests {
         crate::testing::ec2(&[rule])
     }
 
+    /// DescribeInstanceTypes failing with HTTP `status` and the EC2 error `code`.
+    fn failing(status: u16, code: &str) -> aws_smithy_mocks::Rule {
+        mock!(aws_sdk_ec2::Client::describe_instance_types)
+            .sequence()
+            .http_status(status, Some(crate::testing::ec2_error_body(code)))
+            .build()
+    }
+
+    /// The check's error for `instance_type`, named by `field`, with EC2 answering by `rule`.
+    async fn refused(rule: &aws_smithy_mocks::Rule, instance_type: &str, field: &str) -> Error {
+        check_instance_type(&client(rule), instance_type, field)
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_type_with_an_instance_store_root_passes() {
         let rule = mock!(aws_sdk_ec2::Client::describe_instance_types)
@@ -115,22 +130,15 @@ mod instance_type_tests {
                 .instance_types(info("t3.small", &[RootDeviceType::Ebs]))
                 .build()
         });
-        let err = check_instance_type(&client(&ebs_only), "t3.small", "recipe.test.instance_type")
-            .await
-            .unwrap_err();
+        let err = refused(&ebs_only, "t3.small", "recipe.test.instance_type").await;
         assert!(
             matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.test.instance_type"),
             "{err}"
         );
         assert!(err.to_string().contains("supported root device types: ebs"), "{err}");
 
-        let unknown = mock!(aws_sdk_ec2::Client::describe_instance_types)
-            .sequence()
-            .http_status(400, Some(crate::testing::ec2_error_body("InvalidInstanceType")))
-            .build();
-        let err = check_instance_type(&client(&unknown), "t9.huge", "recipe.build.instance_type")
-            .await
-            .unwrap_err();
+        let unknown = failing(400, "InvalidInstanceType");
+        let err = refused(&unknown, "t9.huge", "recipe.build.instance_type").await;
         assert!(
             matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.build.instance_type"),
             "{err}"
@@ -139,13 +147,12 @@ mod instance_type_tests {
 
     #[tokio::test]
     async fn other_failures_are_aws_errors_not_a_verdict() {
-        let denied = mock!(aws_sdk_ec2::Client::describe_instance_types)
-            .sequence()
-            .http_status(403, Some(crate::testing::ec2_error_body("UnauthorizedOperation")))
-            .build();
-        let err = check_instance_type(&client(&denied), "m3.medium", "recipe.test.instance_type")
-            .await
-            .unwrap_err();
+        let err = refused(
+            &failing(403, "UnauthorizedOperation"),
+            "m3.medium",
+            "recipe.test.instance_type",
+        )
+        .await;
         assert_eq!(err.error_type(), "AmiPipeline.AwsError", "{err}");
     }
 }

@@ -173,17 +173,23 @@ async fn an_agent_never_online_past_its_deadline_is_its_own_error_and_nothing_is
     let captured = Captured::default();
     let (list, offline, sent) = (nothing_listed(), agent(0), send(captured.clone(), "cmd-1"));
     let ch = channel(&[&list, &offline, &sent], &[]);
-    // Within the deadline: pending.
+    let err = waits_for_the_agent_deadline(&ch, &captured).await;
+    // AgentNotOnline says what the instance needs.
+    assert!(err.to_string().contains(INSTANCE) && err.to_string().contains("AmazonSSMManagedInstanceCore"));
+}
+
+/// Within the agent's deadline from launch the job is pending; past it, it fails `AgentNotOnline` (returned); nothing
+/// is sent either way.
+async fn waits_for_the_agent_deadline(ch: &Channel, captured: &Captured<SendCommandInput>) -> Error {
     let launched = NOW - DEFAULT_AGENT_DEADLINE_SECONDS;
     assert_eq!(
         ch.reconcile(&job(), launched, NOW).await.unwrap(),
         State::AgentNotOnline
     );
-    // Past it: AgentNotOnline, which says what the instance needs.
     let err = ch.reconcile(&job(), launched - 1, NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.AgentNotOnline");
-    assert!(err.to_string().contains(INSTANCE) && err.to_string().contains("AmazonSSMManagedInstanceCore"));
     assert!(captured.all().is_empty());
+    err
 }
 
 /// An agent not yet registered may be answered `InvalidInstanceId` (an error ListCommands, DescribeInstanceInformation
@@ -199,14 +205,7 @@ async fn invalid_instance_id_from_an_unregistered_agent_waits_for_the_deadline()
         .build();
     let sent = send(captured.clone(), "cmd-1");
     let ch = channel(&[&unknown, &sent], &[]);
-    let launched = NOW - DEFAULT_AGENT_DEADLINE_SECONDS;
-    assert_eq!(
-        ch.reconcile(&job(), launched, NOW).await.unwrap(),
-        State::AgentNotOnline
-    );
-    let err = ch.reconcile(&job(), launched - 1, NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.AgentNotOnline");
-    assert!(captured.all().is_empty());
+    waits_for_the_agent_deadline(&ch, &captured).await;
 }
 
 /// The first SendCommand is performed but its answer is lost (HTTP 500 on each of the SDK's attempts), and
