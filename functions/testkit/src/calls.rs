@@ -1,0 +1,43 @@
+//! Counts the operations clients send, so a test can say "called nothing" whatever the rules.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept};
+use aws_smithy_mocks::Rule;
+
+/// A shared count of operations (not attempts) sent by every client built with it.
+#[derive(Clone, Debug, Default)]
+pub struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// A mocked EC2 client answering from `rules`, audited and counted.
+    pub fn ec2(&self, rules: &[&Rule]) -> aws_sdk_ec2::Client {
+        ami_core::testing::ec2_with(rules, self.clone())
+    }
+
+    /// A mocked SSM client answering from `rules`, counted.
+    pub fn ssm(&self, rules: &[&Rule]) -> aws_sdk_ssm::Client {
+        ami_core::testing::ssm_with(rules, self.clone())
+    }
+}
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "ami-testkit call counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! The handlers' test kit (a dev-dependency of every handler crate): core's fixtures and mock clients (each EC2
+//! client runs the request audit), a call counter, one fake AWS world ([`world`]) and the contract tests every
+//! step must pass ([`step_contract_tests!`]).
+//!
+//! Core's own unit tests cannot use this crate (a dev-dependency cycle would build two copies of `ami-core`), so
+//! the fixtures they need stay in `ami_core::testing` and are re-exported here.
+
+pub mod calls;
+pub mod contract;
+pub mod world;
+
+pub use ami_core::testing::*;
+pub use calls::Calls;
+pub use world::{World, WorldState};
+
+/// A rule answering `$op` throttled once, then with `$output` (the SDK retries on the rule that matched first).
+/// EC2 operations throttle with 503 `RequestLimitExceeded`; `ssm` ones with 400 `ThrottlingException`.
+#[macro_export]
+macro_rules! throttled_once {
+    (ssm $op:path, $output:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::json_error_body("ThrottlingException")))
+            .output($output)
+            .build()
+    };
+    ($op:path, $output:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(503, Some($crate::ec2_error_body("RequestLimitExceeded")))
+            .output($output)
+            .build()
+    };
+}
+
+/// A rule answering `$op` throttled on every attempt.
+#[macro_export]
+macro_rules! throttled_always {
+    (ssm $op:path) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::json_error_body("ThrottlingException")))
+            .repeatedly()
+            .build()
+    };
+    ($op:path) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(503, Some($crate::ec2_error_body("RequestLimitExceeded")))
+            .repeatedly()
+            .build()
+    };
+}
+
+/// A rule answering `$op` with the EC2 error `$code` (400) on every attempt.
+#[macro_export]
+macro_rules! ec2_error {
+    ($op:path, $code:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::ec2_error_body($code)))
+            .repeatedly()
+            .build()
+    };
+}
