@@ -72,7 +72,7 @@ macro_rules! step_contract_tests {
         handle: $handle:expr,
         setup: $setup:expr,
         request: $request:expr,
-        malformed: [ $( ($change:expr, $field:expr) ),* $(,)? ]
+        malformed: [ $( ($change:expr, $field:expr $(,)?) ),* $(,)? ]
         $(, persistent_throttling: { rule: $rule:expr, deps: $tdeps:expr $(,)? } )?
         $(,)?
     ) => {

@@ -196,6 +196,8 @@ pub struct WorldState {
     pub log: Vec<String>,
     /// Every read (Describe*, GetParameter).
     pub reads: usize,
+    /// Snapshots gone, by DeleteSnapshot or with their image (DeregisterImage's DeleteAssociatedSnapshots).
+    pub deleted_snapshots: Vec<String>,
     pub requests: Requests,
     pub after_put: Option<Hook>,
     pub after_modify: Option<Hook>,
@@ -394,6 +396,7 @@ impl World {
             );
             let image = w.images.remove(id).unwrap_or_else(|| panic!("no image {id}"));
             assert_eq!(image.region, r, "{id} deregistered in its own region");
+            w.deleted_snapshots.extend(image.snapshots.iter().cloned());
             for s in image.snapshots {
                 if !w.image_uses(&s) {
                     w.snapshots.remove(&s);
@@ -407,6 +410,7 @@ impl World {
             let id = req.snapshot_id().unwrap_or_default().to_string();
             w.log.push(format!("DeleteSnapshot {r} {id}"));
             w.requests.delete_snapshot.push(id.clone());
+            w.deleted_snapshots.push(id.clone());
             assert!(!w.image_uses(&id), "{id} is used by a remaining image");
             let x = w.snapshots.remove(&id).unwrap_or_else(|| panic!("no snapshot {id}"));
             assert_eq!(x.region, r, "{id} deleted in its own region");
