@@ -63,3 +63,10 @@ macro_rules! ec2_error {
             .build()
     };
 }
+
+/// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.
+pub fn secs(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp())
+        .unwrap_or_default()
+}
