@@ -7,13 +7,12 @@
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
 };
-use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Channel, Platform, Source};
 use ami_core::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
 use ami_core::step::Step;
-use ami_core::steps::{BuildState, Progress, Status, StepRequest, now};
+use ami_core::steps::{BuildState, Progress, Status, StepRequest};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{source, tags};
 
@@ -46,36 +45,148 @@ impl Step for Deps {
     const NAME: &'static str = "build";
     const ACTIONS: &'static str = "`start`, `status` or `finish`";
 
-    async fn start(&self, req: &StepRequest) -> Result<BuildState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<BuildState> {
+        let (build, base) = build_section(req)?;
+        let recipe = &req.run.recipe;
+
+        // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
+        let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
+            .chain(build.fallback_instance_types.iter().map(String::as_str))
+            .collect();
+        let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
+            .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
+            .collect();
+        let placements = ami_core::ec2::placements(&types, &subnets);
+
+        // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
+        // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
+        // placement's token, so a look-up that finds nothing is made once more before launching.
+        let mine = vec![
+            tags::filter(tags::EXECUTION, &req.execution.name),
+            tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
+        ];
+        let found = ami_core::ec2::find_instances_settled(&self.ec2, mine, placements.len() > 1).await?;
+        if let Some(existing) = found.into_iter().next() {
+            let instance_id = existing.instance_id().unwrap_or_default().to_string();
+            let source_image_id = existing.image_id().unwrap_or_default().to_string();
+            tracing_log(&instance_id, "adopted the builder this execution already launched");
+            return Ok(BuildState {
+                instance_id,
+                source_image_id,
+                terminated: false,
+                logs: None,
+                progress: Progress::start(now, build.timeout_minutes),
+            });
+        }
+
+        // Vet the base image before anything is created.
+        let image = source::resolve(&self.ec2, &self.ssm, base, recipe.image.architecture, now).await?;
+        let image_id = image.image_id().unwrap_or_default().to_string();
+        // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
+        // the builder, which reports the same properties).
+        ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
+        let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
+
+        let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
+        let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
+        instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
+
+        let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
+
+        let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
+        let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
+            ami_core::ec2::locked_down(
+                self.ec2.run_instances(),
+                p.subnet_id.clone(),
+                build.security_group_ids.clone(),
+            )
+            .image_id(&image_id)
+            .instance_type(p.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .client_token(ami_core::ec2::launch_token(
+                &req.execution.name,
+                "build",
+                &req.run.region,
+                attempt,
+                p,
+            ))
+            .set_block_device_mappings(Some(devices.clone()))
+            .set_iam_instance_profile(profile.clone())
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .user_data(&user_data)
+            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+        })
+        .await?;
+        let instance_id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?
+            .to_string();
+        lambda_runtime::tracing::info!(
+            instance_id,
+            instance_type = %placed.instance_type,
+            subnet = placed.subnet_id.as_deref().unwrap_or("default"),
+            "launched the builder"
+        );
+        Ok(BuildState {
+            instance_id,
+            source_image_id: image_id,
+            terminated: false,
+            logs: None,
+            progress: Progress::start(now, build.timeout_minutes),
+        })
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<BuildState> {
-        status(self, req, now()).await
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<BuildState> {
+        let state = req.steps.build()?.clone();
+        state.progress.check_deadline(now, "provisioning")?;
+        let id = &state.instance_id;
+        let Some(instance) = ami_core::ec2::describe_instance(&self.ec2, id).await? else {
+            // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
+            if ami_core::ec2::within_grace(state.progress.started_at, now) {
+                return Ok(BuildState {
+                    progress: state.progress.with_status(Status::Pending),
+                    ..state
+                });
+            }
+            return Err(Error::ResourceGone(format!("builder {id} no longer exists")));
+        };
+        if matches!(
+            instance.state().and_then(|s| s.name()),
+            Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+        ) {
+            return Err(Error::ResourceGone(format!(
+                "builder {id} was terminated before provisioning finished"
+            )));
+        }
+        let (ready, logs) = match req.run.recipe.build_channel() {
+            Channel::Console => (console_result(self, &instance, now).await?, None),
+            Channel::RunCommand => run_command_result(self, req, &state, &instance, now).await?,
+        };
+        let status = if ready { Status::Ready } else { Status::Pending };
+        Ok(BuildState {
+            progress: state.progress.with_status(status),
+            logs: logs.or(state.logs.clone()),
+            ..state
+        })
     }
 
-    async fn finish(&self, req: &StepRequest) -> Result<BuildState> {
-        finish(self, req).await
+    /// Terminates the builder; one already gone counts as done.
+    async fn finish(&self, req: &StepRequest, _now: i64) -> Result<BuildState> {
+        let state = req.steps.build()?;
+        ami_core::ec2::terminate(&self.ec2, std::slice::from_ref(&state.instance_id)).await?;
+        Ok(BuildState {
+            terminated: true,
+            ..state.clone()
+        })
     }
 
     fn progress(out: &BuildState) -> Option<&Progress> {
         Some(&out.progress)
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
-    ami_core::step::handle(deps, event).await
-}
-
-/// Terminates the builder; one already gone counts as done.
-async fn finish(deps: &Deps, req: &StepRequest) -> Result<BuildState> {
-    let state = req.steps.build()?;
-    ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
-    Ok(BuildState {
-        terminated: true,
-        ..state.clone()
-    })
 }
 
 fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseImage)> {
@@ -87,101 +198,6 @@ fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseIm
             "an instance source has no build step; start at snapshot",
         )),
     }
-}
-
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
-    let (build, base) = build_section(req)?;
-    let recipe = &req.run.recipe;
-
-    // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
-    let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
-        .chain(build.fallback_instance_types.iter().map(String::as_str))
-        .collect();
-    let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
-        .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
-        .collect();
-    let placements = ami_core::ec2::placements(&types, &subnets);
-
-    // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
-    // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
-    // placement's token, so a look-up that finds nothing is made once more before launching.
-    let mine = vec![
-        tags::filter(tags::EXECUTION, &req.execution.name),
-        tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
-    ];
-    let found = ami_core::ec2::find_instances_settled(&deps.ec2, mine, placements.len() > 1).await?;
-    if let Some(existing) = found.into_iter().next() {
-        let instance_id = existing.instance_id().unwrap_or_default().to_string();
-        let source_image_id = existing.image_id().unwrap_or_default().to_string();
-        tracing_log(&instance_id, "adopted the builder this execution already launched");
-        return Ok(BuildState {
-            instance_id,
-            source_image_id,
-            terminated: false,
-            logs: None,
-            progress: Progress::start(now, build.timeout_minutes),
-        });
-    }
-
-    // Vet the base image before anything is created.
-    let image = source::resolve(&deps.ec2, &deps.ssm, base, recipe.image.architecture, now).await?;
-    let image_id = image.image_id().unwrap_or_default().to_string();
-    // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
-    // the builder, which reports the same properties).
-    ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
-    let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
-
-    let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
-    let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
-    instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
-
-    let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
-
-    let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
-    let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
-        ami_core::ec2::locked_down(
-            deps.ec2.run_instances(),
-            p.subnet_id.clone(),
-            build.security_group_ids.clone(),
-        )
-        .image_id(&image_id)
-        .instance_type(p.instance_type.as_str().into())
-        .min_count(1)
-        .max_count(1)
-        .client_token(ami_core::ec2::launch_token(
-            &req.execution.name,
-            "build",
-            &req.run.region,
-            attempt,
-            p,
-        ))
-        .set_block_device_mappings(Some(devices.clone()))
-        .set_iam_instance_profile(profile.clone())
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-        .user_data(&user_data)
-        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
-    })
-    .await?;
-    let instance_id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?
-        .to_string();
-    lambda_runtime::tracing::info!(
-        instance_id,
-        instance_type = %placed.instance_type,
-        subnet = placed.subnet_id.as_deref().unwrap_or("default"),
-        "launched the builder"
-    );
-    Ok(BuildState {
-        instance_id,
-        source_image_id: image_id,
-        terminated: false,
-        logs: None,
-        progress: Progress::start(now, build.timeout_minutes),
-    })
 }
 
 fn tracing_log(instance_id: &str, what: &str) {
@@ -239,40 +255,6 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
         );
     }
     Ok(out)
-}
-
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
-    let state = req.steps.build()?.clone();
-    state.progress.check_deadline(now, "provisioning")?;
-    let id = &state.instance_id;
-    let Some(instance) = ami_core::ec2::describe_instance(&deps.ec2, id).await? else {
-        // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
-        if ami_core::ec2::within_grace(state.progress.started_at, now) {
-            return Ok(BuildState {
-                progress: state.progress.with_status(Status::Pending),
-                ..state
-            });
-        }
-        return Err(Error::ResourceGone(format!("builder {id} no longer exists")));
-    };
-    if matches!(
-        instance.state().and_then(|s| s.name()),
-        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-    ) {
-        return Err(Error::ResourceGone(format!(
-            "builder {id} was terminated before provisioning finished"
-        )));
-    }
-    let (ready, logs) = match req.run.recipe.build_channel() {
-        Channel::Console => (console_result(deps, &instance, now).await?, None),
-        Channel::RunCommand => run_command_result(deps, req, &state, &instance, now).await?,
-    };
-    let status = if ready { Status::Ready } else { Status::Pending };
-    Ok(BuildState {
-        progress: state.progress.with_status(status),
-        logs: logs.or(state.logs.clone()),
-        ..state
-    })
 }
 
 /// Console channel: ready once the builder stopped with the success marker on its console.

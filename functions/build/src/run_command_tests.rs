@@ -17,7 +17,7 @@ use serde_json::json;
 
 use ami_core::recipe::Platform;
 use ami_core::steps::{BuildState, Progress, Run, Status, StepRequest};
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use super::*;
 
@@ -171,7 +171,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         online(),
         send(sent.clone(), "cmd-1"),
     );
-    let s = status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -187,7 +187,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         invocation("cmd-1", CommandInvocationStatus::Success, 0, "provisioned"),
         stop(stopped.clone()),
     );
-    let s = status(&deps(&[&running, &stopper], &[&listed1, &ok]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&running, &stopper], &[&listed1, &ok]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -195,7 +195,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
 
     // stopped, the command succeeded: ready, with where its output is
     let stopped_builder = builder(InstanceStateName::Stopped, "t3.micro", NOW - 30);
-    let s = status(&deps(&[&stopped_builder], &[&listed1, &ok]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_builder], &[&listed1, &ok]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
@@ -219,7 +219,7 @@ async fn a_failed_script_fails_the_build_with_exit_code_output_and_stream() {
             "installing nginx\nerror: package nginx not found",
         ),
     );
-    let err = status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -240,7 +240,7 @@ async fn a_script_past_its_execution_timeout_is_a_timeout() {
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::TimedOut, -1, "still working"),
     );
-    let err = status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
@@ -255,7 +255,7 @@ async fn a_builder_stopped_from_outside_during_the_command_fails() {
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::InProgress, -1, ""),
     );
-    let err = status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -273,7 +273,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         online(),
         send(sent.clone(), "cmd-2"),
     );
-    let s = status(
+    let s = Step::status(
         &deps(&[&running], &[&build_done, &ok, &agent, &sender]),
         &request(&run),
         NOW,
@@ -293,7 +293,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         listed(&[("cmd-1", "build"), ("cmd-2", "sysprep")]),
         invocation("cmd-2", CommandInvocationStatus::TimedOut, -1, "sysprep hung"),
     );
-    let err = status(&deps(&[&running], &[&both, &ok, &sysprep_failed]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&both, &ok, &sysprep_failed]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed", "not a Timeout: {err}");
@@ -335,14 +335,14 @@ async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_late
     );
     // 8 minutes after the stop the console is still empty: pending, not failed
     let empty = console("boot log\n", Some(true));
-    let s = status(&deps(&[&stopped_nitro, &is_nitro, &empty], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_nitro, &is_nitro, &empty], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // 12 minutes after the stop it caught up
     let later = builder(InstanceStateName::Stopped, "t3.micro", NOW - 12 * 60);
     let caught_up = console("boot log\nAMI-PIPELINE-RESULT: SUCCESS\n", Some(true));
-    let s = status(&deps(&[&later, &is_nitro, &caught_up], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&later, &is_nitro, &caught_up], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
@@ -353,7 +353,7 @@ async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_late
         nitro("m4.large", InstanceTypeHypervisor::Xen),
     );
     let buffered = console("AMI-PIPELINE-RESULT: SUCCESS\n", None);
-    let s = status(&deps(&[&stopped_xen, &is_xen, &buffered], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_xen, &is_xen, &buffered], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);

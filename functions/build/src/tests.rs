@@ -13,11 +13,12 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::steps::{BuildState, Progress, Status};
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
 
 use super::*;
+use ami_core::step::{Step, handle};
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 
@@ -98,7 +99,8 @@ async fn start_launches_a_locked_down_builder() {
     );
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
 
-    let out = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+    let out = deps
+        .start(&input::parse_value("input", start_request()).unwrap(), NOW)
         .await
         .unwrap();
     assert_eq!(out.instance_id, BUILDER);
@@ -255,7 +257,8 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
         let run = run_instances(Captured::default());
         let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(image));
         let deps = deps(&[&lookup, &imgs, &run], &[&param]);
-        let err = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+        let err = deps
+            .start(&input::parse_value("input", start_request()).unwrap(), NOW)
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{why}: {err}");
@@ -424,7 +427,7 @@ async fn failure_marker_fails_the_build_with_the_reason() {
     let states = instance_in(&[InstanceStateName::Stopped]);
     let con = console("AMI-PIPELINE-RESULT: FAILURE exit=3\n");
     let deps = deps(&[&states, &con], &[]);
-    let err = status(&deps, &status_request(&state()), NOW).await.unwrap_err();
+    let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
     assert!(err.to_string().contains("exit=3"), "{err}");
 }
@@ -436,11 +439,15 @@ async fn stopped_without_marker_waits_for_the_console_then_fails() {
     let con = console("booting\n");
     let recently = stopped_at(&[InstanceStateName::Stopped], NOW - CONSOLE_GRACE_SECONDS + 30);
     let deps_recent = deps(&[&recently, &con], &[]);
-    let s = status(&deps_recent, &status_request(&state()), NOW).await.unwrap();
+    let s = Step::status(&deps_recent, &status_request(&state()), NOW)
+        .await
+        .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     let long_ago = stopped_at(&[InstanceStateName::Stopped], NOW - CONSOLE_GRACE_SECONDS - 30);
     let deps_old = deps(&[&long_ago, &con], &[]);
-    let err = status(&deps_old, &status_request(&state()), NOW).await.unwrap_err();
+    let err = Step::status(&deps_old, &status_request(&state()), NOW)
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
     assert!(err.to_string().contains("stopped more than 15 minutes ago"), "{err}");
 }
@@ -478,12 +485,12 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
         })
         .then_output(|| CreateTagsOutput::builder().build());
     let first = stopped(None);
-    let s = status(&deps(&[&first, &con, &tagged], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&first, &con, &tagged], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!((s.progress.status, tagged.num_calls()), (Status::Pending, 1));
     let recent = stopped(Some(NOW - 60));
-    let s = status(&deps(&[&recent, &con], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&recent, &con], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(
@@ -492,7 +499,7 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
         "within the grace period: no second tag, still waiting"
     );
     let old = stopped(Some(NOW - CONSOLE_GRACE_SECONDS - 1));
-    let err = status(&deps(&[&old, &con], &[]), &status_request(&state()), NOW)
+    let err = Step::status(&deps(&[&old, &con], &[]), &status_request(&state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -502,7 +509,7 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
 async fn builder_terminated_by_someone_else_is_resource_gone() {
     let states = instance_in(&[InstanceStateName::Terminated]);
     let deps = deps(&[&states], &[]);
-    let err = status(&deps, &status_request(&state()), NOW).await.unwrap_err();
+    let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
 }
 
@@ -510,7 +517,8 @@ async fn builder_terminated_by_someone_else_is_resource_gone() {
 async fn past_the_deadline_is_a_timeout_without_calls() {
     let deps = deps(&[], &[]);
     let s = state();
-    let err = status(&deps, &status_request(&s), s.progress.deadline + 1)
+    let err = deps
+        .status(&status_request(&s), s.progress.deadline + 1)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
@@ -710,18 +718,18 @@ async fn a_just_launched_builder_unknown_to_ec2_is_pending_then_gone_after_the_g
     }
     // 100 s after launch: EC2 may not know the id yet
     let (unknown, running) = (not_found(), instance_in(&[InstanceStateName::Running]));
-    let s = status(&deps(&[&unknown], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&unknown], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // then it shows up
-    let s = status(&deps(&[&running], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&running], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // unknown 10 minutes after launch: gone
     let (unknown, late) = (not_found(), state_at(NOW - 500));
-    let err = status(&deps(&[&unknown], &[]), &status_request(&late), NOW)
+    let err = Step::status(&deps(&[&unknown], &[]), &status_request(&late), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");

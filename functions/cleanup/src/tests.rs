@@ -66,9 +66,7 @@ fn image(w: &mut WorldState, id: &str, region: &str, execution: &str, state: &st
 }
 
 fn deps_with(world: &World, first: Vec<Rule>) -> Deps {
-    Deps {
-        ec2: world.ec2_clients(first),
-    }
+    Deps(world.clients(first, vec![]))
 }
 
 fn deps(world: &World) -> Deps {

@@ -14,6 +14,7 @@ use ami_testkit::world::{FakeImage, Tags, tag_map};
 use ami_testkit::{self as testing, EXECUTION, NOW, World, WorldState};
 
 use super::*;
+use ami_core::step::handle;
 
 /// An edit of a valid request that makes it invalid.
 type Change = fn(&mut serde_json::Value);

@@ -67,10 +67,7 @@ fn add_snapshot(w: &mut WorldState, id: &str, pipeline: &str, age: i64, state: S
 }
 
 fn deps_with(world: &World, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
-    Deps {
-        ec2: world.ec2_clients(first_ec2),
-        ssm: world.ssm_clients(first_ssm),
-    }
+    Deps(world.clients(first_ec2, first_ssm))
 }
 
 fn deps(world: &World) -> Deps {
@@ -422,7 +419,7 @@ async fn when_references_cannot_be_read_nothing_is_removed() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
+    handle: ami_core::step::handle,
     setup: || {
         let world = world_with(&[10, 20, 30, 40, 50]);
         (deps(&world), world)

@@ -6,15 +6,16 @@ use aws_sdk_ec2::operation::modify_image_attribute::{ModifyImageAttributeInput, 
 use aws_sdk_ec2::operation::modify_snapshot_attribute::{ModifySnapshotAttributeInput, ModifySnapshotAttributeOutput};
 use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image, ImageState as AwsImageState};
 use aws_smithy_mocks::{Rule, mock};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use ami_core::recipe::Recipe;
 use ami_core::steps::{CopyState, ImageState, Progress, Run, Status};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
 
 use super::*;
+use ami_core::step::handle;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
@@ -30,26 +31,13 @@ const OU: &str = "arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-c
 /// One client per region, each with its own rules (and the request audit): a call in a region without rules
 /// fails the test.
 fn deps_in(home: &[&Rule], dest: &[&Rule]) -> Deps {
-    let (home, dest) = (testing::ec2(home), testing::ec2(dest));
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| match region {
-            HOME => home.clone(),
-            DEST => dest.clone(),
-            other => panic!("no client expected for {other}"),
-        }),
-    }
+    Deps(testing::clients_in(&[(HOME, home), (DEST, dest)]))
 }
 
 /// For the single-region tests (a run without copy regions): one client for the pipeline's region, where the
 /// candidate is shared.
 fn deps(rules: &[&Rule]) -> Deps {
-    let client = testing::ec2(rules);
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| {
-            assert_eq!(region, HOME, "calls go to the region being shared in");
-            client.clone()
-        }),
-    }
+    Deps(testing::clients_in(&[(HOME, rules)]))
 }
 
 fn image_state(region: &str, image_id: &str) -> ImageState {

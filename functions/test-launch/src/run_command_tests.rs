@@ -16,7 +16,7 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::steps::{ImageState, Progress, Status, StepRequest, TestState};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use super::*;
 
@@ -129,7 +129,7 @@ fn invocation(status: CommandInvocationStatus, code: i32, out: &'static str) -> 
 async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_with_its_logs() {
     // checks still initializing: nothing is sent
     let (inst, initializing) = running_with_checks(false);
-    let s = status(&deps(&[&inst, &initializing], &[]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &initializing], &[]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -157,7 +157,7 @@ async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_w
                 .command(Command::builder().command_id("cmd-9").build())
                 .build()
         });
-    let s = status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -174,7 +174,7 @@ async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_w
         invocation(CommandInvocationStatus::Success, 0, "ok"),
     );
     let tag = mock!(Ec2::create_tags).then_output(|| CreateTagsOutput::builder().build());
-    let s = status(&deps(&[&inst, &ok, &tag], &[&one, &success]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &ok, &tag], &[&one, &success]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
@@ -196,7 +196,7 @@ async fn a_failed_smoke_test_fails_with_its_exit_code_and_output() {
             "curl: (7) Failed to connect to 127.0.0.1 port 80",
         ),
     );
-    let err = status(&deps(&[&inst, &ok], &[&one, &failed]), &request(), NOW)
+    let err = Step::status(&deps(&[&inst, &ok], &[&one, &failed]), &request(), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");

@@ -10,17 +10,18 @@ use aws_sdk_ec2::types::{
 };
 use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use ami_core::recipe::Recipe;
 use ami_core::steps::{ImageState, Run, SnapshotInfo, SnapshotState};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
 
 use aws_sdk_ec2::types::HttpTokensState;
 
 use super::*;
+use ami_core::step::{Step, handle};
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const TESTER: &str = "i-0ddddddddddddddd1";
@@ -144,7 +145,7 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     let (lookup, run) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &run]);
 
-    let out = start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
     assert_eq!(out.image_id, CANDIDATE);
     assert_eq!(out.launched_at, LAUNCHED, "boot time counts from the instance's launch");
@@ -250,7 +251,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
     let captured = Captured::default();
     let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
-    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.instance_type().map(|t| t.as_str()), Some("m7i.large"));
     let nic = &req.network_interfaces()[0];
@@ -262,7 +263,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
     let captured = Captured::default();
     let launch = run_instances(captured.clone());
     let deps = self::deps(&[&lookup, &launch]);
-    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(
         captured.only().instance_type().map(|t| t.as_str()),
         Some("t3.small"),
@@ -301,7 +302,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
     let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     for _ in 0..2 {
-        start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+        deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
     }
     let tokens: Vec<_> = captured
         .all()
@@ -335,7 +336,7 @@ async fn throttled_launch_is_retried_then_succeeds() {
 async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
     let run = recipe_with(|r| r.test.enabled = false);
     let deps = deps(&[]);
-    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(out.instance_id, "");
     assert_eq!(out.image_id, CANDIDATE);
     assert_eq!(out.progress.status, Status::Ready);
@@ -346,9 +347,9 @@ async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
         &run,
         json!({ "register": candidate(), "test_launch": out }),
     ));
-    let after = status(&deps, &next, NOW + 5).await.unwrap();
+    let after = deps.status(&next, NOW + 5).await.unwrap();
     assert_eq!(after, out);
-    let done = finish(&deps, &next).await.unwrap();
+    let done = deps.finish(&next, NOW).await.unwrap();
     assert!(done.terminated);
 }
 
@@ -474,7 +475,7 @@ async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_re
     let mut seen = vec![];
     let mut s = input.clone();
     for _ in 0..4 {
-        s = status(&deps, &request_for("status", &run, &input), NOW).await.unwrap();
+        s = deps.status(&request_for("status", &run, &input), NOW).await.unwrap();
         seen.push(s.progress.status);
     }
     assert_eq!(
@@ -506,9 +507,7 @@ async fn without_a_smoke_script_status_checks_alone_pass() {
     let st = status_checks(Captured::default(), &[(SummaryStatus::Ok, SummaryStatus::Ok)]);
     let tag = create_tags(Captured::default());
     let deps = deps(&[&states, &st, &tag]); // no console rule: reading it would fail the test
-    let s = status(&deps, &request_for("status", &run, &state()), NOW)
-        .await
-        .unwrap();
+    let s = deps.status(&request_for("status", &run, &state()), NOW).await.unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     assert_eq!(tag.num_calls(), 1);
 }
@@ -520,7 +519,8 @@ async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
     let con = console(&["AMI-PIPELINE-SMOKE: FAIL exit=7\n"]);
     let tag = create_tags(Captured::default());
     let deps = deps(&[&states, &st, &con, &tag]);
-    let err = status(&deps, &request_for("status", &console_run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &console_run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
@@ -533,7 +533,8 @@ async fn impaired_status_check_fails_the_test() {
     let states = instance_in(&[InstanceStateName::Running]);
     let st = status_checks(Captured::default(), &[(SummaryStatus::Impaired, SummaryStatus::Ok)]);
     let deps = deps(&[&states, &st]);
-    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &testing::run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
@@ -560,7 +561,8 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
             )
         });
         let deps = deps(&[&gone]);
-        let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+        let err = deps
+            .status(&request_for("status", &testing::run(), &state()), NOW)
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), expected, "{code}: {err}");
@@ -571,7 +573,8 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
         .build();
     let deps = deps(&[&unknown]);
-    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &testing::run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
@@ -581,13 +584,10 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
 async fn past_the_deadline_is_a_timeout_without_calls() {
     let deps = deps(&[]);
     let s = state();
-    let err = status(
-        &deps,
-        &request_for("status", &testing::run(), &s),
-        s.progress.deadline + 1,
-    )
-    .await
-    .unwrap_err();
+    let err = deps
+        .status(&request_for("status", &testing::run(), &s), s.progress.deadline + 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
 }
 
@@ -625,7 +625,8 @@ async fn finish_on_an_instance_already_gone_is_success() {
         .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
         .build();
     let deps = deps(&[&gone]);
-    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+    let out = deps
+        .finish(&request_for("finish", &testing::run(), &state()), NOW)
         .await
         .unwrap();
     assert!(out.terminated);
@@ -640,7 +641,8 @@ async fn throttled_terminate_is_retried_then_succeeds() {
         .output(|| TerminateInstancesOutput::builder().build())
         .build();
     let deps = deps(&[&term]);
-    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+    let out = deps
+        .finish(&request_for("finish", &testing::run(), &state()), NOW)
         .await
         .unwrap();
     assert!(out.terminated);
@@ -739,7 +741,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
         instance_types(&[Root::Ebs]),
         run_instances(captured.clone()),
     );
-    let err = start(
+    let err = Step::start(
         &deps(&[&lookup, &types, &run]),
         &instance_store_request(&instance_store_run(None)),
         NOW,
@@ -759,7 +761,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
         instance_types(&[Root::Ebs, Root::InstanceStore]),
         run_instances(captured.clone()),
     );
-    let out = start(
+    let out = Step::start(
         &deps(&[&lookup, &types, &run]),
         &instance_store_request(&instance_store_run(Some("m3.medium"))),
         NOW,
@@ -807,7 +809,7 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
         .build();
     let ok = run_instances(Captured::default());
     let deps = deps(&[&lookup, &refused, &ok]);
-    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
     let tried: Vec<(String, String)> = captured
         .all()
@@ -847,7 +849,7 @@ async fn no_capacity_anywhere_is_no_capacity() {
             .build(),
     );
     let deps = deps(&[&lookup, &refused]);
-    let err = start(&deps, &parse(start_request(&run)), NOW).await.unwrap_err();
+    let err = deps.start(&parse(start_request(&run)), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
     assert!(err.to_string().contains("test instance"), "{err}");
 }
@@ -869,19 +871,19 @@ async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grac
         ..state()
     };
     let unknown = not_found();
-    let s = status(&deps(&[&unknown]), &request_for("status", &run, &fresh), NOW)
+    let s = Step::status(&deps(&[&unknown]), &request_for("status", &run, &fresh), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // then found pending
     let found = instance_in(&[InstanceStateName::Pending]);
-    let s = status(&deps(&[&found]), &request_for("status", &run, &fresh), NOW)
+    let s = Step::status(&deps(&[&found]), &request_for("status", &run, &fresh), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // unknown long after launch: gone
     let unknown = not_found();
-    let err = status(&deps(&[&unknown]), &request_for("status", &run, &state()), NOW)
+    let err = Step::status(&deps(&[&unknown]), &request_for("status", &run, &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");

@@ -21,6 +21,15 @@ impl Calls {
         ami_core::testing::ec2_with(rules, self.clone())
     }
 
+    /// Step clients answering from `ec2` and `ssm` in any region, counted.
+    pub fn clients(&self, ec2: &[&Rule], ssm: &[&Rule]) -> ami_core::step::Clients {
+        let (ec2, ssm) = (self.ec2(ec2), self.ssm(ssm));
+        ami_core::step::Clients {
+            ec2: ami_core::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
+            ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+        }
+    }
+
     /// A mocked SSM client answering from `rules`, counted.
     pub fn ssm(&self, rules: &[&Rule]) -> aws_sdk_ssm::Client {
         ami_core::testing::ssm_with(rules, self.clone())

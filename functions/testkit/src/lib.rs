@@ -70,3 +70,29 @@ pub fn secs(rfc3339: &str) -> i64 {
         .map(|t| t.timestamp())
         .unwrap_or_default()
 }
+
+/// Step clients whose EC2 (audited) and SSM calls, in any region, are answered by `ec2` and `ssm`.
+pub fn clients(ec2: &[&aws_smithy_mocks::Rule], ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::step::Clients {
+    let (ec2, ssm) = (ami_core::testing::ec2(ec2), ami_core::testing::ssm(ssm));
+    ami_core::step::Clients {
+        ec2: ami_core::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
+        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+    }
+}
+
+/// Step clients with EC2 rules per region: a call in a region not listed panics, one made in the wrong region
+/// finds no rule and fails the test. SSM answers nothing.
+pub fn clients_in(regions: &[(&str, &[&aws_smithy_mocks::Rule])]) -> ami_core::step::Clients {
+    let ec2: std::collections::BTreeMap<String, aws_sdk_ec2::Client> = regions
+        .iter()
+        .map(|(region, rules)| (region.to_string(), ami_core::testing::ec2(rules)))
+        .collect();
+    let ssm = ami_core::testing::ssm(&[]);
+    ami_core::step::Clients {
+        ec2: ami_core::clients::Ec2Clients::from_fn(move |region| match ec2.get(region) {
+            Some(c) => c.clone(),
+            None => panic!("no client expected for {region}"),
+        }),
+        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+    }
+}

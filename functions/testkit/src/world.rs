@@ -307,6 +307,14 @@ impl World {
         })
     }
 
+    /// Step clients answering from the world (see [`World::ec2_clients`], [`World::ssm_clients`]).
+    pub fn clients(&self, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> ami_core::step::Clients {
+        ami_core::step::Clients {
+            ec2: self.ec2_clients(first_ec2),
+            ssm: self.ssm_clients(first_ssm),
+        }
+    }
+
     /// The EC2 rules of one region.
     pub fn ec2_rules(&self, region: &str) -> Vec<Rule> {
         let (w, r) = (self.clone(), region.to_string());
