@@ -180,15 +180,11 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let run = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| {
-            RunInstancesOutput::builder()
-                .instances(Instance::builder().instance_id(BUILDER).build())
-                .build()
-        })
-        .build();
+    let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
+        RunInstancesOutput::builder()
+            .instances(Instance::builder().instance_id(BUILDER).build())
+            .build()
+    });
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
@@ -198,11 +194,7 @@ async fn throttled_launch_is_retried_then_succeeds() {
 #[tokio::test]
 async fn persistent_throttling_surfaces_as_throttled() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let run = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .repeatedly()
-        .build();
+    let run = ami_testkit::throttled_always!(Ec2::run_instances);
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
     let err = handle(&deps, start_request()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Throttled");

@@ -315,11 +315,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
 #[tokio::test]
 async fn throttled_copy_is_retried_then_succeeds() {
     let src = source_image();
-    let copy = mock!(Ec2::copy_image)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| CopyImageOutput::builder().image_id(COPY).build())
-        .build();
+    let copy = ami_testkit::throttled_once!(Ec2::copy_image, || CopyImageOutput::builder().image_id(COPY).build());
     let deps = deps(&[&src], &[&copy]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.images[1].image_id, COPY);
@@ -428,11 +424,7 @@ async fn status_is_not_ready_while_unknown_or_pending_then_ready() {
 
 #[tokio::test]
 async fn a_throttled_describe_is_not_ready() {
-    let throttled = mock!(Ec2::describe_images)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .repeatedly()
-        .build();
+    let throttled = ami_testkit::throttled_always!(Ec2::describe_images);
     let sydney = always(COPY_AP, AwsImageState::Available);
     let deps = deps_in(&[], &[&throttled], &[&sydney]);
     let err = poll(&deps, &status_request(), NOW).await.unwrap_err();

@@ -471,7 +471,7 @@ ami_testkit::step_contract_tests! {
         ),
     ],
     persistent_throttling: {
-        rule: ami_testkit::throttled_always!(ssm Ssm::put_parameter),
+        rule: ami_testkit::throttled_always!(json Ssm::put_parameter),
         deps: |rule| deps_with(&world(), vec![], vec![rule]),
     },
 }

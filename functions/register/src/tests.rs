@@ -276,11 +276,9 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
 #[tokio::test]
 async fn throttled_register_is_retried_then_succeeds() {
     let none = lookup(vec![]);
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| RegisterImageOutput::builder().image_id(NEW_IMAGE).build())
-        .build();
+    let reg = ami_testkit::throttled_once!(Ec2::register_image, || RegisterImageOutput::builder()
+        .image_id(NEW_IMAGE)
+        .build());
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
     assert_eq!(

@@ -431,11 +431,8 @@ async fn an_image_still_pending_is_transient() {
 
 #[tokio::test]
 async fn throttled_modify_is_retried_then_succeeds() {
-    let modify = mock!(Ec2::modify_image_attribute)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| ModifyImageAttributeOutput::builder().build())
-        .build();
+    let modify = ami_testkit::throttled_once!(Ec2::modify_image_attribute, || ModifyImageAttributeOutput::builder()
+        .build());
     let rules = [
         image(AwsImageState::Available),
         launch_permission_now(&[]),

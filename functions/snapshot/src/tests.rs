@@ -286,11 +286,7 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
 
 #[tokio::test]
 async fn throttled_create_fails_throttled_and_the_step_retry_creates() {
-    let create = mock!(Ec2::create_snapshots)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(created)
-        .build();
+    let create = ami_testkit::throttled_once!(Ec2::create_snapshots, created);
     let (inst, mine, vols) = (
         describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
         own_snapshots(vec![]),

@@ -317,15 +317,11 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
     let lookup = none_tagged();
-    let launch = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| {
-            RunInstancesOutput::builder()
-                .instances(instance(InstanceStateName::Pending))
-                .build()
-        })
-        .build();
+    let launch = ami_testkit::throttled_once!(Ec2::run_instances, || {
+        RunInstancesOutput::builder()
+            .instances(instance(InstanceStateName::Pending))
+            .build()
+    });
     let deps = deps(&[&lookup, &launch]);
     let out = handle(&deps, start_request(&testing::run())).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
@@ -635,11 +631,7 @@ async fn finish_on_an_instance_already_gone_is_success() {
 
 #[tokio::test]
 async fn throttled_terminate_is_retried_then_succeeds() {
-    let term = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| TerminateInstancesOutput::builder().build())
-        .build();
+    let term = ami_testkit::throttled_once!(Ec2::terminate_instances, || TerminateInstancesOutput::builder().build());
     let deps = deps(&[&term]);
     let out = deps
         .finish(&request_for("finish", &testing::run(), &state()), NOW)

@@ -14,10 +14,11 @@ pub use calls::Calls;
 pub use world::{World, WorldState};
 
 /// A rule answering `$op` throttled once, then with `$output` (the SDK retries on the rule that matched first).
-/// EC2 operations throttle with 503 `RequestLimitExceeded`; `ssm` ones with 400 `ThrottlingException`.
+/// EC2 (query protocol) operations throttle with 503 `RequestLimitExceeded`; `json` ones (SSM, Step Functions) with
+/// 400 `ThrottlingException`.
 #[macro_export]
 macro_rules! throttled_once {
-    (ssm $op:path, $output:expr) => {
+    (json $op:path, $output:expr) => {
         aws_smithy_mocks::mock!($op)
             .sequence()
             .http_status(400, Some($crate::json_error_body("ThrottlingException")))
@@ -36,7 +37,7 @@ macro_rules! throttled_once {
 /// A rule answering `$op` throttled on every attempt.
 #[macro_export]
 macro_rules! throttled_always {
-    (ssm $op:path) => {
+    (json $op:path) => {
         aws_smithy_mocks::mock!($op)
             .sequence()
             .http_status(400, Some($crate::json_error_body("ThrottlingException")))
