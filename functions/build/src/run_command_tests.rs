@@ -22,19 +22,12 @@ use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 use super::*;
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
-const GROUP: &str = "/ami-pipeline/run-command";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(ec2),
         ssm: testing::ssm(&[]),
-        channel: runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            // the log streams are not there: the tail comes from the invocation's inline output
-            logs: testing::logs_without_streams(),
-            log_group: Some(GROUP.into()),
-            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
+        channel: testing::channel(ssm),
     }
 }
 
@@ -200,7 +193,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     let logs = s.logs.expect("logs recorded in the output");
-    assert_eq!(logs.log_group.as_deref(), Some(GROUP));
+    assert_eq!(logs.log_group.as_deref(), Some(testing::LOG_GROUP));
     assert_eq!(logs.streams[0], format!("cmd-1/{BUILDER}/aws-runShellScript/stdout"));
     assert_eq!(sent.all().len(), 1, "sent once");
     assert_eq!(stopped.all().len(), 1, "stopped once");

@@ -26,12 +26,7 @@ fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(ec2),
         ssm: testing::ssm(ssm),
-        channel: ami_core::runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs(&[]),
-            log_group: None,
-            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
+        channel: testing::channel(ssm),
     }
 }
 
@@ -192,20 +187,6 @@ async fn throttled_launch_is_retried_then_succeeds() {
 }
 
 #[tokio::test]
-async fn persistent_throttling_surfaces_as_throttled() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let run = ami_testkit::throttled_always!(Ec2::run_instances);
-    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
-    let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Throttled");
-    assert_eq!(
-        run.num_calls(),
-        3,
-        "the SDK's three attempts, then Step Functions retries"
-    );
-}
-
-#[tokio::test]
 async fn untrusted_owner_is_rejected_before_any_launch() {
     let run = run_instances(Captured::default());
     let (param, lookup) = (ssm_param(), no_builder_yet());
@@ -281,22 +262,34 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
     }
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[], &[]);
-    let mut bad = start_request();
-    bad["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.build.timeout_minutes"),
-        "{err}"
-    );
-
-    // The recipe's rules (an empty owner allow-list, say) are checked once, by the trigger; the frozen recipe is
-    // not re-validated here, so a stricter validator in a later release cannot break a running execution.
-
-    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+// The recipe's rules (an empty owner allow-list, say) are checked once, by the trigger; the frozen recipe is not
+// re-validated here, so a stricter validator in a later release cannot break a running execution.
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    setup: || {
+        let calls = ami_testkit::Calls::default();
+        let deps = Deps {
+            ec2: calls.ec2(&[]),
+            ssm: calls.ssm(&[]),
+            channel: calls.channel(&[]),
+        };
+        (deps, calls)
+    },
+    request: start_request,
+    malformed: [
+        (
+            |r| r["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.build.timeout_minutes",
+        ),
+        (|r| *r = json!({"action": "explode"}), "input.action"),
+    ],
+    persistent_throttling: {
+        rule: ami_testkit::throttled_always!(Ec2::run_instances),
+        deps: |run: Rule| {
+            let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+            deps(&[&lookup, &imgs, &run], &[&param])
+        },
+    },
 }
 
 fn state() -> BuildState {

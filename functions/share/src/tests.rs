@@ -529,40 +529,29 @@ async fn a_region_still_pending_fails_the_call_for_a_retry_of_all() {
     assert_eq!(dest_modify.num_calls(), 0);
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[]);
-    let field_of = |err: Error| match err {
-        Error::InvalidInput { field, .. } => field,
-        other => panic!("expected InvalidInput, got {other}"),
-    };
-    let mut no_copy = request_with(&testing::run());
-    no_copy["steps"].as_object_mut().unwrap().remove("copy");
-    assert_eq!(field_of(handle(&deps, no_copy).await.unwrap_err()), "input.steps.copy");
-    // The copy step's output has no image for one of the run's regions.
-    let mut missing = request_with(&testing::run());
-    missing["run"]["regions"] = json!([HOME, DEST]);
-    assert_eq!(
-        field_of(handle(&deps, missing).await.unwrap_err()),
-        "input.steps.copy.images"
-    );
-    let mut bad_id = request_with(&testing::run());
-    bad_id["steps"]["copy"]["images"][0]["image_id"] = json!("ami-$(reboot)");
-    assert_eq!(
-        field_of(handle(&deps, bad_id).await.unwrap_err()),
-        "input.steps.copy.images[0].image_id"
-    );
-    let mut bad = request_with(&testing::run());
-    bad["run"]["recipe"]["distribution"]["public"] = json!("yes");
-    assert_eq!(
-        field_of(handle(&deps, bad).await.unwrap_err()),
-        "input.run.recipe.distribution.public"
-    );
-    // The per-call region of the old Map is gone: an input still carrying it is refused.
-    let mut stale = request_with(&testing::run());
-    stale["region"] = json!(HOME);
-    assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
-    let mut status = request_with(&testing::run());
-    status["action"] = json!("status");
-    assert_eq!(field_of(handle(&deps, status).await.unwrap_err()), "input.action");
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    deps: Deps,
+    request: || request_with(&testing::run()),
+    malformed: [
+        (
+            |r| {
+                r["steps"].as_object_mut().unwrap().remove("copy");
+            },
+            "input.steps.copy",
+        ),
+        // The copy step's output has no image for one of the run's regions.
+        (|r| r["run"]["regions"] = json!([HOME, DEST]), "input.steps.copy.images"),
+        (
+            |r| r["steps"]["copy"]["images"][0]["image_id"] = json!("ami-$(reboot)"),
+            "input.steps.copy.images[0].image_id",
+        ),
+        (
+            |r| r["run"]["recipe"]["distribution"]["public"] = json!("yes"),
+            "input.run.recipe.distribution.public",
+        ),
+        // The per-call region of the old Map is gone: an input still carrying it is refused.
+        (|r| r["region"] = json!(HOME), "input.region"),
+        (|r| r["action"] = json!("status"), "input.action"),
+    ],
 }

@@ -26,12 +26,7 @@ const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(ec2),
-        channel: runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs_without_streams(),
-            log_group: Some("/ami-pipeline/run-command".into()),
-            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
+        channel: testing::channel(ssm),
     }
 }
 

@@ -36,12 +36,7 @@ fn deps(rules: &[&Rule]) -> Deps {
 fn deps_with(rules: &[&Rule], ssm: &[&Rule]) -> Deps {
     Deps {
         ec2: testing::ec2(rules),
-        channel: ami_core::runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs_without_streams(),
-            log_group: Some("/ami-pipeline/run-command".into()),
-            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
+        channel: testing::channel(ssm),
     }
 }
 
@@ -641,47 +636,33 @@ async fn throttled_terminate_is_retried_then_succeeds() {
     assert_eq!(term.num_calls(), 2);
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[]);
-
-    let mut bad = start_request(&testing::run());
-    bad["run"]["recipe"]["test"]["timeout_minutes"] = json!("soon");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.test.timeout_minutes"),
-        "{err}"
-    );
-
-    let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register"),
-        "{err}"
-    );
-
-    let mut bad = start_request(&testing::run());
-    bad["steps"]["register"]["region"] = json!("eu-west-1");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register.region"),
-        "{err}"
-    );
-
-    let err = handle(
-        &deps,
-        testing::request("status", &testing::run(), json!({ "register": candidate() })),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.test_launch"),
-        "{err}"
-    );
-
-    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    setup: || {
+        let calls = ami_testkit::Calls::default();
+        let deps = Deps {
+            ec2: calls.ec2(&[]),
+            channel: calls.channel(&[]),
+        };
+        (deps, calls)
+    },
+    request: || start_request(&testing::run()),
+    malformed: [
+        (
+            |r| r["run"]["recipe"]["test"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.test.timeout_minutes",
+        ),
+        (|r| r["steps"] = json!({}), "input.steps.register"),
+        (|r| r["steps"]["register"]["region"] = json!("eu-west-1"), "input.steps.register.region"),
+        (
+            |r| {
+                r["action"] = json!("status");
+                r["steps"] = json!({ "register": candidate() });
+            },
+            "input.steps.test_launch",
+        ),
+        (|r| *r = json!({"action": "explode"}), "input.action"),
+    ],
 }
 
 /// An instance-store recipe (no snapshots; the image is in S3) on the given test instance type.

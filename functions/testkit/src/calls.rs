@@ -30,6 +30,14 @@ impl Calls {
         }
     }
 
+    /// A Run Command channel ([`crate::channel`]) whose SSM calls are answered by `ssm`, counted.
+    pub fn channel(&self, ssm: &[&Rule]) -> ami_core::runcommand::Channel {
+        ami_core::runcommand::Channel {
+            ssm: self.ssm(ssm),
+            ..crate::channel(&[])
+        }
+    }
+
     /// A mocked SSM client answering from `rules`, counted.
     pub fn ssm(&self, rules: &[&Rule]) -> aws_sdk_ssm::Client {
         ami_core::testing::ssm_with(rules, self.clone())

@@ -97,3 +97,17 @@ pub fn clients_in(regions: &[(&str, &[&aws_smithy_mocks::Rule])]) -> ami_core::s
         ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
     }
 }
+
+/// The Run Command log group the mocked channel reads.
+pub const LOG_GROUP: &str = "/ami-pipeline/run-command";
+
+/// A Run Command channel whose SSM calls are answered by `ssm`; the command's log streams are not there, so a
+/// failure's tail comes from the invocation's inline output.
+pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::runcommand::Channel {
+    ami_core::runcommand::Channel {
+        ssm: ami_core::testing::ssm(ssm),
+        logs: ami_core::testing::logs_without_streams(),
+        log_group: Some(LOG_GROUP.into()),
+        agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+    }
+}
