@@ -266,14 +266,10 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
 // re-validated here, so a stricter validator in a later release cannot break a running execution.
 ami_testkit::step_contract_tests! {
     handle: handle,
-    setup: || {
-        let calls = ami_testkit::Calls::default();
-        let deps = Deps {
-            ec2: calls.ec2(&[]),
-            ssm: calls.ssm(&[]),
-            channel: calls.channel(&[]),
-        };
-        (deps, calls)
+    deps: |calls: &ami_testkit::Calls| Deps {
+        ec2: calls.ec2(&[]),
+        ssm: calls.ssm(&[]),
+        channel: calls.channel(&[]),
     },
     request: start_request,
     malformed: [

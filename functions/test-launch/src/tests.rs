@@ -638,13 +638,9 @@ async fn throttled_terminate_is_retried_then_succeeds() {
 
 ami_testkit::step_contract_tests! {
     handle: handle,
-    setup: || {
-        let calls = ami_testkit::Calls::default();
-        let deps = Deps {
-            ec2: calls.ec2(&[]),
-            channel: calls.channel(&[]),
-        };
-        (deps, calls)
+    deps: |calls: &ami_testkit::Calls| Deps {
+        ec2: calls.ec2(&[]),
+        channel: calls.channel(&[]),
     },
     request: || start_request(&testing::run()),
     malformed: [

@@ -66,8 +66,8 @@ pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &
 ///   the handler fails `AmiPipeline.Throttled` after the SDK's three attempts.
 ///
 /// `handle` is `async fn(&Deps, Value) -> Result<_>`; crate-specific assertions stay in crate-specific tests.
-/// Instead of `setup`, `deps: Deps` makes the deps from counted step clients that answer nothing
-/// (`fn(Clients) -> Deps`, as a newtype's constructor is).
+/// Instead of `setup`, `deps: |calls: &Calls| ...` makes the deps from clients counted by `calls` that answer
+/// nothing (`calls.clients(&[], &[])`, `calls.ec2(&[])`, ...).
 #[macro_export]
 macro_rules! step_contract_tests {
     (handle: $handle:expr, deps: $deps:expr, $($rest:tt)*) => {
@@ -75,7 +75,8 @@ macro_rules! step_contract_tests {
             handle: $handle,
             setup: || {
                 let calls = $crate::Calls::default();
-                (($deps)(calls.clients(&[], &[])), calls)
+                let deps = ($deps)(&calls);
+                (deps, calls)
             },
             $($rest)*
         }
