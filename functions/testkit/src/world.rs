@@ -263,6 +263,11 @@ impl WorldState {
             .unwrap_or_else(|| panic!("no launch template {id:?}/{name:?} in {region}"))
     }
 
+    /// Whether a resource with `tags` (and, for an instance, `state`) passes `filters`.
+    fn passes(&self, filters: &[Filter], tags: &Tags, state: Option<&InstanceStateName>) -> bool {
+        matches(filters, tags, state, self.ignore_tag_filters)
+    }
+
     fn image_uses(&self, snapshot: &str) -> bool {
         self.images.values().any(|i| i.snapshots.iter().any(|s| s == snapshot))
     }
@@ -287,6 +292,13 @@ impl World {
     /// The state, whatever a panicking test left.
     pub fn state(&self) -> MutexGuard<'_, WorldState> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, counting one read.
+    fn read(&self) -> MutexGuard<'_, WorldState> {
+        let mut w = self.state();
+        w.reads += 1;
+        w
     }
 
     /// Audited EC2 clients per region answering from the world; `first` rules (throttling, errors) are tried first.
@@ -319,13 +331,12 @@ impl World {
     pub fn ec2_rules(&self, region: &str) -> Vec<Rule> {
         let (w, r) = (self.clone(), region.to_string());
         let describe_instances = mock!(Ec2::describe_instances).then_compute_output(move |req| {
-            let mut w = w.state();
-            w.reads += 1;
+            let w = w.read();
             let instances = w
                 .instances
                 .iter()
                 .filter(|(id, x)| x.region == r && wanted(req.instance_ids(), id))
-                .filter(|(_, x)| matches(req.filters(), &x.tags, Some(&x.state), w.ignore_tag_filters))
+                .filter(|(_, x)| w.passes(req.filters(), &x.tags, Some(&x.state)))
                 .map(|(id, x)| {
                     Instance::builder()
                         .instance_id(id)
@@ -344,14 +355,13 @@ impl World {
             if req.image_ids().is_empty() {
                 assert_eq!(req.owners(), ["self"], "only our own images");
             }
-            let mut w = w.state();
-            w.reads += 1;
+            let mut w = w.read();
             w.requests.describe_images.push(req.clone());
             let images = w
                 .images
                 .iter()
                 .filter(|(id, i)| i.region == r && wanted(req.image_ids(), id))
-                .filter(|(_, i)| matches(req.filters(), &i.tags, None, w.ignore_tag_filters))
+                .filter(|(_, i)| w.passes(req.filters(), &i.tags, None))
                 .map(|(id, i)| i.to_image(id))
                 .collect();
             DescribeImagesOutput::builder().set_images(Some(images)).build()
@@ -359,13 +369,12 @@ impl World {
         let (w, r) = (self.clone(), region.to_string());
         let describe_snapshots = mock!(Ec2::describe_snapshots).then_compute_output(move |req| {
             assert_eq!(req.owner_ids(), ["self"], "only our own snapshots");
-            let mut w = w.state();
-            w.reads += 1;
+            let mut w = w.read();
             w.requests.describe_snapshots.push(req.clone());
             let snapshots = w
                 .snapshots
                 .iter()
-                .filter(|(_, s)| s.region == r && matches(req.filters(), &s.tags, None, w.ignore_tag_filters))
+                .filter(|(_, s)| s.region == r && w.passes(req.filters(), &s.tags, None))
                 .map(|(id, s)| {
                     Snapshot::builder()
                         .snapshot_id(id)
@@ -452,8 +461,7 @@ impl World {
         let (w, r) = (self.clone(), region.to_string());
         let describe_versions = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
             assert_eq!(req.versions(), ["$Default"]);
-            let mut w = w.state();
-            w.reads += 1;
+            let mut w = w.read();
             let t = w.find_template(&r, req.launch_template_id(), req.launch_template_name());
             let image = t.versions[(t.default - 1) as usize].clone();
             DescribeLaunchTemplateVersionsOutput::builder()
@@ -526,8 +534,7 @@ impl World {
     pub fn ssm_rules(&self, region: &str) -> Vec<Rule> {
         let (w, r) = (self.clone(), region.to_string());
         let get = mock!(Ssm::get_parameter).then_compute_response(move |req| {
-            let mut w = w.state();
-            w.reads += 1;
+            let mut w = w.read();
             let key = (r.clone(), req.name().unwrap_or_default().to_string());
             if let Some((value, left)) = w.pending.get_mut(&key) {
                 if *left == 0 {
