@@ -16,9 +16,9 @@ use ami_core::steps::{BuildState, Progress, Status};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 
 use super::*;
-use ami_core::step::{Step, handle};
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 use ami_core::steps::Run;
 
 use super::*;
-use ami_core::step::{Step, handle};
 
 /// A status call as `handle` makes it (pending or throttled: `NotReady`), at a fixed time.
 async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {

@@ -9,12 +9,12 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::recipe::LaunchTemplateRef;
+use ami_core::step::handle;
 use ami_core::steps::{CopyState, ImageState, Progress, Run, TestState};
 use ami_testkit::world::{FakeImage, Tags, tag_map};
 use ami_testkit::{self as testing, EXECUTION, NOW, World, WorldState};
 
 use super::*;
-use ami_core::step::handle;
 
 /// An edit of a valid request that makes it invalid.
 type Change = fn(&mut serde_json::Value);

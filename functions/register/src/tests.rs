@@ -10,10 +10,10 @@ use serde_json::json;
 use ami_core::steps::{SnapshotInfo, SnapshotState};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
+use ami_core::step::{Step, handle};
 use ami_core::{input, naming};
 
 use super::*;
-use ami_core::step::{Step, handle};
 
 const NEW_IMAGE: &str = "ami-0ccccccccccccccc1";
 

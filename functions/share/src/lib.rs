@@ -33,7 +33,15 @@ impl Step for Deps {
     const ACTIONS: &'static str = "`start`";
 
     async fn start(&self, req: &StepRequest, _now: i64) -> Result<ShareState> {
-        share(self, req).await
+        let targets = plan(req)?;
+        let wanted = launch_permissions(&req.run.recipe.distribution)?;
+        let mut regions = Vec::with_capacity(targets.len());
+        for image in targets {
+            let what = format!("share in {}", image.region);
+            ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
+            regions.push(share_in(self, image, &wanted).await?);
+        }
+        Ok(ShareState { regions })
     }
 }
 
@@ -109,18 +117,6 @@ where
         }
         _ => from_sdk(operation, err),
     }
-}
-
-async fn share(deps: &Deps, req: &StepRequest) -> Result<ShareState> {
-    let targets = plan(req)?;
-    let wanted = launch_permissions(&req.run.recipe.distribution)?;
-    let mut regions = Vec::with_capacity(targets.len());
-    for image in targets {
-        let what = format!("share in {}", image.region);
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
-        regions.push(share_in(deps, image, &wanted).await?);
-    }
-    Ok(ShareState { regions })
 }
 
 /// The image to share in each region of the run, `run.regions` order, checked before any call.

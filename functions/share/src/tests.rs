@@ -13,9 +13,9 @@ use ami_core::steps::{CopyState, ImageState, Progress, Run, Status};
 use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::handle;
 
 use super::*;
-use ami_core::step::handle;
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const COPY: &str = "ami-0eeeeeeeeeeeeeee1";
@@ -385,7 +385,7 @@ async fn a_public_request_without_the_flag_is_refused_before_any_call() {
     let run = testing::run_with(recipe);
     let req: StepRequest = input::parse_value("input", request_with(&run)).unwrap();
     let deps = deps(&[]);
-    let err = share(&deps, &req).await.unwrap_err();
+    let err = deps.start(&req, NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
 
     // The recipe is carried frozen and not validated again: through the handler the same check stops it.

@@ -19,9 +19,9 @@ use ami_core::steps::BuildState;
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 
 use super::*;
-use ami_core::step::{Step, handle};
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 const ROOT_VOL: &str = "vol-0000000000000000a";

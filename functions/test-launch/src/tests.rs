@@ -18,10 +18,10 @@ use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
 
+use ami_core::step::{Step, handle};
 use aws_sdk_ec2::types::HttpTokensState;
 
 use super::*;
-use ami_core::step::{Step, handle};
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 const TESTER: &str = "i-0ddddddddddddddd1";
