@@ -486,6 +486,7 @@ ami_testkit::step_contract_tests! {
             "input.action",
         ),
     ],
+    rejects: ["finish"],
 }
 
 /// An instance-store candidate has no snapshots: its copies are not asked to be encrypted, nor given the region's

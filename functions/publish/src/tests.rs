@@ -470,6 +470,7 @@ ami_testkit::step_contract_tests! {
             "recipe.publish.launch_templates[0].region",
         ),
     ],
+    rejects: ["status", "finish"],
     persistent_throttling: {
         rule: ami_testkit::throttled_always!(json Ssm::put_parameter),
         deps: |rule| deps_with(&world(), vec![], vec![rule]),

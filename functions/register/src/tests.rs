@@ -442,3 +442,18 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 1, "registered once");
 }
+
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
+    request: || testing::request("start", &testing::run(), snapshot_steps()),
+    malformed: [
+        (|r| r["steps"] = json!({}), "input.steps.snapshot"),
+        (
+            |r| r["run"]["recipe"]["image"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.image.timeout_minutes",
+        ),
+        (|r| r["action"] = json!("explode"), "input.action"),
+    ],
+    rejects: ["finish"],
+}

@@ -436,6 +436,7 @@ ami_testkit::step_contract_tests! {
         (|r| r["run"]["regions"] = json!("us-east-1"), "input.run.regions"),
         (|r| *r = json!({"execution": {"name": "x"}}), "input"),
     ],
+    rejects: ["status", "finish"],
 }
 
 #[test]

@@ -554,4 +554,5 @@ ami_testkit::step_contract_tests! {
         (|r| r["region"] = json!(HOME), "input.region"),
         (|r| r["action"] = json!("status"), "input.action"),
     ],
+    rejects: ["status", "finish"],
 }

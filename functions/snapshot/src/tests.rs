@@ -771,3 +771,18 @@ async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() 
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
 }
+
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
+    request: || testing::request("start", &testing::run(), build_steps()),
+    malformed: [
+        (|r| r["steps"] = json!({}), "input.steps.build"),
+        (
+            |r| r["run"]["recipe"]["image"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.image.timeout_minutes",
+        ),
+        (|r| r["action"] = json!("explode"), "input.action"),
+    ],
+    rejects: ["finish"],
+}

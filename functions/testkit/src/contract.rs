@@ -44,6 +44,27 @@ pub fn assert_refused<T: std::fmt::Debug>(
     assert_eq!(calls.calls(), 0, "{case}: refused before any call");
 }
 
+/// Asserts `result` rejects the action by name ("copy takes `start` or `status`") and that nothing was called.
+pub fn assert_rejected<S: ami_core::step::Step, T: std::fmt::Debug>(
+    _step: &S,
+    result: ami_core::Result<T>,
+    calls: &impl CallCount,
+    case: &Value,
+) {
+    let want = format!("{} takes {}", S::NAME, S::ACTIONS);
+    match result {
+        Err(Error::InvalidInput { field, message }) => {
+            assert_eq!(
+                (field.as_str(), message.as_str()),
+                ("input.action", want.as_str()),
+                "{case}"
+            )
+        }
+        other => panic!("{case}: want the action rejected, got {other:?}"),
+    }
+    assert_eq!(calls.calls(), 0, "{case}: rejected before any call");
+}
+
 /// Asserts `result` is `AmiPipeline.Throttled` after the SDK's three attempts of `rule`.
 pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &aws_smithy_mocks::Rule) {
     match result {
@@ -62,6 +83,9 @@ pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &
 /// - `malformed_input_names_the_field_and_calls_nothing`: each `(change, field)` edit of a valid `request` is
 ///   refused as `InvalidInput` naming `field`, before any call (`setup` returns the deps and their call counter,
 ///   fresh per case);
+/// - `actions_a_step_does_not_take_are_rejected_by_name` (optional, for a [`Step`](ami_core::step::Step)):
+///   `request` with each action of `rejects` is refused as `InvalidInput` at `input.action`, naming the step and
+///   the actions it takes, before any call;
 /// - `persistent_throttling_surfaces_as_throttled` (optional): with `rule` (see `throttled_always!`) tried first,
 ///   the handler fails `AmiPipeline.Throttled` after the SDK's three attempts.
 ///
@@ -86,6 +110,7 @@ macro_rules! step_contract_tests {
         setup: $setup:expr,
         request: $request:expr,
         malformed: [ $( ($change:expr, $field:expr $(,)?) ),* $(,)? ]
+        $(, rejects: [ $($action:literal),* $(,)? ] )?
         $(, persistent_throttling: { rule: $rule:expr, deps: $tdeps:expr $(,)? } )?
         $(,)?
     ) => {
@@ -100,6 +125,19 @@ macro_rules! step_contract_tests {
                 $crate::contract::assert_refused(result, want, &calls, &req);
             }
         }
+
+        $(
+            #[tokio::test]
+            async fn actions_a_step_does_not_take_are_rejected_by_name() {
+                for action in [$($action),*] {
+                    let (deps, calls) = ($setup)();
+                    let mut req = ($request)();
+                    req["action"] = serde_json::json!(action);
+                    let result = ($handle)(&deps, req.clone()).await;
+                    $crate::contract::assert_rejected(&deps, result, &calls, &req);
+                }
+            }
+        )?
 
         $(
             #[tokio::test]
