@@ -277,8 +277,8 @@ ami_testkit::step_contract_tests! {
             |r| r["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon"),
             "input.run.recipe.build.timeout_minutes",
         ),
-        (|r| *r = json!({"action": "explode"}), "input.action"),
     ],
+    rejects: [],
     persistent_throttling: {
         rule: ami_testkit::throttled_always!(Ec2::run_instances),
         deps: |run: Rule| {

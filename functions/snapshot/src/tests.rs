@@ -782,7 +782,6 @@ ami_testkit::step_contract_tests! {
             |r| r["run"]["recipe"]["image"]["timeout_minutes"] = json!("soon"),
             "input.run.recipe.image.timeout_minutes",
         ),
-        (|r| r["action"] = json!("explode"), "input.action"),
     ],
     rejects: ["finish"],
 }

@@ -657,8 +657,8 @@ ami_testkit::step_contract_tests! {
             },
             "input.steps.test_launch",
         ),
-        (|r| *r = json!({"action": "explode"}), "input.action"),
     ],
+    rejects: [],
 }
 
 /// An instance-store recipe (no snapshots; the image is in S3) on the given test instance type.

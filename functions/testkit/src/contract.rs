@@ -84,8 +84,8 @@ pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &
 ///   refused as `InvalidInput` naming `field`, before any call (`setup` returns the deps and their call counter,
 ///   fresh per case);
 /// - `actions_a_step_does_not_take_are_rejected_by_name` (optional, for a [`Step`](ami_core::step::Step)):
-///   `request` with each action of `rejects` is refused as `InvalidInput` at `input.action`, naming the step and
-///   the actions it takes, before any call;
+///   `request` with each action of `rejects` (none for a step that takes all three) is refused as `InvalidInput`
+///   at `input.action`, naming the step and the actions it takes, and an unknown action too, before any call;
 /// - `persistent_throttling_surfaces_as_throttled` (optional): with `rule` (see `throttled_always!`) tried first,
 ///   the handler fails `AmiPipeline.Throttled` after the SDK's three attempts.
 ///
@@ -129,13 +129,18 @@ macro_rules! step_contract_tests {
         $(
             #[tokio::test]
             async fn actions_a_step_does_not_take_are_rejected_by_name() {
-                for action in [$($action),*] {
+                let actions: &[&str] = &[$($action),*];
+                for action in actions {
                     let (deps, calls) = ($setup)();
                     let mut req = ($request)();
                     req["action"] = serde_json::json!(action);
                     let result = ($handle)(&deps, req.clone()).await;
                     $crate::contract::assert_rejected(&deps, result, &calls, &req);
                 }
+                // An action no step takes does not parse.
+                let (deps, calls) = ($setup)();
+                let req = serde_json::json!({"action": "explode"});
+                $crate::contract::assert_refused(($handle)(&deps, req.clone()).await, "input.action", &calls, &req);
             }
         )?
 
