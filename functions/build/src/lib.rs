@@ -11,28 +11,13 @@ use aws_sdk_ec2::types::{
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Channel, Platform, Source};
 use ami_core::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
-use ami_core::step::Step;
+use ami_core::step::{InstanceClients, Step};
 use ami_core::steps::{BuildState, Progress, Status, StepRequest};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{source, tags};
 
 /// Clients, built once per process.
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    /// Run Command and its CloudWatch Logs output.
-    pub channel: runcommand::Channel,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-            ssm: aws_sdk_ssm::Client::new(config),
-            channel: runcommand::Channel::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub InstanceClients);
 
 /// How long a stopped builder may go without a result marker before the build fails. Console output is buffered
 /// and "posted shortly after an instance transition state" (GetConsoleOutput API reference), so the marker can
@@ -65,7 +50,7 @@ impl Step for Deps {
             tags::filter(tags::EXECUTION, &req.execution.name),
             tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
         ];
-        let found = ami_core::ec2::find_instances_settled(&self.ec2, mine, placements.len() > 1).await?;
+        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
         if let Some(existing) = found.into_iter().next() {
             let instance_id = existing.instance_id().unwrap_or_default().to_string();
             let source_image_id = existing.image_id().unwrap_or_default().to_string();
@@ -80,7 +65,7 @@ impl Step for Deps {
         }
 
         // Vet the base image before anything is created.
-        let image = source::resolve(&self.ec2, &self.ssm, base, recipe.image.architecture, now).await?;
+        let image = source::resolve(&self.0.ec2, &self.0.channel.ssm, base, recipe.image.architecture, now).await?;
         let image_id = image.image_id().unwrap_or_default().to_string();
         // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
         // the builder, which reports the same properties).
@@ -96,7 +81,7 @@ impl Step for Deps {
         let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
         let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
             ami_core::ec2::locked_down(
-                self.ec2.run_instances(),
+                self.0.ec2.run_instances(),
                 p.subnet_id.clone(),
                 build.security_group_ids.clone(),
             )
@@ -144,7 +129,7 @@ impl Step for Deps {
         let state = req.steps.build()?.clone();
         state.progress.check_deadline(now, "provisioning")?;
         let id = &state.instance_id;
-        let Some(instance) = ami_core::ec2::describe_instance(&self.ec2, id).await? else {
+        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
             // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
             if ami_core::ec2::within_grace(state.progress.started_at, now) {
                 return Ok(BuildState {
@@ -177,7 +162,7 @@ impl Step for Deps {
     /// Terminates the builder; one already gone counts as done.
     async fn finish(&self, req: &StepRequest, _now: i64) -> Result<BuildState> {
         let state = req.steps.build()?;
-        ami_core::ec2::terminate(&self.ec2, std::slice::from_ref(&state.instance_id)).await?;
+        ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
         Ok(BuildState {
             terminated: true,
             ..state.clone()
@@ -266,10 +251,10 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
     // `Latest` is "supported on instance types that use the Nitro hypervisor" (GetConsoleOutput API reference);
     // elsewhere the buffered output is read, which the grace below allows for.
     let latest = match instance.instance_type() {
-        Some(t) => ami_core::ec2::is_nitro(&deps.ec2, t.as_str()).await?,
+        Some(t) => ami_core::ec2::is_nitro(&deps.0.ec2, t.as_str()).await?,
         None => false,
     };
-    let console = ami_core::ec2::console_text(&deps.ec2, id, latest).await?;
+    let console = ami_core::ec2::console_text(&deps.0.ec2, id, latest).await?;
     match userdata::build_result(&console) {
         Some(Outcome::Passed) => Ok(true),
         Some(Outcome::Failed(why)) => Err(Error::ProvisionFailed(format!(
@@ -285,7 +270,8 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
             None => {
                 // No stop time from EC2 (a stop from inside the OS): start the grace period now, on the instance,
                 // since the next poll does not see this call's output.
-                deps.ec2
+                deps.0
+                    .ec2
                     .create_tags()
                     .resources(id)
                     .tags(tags::tag(tags::STOPPED_SEEN, &now.to_string()))
@@ -335,13 +321,13 @@ async fn run_command_result(
     let what = format!("provisioning script on builder {id}");
     match instance.state().and_then(|s| s.name()) {
         Some(InstanceStateName::Running) => {
-            let logs = match deps.channel.reconcile(&provision, launched_at, now).await? {
+            let logs = match deps.0.channel.reconcile(&provision, launched_at, now).await? {
                 RcState::Success(logs) => logs,
                 s if s.is_pending() => return Ok((false, None)),
                 s => return Err(command_failed(&what, &s, true)),
             };
             if let Some(sysprep) = &sysprep {
-                match deps.channel.reconcile(sysprep, launched_at, now).await? {
+                match deps.0.channel.reconcile(sysprep, launched_at, now).await? {
                     RcState::Success(_) => {}
                     s if s.is_pending() => return Ok((false, Some(logs))),
                     // sysprep's failure (a timeout included) is a provisioning failure with its output
@@ -350,7 +336,8 @@ async fn run_command_result(
             }
             // Snapshots are taken of a stopped builder. StopInstances shuts the OS down cleanly, which also runs the
             // scrub the build script registered (`userdata::run_command_script`).
-            deps.ec2
+            deps.0
+                .ec2
                 .stop_instances()
                 .instance_ids(id)
                 .send()
@@ -363,10 +350,10 @@ async fn run_command_result(
             // Stopped by this step after success, or from outside before the command(s) finished.
             let mut logs = None;
             for job in std::iter::once(&provision).chain(sysprep.as_ref()) {
-                let Some(command_id) = deps.channel.find(job).await? else {
+                let Some(command_id) = deps.0.channel.find(job).await? else {
                     return Err(stopped_early(id, job));
                 };
-                match deps.channel.state_of(job, &command_id).await? {
+                match deps.0.channel.state_of(job, &command_id).await? {
                     RcState::Success(l) => {
                         logs.get_or_insert(l);
                     }

@@ -1,6 +1,7 @@
 use ami_build::Deps;
+use ami_core::step::{InstanceClients, serve_step};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ami_core::step::serve_step(Deps::from_config).await
+    serve_step(|config| Deps(InstanceClients::from_config(config))).await
 }

@@ -24,11 +24,7 @@ use super::*;
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        ssm: testing::ssm(&[]),
-        channel: testing::channel(ssm),
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 fn state() -> BuildState {

@@ -23,11 +23,7 @@ use super::*;
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        ssm: testing::ssm(ssm),
-        channel: testing::channel(ssm),
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 /// The example run with the console channel (the status tests below are of the console fallback; the Run Command
@@ -266,11 +262,7 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
 // re-validated here, so a stricter validator in a later release cannot break a running execution.
 ami_testkit::step_contract_tests! {
     handle: handle,
-    deps: |calls: &ami_testkit::Calls| Deps {
-        ec2: calls.ec2(&[]),
-        ssm: calls.ssm(&[]),
-        channel: calls.channel(&[]),
-    },
+    deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
     request: start_request,
     malformed: [
         (

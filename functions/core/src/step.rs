@@ -15,6 +15,24 @@ use crate::clients::{Ec2Clients, SdkConfig, SsmClients};
 use crate::error::{Error, Result};
 use crate::steps::{Action, Progress, StepRequest, now, settle};
 
+/// The clients of the steps that launch an instance in the run's region, where they run, and talk to it (build,
+/// test-launch): EC2, and SSM Run Command with its CloudWatch Logs output (its SSM client serves the other SSM
+/// calls too).
+#[derive(Clone)]
+pub struct InstanceClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub channel: crate::runcommand::Channel,
+}
+
+impl InstanceClients {
+    pub fn from_config(config: &SdkConfig) -> Self {
+        InstanceClients {
+            ec2: aws_sdk_ec2::Client::new(config),
+            channel: crate::runcommand::Channel::from_config(config),
+        }
+    }
+}
+
 /// The clients most steps need, built once per process: EC2 and SSM per region, made on first use (a step that
 /// works in the run's region alone asks for `req.run.region`, where the function runs).
 #[derive(Clone)]

@@ -14,26 +14,13 @@ use aws_sdk_ec2::types::{
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::Channel;
 use ami_core::runcommand::{self, Job, Purpose, State as RcState};
-use ami_core::step::Step;
+use ami_core::step::{InstanceClients, Step};
 use ami_core::steps::{Progress, Status, StepRequest, TestState};
 use ami_core::tags;
 use ami_core::userdata::{self, Outcome};
 
-/// Clients, built once per process. The candidate image is in the pipeline's own region, where this runs.
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-    /// Run Command and its CloudWatch Logs output, for the smoke test.
-    pub channel: runcommand::Channel,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-            channel: runcommand::Channel::from_config(config),
-        }
-    }
-}
+/// Clients, built once per process.
+pub struct Deps(pub InstanceClients);
 
 impl Step for Deps {
     type Output = TestState;
@@ -106,7 +93,7 @@ impl Step for Deps {
             tags::filter(tags::EXECUTION, &req.execution.name),
             tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
         ];
-        let found = ami_core::ec2::find_instances_settled(&self.ec2, mine, placements.len() > 1).await?;
+        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
         if let Some(existing) = found.first() {
             let id = existing
                 .instance_id()
@@ -122,7 +109,7 @@ impl Step for Deps {
         // Most current instance types boot only from EBS, and RunInstances would refuse an instance-store image
         // (UnsupportedOperation). The trigger checked it before building; checked again before launching (read-only),
         // for a run started before the type's offering changed.
-        ami_core::instance_store::check_test_instance_type(&self.ec2, recipe).await?;
+        ami_core::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
         let platform = build.map(|b| b.platform).unwrap_or_default();
         let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
         let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
@@ -136,7 +123,7 @@ impl Step for Deps {
             .or(build.and_then(|b| b.instance_profile.as_deref()))
             .map(ami_core::ec2::instance_profile);
         let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
-            ami_core::ec2::locked_down(self.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
+            ami_core::ec2::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
                 .set_block_device_mappings(volumes.clone())
                 .set_iam_instance_profile(profile.clone())
                 .image_id(&image.image_id)
@@ -187,7 +174,7 @@ impl Step for Deps {
             ..state
         };
 
-        let Some(instance) = ami_core::ec2::describe_instance(&self.ec2, id).await? else {
+        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
             // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
             if ami_core::ec2::within_grace(state.launched_at, now) {
                 return Ok(pending(state));
@@ -207,6 +194,7 @@ impl Step for Deps {
 
         // Always filtered to the instance: unfiltered calls draw on a smaller throttle bucket.
         let out = self
+            .0
             .ec2
             .describe_instance_status()
             .instance_ids(id)
@@ -237,10 +225,10 @@ impl Step for Deps {
             (Some(_), Channel::Console) => {
                 // `Latest` only on Nitro types (GetConsoleOutput API reference); elsewhere the buffered output.
                 let latest = match instance.instance_type() {
-                    Some(t) => ami_core::ec2::is_nitro(&self.ec2, t.as_str()).await?,
+                    Some(t) => ami_core::ec2::is_nitro(&self.0.ec2, t.as_str()).await?,
                     None => false,
                 };
-                let console = ami_core::ec2::console_text(&self.ec2, id, latest).await?;
+                let console = ami_core::ec2::console_text(&self.0.ec2, id, latest).await?;
                 match userdata::smoke_result(&console) {
                     Some(Outcome::Passed) => true,
                     Some(Outcome::Failed(why)) => {
@@ -270,7 +258,7 @@ impl Step for Deps {
                     // the smoke test may use what is left of the step's time
                     timeout_seconds: u32::try_from((state.progress.deadline - now).max(60)).unwrap_or(u32::MAX),
                 };
-                match self.channel.reconcile(&job, state.launched_at, now).await? {
+                match self.0.channel.reconcile(&job, state.launched_at, now).await? {
                     RcState::Success(l) => {
                         logs = Some(l);
                         true
@@ -290,7 +278,8 @@ impl Step for Deps {
         }
 
         let seconds = (now - state.launched_at).max(0);
-        self.ec2
+        self.0
+            .ec2
             .create_tags()
             .resources(&state.image_id)
             .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
@@ -317,7 +306,7 @@ impl Step for Deps {
     async fn finish(&self, req: &StepRequest, _now: i64) -> Result<TestState> {
         let state = req.steps.test_launch()?.clone();
         if !state.instance_id.is_empty() {
-            ami_core::ec2::terminate(&self.ec2, std::slice::from_ref(&state.instance_id)).await?;
+            ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
             log(&state.instance_id, "terminated the test instance");
         }
         Ok(TestState {

@@ -24,10 +24,7 @@ const TESTER: &str = "i-0ddddddddddddddd1";
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        channel: testing::channel(ssm),
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 fn request() -> StepRequest {

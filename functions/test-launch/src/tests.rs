@@ -34,10 +34,7 @@ fn deps(rules: &[&Rule]) -> Deps {
 
 /// With the SSM rules the Run Command channel answers with.
 fn deps_with(rules: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(rules),
-        channel: testing::channel(ssm),
-    }
+    Deps(testing::instance_clients(rules, ssm))
 }
 
 /// The example run with the smoke test on the console channel (the fallback).
@@ -638,10 +635,7 @@ async fn throttled_terminate_is_retried_then_succeeds() {
 
 ami_testkit::step_contract_tests! {
     handle: handle,
-    deps: |calls: &ami_testkit::Calls| Deps {
-        ec2: calls.ec2(&[]),
-        channel: calls.channel(&[]),
-    },
+    deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
     request: || start_request(&testing::run()),
     malformed: [
         (

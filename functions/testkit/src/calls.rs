@@ -30,11 +30,15 @@ impl Calls {
         }
     }
 
-    /// A Run Command channel ([`crate::channel`]) whose SSM calls are answered by `ssm`, counted.
-    pub fn channel(&self, ssm: &[&Rule]) -> ami_core::runcommand::Channel {
-        ami_core::runcommand::Channel {
+    /// Instance step clients ([`crate::instance_clients`]) answering from `ec2` and `ssm`, counted.
+    pub fn instance_clients(&self, ec2: &[&Rule], ssm: &[&Rule]) -> ami_core::step::InstanceClients {
+        let channel = ami_core::runcommand::Channel {
             ssm: self.ssm(ssm),
             ..crate::channel(&[])
+        };
+        ami_core::step::InstanceClients {
+            ec2: self.ec2(ec2),
+            channel,
         }
     }
 

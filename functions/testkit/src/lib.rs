@@ -111,3 +111,15 @@ pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::runcommand::Channel
         agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
     }
 }
+
+/// Instance step clients (build, test-launch): EC2 (audited) answered by `ec2`, the Run Command channel's SSM by
+/// `ssm` ([`channel`]).
+pub fn instance_clients(
+    ec2: &[&aws_smithy_mocks::Rule],
+    ssm: &[&aws_smithy_mocks::Rule],
+) -> ami_core::step::InstanceClients {
+    ami_core::step::InstanceClients {
+        ec2: ami_core::testing::ec2(ec2),
+        channel: channel(ssm),
+    }
+}
