@@ -236,15 +236,8 @@ async fn retried_start_adopts_the_image_found_by_tag() {
 }
 
 fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
-        .then_output(|| DescribeImagesOutput::builder().build());
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = testing::images_by_name()
         .then_output(move || DescribeImagesOutput::builder().images(ours(owner_execution)).build());
     let reg = mock!(Ec2::register_image)
         .sequence()
@@ -415,19 +408,12 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
 async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     // A lost RegisterImage made the image; the retry's tag look-up misses it and RegisterImage finds the name
     // taken, but the name look-up does not list it yet (eventual consistency): transient, not Conflict.
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
+    let by_tag = testing::images_by_execution_tag()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
         .build();
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = testing::images_by_name().then_output(|| DescribeImagesOutput::builder().build());
     let reg = mock!(Ec2::register_image)
         .sequence()
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))

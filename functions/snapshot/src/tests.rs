@@ -541,13 +541,7 @@ async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
     assert_eq!((out.image_id.as_deref(), create_image.num_calls()), (Some(IMAGE), 0));
 
     // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
     let by_name = own_image(true);
     let duplicate = mock!(Ec2::create_image)
         .sequence()
@@ -743,18 +737,12 @@ async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
 
 #[tokio::test]
 async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() {
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
+    let by_tag = testing::images_by_execution_tag()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .repeatedly()
         .build();
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+    let by_name = testing::images_by_name()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .repeatedly()

@@ -123,3 +123,25 @@ pub fn instance_clients(
         channel: channel(ssm),
     }
 }
+
+/// A DescribeImages rule to be answered.
+pub type DescribeImagesRule = aws_smithy_mocks::RuleBuilder<
+    aws_sdk_ec2::operation::describe_images::DescribeImagesInput,
+    aws_sdk_ec2::operation::describe_images::DescribeImagesOutput,
+    aws_sdk_ec2::operation::describe_images::DescribeImagesError,
+>;
+
+/// DescribeImages filtered by the execution tag: the look-up that adopts what a lost create made.
+pub fn images_by_execution_tag() -> DescribeImagesRule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {
+        r.filters()
+            .iter()
+            .any(|f| f.name() == Some(&format!("tag:{}", ami_core::tags::EXECUTION)))
+    })
+}
+
+/// DescribeImages filtered by name: the look-up after a create finds the name taken.
+pub fn images_by_name() -> DescribeImagesRule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+}
