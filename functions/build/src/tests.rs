@@ -637,11 +637,7 @@ async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let refused = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
         .await
@@ -662,11 +658,7 @@ async fn every_placement_without_capacity_is_no_capacity_listing_all() {
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let refused = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("VcpuLimitExceeded")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
         .await
@@ -682,12 +674,7 @@ async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() 
 #[tokio::test]
 async fn a_just_launched_builder_unknown_to_ec2_is_pending_then_gone_after_the_grace_period() {
     fn not_found() -> Rule {
-        mock!(Ec2::describe_instances)
-            .match_requests(|r| r.instance_ids() == [BUILDER])
-            .sequence()
-            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-            .repeatedly()
-            .build()
+        ami_testkit::ec2_error!(Ec2::describe_instances, "InvalidInstanceID.NotFound", match |r| r.instance_ids() == [BUILDER])
     }
     // 100 s after launch: EC2 may not know the id yet
     let (unknown, running) = (not_found(), instance_in(&[InstanceStateName::Running]));

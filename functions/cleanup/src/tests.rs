@@ -363,11 +363,7 @@ async fn the_run_regions_are_cleaned_whatever_the_steps_so_far() {
 #[tokio::test]
 async fn instances_already_gone_count_as_terminated() {
     let world = scenario(Stage::Build);
-    let gone = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .repeatedly()
-        .build();
+    let gone = ami_testkit::ec2_error!(Ec2::terminate_instances, "InvalidInstanceID.NotFound");
     let out = handle(&deps_with(&world, vec![gone.clone()]), request()).await.unwrap();
     assert_eq!(gone.num_calls(), 1);
     assert_eq!(out.regions[0].instances_terminated, ["i-our-builder"]);

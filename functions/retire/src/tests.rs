@@ -349,17 +349,8 @@ async fn a_second_run_changes_nothing() {
 async fn deregistering_an_image_that_is_already_gone_is_success() {
     let world = world_with(&[10, 20]);
     let gone = image_id('a', 20);
-    let missing_image = mock!(Ec2::deregister_image)
-        .match_requests(move |r| r.image_id() == Some(gone.as_str()))
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
-        .repeatedly()
-        .build();
-    let missing_snapshots = mock!(Ec2::delete_snapshot)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .repeatedly()
-        .build();
+    let missing_image = ami_testkit::ec2_error!(Ec2::deregister_image, "InvalidAMIID.NotFound", match move |r| r.image_id() == Some(gone.as_str()));
+    let missing_snapshots = ami_testkit::ec2_error!(Ec2::delete_snapshot, "InvalidSnapshot.NotFound");
     let deps = deps_with(&world, vec![missing_image.clone(), missing_snapshots.clone()], vec![]);
     let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
     assert_eq!(region(&out, HOME).deregistered, ids_of(&[20]));

@@ -758,18 +758,13 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
         r.build.as_mut().unwrap().fallback_subnet_ids = vec!["subnet-0fa11bac0000000b1".into()];
     });
     let lookup = none_tagged_repeatedly();
-    let refused = mock!(Ec2::run_instances)
-        .match_requests({
-            let captured = captured.clone();
-            move |r| {
-                captured.push(r);
-                r.instance_type().map(|t| t.as_str()) == Some("t3.small")
-            }
-        })
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported", match {
+        let captured = captured.clone();
+        move |r| {
+            captured.push(r);
+            r.instance_type().map(|t| t.as_str()) == Some("t3.small")
+        }
+    });
     let ok = run_instances(Captured::default());
     let deps = deps(&[&lookup, &refused, &ok]);
     let out = deps.start(&parse(start_request(&run)), NOW).await.unwrap();
@@ -820,12 +815,7 @@ async fn no_capacity_anywhere_is_no_capacity() {
 #[tokio::test]
 async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grace_period() {
     fn not_found() -> Rule {
-        mock!(Ec2::describe_instances)
-            .match_requests(|r| r.instance_ids() == [TESTER])
-            .sequence()
-            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-            .repeatedly()
-            .build()
+        ami_testkit::ec2_error!(Ec2::describe_instances, "InvalidInstanceID.NotFound", match |r| r.instance_ids() == [TESTER])
     }
     let run = testing::run();
     // launched a minute ago, not known yet: still the grace period

@@ -53,9 +53,17 @@ macro_rules! throttled_always {
     };
 }
 
-/// A rule answering `$op` with the EC2 error `$code` (400) on every attempt.
+/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time.
 #[macro_export]
 macro_rules! ec2_error {
+    ($op:path, $code:expr, match $filter:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .match_requests($filter)
+            .sequence()
+            .http_status(400, Some($crate::ec2_error_body($code)))
+            .repeatedly()
+            .build()
+    };
     ($op:path, $code:expr) => {
         aws_smithy_mocks::mock!($op)
             .sequence()
