@@ -261,7 +261,6 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
 // The recipe's rules (an empty owner allow-list, say) are checked once, by the trigger; the frozen recipe is not
 // re-validated here, so a stricter validator in a later release cannot break a running execution.
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
     request: start_request,
     malformed: [

@@ -456,7 +456,6 @@ async fn past_the_deadline_is_a_timeout_without_calls() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.clients(&[], &[])),
     request: start_request,
     malformed: [

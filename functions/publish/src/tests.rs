@@ -421,7 +421,6 @@ async fn a_recipe_without_a_test_step_publishes_without_one() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     setup: || {
         let world = world();
         (deps(&world), world)

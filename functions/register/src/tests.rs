@@ -430,7 +430,6 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
     request: || testing::request("start", &testing::run(), snapshot_steps()),
     malformed: [

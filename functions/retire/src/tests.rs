@@ -410,7 +410,6 @@ async fn when_references_cannot_be_read_nothing_is_removed() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: ami_core::step::handle,
     setup: || {
         let world = world_with(&[10, 20, 30, 40, 50]);
         (deps(&world), world)

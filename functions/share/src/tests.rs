@@ -530,7 +530,6 @@ async fn a_region_still_pending_fails_the_call_for_a_retry_of_all() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.clients(&[], &[])),
     request: || request_with(&testing::run()),
     malformed: [

@@ -761,7 +761,6 @@ async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() 
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
     request: || testing::request("start", &testing::run(), build_steps()),
     malformed: [

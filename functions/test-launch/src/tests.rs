@@ -634,7 +634,6 @@ async fn throttled_terminate_is_retried_then_succeeds() {
 }
 
 ami_testkit::step_contract_tests! {
-    handle: handle,
     deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
     request: || start_request(&testing::run()),
     malformed: [

@@ -7,6 +7,9 @@ use ami_core::error::Error;
 
 use crate::{Calls, World};
 
+/// The entry point the contract tests call unless told otherwise: the state machine's, for a step.
+pub use ami_core::step::handle;
+
 /// What counts the calls a handler made: a [`Calls`] counter, or a [`World`] (its reads and writes).
 pub trait CallCount {
     fn calls(&self) -> usize;
@@ -89,11 +92,17 @@ pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &
 /// - `persistent_throttling_surfaces_as_throttled` (optional): with `rule` (see `throttled_always!`) tried first,
 ///   the handler fails `AmiPipeline.Throttled` after the SDK's three attempts.
 ///
-/// `handle` is `async fn(&Deps, Value) -> Result<_>`; crate-specific assertions stay in crate-specific tests.
+/// `handle` is `async fn(&Deps, Value) -> Result<_>`, by default `ami_core::step::handle`; crate-specific assertions stay in crate-specific tests.
 /// Instead of `setup`, `deps: |calls: &Calls| ...` makes the deps from clients counted by `calls` that answer
 /// nothing (`calls.clients(&[], &[])`, `calls.ec2(&[])`, ...).
 #[macro_export]
 macro_rules! step_contract_tests {
+    (deps: $($rest:tt)*) => {
+        $crate::step_contract_tests! { handle: $crate::contract::handle, deps: $($rest)* }
+    };
+    (setup: $($rest:tt)*) => {
+        $crate::step_contract_tests! { handle: $crate::contract::handle, setup: $($rest)* }
+    };
     (handle: $handle:expr, deps: $deps:expr, $($rest:tt)*) => {
         $crate::step_contract_tests! {
             handle: $handle,
