@@ -2,9 +2,7 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
-use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ResourceType, ShutdownBehavior,
-};
+use aws_sdk_ec2::types::{HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
 use aws_sdk_ec2::{Client as Ec2, types::ImageState};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
@@ -123,19 +121,10 @@ async fn start_launches_a_locked_down_builder() {
     }
     assert_eq!(devices[0].device_name(), Some("/dev/xvda"));
     assert_eq!(devices[0].ebs().unwrap().volume_size(), Some(16));
-    let specs = req.tag_specifications();
-    for rt in [ResourceType::Instance, ResourceType::Volume] {
-        let spec = specs
-            .iter()
-            .find(|s| s.resource_type() == Some(&rt))
-            .expect("tagged on create");
-        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
-        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
-        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("builder"));
-        assert_eq!(tags::get(spec.tags(), tags::SOURCE_IMAGE), Some(BASE_IMAGE));
+    for tags in testing::tagged_on_create(&req, "builder") {
+        assert_eq!(tags::get(tags, tags::SOURCE_IMAGE), Some(BASE_IMAGE));
     }
-    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
-    let user_data = String::from_utf8(user_data).unwrap();
+    let user_data = testing::user_data(&req);
     assert!(user_data.contains(userdata::BUILDER_TAG));
     // Run Command (the default channel) sends the script later: the user data holds none of it
     assert!(user_data.contains(userdata::RUN_COMMAND_MARK));

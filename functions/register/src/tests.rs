@@ -183,20 +183,9 @@ async fn a_legacy_bios_image_carries_no_uefi_data() {
     assert_eq!(uefi.num_calls(), 0);
 }
 
-fn windows_plan() -> ami_core::platform::ImagePlan {
-    ami_core::platform::ImagePlan {
-        method: Method::CreateImage,
-        platform_details: "Windows".into(),
-        usage_operation: "RunInstances:0002".into(),
-        boot_mode: Some("uefi".into()),
-        boot_mode_override: false,
-        tpm_support: true,
-    }
-}
-
 #[tokio::test]
 async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
-    let mut steps = snapshot_steps_with(windows_plan());
+    let mut steps = snapshot_steps_with(testing::windows_plan());
     steps["snapshot"]["image_id"] = json!(NEW_IMAGE);
     let modified: Captured<ModifyImageAttributeInput> = Captured::default();
     let seen = modified.clone();
@@ -218,7 +207,7 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
 async fn create_image_without_an_image_is_invalid_input() {
     let deps = Deps(testing::ec2(&[]));
     let err = deps
-        .start(&request("start", snapshot_steps_with(windows_plan())), NOW)
+        .start(&request("start", snapshot_steps_with(testing::windows_plan())), NOW)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("input.steps.snapshot.image_id"), "{err}");
@@ -369,7 +358,7 @@ fn available(details: &str, operation: &str) -> Rule {
 #[tokio::test]
 async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
     let mut steps = image_steps();
-    steps["snapshot"]["plan"] = json!(windows_plan());
+    steps["snapshot"]["plan"] = json!(testing::windows_plan());
     // RegisterImage from snapshots whose metadata lacks the licence: Linux/UNIX (RegisterImage API reference).
     let lost = available("Linux/UNIX", "RunInstances");
     let deps = Deps(testing::ec2(&[&lost]));

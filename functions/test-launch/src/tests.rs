@@ -210,18 +210,8 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
             )
         ]
     );
-    for rt in [ResourceType::Instance, ResourceType::Volume] {
-        let spec = req
-            .tag_specifications()
-            .iter()
-            .find(|s| s.resource_type() == Some(&rt))
-            .expect("tagged on create");
-        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
-        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
-        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("test-instance"));
-    }
-    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
-    let user_data = String::from_utf8(user_data).unwrap();
+    testing::tagged_on_create(&req, "test-instance");
+    let user_data = testing::user_data(&req);
     assert!(user_data.contains(userdata::SMOKE_TAG));
     // Run Command (the default channel) sends the smoke test once the status checks pass
     assert!(user_data.contains(userdata::RUN_COMMAND_MARK));

@@ -153,3 +153,45 @@ pub fn images_by_name() -> DescribeImagesRule {
     aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images)
         .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
 }
+
+/// The plan for a licensed Windows image: CreateImage keeps its billing, UEFI with NitroTPM.
+pub fn windows_plan() -> ami_core::platform::ImagePlan {
+    ami_core::platform::ImagePlan {
+        method: ami_core::platform::Method::CreateImage,
+        platform_details: "Windows".into(),
+        usage_operation: "RunInstances:0002".into(),
+        boot_mode: Some("uefi".into()),
+        boot_mode_override: false,
+        tpm_support: true,
+    }
+}
+
+/// The tags a RunInstances request puts on its instance and volumes, after checking each carries the pipeline's,
+/// this execution's and `role`.
+pub fn tagged_on_create<'a>(
+    req: &'a aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    role: &str,
+) -> Vec<&'a [aws_sdk_ec2::types::Tag]> {
+    use ami_core::tags;
+    use aws_sdk_ec2::types::ResourceType;
+    [ResourceType::Instance, ResourceType::Volume]
+        .iter()
+        .map(|rt| {
+            let spec = req
+                .tag_specifications()
+                .iter()
+                .find(|s| s.resource_type() == Some(rt))
+                .unwrap_or_else(|| panic!("{rt:?} tagged on create"));
+            assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
+            assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(EXECUTION));
+            assert_eq!(tags::get(spec.tags(), tags::ROLE), Some(role));
+            spec.tags()
+        })
+        .collect()
+}
+
+/// A RunInstances request's user data, decoded.
+pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
+    let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
+    String::from_utf8(raw).expect("UTF-8 user data")
+}
