@@ -8,7 +8,6 @@ use aws_sdk_ec2::operation::stop_instances::{StopInstancesInput, StopInstancesOu
 use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo, Reservation};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
-use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
@@ -118,14 +117,7 @@ fn listed(commands: &'static [(&'static str, &'static str)]) -> Rule {
 fn invocation(command_id: &'static str, status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
     mock!(Ssm::get_command_invocation)
         .match_requests(move |r| r.command_id() == Some(command_id) && r.instance_id() == Some(BUILDER))
-        .then_output(move || {
-            GetCommandInvocationOutput::builder()
-                .status(status.clone())
-                .status_details(status.as_str())
-                .response_code(code)
-                .standard_output_content(out)
-                .build()
-        })
+        .then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
 fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {

@@ -8,7 +8,6 @@ use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusSummary, Reservation};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
-use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
@@ -107,14 +106,7 @@ fn listed(ids: &'static [&'static str]) -> Rule {
 }
 
 fn invocation(status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
-    mock!(Ssm::get_command_invocation).then_output(move || {
-        GetCommandInvocationOutput::builder()
-            .status(status.clone())
-            .status_details(status.as_str())
-            .response_code(code)
-            .standard_output_content(out)
-            .build()
-    })
+    mock!(Ssm::get_command_invocation).then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
 #[tokio::test]

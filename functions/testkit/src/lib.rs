@@ -195,3 +195,17 @@ pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput)
     let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
     String::from_utf8(raw).expect("UTF-8 user data")
 }
+
+/// What GetCommandInvocation answers for a command in `status` with exit `code` and inline output `out`.
+pub fn invocation_output(
+    status: aws_sdk_ssm::types::CommandInvocationStatus,
+    code: i32,
+    out: &str,
+) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+    aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput::builder()
+        .status_details(status.as_str())
+        .status(status)
+        .response_code(code)
+        .standard_output_content(out)
+        .build()
+}
