@@ -115,12 +115,7 @@ async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots
     assert_eq!(out.regions.len(), 3, "every region of the pipeline");
 
     let w = world.lock().unwrap();
-    let deregistered: Vec<&str> = w
-        .requests
-        .deregister_image
-        .iter()
-        .map(|d| d.image_id().unwrap())
-        .collect();
+    let deregistered = w.deregistered();
     assert_eq!(deregistered, ids_of(&[40, 50, 70]));
     let mut want: Vec<String> = ids_of(&[40, 50, 70])
         .iter()
@@ -163,12 +158,7 @@ async fn kept_images_no_rerun_adopted_within_the_grace_period_are_deregistered_w
     // the released image keeps its place; a young kept image, another pipeline's and a candidate are left
     assert_eq!(region(&out, HOME).kept, [image_id('a', 1)]);
     let w = world.lock().unwrap();
-    let deregistered: Vec<&str> = w
-        .requests
-        .deregister_image
-        .iter()
-        .map(|d| d.image_id().unwrap())
-        .collect();
+    let deregistered = w.deregistered();
     assert_eq!(
         deregistered,
         [image_id('t', grace + 1).as_str(), image_id('e', grace + 3).as_str()]

@@ -204,6 +204,15 @@ pub struct WorldState {
 }
 
 impl WorldState {
+    /// The images DeregisterImage was asked for, in order.
+    pub fn deregistered(&self) -> Vec<&str> {
+        self.requests
+            .deregister_image
+            .iter()
+            .filter_map(|d| d.image_id())
+            .collect()
+    }
+
     /// Every call the world answered, reads and writes.
     pub fn calls(&self) -> usize {
         self.reads + self.log.len()
@@ -298,6 +307,13 @@ impl World {
     fn read(&self) -> MutexGuard<'_, WorldState> {
         let mut w = self.state();
         w.reads += 1;
+        w
+    }
+
+    /// The state, logging one write.
+    fn write(&self, entry: String) -> MutexGuard<'_, WorldState> {
+        let mut w = self.state();
+        w.log.push(entry);
         w
     }
 
@@ -401,9 +417,8 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
-            let mut w = w.state();
             let id = req.image_id().unwrap_or_default();
-            w.log.push(format!("DeregisterImage {r} {id}"));
+            let mut w = w.write(format!("DeregisterImage {r} {id}"));
             w.requests.deregister_image.push(req.clone());
             // DeleteAssociatedSnapshots: the snapshots go with the image, except one another image still uses.
             assert_eq!(
@@ -423,9 +438,8 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
-            let mut w = w.state();
             let id = req.snapshot_id().unwrap_or_default().to_string();
-            w.log.push(format!("DeleteSnapshot {r} {id}"));
+            let mut w = w.write(format!("DeleteSnapshot {r} {id}"));
             w.requests.delete_snapshot.push(id.clone());
             w.deleted_snapshots.push(id.clone());
             assert!(!w.image_uses(&id), "{id} is used by a remaining image");
@@ -435,8 +449,7 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let create_tags = mock!(Ec2::create_tags).then_compute_output(move |req| {
-            let mut w = w.state();
-            w.log.push(format!("CreateTags {r} {}", req.resources().join(",")));
+            let mut w = w.write(format!("CreateTags {r} {}", req.resources().join(",")));
             w.requests.create_tags.push((r.clone(), req.clone()));
             for id in req.resources() {
                 let tags = w.tags_mut(id);
@@ -448,9 +461,8 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let deprecate = mock!(Ec2::enable_image_deprecation).then_compute_output(move |req| {
-            let mut w = w.state();
             let id = req.image_id().unwrap_or_default();
-            w.log.push(format!("EnableImageDeprecation {r} {id}"));
+            let mut w = w.write(format!("EnableImageDeprecation {r} {id}"));
             w.requests.enable_image_deprecation.push(req.clone());
             let at = req.deprecate_at().map(|d| d.secs());
             let image = w.images.get_mut(id).unwrap_or_else(|| panic!("no image {id}"));
@@ -478,8 +490,7 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let create_version = mock!(Ec2::create_launch_template_version).then_compute_output(move |req| {
-            let mut w = w.state();
-            w.log.push(format!("CreateLaunchTemplateVersion {r}"));
+            let mut w = w.write(format!("CreateLaunchTemplateVersion {r}"));
             w.requests.create_launch_template_version.push((r.clone(), req.clone()));
             let t = w.find_template(&r, req.launch_template_id(), req.launch_template_name());
             let token = req.client_token().unwrap_or_default().to_string();
@@ -502,8 +513,7 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let modify = mock!(Ec2::modify_launch_template).then_compute_output(move |req| {
-            let mut w = w.state();
-            w.log.push(format!("ModifyLaunchTemplate {r}"));
+            let mut w = w.write(format!("ModifyLaunchTemplate {r}"));
             w.requests.modify_launch_template.push((r.clone(), req.clone()));
             let t = w.find_template(&r, req.launch_template_id(), req.launch_template_name());
             t.default = req
@@ -565,9 +575,7 @@ impl World {
         });
         let (w, r) = (self.clone(), region.to_string());
         let put = mock!(Ssm::put_parameter).then_compute_output(move |req| {
-            let mut w = w.state();
-            w.log
-                .push(format!("PutParameter {r} {}", req.name().unwrap_or_default()));
+            let mut w = w.write(format!("PutParameter {r} {}", req.name().unwrap_or_default()));
             w.requests.put_parameter.push((r.clone(), req.clone()));
             let key = (r.clone(), req.name().unwrap_or_default().to_string());
             let value = req.value().unwrap_or_default().to_string();
