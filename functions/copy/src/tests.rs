@@ -236,17 +236,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
     let again = deps.start(&req, NOW).await.unwrap();
     assert_eq!(first, again);
     for captured in [eu, ap] {
-        let tokens: Vec<_> = captured
-            .all()
-            .iter()
-            .map(|r| r.client_token().map(String::from))
-            .collect();
-        assert_eq!(tokens.len(), 2);
-        assert!(tokens[0].is_some());
-        assert_eq!(
-            tokens[0], tokens[1],
-            "EC2 returns the first copy instead of making a second"
-        );
+        testing::assert_one_client_token(captured.all().iter().map(|r| r.client_token()));
     }
 }
 

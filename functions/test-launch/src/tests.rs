@@ -286,14 +286,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
     for _ in 0..2 {
         deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
     }
-    let tokens: Vec<_> = captured
-        .all()
-        .iter()
-        .map(|r| r.client_token().map(String::from))
-        .collect();
-    assert_eq!(tokens.len(), 2);
-    assert!(tokens[0].is_some());
-    assert_eq!(tokens[0], tokens[1]);
+    testing::assert_one_client_token(captured.all().iter().map(|r| r.client_token()));
 }
 
 #[tokio::test]

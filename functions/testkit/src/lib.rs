@@ -209,3 +209,14 @@ pub fn invocation_output(
         .standard_output_content(out)
         .build()
 }
+
+/// Asserts a create was sent twice with one client token, so EC2 answered the retry with what the first made.
+pub fn assert_one_client_token<'a>(tokens: impl IntoIterator<Item = Option<&'a str>>) {
+    let tokens: Vec<Option<&str>> = tokens.into_iter().collect();
+    assert_eq!(tokens.len(), 2, "sent twice");
+    assert!(tokens[0].is_some(), "with a client token");
+    assert_eq!(
+        tokens[0], tokens[1],
+        "EC2 returns the first create instead of making a second"
+    );
+}
