@@ -662,7 +662,11 @@ async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() 
 #[tokio::test]
 async fn a_just_launched_builder_unknown_to_ec2_is_pending_then_gone_after_the_grace_period() {
     fn not_found() -> Rule {
-        ami_testkit::ec2_error!(Ec2::describe_instances, "InvalidInstanceID.NotFound", match |r| r.instance_ids() == [BUILDER])
+        ami_testkit::ec2_error!(
+            Ec2::describe_instances,
+            "InvalidInstanceID.NotFound",
+            match |r| r.instance_ids() == [BUILDER]
+        )
     }
     // 100 s after launch: EC2 may not know the id yet
     let (unknown, running) = (not_found(), instance_in(&[InstanceStateName::Running]));

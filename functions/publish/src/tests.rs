@@ -1,5 +1,5 @@
-//! Publish against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): the mocks answer from, and write to, one shared world, so a
-//! second publish sees what the first one did.
+//! Publish against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): the mocks answer from, and write to,
+//! one shared world, so a second publish sees what the first one did.
 
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;

@@ -1,5 +1,5 @@
-//! Retire against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): DescribeImages applies the request's tag filters to one shared
-//! world, and the mutating calls change it, so a second run sees what the first did.
+//! Retire against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): DescribeImages applies the request's
+//! tag filters to one shared world, and the mutating calls change it, so a second run sees what the first did.
 
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
@@ -339,7 +339,11 @@ async fn a_second_run_changes_nothing() {
 async fn deregistering_an_image_that_is_already_gone_is_success() {
     let world = world_with(&[10, 20]);
     let gone = image_id('a', 20);
-    let missing_image = ami_testkit::ec2_error!(Ec2::deregister_image, "InvalidAMIID.NotFound", match move |r| r.image_id() == Some(gone.as_str()));
+    let missing_image = ami_testkit::ec2_error!(
+        Ec2::deregister_image,
+        "InvalidAMIID.NotFound",
+        match move |r| r.image_id() == Some(gone.as_str())
+    );
     let missing_snapshots = ami_testkit::ec2_error!(Ec2::delete_snapshot, "InvalidSnapshot.NotFound");
     let deps = deps_with(&world, vec![missing_image.clone(), missing_snapshots.clone()], vec![]);
     let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();

@@ -797,7 +797,11 @@ async fn no_capacity_anywhere_is_no_capacity() {
 #[tokio::test]
 async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grace_period() {
     fn not_found() -> Rule {
-        ami_testkit::ec2_error!(Ec2::describe_instances, "InvalidInstanceID.NotFound", match |r| r.instance_ids() == [TESTER])
+        ami_testkit::ec2_error!(
+            Ec2::describe_instances,
+            "InvalidInstanceID.NotFound",
+            match |r| r.instance_ids() == [TESTER]
+        )
     }
     let run = testing::run();
     // launched a minute ago, not known yet: still the grace period

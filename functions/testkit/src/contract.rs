@@ -92,7 +92,8 @@ pub fn assert_throttled<T: std::fmt::Debug>(result: ami_core::Result<T>, rule: &
 /// - `persistent_throttling_surfaces_as_throttled` (optional): with `rule` (see `throttled_always!`) tried first,
 ///   the handler fails `AmiPipeline.Throttled` after the SDK's three attempts.
 ///
-/// `handle` is `async fn(&Deps, Value) -> Result<_>`, by default `ami_core::step::handle`; crate-specific assertions stay in crate-specific tests.
+/// `handle` is `async fn(&Deps, Value) -> Result<_>`, by default `ami_core::step::handle`; crate-specific
+/// assertions stay in crate-specific tests.
 /// Instead of `setup`, `deps: |calls: &Calls| ...` makes the deps from clients counted by `calls` that answer
 /// nothing (`calls.clients(&[], &[])`, `calls.ec2(&[])`, ...).
 #[macro_export]
