@@ -7,33 +7,17 @@
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
 };
-use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::{Build, Channel, Platform, Source};
 use ami_core::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
-use ami_core::step::Step;
-use ami_core::steps::{BuildState, Progress, Status, StepRequest, now};
+use ami_core::step::{InstanceClients, Step};
+use ami_core::steps::{BuildState, Progress, Status, StepRequest};
 use ami_core::userdata::{self, Outcome};
 use ami_core::{source, tags};
 
 /// Clients, built once per process.
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    /// Run Command and its CloudWatch Logs output.
-    pub channel: runcommand::Channel,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-            ssm: aws_sdk_ssm::Client::new(config),
-            channel: runcommand::Channel::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub InstanceClients);
 
 /// How long a stopped builder may go without a result marker before the build fails. Console output is buffered
 /// and "posted shortly after an instance transition state" (GetConsoleOutput API reference), so the marker can
@@ -46,36 +30,148 @@ impl Step for Deps {
     const NAME: &'static str = "build";
     const ACTIONS: &'static str = "`start`, `status` or `finish`";
 
-    async fn start(&self, req: &StepRequest) -> Result<BuildState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<BuildState> {
+        let (build, base) = build_section(req)?;
+        let recipe = &req.run.recipe;
+
+        // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
+        let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
+            .chain(build.fallback_instance_types.iter().map(String::as_str))
+            .collect();
+        let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
+            .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
+            .collect();
+        let placements = ami_core::ec2::placements(&types, &subnets);
+
+        // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
+        // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
+        // placement's token, so a look-up that finds nothing is made once more before launching.
+        let mine = vec![
+            tags::filter(tags::EXECUTION, &req.execution.name),
+            tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
+        ];
+        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
+        if let Some(existing) = found.into_iter().next() {
+            let instance_id = existing.instance_id().unwrap_or_default().to_string();
+            let source_image_id = existing.image_id().unwrap_or_default().to_string();
+            tracing_log(&instance_id, "adopted the builder this execution already launched");
+            return Ok(BuildState {
+                instance_id,
+                source_image_id,
+                terminated: false,
+                logs: None,
+                progress: Progress::start(now, build.timeout_minutes),
+            });
+        }
+
+        // Vet the base image before anything is created.
+        let image = source::resolve(&self.0.ec2, &self.0.channel.ssm, base, recipe.image.architecture, now).await?;
+        let image_id = image.image_id().unwrap_or_default().to_string();
+        // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
+        // the builder, which reports the same properties).
+        ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
+        let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
+
+        let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
+        let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
+        instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
+
+        let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
+
+        let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
+        let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
+            ami_core::ec2::locked_down(
+                self.0.ec2.run_instances(),
+                p.subnet_id.clone(),
+                build.security_group_ids.clone(),
+            )
+            .image_id(&image_id)
+            .instance_type(p.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .client_token(ami_core::ec2::launch_token(
+                &req.execution.name,
+                "build",
+                &req.run.region,
+                attempt,
+                p,
+            ))
+            .set_block_device_mappings(Some(devices.clone()))
+            .set_iam_instance_profile(profile.clone())
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .user_data(&user_data)
+            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+        })
+        .await?;
+        let instance_id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?
+            .to_string();
+        lambda_runtime::tracing::info!(
+            instance_id,
+            instance_type = %placed.instance_type,
+            subnet = placed.subnet_id.as_deref().unwrap_or("default"),
+            "launched the builder"
+        );
+        Ok(BuildState {
+            instance_id,
+            source_image_id: image_id,
+            terminated: false,
+            logs: None,
+            progress: Progress::start(now, build.timeout_minutes),
+        })
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<BuildState> {
-        status(self, req, now()).await
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<BuildState> {
+        let state = req.steps.build()?.clone();
+        state.progress.check_deadline(now, "provisioning")?;
+        let id = &state.instance_id;
+        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
+            // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
+            if ami_core::ec2::within_grace(state.progress.started_at, now) {
+                return Ok(BuildState {
+                    progress: state.progress.with_status(Status::Pending),
+                    ..state
+                });
+            }
+            return Err(Error::ResourceGone(format!("builder {id} no longer exists")));
+        };
+        if matches!(
+            instance.state().and_then(|s| s.name()),
+            Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+        ) {
+            return Err(Error::ResourceGone(format!(
+                "builder {id} was terminated before provisioning finished"
+            )));
+        }
+        let (ready, logs) = match req.run.recipe.build_channel() {
+            Channel::Console => (console_result(self, &instance, now).await?, None),
+            Channel::RunCommand => run_command_result(self, req, &state, &instance, now).await?,
+        };
+        let status = if ready { Status::Ready } else { Status::Pending };
+        Ok(BuildState {
+            progress: state.progress.with_status(status),
+            logs: logs.or(state.logs.clone()),
+            ..state
+        })
     }
 
-    async fn finish(&self, req: &StepRequest) -> Result<BuildState> {
-        finish(self, req).await
+    /// Terminates the builder; one already gone counts as done.
+    async fn finish(&self, req: &StepRequest, _now: i64) -> Result<BuildState> {
+        let state = req.steps.build()?;
+        ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
+        Ok(BuildState {
+            terminated: true,
+            ..state.clone()
+        })
     }
 
     fn progress(out: &BuildState) -> Option<&Progress> {
         Some(&out.progress)
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<BuildState> {
-    ami_core::step::handle(deps, event).await
-}
-
-/// Terminates the builder; one already gone counts as done.
-async fn finish(deps: &Deps, req: &StepRequest) -> Result<BuildState> {
-    let state = req.steps.build()?;
-    ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
-    Ok(BuildState {
-        terminated: true,
-        ..state.clone()
-    })
 }
 
 fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseImage)> {
@@ -87,101 +183,6 @@ fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseIm
             "an instance source has no build step; start at snapshot",
         )),
     }
-}
-
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
-    let (build, base) = build_section(req)?;
-    let recipe = &req.run.recipe;
-
-    // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
-    let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
-        .chain(build.fallback_instance_types.iter().map(String::as_str))
-        .collect();
-    let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
-        .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
-        .collect();
-    let placements = ami_core::ec2::placements(&types, &subnets);
-
-    // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
-    // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
-    // placement's token, so a look-up that finds nothing is made once more before launching.
-    let mine = vec![
-        tags::filter(tags::EXECUTION, &req.execution.name),
-        tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
-    ];
-    let found = ami_core::ec2::find_instances_settled(&deps.ec2, mine, placements.len() > 1).await?;
-    if let Some(existing) = found.into_iter().next() {
-        let instance_id = existing.instance_id().unwrap_or_default().to_string();
-        let source_image_id = existing.image_id().unwrap_or_default().to_string();
-        tracing_log(&instance_id, "adopted the builder this execution already launched");
-        return Ok(BuildState {
-            instance_id,
-            source_image_id,
-            terminated: false,
-            logs: None,
-            progress: Progress::start(now, build.timeout_minutes),
-        });
-    }
-
-    // Vet the base image before anything is created.
-    let image = source::resolve(&deps.ec2, &deps.ssm, base, recipe.image.architecture, now).await?;
-    let image_id = image.image_id().unwrap_or_default().to_string();
-    // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
-    // the builder, which reports the same properties).
-    ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
-    let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
-
-    let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
-    let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
-    instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
-
-    let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
-
-    let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
-    let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
-        ami_core::ec2::locked_down(
-            deps.ec2.run_instances(),
-            p.subnet_id.clone(),
-            build.security_group_ids.clone(),
-        )
-        .image_id(&image_id)
-        .instance_type(p.instance_type.as_str().into())
-        .min_count(1)
-        .max_count(1)
-        .client_token(ami_core::ec2::launch_token(
-            &req.execution.name,
-            "build",
-            &req.run.region,
-            attempt,
-            p,
-        ))
-        .set_block_device_mappings(Some(devices.clone()))
-        .set_iam_instance_profile(profile.clone())
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-        .user_data(&user_data)
-        .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-        .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
-    })
-    .await?;
-    let instance_id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?
-        .to_string();
-    lambda_runtime::tracing::info!(
-        instance_id,
-        instance_type = %placed.instance_type,
-        subnet = placed.subnet_id.as_deref().unwrap_or("default"),
-        "launched the builder"
-    );
-    Ok(BuildState {
-        instance_id,
-        source_image_id: image_id,
-        terminated: false,
-        logs: None,
-        progress: Progress::start(now, build.timeout_minutes),
-    })
 }
 
 fn tracing_log(instance_id: &str, what: &str) {
@@ -241,40 +242,6 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
     Ok(out)
 }
 
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<BuildState> {
-    let state = req.steps.build()?.clone();
-    state.progress.check_deadline(now, "provisioning")?;
-    let id = &state.instance_id;
-    let Some(instance) = ami_core::ec2::describe_instance(&deps.ec2, id).await? else {
-        // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
-        if ami_core::ec2::within_grace(state.progress.started_at, now) {
-            return Ok(BuildState {
-                progress: state.progress.with_status(Status::Pending),
-                ..state
-            });
-        }
-        return Err(Error::ResourceGone(format!("builder {id} no longer exists")));
-    };
-    if matches!(
-        instance.state().and_then(|s| s.name()),
-        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-    ) {
-        return Err(Error::ResourceGone(format!(
-            "builder {id} was terminated before provisioning finished"
-        )));
-    }
-    let (ready, logs) = match req.run.recipe.build_channel() {
-        Channel::Console => (console_result(deps, &instance, now).await?, None),
-        Channel::RunCommand => run_command_result(deps, req, &state, &instance, now).await?,
-    };
-    let status = if ready { Status::Ready } else { Status::Pending };
-    Ok(BuildState {
-        progress: state.progress.with_status(status),
-        logs: logs.or(state.logs.clone()),
-        ..state
-    })
-}
-
 /// Console channel: ready once the builder stopped with the success marker on its console.
 async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bool> {
     let id = instance.instance_id().unwrap_or_default();
@@ -284,10 +251,10 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
     // `Latest` is "supported on instance types that use the Nitro hypervisor" (GetConsoleOutput API reference);
     // elsewhere the buffered output is read, which the grace below allows for.
     let latest = match instance.instance_type() {
-        Some(t) => ami_core::ec2::is_nitro(&deps.ec2, t.as_str()).await?,
+        Some(t) => ami_core::ec2::is_nitro(&deps.0.ec2, t.as_str()).await?,
         None => false,
     };
-    let console = ami_core::ec2::console_text(&deps.ec2, id, latest).await?;
+    let console = ami_core::ec2::console_text(&deps.0.ec2, id, latest).await?;
     match userdata::build_result(&console) {
         Some(Outcome::Passed) => Ok(true),
         Some(Outcome::Failed(why)) => Err(Error::ProvisionFailed(format!(
@@ -303,7 +270,8 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
             None => {
                 // No stop time from EC2 (a stop from inside the OS): start the grace period now, on the instance,
                 // since the next poll does not see this call's output.
-                deps.ec2
+                deps.0
+                    .ec2
                     .create_tags()
                     .resources(id)
                     .tags(tags::tag(tags::STOPPED_SEEN, &now.to_string()))
@@ -353,13 +321,13 @@ async fn run_command_result(
     let what = format!("provisioning script on builder {id}");
     match instance.state().and_then(|s| s.name()) {
         Some(InstanceStateName::Running) => {
-            let logs = match deps.channel.reconcile(&provision, launched_at, now).await? {
+            let logs = match deps.0.channel.reconcile(&provision, launched_at, now).await? {
                 RcState::Success(logs) => logs,
                 s if s.is_pending() => return Ok((false, None)),
                 s => return Err(command_failed(&what, &s, true)),
             };
             if let Some(sysprep) = &sysprep {
-                match deps.channel.reconcile(sysprep, launched_at, now).await? {
+                match deps.0.channel.reconcile(sysprep, launched_at, now).await? {
                     RcState::Success(_) => {}
                     s if s.is_pending() => return Ok((false, Some(logs))),
                     // sysprep's failure (a timeout included) is a provisioning failure with its output
@@ -368,7 +336,8 @@ async fn run_command_result(
             }
             // Snapshots are taken of a stopped builder. StopInstances shuts the OS down cleanly, which also runs the
             // scrub the build script registered (`userdata::run_command_script`).
-            deps.ec2
+            deps.0
+                .ec2
                 .stop_instances()
                 .instance_ids(id)
                 .send()
@@ -381,10 +350,10 @@ async fn run_command_result(
             // Stopped by this step after success, or from outside before the command(s) finished.
             let mut logs = None;
             for job in std::iter::once(&provision).chain(sysprep.as_ref()) {
-                let Some(command_id) = deps.channel.find(job).await? else {
+                let Some(command_id) = deps.0.channel.find(job).await? else {
                     return Err(stopped_early(id, job));
                 };
-                match deps.channel.state_of(job, &command_id).await? {
+                match deps.0.channel.state_of(job, &command_id).await? {
                     RcState::Success(l) => {
                         logs.get_or_insert(l);
                     }

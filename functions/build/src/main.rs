@@ -1,7 +1,7 @@
 use ami_build::Deps;
+use ami_core::step::{InstanceClients, serve_step};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps::from_config(&ami_core::clients::load_config().await);
-    ami_core::step::serve_step(deps).await
+    serve_step(|config| Deps(InstanceClients::from_config(config))).await
 }

@@ -8,7 +8,6 @@ use aws_sdk_ec2::operation::stop_instances::{StopInstancesInput, StopInstancesOu
 use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo, Reservation};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
-use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
@@ -17,25 +16,14 @@ use serde_json::json;
 
 use ami_core::recipe::Platform;
 use ami_core::steps::{BuildState, Progress, Run, Status, StepRequest};
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use super::*;
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
-const GROUP: &str = "/ami-pipeline/run-command";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        ssm: testing::ssm(&[]),
-        channel: runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            // the log streams are not there: the tail comes from the invocation's inline output
-            logs: testing::logs_without_streams(),
-            log_group: Some(GROUP.into()),
-            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 fn state() -> BuildState {
@@ -129,14 +117,7 @@ fn listed(commands: &'static [(&'static str, &'static str)]) -> Rule {
 fn invocation(command_id: &'static str, status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
     mock!(Ssm::get_command_invocation)
         .match_requests(move |r| r.command_id() == Some(command_id) && r.instance_id() == Some(BUILDER))
-        .then_output(move || {
-            GetCommandInvocationOutput::builder()
-                .status(status.clone())
-                .status_details(status.as_str())
-                .response_code(code)
-                .standard_output_content(out)
-                .build()
-        })
+        .then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
 fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {
@@ -171,7 +152,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         online(),
         send(sent.clone(), "cmd-1"),
     );
-    let s = status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -187,7 +168,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         invocation("cmd-1", CommandInvocationStatus::Success, 0, "provisioned"),
         stop(stopped.clone()),
     );
-    let s = status(&deps(&[&running, &stopper], &[&listed1, &ok]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&running, &stopper], &[&listed1, &ok]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -195,12 +176,12 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
 
     // stopped, the command succeeded: ready, with where its output is
     let stopped_builder = builder(InstanceStateName::Stopped, "t3.micro", NOW - 30);
-    let s = status(&deps(&[&stopped_builder], &[&listed1, &ok]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_builder], &[&listed1, &ok]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     let logs = s.logs.expect("logs recorded in the output");
-    assert_eq!(logs.log_group.as_deref(), Some(GROUP));
+    assert_eq!(logs.log_group.as_deref(), Some(testing::LOG_GROUP));
     assert_eq!(logs.streams[0], format!("cmd-1/{BUILDER}/aws-runShellScript/stdout"));
     assert_eq!(sent.all().len(), 1, "sent once");
     assert_eq!(stopped.all().len(), 1, "stopped once");
@@ -219,7 +200,7 @@ async fn a_failed_script_fails_the_build_with_exit_code_output_and_stream() {
             "installing nginx\nerror: package nginx not found",
         ),
     );
-    let err = status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -240,7 +221,7 @@ async fn a_script_past_its_execution_timeout_is_a_timeout() {
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::TimedOut, -1, "still working"),
     );
-    let err = status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
@@ -255,7 +236,7 @@ async fn a_builder_stopped_from_outside_during_the_command_fails() {
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::InProgress, -1, ""),
     );
-    let err = status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -273,7 +254,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         online(),
         send(sent.clone(), "cmd-2"),
     );
-    let s = status(
+    let s = Step::status(
         &deps(&[&running], &[&build_done, &ok, &agent, &sender]),
         &request(&run),
         NOW,
@@ -293,7 +274,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         listed(&[("cmd-1", "build"), ("cmd-2", "sysprep")]),
         invocation("cmd-2", CommandInvocationStatus::TimedOut, -1, "sysprep hung"),
     );
-    let err = status(&deps(&[&running], &[&both, &ok, &sysprep_failed]), &request(&run), NOW)
+    let err = Step::status(&deps(&[&running], &[&both, &ok, &sysprep_failed]), &request(&run), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed", "not a Timeout: {err}");
@@ -335,14 +316,14 @@ async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_late
     );
     // 8 minutes after the stop the console is still empty: pending, not failed
     let empty = console("boot log\n", Some(true));
-    let s = status(&deps(&[&stopped_nitro, &is_nitro, &empty], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_nitro, &is_nitro, &empty], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // 12 minutes after the stop it caught up
     let later = builder(InstanceStateName::Stopped, "t3.micro", NOW - 12 * 60);
     let caught_up = console("boot log\nAMI-PIPELINE-RESULT: SUCCESS\n", Some(true));
-    let s = status(&deps(&[&later, &is_nitro, &caught_up], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&later, &is_nitro, &caught_up], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
@@ -353,7 +334,7 @@ async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_late
         nitro("m4.large", InstanceTypeHypervisor::Xen),
     );
     let buffered = console("AMI-PIPELINE-RESULT: SUCCESS\n", None);
-    let s = status(&deps(&[&stopped_xen, &is_xen, &buffered], &[]), &request(&run), NOW)
+    let s = Step::status(&deps(&[&stopped_xen, &is_xen, &buffered], &[]), &request(&run), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);

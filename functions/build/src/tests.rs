@@ -2,9 +2,7 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
-use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ResourceType, ShutdownBehavior,
-};
+use aws_sdk_ec2::types::{HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
 use aws_sdk_ec2::{Client as Ec2, types::ImageState};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
@@ -13,25 +11,17 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::steps::{BuildState, Progress, Status};
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 
 use super::*;
 
 const BUILDER: &str = "i-0bbbbbbbbbbbbbbb1";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        ssm: testing::ssm(ssm),
-        channel: ami_core::runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs(&[]),
-            log_group: None,
-            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 /// The example run with the console channel (the status tests below are of the console fallback; the Run Command
@@ -98,7 +88,8 @@ async fn start_launches_a_locked_down_builder() {
     );
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
 
-    let out = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+    let out = deps
+        .start(&input::parse_value("input", start_request()).unwrap(), NOW)
         .await
         .unwrap();
     assert_eq!(out.instance_id, BUILDER);
@@ -130,19 +121,10 @@ async fn start_launches_a_locked_down_builder() {
     }
     assert_eq!(devices[0].device_name(), Some("/dev/xvda"));
     assert_eq!(devices[0].ebs().unwrap().volume_size(), Some(16));
-    let specs = req.tag_specifications();
-    for rt in [ResourceType::Instance, ResourceType::Volume] {
-        let spec = specs
-            .iter()
-            .find(|s| s.resource_type() == Some(&rt))
-            .expect("tagged on create");
-        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
-        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
-        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("builder"));
-        assert_eq!(tags::get(spec.tags(), tags::SOURCE_IMAGE), Some(BASE_IMAGE));
+    for tags in testing::tagged_on_create(&req, "builder") {
+        assert_eq!(tags::get(tags, tags::SOURCE_IMAGE), Some(BASE_IMAGE));
     }
-    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
-    let user_data = String::from_utf8(user_data).unwrap();
+    let user_data = testing::user_data(&req);
     assert!(user_data.contains(userdata::BUILDER_TAG));
     // Run Command (the default channel) sends the script later: the user data holds none of it
     assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
@@ -178,37 +160,15 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let run = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| {
-            RunInstancesOutput::builder()
-                .instances(Instance::builder().instance_id(BUILDER).build())
-                .build()
-        })
-        .build();
+    let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
+        RunInstancesOutput::builder()
+            .instances(Instance::builder().instance_id(BUILDER).build())
+            .build()
+    });
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(run.num_calls(), 2);
-}
-
-#[tokio::test]
-async fn persistent_throttling_surfaces_as_throttled() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let run = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .repeatedly()
-        .build();
-    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
-    let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Throttled");
-    assert_eq!(
-        run.num_calls(),
-        3,
-        "the SDK's three attempts, then Step Functions retries"
-    );
 }
 
 #[tokio::test]
@@ -255,7 +215,8 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
         let run = run_instances(Captured::default());
         let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(image));
         let deps = deps(&[&lookup, &imgs, &run], &[&param]);
-        let err = start(&deps, &input::parse_value("input", start_request()).unwrap(), NOW)
+        let err = deps
+            .start(&input::parse_value("input", start_request()).unwrap(), NOW)
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{why}: {err}");
@@ -286,22 +247,25 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
     }
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[], &[]);
-    let mut bad = start_request();
-    bad["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.build.timeout_minutes"),
-        "{err}"
-    );
-
-    // The recipe's rules (an empty owner allow-list, say) are checked once, by the trigger; the frozen recipe is
-    // not re-validated here, so a stricter validator in a later release cannot break a running execution.
-
-    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+// The recipe's rules (an empty owner allow-list, say) are checked once, by the trigger; the frozen recipe is not
+// re-validated here, so a stricter validator in a later release cannot break a running execution.
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
+    request: start_request,
+    malformed: [
+        (
+            |r| r["run"]["recipe"]["build"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.build.timeout_minutes",
+        ),
+    ],
+    rejects: [],
+    persistent_throttling: {
+        rule: ami_testkit::throttled_always!(Ec2::run_instances),
+        deps: |run: Rule| {
+            let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+            deps(&[&lookup, &imgs, &run], &[&param])
+        },
+    },
 }
 
 fn state() -> BuildState {
@@ -424,7 +388,7 @@ async fn failure_marker_fails_the_build_with_the_reason() {
     let states = instance_in(&[InstanceStateName::Stopped]);
     let con = console("AMI-PIPELINE-RESULT: FAILURE exit=3\n");
     let deps = deps(&[&states, &con], &[]);
-    let err = status(&deps, &status_request(&state()), NOW).await.unwrap_err();
+    let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
     assert!(err.to_string().contains("exit=3"), "{err}");
 }
@@ -436,11 +400,15 @@ async fn stopped_without_marker_waits_for_the_console_then_fails() {
     let con = console("booting\n");
     let recently = stopped_at(&[InstanceStateName::Stopped], NOW - CONSOLE_GRACE_SECONDS + 30);
     let deps_recent = deps(&[&recently, &con], &[]);
-    let s = status(&deps_recent, &status_request(&state()), NOW).await.unwrap();
+    let s = Step::status(&deps_recent, &status_request(&state()), NOW)
+        .await
+        .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     let long_ago = stopped_at(&[InstanceStateName::Stopped], NOW - CONSOLE_GRACE_SECONDS - 30);
     let deps_old = deps(&[&long_ago, &con], &[]);
-    let err = status(&deps_old, &status_request(&state()), NOW).await.unwrap_err();
+    let err = Step::status(&deps_old, &status_request(&state()), NOW)
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
     assert!(err.to_string().contains("stopped more than 15 minutes ago"), "{err}");
 }
@@ -478,12 +446,12 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
         })
         .then_output(|| CreateTagsOutput::builder().build());
     let first = stopped(None);
-    let s = status(&deps(&[&first, &con, &tagged], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&first, &con, &tagged], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!((s.progress.status, tagged.num_calls()), (Status::Pending, 1));
     let recent = stopped(Some(NOW - 60));
-    let s = status(&deps(&[&recent, &con], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&recent, &con], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(
@@ -492,7 +460,7 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
         "within the grace period: no second tag, still waiting"
     );
     let old = stopped(Some(NOW - CONSOLE_GRACE_SECONDS - 1));
-    let err = status(&deps(&[&old, &con], &[]), &status_request(&state()), NOW)
+    let err = Step::status(&deps(&[&old, &con], &[]), &status_request(&state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
@@ -502,7 +470,7 @@ async fn stopped_from_inside_without_marker_is_timed_by_a_tag_on_the_builder() {
 async fn builder_terminated_by_someone_else_is_resource_gone() {
     let states = instance_in(&[InstanceStateName::Terminated]);
     let deps = deps(&[&states], &[]);
-    let err = status(&deps, &status_request(&state()), NOW).await.unwrap_err();
+    let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
 }
 
@@ -510,7 +478,8 @@ async fn builder_terminated_by_someone_else_is_resource_gone() {
 async fn past_the_deadline_is_a_timeout_without_calls() {
     let deps = deps(&[], &[]);
     let s = state();
-    let err = status(&deps, &status_request(&s), s.progress.deadline + 1)
+    let err = deps
+        .status(&status_request(&s), s.progress.deadline + 1)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
@@ -656,11 +625,7 @@ async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let refused = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
         .await
@@ -681,11 +646,7 @@ async fn every_placement_without_capacity_is_no_capacity_listing_all() {
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
     let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let refused = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("VcpuLimitExceeded")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
         .await
@@ -701,27 +662,26 @@ async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() 
 #[tokio::test]
 async fn a_just_launched_builder_unknown_to_ec2_is_pending_then_gone_after_the_grace_period() {
     fn not_found() -> Rule {
-        mock!(Ec2::describe_instances)
-            .match_requests(|r| r.instance_ids() == [BUILDER])
-            .sequence()
-            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-            .repeatedly()
-            .build()
+        ami_testkit::ec2_error!(
+            Ec2::describe_instances,
+            "InvalidInstanceID.NotFound",
+            match |r| r.instance_ids() == [BUILDER]
+        )
     }
     // 100 s after launch: EC2 may not know the id yet
     let (unknown, running) = (not_found(), instance_in(&[InstanceStateName::Running]));
-    let s = status(&deps(&[&unknown], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&unknown], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // then it shows up
-    let s = status(&deps(&[&running], &[]), &status_request(&state()), NOW)
+    let s = Step::status(&deps(&[&running], &[]), &status_request(&state()), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // unknown 10 minutes after launch: gone
     let (unknown, late) = (not_found(), state_at(NOW - 500));
-    let err = status(&deps(&[&unknown], &[]), &status_request(&late), NOW)
+    let err = Step::status(&deps(&[&unknown], &[]), &status_request(&late), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");

@@ -22,25 +22,15 @@ use aws_sdk_ec2::types::{Filter, Image, Instance, Snapshot};
 use serde::Deserialize;
 use serde_json::Value;
 
-use ami_core::clients::Ec2Clients;
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::lifecycle::{CleanedRegion, CleanupOutput};
 use ami_core::recipe::{Source, check_region};
+use ami_core::step::Clients;
 use ami_core::steps::{ExecutionRef, Run};
 use ami_core::{input, naming, tags};
 
 /// Clients, built once per process; cleanup works in every region of the run.
-pub struct Deps {
-    pub ec2: Ec2Clients,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: Ec2Clients::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub Clients);
 
 /// What cleanup accepts; see the module docs.
 #[derive(Debug, Deserialize)]
@@ -84,7 +74,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<CleanupOutput> {
     let mut out = Vec::new();
     for region in regions {
         ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("cleanup in {region}"))?;
-        let ec2 = deps.ec2.get(&region);
+        let ec2 = deps.0.ec2.get(&region);
         let keep = match &hash {
             Some(hash) if home == Some(region.as_str()) => Keep::Tested(hash),
             Some(hash) if home_kept => Keep::AvailableCopies(hash),

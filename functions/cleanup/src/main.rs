@@ -1,7 +1,8 @@
 use ami_cleanup::{Deps, handle};
+use ami_core::step::Clients;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps::from_config(&ami_core::clients::load_config().await);
+    let deps = Deps(Clients::from_config(&ami_core::clients::load_config().await));
     ami_core::runtime::serve(|event| handle(&deps, event)).await
 }

@@ -1,27 +1,21 @@
-//! Cleanup against a small fake of EC2: the Describe calls apply the request's filters to one shared world of
-//! instances, images and snapshots in three regions, and the mutating calls change it. Each scenario adds this
-//! execution's resources as far as a failed run got, next to resources of another execution and released
-//! images, then checks that exactly this execution's unreleased resources are gone.
+//! Cleanup against the testkit's fake EC2 ([`ami_testkit::World`]): the Describe calls apply the request's filters
+//! to one shared world of instances, images and snapshots in three regions, and the mutating calls change it. Each
+//! scenario adds this execution's resources as far as a failed run got, next to resources of another execution and
+//! released images, then checks that exactly this execution's unreleased resources are gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
-use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
-use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
-use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, ImageState, InstanceState, InstanceStateName, Reservation, Tag,
-};
+use aws_sdk_ec2::types::{ImageState, InstanceStateName};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::distribution::ShareState;
 use ami_core::steps::{CopyState, ImageState as StepImage, Progress, Status, Steps};
-use ami_core::testing::{self, EXECUTION};
+use ami_testkit::world::{FakeImage, FakeInstance, FakeSnapshot, Resource, Tags, tag_map};
+use ami_testkit::{self as testing, EXECUTION, World, WorldState};
 
 use super::*;
 
@@ -30,275 +24,52 @@ const EU: &str = "eu-west-1";
 const AP: &str = "ap-southeast-2";
 const OTHER: &str = "web-r-1-3-0-0ddba11";
 
-#[derive(Clone, Debug, PartialEq)]
-enum Kind {
-    Instance { state: InstanceStateName },
-    Image { snapshots: Vec<String> },
-    Snapshot,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Resource {
-    region: String,
-    kind: Kind,
-    tags: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct World {
-    /// id -> resource
-    resources: BTreeMap<String, Resource>,
-    /// Answer Describe calls without applying tag filters, like a lax API would.
-    ignore_tag_filters: bool,
-    /// Every mutating call: "Op region id".
-    log: Vec<String>,
-    describes: usize,
-    /// Images DescribeImages reports `failed` (all others are `available`).
-    failed_images: BTreeSet<String>,
-}
-
-type Shared = Arc<Mutex<World>>;
-
-fn tag_map(execution: &str, role: &str, state: Option<&str>) -> BTreeMap<String, String> {
-    let mut t: BTreeMap<String, String> = [
+fn our_tags(execution: &str, role: &str, state: Option<&str>) -> Tags {
+    let mut t = tag_map([
         (tags::PIPELINE, "web"),
         (tags::EXECUTION, execution),
         (tags::ROLE, role),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     if let Some(s) = state {
         t.insert(tags::STATE.into(), s.into());
     }
     t
 }
 
-impl World {
-    fn instance(&mut self, id: &str, region: &str, execution: &str, role: &str, state: InstanceStateName) {
-        self.resources.insert(
-            id.into(),
-            Resource {
-                region: region.into(),
-                kind: Kind::Instance { state },
-                tags: tag_map(execution, role, None),
-            },
-        );
+fn instance(w: &mut WorldState, id: &str, region: &str, execution: &str, role: &str, state: InstanceStateName) {
+    let tags = our_tags(execution, role, None);
+    w.instances.insert(
+        id.into(),
+        FakeInstance {
+            region: region.into(),
+            state,
+            tags,
+        },
+    );
+}
+
+fn snapshot(w: &mut WorldState, id: &str, region: &str, execution: &str) {
+    let tags = our_tags(execution, "snapshot", None);
+    w.snapshots
+        .insert(id.into(), FakeSnapshot::new(region, testing::NOW, tags));
+}
+
+/// An image and its snapshots, `<id>-root` and `<id>-data`.
+fn image(w: &mut WorldState, id: &str, region: &str, execution: &str, state: &str) {
+    let snaps = vec![format!("snap-{id}-root"), format!("snap-{id}-data")];
+    for s in &snaps {
+        snapshot(w, s, region, execution);
     }
-
-    fn snapshot(&mut self, id: &str, region: &str, execution: &str) {
-        self.resources.insert(
-            id.into(),
-            Resource {
-                region: region.into(),
-                kind: Kind::Snapshot,
-                tags: tag_map(execution, "snapshot", None),
-            },
-        );
-    }
-
-    /// An image and its snapshots, `<id>-root` and `<id>-data`.
-    fn image(&mut self, id: &str, region: &str, execution: &str, state: &str) {
-        let snaps = vec![format!("snap-{id}-root"), format!("snap-{id}-data")];
-        for s in &snaps {
-            self.snapshot(s, region, execution);
-        }
-        self.resources.insert(
-            id.into(),
-            Resource {
-                region: region.into(),
-                kind: Kind::Image { snapshots: snaps },
-                tags: tag_map(execution, "image", Some(state)),
-            },
-        );
-    }
+    let tags = our_tags(execution, "image", Some(state));
+    w.images
+        .insert(id.into(), FakeImage::new(region, testing::NOW, tags, snaps));
 }
 
-fn matches(filters: &[Filter], r: &Resource, ignore_tags: bool) -> bool {
-    filters.iter().all(|f| {
-        let name = f.name().unwrap_or_default();
-        if let Some(key) = name.strip_prefix("tag:") {
-            ignore_tags || r.tags.get(key).is_some_and(|v| f.values().contains(v))
-        } else if name == "instance-state-name" {
-            matches!(&r.kind, Kind::Instance { state } if f.values().iter().any(|v| v == state.as_str()))
-        } else {
-            panic!("unexpected filter {name}")
-        }
-    })
+fn deps_with(world: &World, first: Vec<Rule>) -> Deps {
+    Deps(world.clients(first, vec![]))
 }
 
-fn ec2_tags(r: &Resource) -> Vec<Tag> {
-    r.tags
-        .iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_instances = mock!(Ec2::describe_instances).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.describes += 1;
-        let instances = w
-            .resources
-            .iter()
-            .filter(|(_, x)| x.region == r && matches!(x.kind, Kind::Instance { .. }))
-            .filter(|(_, x)| matches(req.filters(), x, w.ignore_tag_filters))
-            .map(|(id, x)| {
-                let Kind::Instance { state } = &x.kind else {
-                    unreachable!()
-                };
-                Instance::builder()
-                    .instance_id(id)
-                    .state(InstanceState::builder().name(state.clone()).build())
-                    .set_tags(Some(ec2_tags(x)))
-                    .build()
-            })
-            .collect();
-        DescribeInstancesOutput::builder()
-            .reservations(Reservation::builder().set_instances(Some(instances)).build())
-            .build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_images = mock!(Ec2::describe_images).then_compute_output(move |req| {
-        assert_eq!(req.owners(), ["self"]);
-        let mut w = w.lock().unwrap();
-        w.describes += 1;
-        let images = w
-            .resources
-            .iter()
-            .filter(|(_, x)| x.region == r && matches(req.filters(), x, w.ignore_tag_filters))
-            .filter_map(|(id, x)| match &x.kind {
-                Kind::Image { snapshots } => Some(
-                    Image::builder()
-                        .image_id(id)
-                        .state(if w.failed_images.contains(id) {
-                            ImageState::Failed
-                        } else {
-                            ImageState::Available
-                        })
-                        .set_tags(Some(ec2_tags(x)))
-                        .set_block_device_mappings(Some(
-                            snapshots
-                                .iter()
-                                .map(|s| {
-                                    BlockDeviceMapping::builder()
-                                        .ebs(EbsBlockDevice::builder().snapshot_id(s).build())
-                                        .build()
-                                })
-                                .collect(),
-                        ))
-                        .build(),
-                ),
-                _ => None,
-            })
-            .collect();
-        DescribeImagesOutput::builder().set_images(Some(images)).build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_snapshots = mock!(Ec2::describe_snapshots).then_compute_output(move |req| {
-        assert_eq!(req.owner_ids(), ["self"]);
-        let mut w = w.lock().unwrap();
-        w.describes += 1;
-        let snapshots = w
-            .resources
-            .iter()
-            .filter(|(_, x)| x.region == r && x.kind == Kind::Snapshot)
-            .filter(|(_, x)| matches(req.filters(), x, w.ignore_tag_filters))
-            .map(|(id, x)| Snapshot::builder().snapshot_id(id).set_tags(Some(ec2_tags(x))).build())
-            .collect();
-        DescribeSnapshotsOutput::builder()
-            .set_snapshots(Some(snapshots))
-            .build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let terminate = mock!(Ec2::terminate_instances).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        for id in req.instance_ids() {
-            w.log.push(format!("TerminateInstances {r} {id}"));
-            let x = w.resources.get_mut(id).expect("known instance");
-            assert_eq!(x.region, r, "terminated in its own region");
-            x.kind = Kind::Instance {
-                state: InstanceStateName::Terminated,
-            };
-        }
-        TerminateInstancesOutput::builder().build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        let id = req.image_id().unwrap_or_default();
-        w.log.push(format!("DeregisterImage {r} {id}"));
-        let x = w.resources.remove(id).expect("known image");
-        assert_eq!(x.region, r);
-        // DeleteAssociatedSnapshots: the snapshots go with the image, except one another image still uses.
-        assert_eq!(
-            req.delete_associated_snapshots(),
-            Some(true),
-            "snapshots must go with the image"
-        );
-        if let Kind::Image { snapshots } = x.kind {
-            for s in snapshots {
-                let used = w
-                    .resources
-                    .values()
-                    .any(|o| matches!(&o.kind, Kind::Image { snapshots } if snapshots.contains(&s)));
-                if !used {
-                    w.resources.remove(&s);
-                }
-            }
-        }
-        DeregisterImageOutput::builder().build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        let id = req.snapshot_id().unwrap_or_default().to_string();
-        w.log.push(format!("DeleteSnapshot {r} {id}"));
-        let in_use = w
-            .resources
-            .values()
-            .any(|x| matches!(&x.kind, Kind::Image { snapshots } if snapshots.contains(&id)));
-        assert!(!in_use, "{id} is used by a remaining image");
-        let x = w.resources.remove(&id).expect("known snapshot");
-        assert_eq!(x.region, r);
-        DeleteSnapshotOutput::builder().build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let create_tags = mock!(Ec2::create_tags).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        for id in req.resources() {
-            w.log.push(format!("CreateTags {r} {id}"));
-            let x = w.resources.get_mut(id).expect("known resource");
-            assert_eq!(x.region, r);
-            for t in req.tags() {
-                x.tags.insert(t.key().unwrap().into(), t.value().unwrap().into());
-            }
-        }
-        aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build()
-    });
-    vec![
-        describe_instances,
-        describe_images,
-        describe_snapshots,
-        terminate,
-        deregister,
-        delete_snapshot,
-        create_tags,
-    ]
-}
-
-fn deps_with(world: &Shared, first: Vec<Rule>) -> Deps {
-    let w = world.clone();
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| {
-            let rules: Vec<Rule> = first.iter().cloned().chain(ec2_rules(&w, region)).collect();
-            testing::ec2(&rules.iter().collect::<Vec<_>>())
-        }),
-    }
-}
-
-fn deps(world: &Shared) -> Deps {
+fn deps(world: &World) -> Deps {
     deps_with(world, vec![])
 }
 
@@ -313,49 +84,52 @@ enum Stage {
 }
 
 /// Resources of another execution and released images, in every region: none of them may be touched.
-fn bystanders(w: &mut World) {
+fn bystanders(w: &mut WorldState) {
     for region in [HOME, EU, AP] {
         let r = &region[..2];
-        w.instance(
+        instance(
+            w,
             &format!("i-other-builder-{r}"),
             region,
             OTHER,
             "builder",
             InstanceStateName::Running,
         );
-        w.instance(
+        instance(
+            w,
             &format!("i-other-test-{r}"),
             region,
             OTHER,
             "test-instance",
             InstanceStateName::Running,
         );
-        w.image(&format!("ami-other-candidate-{r}"), region, OTHER, "candidate");
-        w.image(&format!("ami-other-released-{r}"), region, OTHER, "released");
-        w.snapshot(&format!("snap-other-loose-{r}"), region, OTHER);
+        image(w, &format!("ami-other-candidate-{r}"), region, OTHER, "candidate");
+        image(w, &format!("ami-other-released-{r}"), region, OTHER, "released");
+        snapshot(w, &format!("snap-other-loose-{r}"), region, OTHER);
     }
 }
 
 /// This execution's resources when it failed during `stage`.
-fn ours(w: &mut World, stage: Stage) {
+fn ours(w: &mut WorldState, stage: Stage) {
     let builder_state = if stage == Stage::Build {
         InstanceStateName::Running
     } else {
         InstanceStateName::Stopped
     };
-    w.instance("i-our-builder", HOME, EXECUTION, "builder", builder_state);
+    instance(w, "i-our-builder", HOME, EXECUTION, "builder", builder_state);
     if stage >= Stage::Snapshot {
-        w.snapshot("snap-our-loose-root", HOME, EXECUTION);
-        w.snapshot("snap-our-loose-data", HOME, EXECUTION);
+        snapshot(w, "snap-our-loose-root", HOME, EXECUTION);
+        snapshot(w, "snap-our-loose-data", HOME, EXECUTION);
     }
     if stage >= Stage::Register {
-        w.image("ami-our-home", HOME, EXECUTION, "candidate");
+        image(w, "ami-our-home", HOME, EXECUTION, "candidate");
         // Registered from the snapshots above.
-        w.resources.remove("snap-our-loose-root");
-        w.resources.remove("snap-our-loose-data");
+        w.snapshots.remove("snap-our-loose-root");
+        w.snapshots.remove("snap-our-loose-data");
     }
     if stage >= Stage::Test {
-        w.instance(
+        instance(
+            w,
             "i-our-test",
             HOME,
             EXECUTION,
@@ -364,17 +138,17 @@ fn ours(w: &mut World, stage: Stage) {
         );
     }
     if stage >= Stage::Copy {
-        w.image("ami-our-eu", EU, EXECUTION, "candidate");
+        image(w, "ami-our-eu", EU, EXECUTION, "candidate");
         // A copy still in progress: its snapshot exists, the image is untagged so far.
-        w.snapshot("snap-our-ap-pending", AP, EXECUTION);
+        snapshot(w, "snap-our-ap-pending", AP, EXECUTION);
     }
 }
 
-fn scenario(stage: Stage) -> Shared {
-    let mut w = World::default();
+fn scenario(stage: Stage) -> World {
+    let mut w = WorldState::default();
     bystanders(&mut w);
     ours(&mut w, stage);
-    Arc::new(Mutex::new(w))
+    World::new(w)
 }
 
 fn request() -> serde_json::Value {
@@ -383,20 +157,15 @@ fn request() -> serde_json::Value {
     r
 }
 
-fn snapshot_of_world(world: &Shared) -> BTreeMap<String, Resource> {
-    world.lock().unwrap().resources.clone()
+fn snapshot_of_world(world: &World) -> BTreeMap<String, Resource> {
+    world.state().resources()
 }
 
 /// Whether `r` is something cleanup must have removed: this execution's and not released.
 fn must_go(r: &Resource) -> bool {
-    r.tags.get(tags::EXECUTION).map(String::as_str) == Some(EXECUTION)
-        && r.tags.get(tags::STATE).map(String::as_str) != Some("released")
-        && !matches!(
-            r.kind,
-            Kind::Instance {
-                state: InstanceStateName::Terminated
-            }
-        )
+    r.tags().get(tags::EXECUTION).map(String::as_str) == Some(EXECUTION)
+        && r.tags().get(tags::STATE).map(String::as_str) != Some("released")
+        && !matches!(r, Resource::Instance(i) if i.state == InstanceStateName::Terminated)
 }
 
 #[tokio::test]
@@ -431,7 +200,7 @@ async fn after_a_failure_at_each_step_everything_of_the_execution_goes_and_nothi
             .collect();
         let expected: BTreeSet<String> = before
             .iter()
-            .filter(|(_, r)| must_go(r) && !matches!(r.kind, Kind::Instance { .. }))
+            .filter(|(_, r)| must_go(r) && !matches!(r, Resource::Instance(_)))
             .map(|(id, _)| id.clone())
             .collect();
         assert_eq!(removed, expected, "{stage:?}: reported exactly what went");
@@ -464,17 +233,14 @@ async fn released_images_and_their_snapshots_are_left_alone() {
     world
         .lock()
         .unwrap()
-        .resources
-        .get_mut("ami-our-home")
-        .unwrap()
-        .tags
+        .tags_mut("ami-our-home")
         .insert(tags::STATE.into(), "released".into());
     let out = handle(&deps(&world), request()).await.unwrap();
     let w = world.lock().unwrap();
     for kept in ["ami-our-home", "snap-ami-our-home-root", "snap-ami-our-home-data"] {
-        assert!(w.resources.contains_key(kept), "{kept} kept");
+        assert!(w.contains(kept), "{kept} kept");
     }
-    assert!(!w.resources.contains_key("ami-our-eu"));
+    assert!(!w.contains("ami-our-eu"));
     assert_eq!(out.regions[0].released_kept, ["ami-our-home"]);
     assert!(out.regions[0].images_deregistered.is_empty());
 }
@@ -500,9 +266,17 @@ async fn only_builder_and_test_instances_are_terminated() {
     {
         let mut w = world.lock().unwrap();
         // Someone tagged a hand-kept instance with the execution (or a future step did): not ours to stop.
-        w.instance("i-hand-kept", HOME, EXECUTION, "source", InstanceStateName::Running);
+        instance(
+            &mut w,
+            "i-hand-kept",
+            HOME,
+            EXECUTION,
+            "source",
+            InstanceStateName::Running,
+        );
         // A builder already shutting down is still terminated (terminating twice is fine).
-        w.instance(
+        instance(
+            &mut w,
             "i-our-second",
             HOME,
             EXECUTION,
@@ -513,12 +287,7 @@ async fn only_builder_and_test_instances_are_terminated() {
     let out = handle(&deps(&world), request()).await.unwrap();
     assert_eq!(out.regions[0].instances_terminated, ["i-our-builder", "i-our-second"]);
     let w = world.lock().unwrap();
-    assert_eq!(
-        w.resources["i-hand-kept"].kind,
-        Kind::Instance {
-            state: InstanceStateName::Running
-        }
-    );
+    assert_eq!(w.instances["i-hand-kept"].state, InstanceStateName::Running);
 }
 
 #[tokio::test]
@@ -544,7 +313,7 @@ async fn minimal_input_cleans_the_regions_given() {
     assert_eq!(out.regions[0].images_deregistered, ["ami-our-eu"]);
     let w = world.lock().unwrap();
     assert!(w.log.iter().all(|l| l.contains(EU)), "{:?}", w.log);
-    assert!(w.resources.contains_key("i-our-builder"), "home region not asked for");
+    assert!(w.contains("i-our-builder"), "home region not asked for");
 }
 
 #[tokio::test]
@@ -594,11 +363,7 @@ async fn the_run_regions_are_cleaned_whatever_the_steps_so_far() {
 #[tokio::test]
 async fn instances_already_gone_count_as_terminated() {
     let world = scenario(Stage::Build);
-    let gone = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .repeatedly()
-        .build();
+    let gone = ami_testkit::ec2_error!(Ec2::terminate_instances, "InvalidInstanceID.NotFound");
     let out = handle(&deps_with(&world, vec![gone.clone()]), request()).await.unwrap();
     assert_eq!(gone.num_calls(), 1);
     assert_eq!(out.regions[0].instances_terminated, ["i-our-builder"]);
@@ -608,11 +373,8 @@ async fn instances_already_gone_count_as_terminated() {
 async fn throttled_calls_are_retried_then_succeed() {
     let world = scenario(Stage::Copy);
     // The mock answers retries from the rule that matched the first attempt, so these rules give the success.
-    let throttled_terminate = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| TerminateInstancesOutput::builder().build())
-        .build();
+    let throttled_terminate =
+        ami_testkit::throttled_once!(Ec2::terminate_instances, || TerminateInstancesOutput::builder().build());
     let throttled_delete = mock!(Ec2::delete_snapshot)
         .match_requests(|r| r.snapshot_id() == Some("snap-our-ap-pending"))
         .sequence()
@@ -627,68 +389,28 @@ async fn throttled_calls_are_retried_then_succeed() {
     assert_eq!(out.regions[2].snapshots_deleted, ["snap-our-ap-pending"]);
 }
 
-#[tokio::test]
-async fn persistent_throttling_surfaces_as_throttled() {
-    let world = scenario(Stage::Build);
-    let throttled = mock!(Ec2::describe_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .repeatedly()
-        .build();
-    let err = handle(&deps_with(&world, vec![throttled.clone()]), request())
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Throttled");
-    assert_eq!(throttled.num_calls(), 3);
-}
-
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let cases = [
-        (json!({"regions": [HOME]}), "input"),
-        (
-            json!({"execution": {"name": ""}, "regions": [HOME]}),
-            "input.execution.name",
-        ),
-        (
-            json!({"execution": {"name": "web r 1"}, "regions": [HOME]}),
-            "input.execution.name",
-        ),
-        (
-            json!({"execution": {"name": "*"}, "regions": [HOME]}),
-            "input.execution.name",
-        ),
-        (json!({"execution": {"name": EXECUTION}}), "input.regions"),
-        (
-            json!({"execution": {"name": EXECUTION}, "regions": ["mars-1"]}),
-            "input.regions[0]",
-        ),
-        (
-            json!({"execution": {"name": EXECUTION}, "regions": [HOME], "extra": 1}),
-            "input.extra",
-        ),
-        (json!({"execution": {"name": EXECUTION}, "region": 5}), "input.region"),
-    ];
-    for (req, want) in cases {
+ami_testkit::step_contract_tests! {
+    handle: handle,
+    setup: || {
         let world = scenario(Stage::Copy);
-        let err = handle(&deps(&world), req.clone()).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidInput { field, .. } if field == want),
-            "{req}: want {want}, got {err}"
-        );
-        let w = world.lock().unwrap();
-        assert_eq!((w.describes, w.log.len()), (0, 0), "{req}: no calls");
-    }
-    let mut req = request();
-    req["run"]["regions"] = json!([HOME, "atlantis-1"]);
-    let world = scenario(Stage::Build);
-    let err = handle(&deps(&world), req).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.regions[1]"),
-        "{err}"
-    );
-    let w = world.lock().unwrap();
-    assert_eq!((w.describes, w.log.len()), (0, 0), "no calls");
+        (deps(&world), world)
+    },
+    request: request,
+    malformed: [
+        (|r| *r = json!({"regions": [HOME]}), "input"),
+        (|r| *r = json!({"execution": {"name": ""}, "regions": [HOME]}), "input.execution.name"),
+        (|r| *r = json!({"execution": {"name": "web r 1"}, "regions": [HOME]}), "input.execution.name"),
+        (|r| *r = json!({"execution": {"name": "*"}, "regions": [HOME]}), "input.execution.name"),
+        (|r| *r = json!({"execution": {"name": EXECUTION}}), "input.regions"),
+        (|r| *r = json!({"execution": {"name": EXECUTION}, "regions": ["mars-1"]}), "input.regions[0]"),
+        (|r| *r = json!({"execution": {"name": EXECUTION}, "regions": [HOME], "extra": 1}), "input.extra"),
+        (|r| *r = json!({"execution": {"name": EXECUTION}, "region": 5}), "input.region"),
+        (|r| r["run"]["regions"] = json!([HOME, "atlantis-1"]), "input.run.regions[1]"),
+    ],
+    persistent_throttling: {
+        rule: ami_testkit::throttled_always!(Ec2::describe_instances),
+        deps: |rule| deps_with(&scenario(Stage::Build), vec![rule]),
+    },
 }
 
 /// A failure after the test (a copy failed in one region): the tested image of the run's recipe and the copy that
@@ -701,11 +423,11 @@ async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copie
         let world = scenario(Stage::Copy);
         {
             let mut w = world.lock().unwrap();
-            let home = w.resources.get_mut("ami-our-home").unwrap();
-            home.tags.insert(tags::STATE.into(), "tested".into());
-            home.tags.insert(tags::RECIPE_HASH.into(), home_hash.into());
-            w.image("ami-our-ap", AP, EXECUTION, "candidate");
-            w.failed_images.insert("ami-our-ap".into());
+            let home = w.tags_mut("ami-our-home");
+            home.insert(tags::STATE.into(), "tested".into());
+            home.insert(tags::RECIPE_HASH.into(), home_hash.into());
+            image(&mut w, "ami-our-ap", AP, EXECUTION, "candidate");
+            w.images.get_mut("ami-our-ap").unwrap().state = ImageState::Failed;
         }
         let out = handle(&deps(&world), request()).await.unwrap();
         let w = world.lock().unwrap();
@@ -715,13 +437,13 @@ async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copie
             ["ami-our-ap"],
             "a failed copy always goes"
         );
-        assert!(!w.resources.contains_key("ami-our-ap"));
+        assert!(!w.contains("ami-our-ap"));
         assert_eq!(region(HOME).instances_terminated, ["i-our-builder", "i-our-test"]);
         if kept {
             assert_eq!(region(HOME).tested_kept, ["ami-our-home"]);
             assert_eq!(region(EU).tested_kept, ["ami-our-eu"]);
             assert!(region(HOME).images_deregistered.is_empty() && region(EU).images_deregistered.is_empty());
-            let eu = &w.resources["ami-our-eu"].tags;
+            let eu = &w.images["ami-our-eu"].tags;
             assert_eq!(eu.get(tags::STATE).map(String::as_str), Some("tested"));
             assert_eq!(eu.get(tags::RECIPE_HASH), Some(&hash));
             // only the copy is tagged here (test-launch tagged the home image when it passed)
@@ -733,7 +455,7 @@ async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copie
                 "snap-ami-our-home-data",
                 "snap-ami-our-eu-root",
             ] {
-                assert!(w.resources.contains_key(snap), "{snap}");
+                assert!(w.contains(snap), "{snap}");
             }
         } else {
             assert!(region(HOME).tested_kept.is_empty() && region(EU).tested_kept.is_empty());

@@ -9,182 +9,193 @@
 //! token per execution and region, so a repeated call returns the copy already started instead of a second one.
 
 use aws_sdk_ec2::types::{DeviceType, Filter, ResourceType};
-use serde_json::Value;
 
-use ami_core::clients::Ec2Clients;
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, aws_code, from_sdk};
-use ami_core::step::Step;
-use ami_core::steps::{CopyState, ImageState, Progress, Status, StepRequest, now};
+use ami_core::step::{Clients, Step};
+use ami_core::steps::{CopyState, ImageState, Progress, Status, StepRequest};
 use ami_core::{naming, tags};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
-pub struct Deps {
-    pub ec2: Ec2Clients,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: Ec2Clients::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = CopyState;
     const NAME: &'static str = "copy";
     const ACTIONS: &'static str = "`start` or `status`";
 
-    async fn start(&self, req: &StepRequest) -> Result<CopyState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<CopyState> {
+        let source = req.steps.register()?;
+        if source.region != req.run.region {
+            return Err(Error::invalid(
+                "input.steps.register.region",
+                format!(
+                    "is `{}` but the run's images are built in `{}`",
+                    source.region, req.run.region
+                ),
+            ));
+        }
+        let distribution = &req.run.recipe.distribution;
+        let progress = Progress::start(now, distribution.copy_timeout_minutes);
+        // The home region's image is the tested candidate itself.
+        let mut images = vec![ImageState {
+            progress: source.progress.with_status(Status::Ready),
+            ..source.clone()
+        }];
+        // Where the tested image came from, for the Summary: this run's snapshot and test, or the attempt it adopted.
+        let (source_image_id, boot_to_ready_seconds) = match &req.run.adopted {
+            Some(a) => (a.source_image_id.clone(), a.boot_to_ready_seconds),
+            None => (
+                req.steps
+                    .snapshot
+                    .as_ref()
+                    .map(|s| s.source_image_id.clone())
+                    .unwrap_or_default(),
+                req.steps.test_launch.as_ref().and_then(|t| t.boot_to_ready_seconds),
+            ),
+        };
+        let targets: Vec<&str> = req.copy_regions().collect();
+        if targets.is_empty() {
+            return Ok(CopyState {
+                images,
+                source_image_id,
+                boot_to_ready_seconds,
+                progress: progress.with_status(Status::Ready),
+            });
+        }
+
+        // The tested image itself: its description goes with the copies, and a vanished or broken source is reported
+        // as such rather than as an opaque CopyImage error.
+        let home = self.0.ec2.get(&source.region);
+        let image = ec2::describe_image(&home, &source.image_id).await?.ok_or_else(|| {
+            Error::ResourceGone(format!(
+                "source image {} no longer exists in {}",
+                source.image_id, source.region
+            ))
+        })?;
+        match ec2::image_progress(Some(&image)) {
+            ImageProgress::Available => {}
+            ImageProgress::Pending => {
+                return Err(Error::Transient(format!(
+                    "source image {} is not available yet",
+                    source.image_id
+                )));
+            }
+            ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
+        }
+
+        // CopyImageTags brings the recipe's and the pipeline's tags; these make sure the pipeline's own are there
+        // (and the copy counts as this execution's candidate for cleanup) even where tag copying is not honoured.
+        let mut image_tags = tags::standard(&req.execution, &req.run, tags::Role::Image);
+        image_tags.push(tags::tag(tags::STATE, tags::STATE_CANDIDATE));
+        // The base image the candidate was built from, as on the candidate, so copies answer "built from what".
+        if let Some(base) = tags::get(image.tags(), tags::SOURCE_IMAGE) {
+            image_tags.push(tags::tag(tags::SOURCE_IMAGE, base));
+        }
+        let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
+        // CopyImage's Encrypted "specifies whether to encrypt the snapshots of the copied image" (CopyImage API
+        // reference; "Use encryption with EBS-backed AMIs"): an instance-store image has none, its bundle is in S3, so
+        // its copies are not asked to be encrypted (nor given a key). Read from the image itself.
+        let encrypt = image.root_device_type() != Some(&DeviceType::InstanceStore);
+
+        for region in targets {
+            // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
+            ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("copy to {region}"))?;
+            let dest = self.0.ec2.get(region);
+            // A rerun keeps the copies an earlier attempt made: only the missing regions are copied again.
+            if req.run.adopted.is_some()
+                && let Some(kept) = kept_copy(&dest, req, &source.name).await?
+            {
+                lambda_runtime::tracing::info!(image_id = kept, region, "kept copy adopted");
+                images.push(ImageState {
+                    region: region.to_string(),
+                    image_id: kept,
+                    name: source.name.clone(),
+                    progress,
+                });
+                continue;
+            }
+            let result = dest
+                .copy_image()
+                .source_region(&source.region)
+                .source_image_id(&source.image_id)
+                .name(&source.name)
+                .set_description(image.description().map(String::from))
+                .client_token(naming::client_token(&req.execution.name, "copy", region))
+                .set_encrypted(encrypt.then_some(true))
+                .set_kms_key_id(distribution.kms_key_ids.get(region).filter(|_| encrypt).cloned())
+                .copy_image_tags(true)
+                .tag_specifications(tags::spec(ResourceType::Image, image_tags.clone()))
+                .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags.clone()))
+                .send()
+                .await;
+            let image_id = match result {
+                Ok(out) => out
+                    .image_id()
+                    .ok_or_else(|| Error::Internal("CopyImage returned no image id".into()))?
+                    .to_string(),
+                // The ClientToken covers a retried start; this covers a copy started under another token (e.g. by
+                // hand) or where the token was not honoured: adopt our own image of that name, never someone else's.
+                Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
+                    adopt_by_name(&dest, &req.execution.name, &source.name, region).await?
+                }
+                Err(e) => return Err(from_sdk("CopyImage", e)),
+            };
+            lambda_runtime::tracing::info!(image_id, region, "copy started");
+            images.push(ImageState {
+                region: region.to_string(),
+                image_id,
+                name: source.name.clone(),
+                progress,
+            });
+        }
+        Ok(CopyState {
+            images,
+            source_image_id,
+            boot_to_ready_seconds,
+            progress,
+        })
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<CopyState> {
-        status(self, req, now()).await
+    /// Where the copies are. Stateless: it reads only `start`'s output, so a retried call asks the same questions.
+    /// Every copy is looked at even when an earlier one is still pending, so a failed copy is reported at once.
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<CopyState> {
+        let state = req.steps.copy()?;
+        state.progress.check_deadline(now, "image copies")?;
+        let mut images = Vec::with_capacity(state.images.len());
+        let mut all_ready = true;
+        for image in &state.images {
+            if image.region == req.run.region {
+                // The tested candidate itself: available since register.
+                images.push(image.clone());
+                continue;
+            }
+            let described = ec2::describe_image(&self.0.ec2.get(&image.region), &image.image_id).await?;
+            let status = match ec2::image_progress(described.as_ref()) {
+                ImageProgress::Pending => Status::Pending,
+                ImageProgress::Available => Status::Ready,
+                ImageProgress::Failed(why) => {
+                    return Err(Error::ImageFailed(format!("copy in {}: {why}", image.region)));
+                }
+            };
+            all_ready &= status == Status::Ready;
+            images.push(ImageState {
+                progress: image.progress.with_status(status),
+                ..image.clone()
+            });
+        }
+        let status = if all_ready { Status::Ready } else { Status::Pending };
+        Ok(CopyState {
+            images,
+            source_image_id: state.source_image_id.clone(),
+            boot_to_ready_seconds: state.boot_to_ready_seconds,
+            progress: state.progress.with_status(status),
+        })
     }
 
     fn progress(out: &CopyState) -> Option<&Progress> {
         Some(&out.progress)
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<CopyState> {
-    ami_core::step::handle(deps, event).await
-}
-
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    let source = req.steps.register()?;
-    if source.region != req.run.region {
-        return Err(Error::invalid(
-            "input.steps.register.region",
-            format!(
-                "is `{}` but the run's images are built in `{}`",
-                source.region, req.run.region
-            ),
-        ));
-    }
-    let distribution = &req.run.recipe.distribution;
-    let progress = Progress::start(now, distribution.copy_timeout_minutes);
-    // The home region's image is the tested candidate itself.
-    let mut images = vec![ImageState {
-        progress: source.progress.with_status(Status::Ready),
-        ..source.clone()
-    }];
-    // Where the tested image came from, for the Summary: this run's snapshot and test, or the attempt it adopted.
-    let (source_image_id, boot_to_ready_seconds) = match &req.run.adopted {
-        Some(a) => (a.source_image_id.clone(), a.boot_to_ready_seconds),
-        None => (
-            req.steps
-                .snapshot
-                .as_ref()
-                .map(|s| s.source_image_id.clone())
-                .unwrap_or_default(),
-            req.steps.test_launch.as_ref().and_then(|t| t.boot_to_ready_seconds),
-        ),
-    };
-    let targets: Vec<&str> = req.copy_regions().collect();
-    if targets.is_empty() {
-        return Ok(CopyState {
-            images,
-            source_image_id,
-            boot_to_ready_seconds,
-            progress: progress.with_status(Status::Ready),
-        });
-    }
-
-    // The tested image itself: its description goes with the copies, and a vanished or broken source is reported
-    // as such rather than as an opaque CopyImage error.
-    let home = deps.ec2.get(&source.region);
-    let image = ec2::describe_image(&home, &source.image_id).await?.ok_or_else(|| {
-        Error::ResourceGone(format!(
-            "source image {} no longer exists in {}",
-            source.image_id, source.region
-        ))
-    })?;
-    match ec2::image_progress(Some(&image)) {
-        ImageProgress::Available => {}
-        ImageProgress::Pending => {
-            return Err(Error::Transient(format!(
-                "source image {} is not available yet",
-                source.image_id
-            )));
-        }
-        ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
-    }
-
-    // CopyImageTags brings the recipe's and the pipeline's tags; these make sure the pipeline's own are there
-    // (and the copy counts as this execution's candidate for cleanup) even where tag copying is not honoured.
-    let mut image_tags = tags::standard(&req.execution, &req.run, tags::Role::Image);
-    image_tags.push(tags::tag(tags::STATE, tags::STATE_CANDIDATE));
-    // The base image the candidate was built from, as on the candidate, so copies answer "built from what".
-    if let Some(base) = tags::get(image.tags(), tags::SOURCE_IMAGE) {
-        image_tags.push(tags::tag(tags::SOURCE_IMAGE, base));
-    }
-    let snapshot_tags = tags::standard(&req.execution, &req.run, tags::Role::Snapshot);
-    // CopyImage's Encrypted "specifies whether to encrypt the snapshots of the copied image" (CopyImage API
-    // reference; "Use encryption with EBS-backed AMIs"): an instance-store image has none, its bundle is in S3, so
-    // its copies are not asked to be encrypted (nor given a key). Read from the image itself.
-    let encrypt = image.root_device_type() != Some(&DeviceType::InstanceStore);
-
-    for region in targets {
-        // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("copy to {region}"))?;
-        let dest = deps.ec2.get(region);
-        // A rerun keeps the copies an earlier attempt made: only the missing regions are copied again.
-        if req.run.adopted.is_some()
-            && let Some(kept) = kept_copy(&dest, req, &source.name).await?
-        {
-            lambda_runtime::tracing::info!(image_id = kept, region, "kept copy adopted");
-            images.push(ImageState {
-                region: region.to_string(),
-                image_id: kept,
-                name: source.name.clone(),
-                progress,
-            });
-            continue;
-        }
-        let result = dest
-            .copy_image()
-            .source_region(&source.region)
-            .source_image_id(&source.image_id)
-            .name(&source.name)
-            .set_description(image.description().map(String::from))
-            .client_token(naming::client_token(&req.execution.name, "copy", region))
-            .set_encrypted(encrypt.then_some(true))
-            .set_kms_key_id(distribution.kms_key_ids.get(region).filter(|_| encrypt).cloned())
-            .copy_image_tags(true)
-            .tag_specifications(tags::spec(ResourceType::Image, image_tags.clone()))
-            .tag_specifications(tags::spec(ResourceType::Snapshot, snapshot_tags.clone()))
-            .send()
-            .await;
-        let image_id = match result {
-            Ok(out) => out
-                .image_id()
-                .ok_or_else(|| Error::Internal("CopyImage returned no image id".into()))?
-                .to_string(),
-            // The ClientToken covers a retried start; this covers a copy started under another token (e.g. by
-            // hand) or where the token was not honoured: adopt our own image of that name, never someone else's.
-            Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
-                adopt_by_name(&dest, &req.execution.name, &source.name, region).await?
-            }
-            Err(e) => return Err(from_sdk("CopyImage", e)),
-        };
-        lambda_runtime::tracing::info!(image_id, region, "copy started");
-        images.push(ImageState {
-            region: region.to_string(),
-            image_id,
-            name: source.name.clone(),
-            progress,
-        });
-    }
-    Ok(CopyState {
-        images,
-        source_image_id,
-        boot_to_ready_seconds,
-        progress,
-    })
 }
 
 /// A copy of the adopted image that an earlier attempt kept in this region: same name (unique per region), tagged
@@ -232,42 +243,6 @@ async fn adopt_by_name(ec2: &aws_sdk_ec2::Client, execution: &str, name: &str, r
             found.iter().filter_map(|i| i.image_id()).collect::<Vec<_>>().join(", ")
         ))),
     }
-}
-
-/// Where the copies are. Stateless: it reads only `start`'s output, so a retried call asks the same questions.
-/// Every copy is looked at even when an earlier one is still pending, so a failed copy is reported at once.
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    let state = req.steps.copy()?;
-    state.progress.check_deadline(now, "image copies")?;
-    let mut images = Vec::with_capacity(state.images.len());
-    let mut all_ready = true;
-    for image in &state.images {
-        if image.region == req.run.region {
-            // The tested candidate itself: available since register.
-            images.push(image.clone());
-            continue;
-        }
-        let described = ec2::describe_image(&deps.ec2.get(&image.region), &image.image_id).await?;
-        let status = match ec2::image_progress(described.as_ref()) {
-            ImageProgress::Pending => Status::Pending,
-            ImageProgress::Available => Status::Ready,
-            ImageProgress::Failed(why) => {
-                return Err(Error::ImageFailed(format!("copy in {}: {why}", image.region)));
-            }
-        };
-        all_ready &= status == Status::Ready;
-        images.push(ImageState {
-            progress: image.progress.with_status(status),
-            ..image.clone()
-        });
-    }
-    let status = if all_ready { Status::Ready } else { Status::Pending };
-    Ok(CopyState {
-        images,
-        source_image_id: state.source_image_id.clone(),
-        boot_to_ready_seconds: state.boot_to_ready_seconds,
-        progress: state.progress.with_status(status),
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 use ami_copy::Deps;
+use ami_core::step::{Clients, serve_step};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps::from_config(&ami_core::clients::load_config().await);
-    ami_core::step::serve_step(deps).await
+    serve_step(|config| Deps(Clients::from_config(config))).await
 }

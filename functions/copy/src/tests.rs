@@ -3,18 +3,19 @@ use aws_sdk_ec2::operation::copy_image::{CopyImageInput, CopyImageOutput};
 use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
 use aws_sdk_ec2::types::{Image, ImageState as AwsImageState, StateReason};
 use aws_smithy_mocks::{Rule, mock};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 use ami_core::steps::Run;
 
 use super::*;
 
 /// A status call as `handle` makes it (pending or throttled: `NotReady`), at a fixed time.
 async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    ami_core::steps::settle(status(deps, req, now).await, Deps::progress, "copy status")
+    ami_core::steps::settle(deps.status(req, now).await, Deps::progress, "copy status")
 }
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
@@ -28,15 +29,7 @@ const SYDNEY: &str = "ap-southeast-2";
 /// EC2 clients for the pipeline's region and the destinations, each with its own rules, so a call made in the
 /// wrong region finds no rule and fails the test. Every one carries the request audit (`testing::ec2`).
 fn deps_in(home: &[&Rule], dest: &[&Rule], sydney: &[&Rule]) -> Deps {
-    let (home, dest, sydney) = (testing::ec2(home), testing::ec2(dest), testing::ec2(sydney));
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| match region {
-            HOME => home.clone(),
-            DEST => dest.clone(),
-            SYDNEY => sydney.clone(),
-            other => panic!("no client expected for {other}"),
-        }),
-    }
+    Deps(ami_testkit::clients_in(&[(HOME, home), (DEST, dest), (SYDNEY, sydney)]))
 }
 
 fn deps(home: &[&Rule], dest: &[&Rule]) -> Deps {
@@ -114,7 +107,7 @@ async fn start_copies_encrypted_in_the_destination_region_with_token_key_and_tag
     let (src, copy) = (source_image(), copy_image(captured.clone()));
     let deps = deps(&[&src], &[&copy]);
 
-    let out = start(&deps, &parse(start_request()), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request()), NOW).await.unwrap();
     assert_eq!(out.progress.status, Status::Pending);
     assert_eq!(
         out.progress.deadline,
@@ -221,8 +214,7 @@ async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
     let mut run = run_to(&[SYDNEY]);
     run.recipe.distribution.accounts.clear();
     run.recipe.distribution.kms_key_ids.remove(SYDNEY);
-    start(
-        &deps,
+    deps.start(
         &parse(request_in("start", &run, json!({ "register": candidate() }))),
         NOW,
     )
@@ -240,21 +232,11 @@ async fn a_retried_start_sends_the_same_client_tokens() {
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     let run = run_to(&[DEST, SYDNEY]);
     let req = parse(request_in("start", &run, json!({ "register": candidate() })));
-    let first = start(&deps, &req, NOW).await.unwrap();
-    let again = start(&deps, &req, NOW).await.unwrap();
+    let first = deps.start(&req, NOW).await.unwrap();
+    let again = deps.start(&req, NOW).await.unwrap();
     assert_eq!(first, again);
     for captured in [eu, ap] {
-        let tokens: Vec<_> = captured
-            .all()
-            .iter()
-            .map(|r| r.client_token().map(String::from))
-            .collect();
-        assert_eq!(tokens.len(), 2);
-        assert!(tokens[0].is_some());
-        assert_eq!(
-            tokens[0], tokens[1],
-            "EC2 returns the first copy instead of making a second"
-        );
+        testing::assert_one_client_token(captured.all().iter().map(|r| r.client_token()));
     }
 }
 
@@ -323,11 +305,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
 #[tokio::test]
 async fn throttled_copy_is_retried_then_succeeds() {
     let src = source_image();
-    let copy = mock!(Ec2::copy_image)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| CopyImageOutput::builder().image_id(COPY).build())
-        .build();
+    let copy = ami_testkit::throttled_once!(Ec2::copy_image, || CopyImageOutput::builder().image_id(COPY).build());
     let deps = deps(&[&src], &[&copy]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.images[1].image_id, COPY);
@@ -436,11 +414,7 @@ async fn status_is_not_ready_while_unknown_or_pending_then_ready() {
 
 #[tokio::test]
 async fn a_throttled_describe_is_not_ready() {
-    let throttled = mock!(Ec2::describe_images)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .repeatedly()
-        .build();
+    let throttled = ami_testkit::throttled_always!(Ec2::describe_images);
     let sydney = always(COPY_AP, AwsImageState::Available);
     let deps = deps_in(&[], &[&throttled], &[&sydney]);
     let err = poll(&deps, &status_request(), NOW).await.unwrap_err();
@@ -471,66 +445,37 @@ async fn past_the_deadline_is_a_timeout_without_calls() {
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[], &[]);
-    let field_of = |err: Error| match err {
-        Error::InvalidInput { field, .. } => field,
-        other => panic!("expected InvalidInput, got {other}"),
-    };
-
-    assert_eq!(
-        field_of(handle(&deps, request("start", json!({}))).await.unwrap_err()),
-        "input.steps.register"
-    );
-    let mut elsewhere = candidate();
-    elsewhere.region = DEST.into();
-    assert_eq!(
-        field_of(
-            handle(&deps, request("start", json!({ "register": elsewhere })))
-                .await
-                .unwrap_err()
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.clients(&[], &[])),
+    request: start_request,
+    malformed: [
+        (|r| r["steps"] = json!({}), "input.steps.register"),
+        (|r| r["steps"]["register"]["region"] = json!(DEST), "input.steps.register.region"),
+        (
+            |r| r["run"]["recipe"]["distribution"]["copy_timeout_minutes"] = json!(-1),
+            "input.run.recipe.distribution.copy_timeout_minutes",
         ),
-        "input.steps.register.region"
-    );
-    let mut bad = start_request();
-    bad["run"]["recipe"]["distribution"]["copy_timeout_minutes"] = json!(-1);
-    assert_eq!(
-        field_of(handle(&deps, bad).await.unwrap_err()),
-        "input.run.recipe.distribution.copy_timeout_minutes"
-    );
-    let mut bad = start_request();
-    bad["run"]["regions"] = json!("eu-west-1");
-    assert_eq!(field_of(handle(&deps, bad).await.unwrap_err()), "input.run.regions");
-    // The per-call region of the old Map is gone: an input still carrying it is refused.
-    let mut stale = start_request();
-    stale["region"] = json!(DEST);
-    assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
-    assert_eq!(
-        field_of(
-            handle(&deps, request("status", json!({ "register": candidate() })))
-                .await
-                .unwrap_err()
+        (|r| r["run"]["regions"] = json!("eu-west-1"), "input.run.regions"),
+        // The per-call region of the old Map is gone: an input still carrying it is refused.
+        (|r| r["region"] = json!(DEST), "input.region"),
+        (|r| r["action"] = json!("status"), "input.steps.copy"),
+        (
+            |r| {
+                r["action"] = json!("status");
+                r["steps"]["copy"] = serde_json::to_value(copy_state()).unwrap();
+                r["steps"]["copy"]["images"][1]["image_id"] = json!(7);
+            },
+            "input.steps.copy.images[1].image_id",
         ),
-        "input.steps.copy"
-    );
-    let mut bad_copy = serde_json::to_value(copy_state()).unwrap();
-    bad_copy["images"][1]["image_id"] = json!(7);
-    assert_eq!(
-        field_of(
-            handle(
-                &deps,
-                request("status", json!({ "register": candidate(), "copy": bad_copy }))
-            )
-            .await
-            .unwrap_err()
+        (
+            |r| {
+                r["action"] = json!("finish");
+                r["steps"] = json!({});
+            },
+            "input.action",
         ),
-        "input.steps.copy.images[1].image_id"
-    );
-    assert_eq!(
-        field_of(handle(&deps, request("finish", json!({}))).await.unwrap_err()),
-        "input.action"
-    );
+    ],
+    rejects: ["finish"],
 }
 
 /// An instance-store candidate has no snapshots: its copies are not asked to be encrypted, nor given the region's
@@ -562,8 +507,7 @@ async fn an_instance_store_image_is_copied_without_encryption() {
         "a key the copy must not use"
     );
     run.recipe.distribution.accounts.clear();
-    start(
-        &deps,
+    deps.start(
         &parse(request_in("start", &run, json!({ "register": candidate() }))),
         NOW,
     )
@@ -629,7 +573,7 @@ async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     // No CopyImage rule in DEST: a copy there would find no rule and fail the test.
     let deps = deps_in(&[&src], &[&in_dest], &[&in_sydney, &sydney_copy]);
     let req = parse(request_in("start", &run, json!({ "register": candidate() })));
-    let out = start(&deps, &req, NOW).await.unwrap();
+    let out = deps.start(&req, NOW).await.unwrap();
 
     let regions: Vec<(&str, &str)> = out
         .images

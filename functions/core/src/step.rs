@@ -4,14 +4,51 @@
 //! adopts what the first one made); `status` looks at the world and answers ready, or fails with
 //! `AmiPipeline.NotReady` so the status Task's Retry polls again (see [`crate::steps::settle`]); `finish` tidies up
 //! after success. An action a step does not take is rejected by default with an `InvalidInput` that names it.
+//! Every action gets the time (`now`, Unix seconds) from [`handle`], so tests fix it with [`handle_at`].
 
 use std::future::Future;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::clients::{Ec2Clients, SdkConfig, SsmClients};
 use crate::error::{Error, Result};
-use crate::steps::{Action, Progress, StepRequest, settle};
+use crate::steps::{Action, Progress, StepRequest, now, settle};
+
+/// The clients of the steps that launch an instance in the run's region, where they run, and talk to it (build,
+/// test-launch): EC2, and SSM Run Command with its CloudWatch Logs output (its SSM client serves the other SSM
+/// calls too).
+#[derive(Clone)]
+pub struct InstanceClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub channel: crate::runcommand::Channel,
+}
+
+impl InstanceClients {
+    pub fn from_config(config: &SdkConfig) -> Self {
+        InstanceClients {
+            ec2: aws_sdk_ec2::Client::new(config),
+            channel: crate::runcommand::Channel::from_config(config),
+        }
+    }
+}
+
+/// The clients most steps need, built once per process: EC2 and SSM per region, made on first use (a step that
+/// works in the run's region alone asks for `req.run.region`, where the function runs).
+#[derive(Clone)]
+pub struct Clients {
+    pub ec2: Ec2Clients,
+    pub ssm: SsmClients,
+}
+
+impl Clients {
+    pub fn from_config(config: &SdkConfig) -> Self {
+        Clients {
+            ec2: Ec2Clients::from_config(config),
+            ssm: SsmClients::from_config(config),
+        }
+    }
+}
 
 pub trait Step {
     /// What every action of this step answers, kept by the state machine under `$.steps.<step>`.
@@ -22,15 +59,15 @@ pub trait Step {
     /// The actions it takes, for the rejection message.
     const ACTIONS: &'static str;
 
-    fn start(&self, _req: &StepRequest) -> impl Future<Output = Result<Self::Output>> {
+    fn start(&self, _req: &StepRequest, _now: i64) -> impl Future<Output = Result<Self::Output>> {
         async { Err(rejected::<Self>()) }
     }
 
-    fn status(&self, _req: &StepRequest) -> impl Future<Output = Result<Self::Output>> {
+    fn status(&self, _req: &StepRequest, _now: i64) -> impl Future<Output = Result<Self::Output>> {
         async { Err(rejected::<Self>()) }
     }
 
-    fn finish(&self, _req: &StepRequest) -> impl Future<Output = Result<Self::Output>> {
+    fn finish(&self, _req: &StepRequest, _now: i64) -> impl Future<Output = Result<Self::Output>> {
         async { Err(rejected::<Self>()) }
     }
 
@@ -44,21 +81,28 @@ fn rejected<S: Step + ?Sized>() -> Error {
     Error::invalid("input.action", format!("{} takes {}", S::NAME, S::ACTIONS))
 }
 
-/// Parses a step input (naming the bad field) and runs the action it asks for.
+/// Parses a step input (naming the bad field) and runs the action it asks for, now.
 pub async fn handle<S: Step>(step: &S, event: Value) -> Result<S::Output> {
+    handle_at(step, event, now()).await
+}
+
+/// [`handle`] at the time `now` (Unix seconds).
+pub async fn handle_at<S: Step>(step: &S, event: Value, now: i64) -> Result<S::Output> {
     let req = StepRequest::parse(event)?;
     match req.action {
-        Action::Start => step.start(&req).await,
+        Action::Start => step.start(&req, now).await,
         Action::Status => {
             let what = format!("{} status", S::NAME);
-            settle(step.status(&req).await, |out| S::progress(out), &what)
+            settle(step.status(&req, now).await, |out| S::progress(out), &what)
         }
-        Action::Finish => step.finish(&req).await,
+        Action::Finish => step.finish(&req, now).await,
     }
 }
 
-/// The `main` of every step function: serves `step` under the Lambda runtime (`crate::runtime::serve`).
-pub async fn serve_step<S: Step>(step: S) -> std::result::Result<(), lambda_runtime::Error> {
+/// The `main` of every step function: loads the SDK configuration, makes the step from it (`make`) and serves it
+/// under the Lambda runtime (`crate::runtime::serve`).
+pub async fn serve_step<S: Step>(make: impl FnOnce(&SdkConfig) -> S) -> std::result::Result<(), lambda_runtime::Error> {
+    let step = make(&crate::clients::load_config().await);
     crate::runtime::serve(|event| handle(&step, event)).await
 }
 
@@ -76,7 +120,7 @@ mod tests {
         const NAME: &'static str = "poll";
         const ACTIONS: &'static str = "`status`";
 
-        async fn status(&self, _req: &StepRequest) -> Result<Progress> {
+        async fn status(&self, _req: &StepRequest, _now: i64) -> Result<Progress> {
             Ok(Progress::start(0, 5).with_status(self.0))
         }
 

@@ -89,6 +89,16 @@ pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
     mocked!(aws_sdk_ssm, rules)
 }
 
+/// [`ec2`] with one more interceptor (the testkit's call counter), the audit still installed.
+pub fn ec2_with(rules: &[&Rule], extra: impl aws_sdk_ec2::config::Intercept + 'static) -> aws_sdk_ec2::Client {
+    mocked!(aws_sdk_ec2, rules, crate::audit::Audit, extra)
+}
+
+/// [`ssm`] with one more interceptor.
+pub fn ssm_with(rules: &[&Rule], extra: impl aws_sdk_ssm::config::Intercept + 'static) -> aws_sdk_ssm::Client {
+    mocked!(aws_sdk_ssm, rules, extra)
+}
+
 pub fn sfn(rules: &[&Rule]) -> aws_sdk_sfn::Client {
     mocked!(aws_sdk_sfn, rules)
 }

@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{LaunchTemplateVersion, RequestLaunchTemplateData};
 use aws_sdk_ssm::types::ParameterType;
-use serde_json::Value;
 
 use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::ec2::{ImageProgress, image_progress};
@@ -55,15 +54,10 @@ impl Step for Deps {
     const NAME: &'static str = "publish";
     const ACTIONS: &'static str = "`start`";
 
-    async fn start(&self, req: &StepRequest) -> Result<PublishOutput> {
+    async fn start(&self, req: &StepRequest, _now: i64) -> Result<PublishOutput> {
         let targets = plan(req)?;
         publish(self, req, &targets).await
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<PublishOutput> {
-    ami_core::step::handle(deps, event).await
 }
 
 /// One region's image and the launch templates that live in that region.

@@ -2,6 +2,5 @@ use ami_publish::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps::from_config(&ami_core::clients::load_config().await);
-    ami_core::step::serve_step(deps).await
+    ami_core::step::serve_step(Deps::from_config).await
 }

@@ -1,30 +1,18 @@
-//! Publish against a small fake of EC2 and SSM: the mocks answer from, and write to, one shared world, so a
-//! second publish sees what the first one did.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+//! Publish against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): the mocks answer from, and write to,
+//! one shared world, so a second publish sees what the first one did.
 
 use aws_sdk_ec2::Client as Ec2;
-use aws_sdk_ec2::operation::create_launch_template_version::{
-    CreateLaunchTemplateVersionInput, CreateLaunchTemplateVersionOutput,
-};
-use aws_sdk_ec2::operation::create_tags::{CreateTagsInput, CreateTagsOutput};
-use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
-use aws_sdk_ec2::operation::modify_launch_template::{ModifyLaunchTemplateInput, ModifyLaunchTemplateOutput};
-use aws_sdk_ec2::types::{Image, ImageState as Ec2ImageState, ResponseLaunchTemplateData, Tag};
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
 use aws_sdk_ssm::Client as Ssm;
-use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
-use aws_sdk_ssm::operation::put_parameter::{PutParameterInput, PutParameterOutput};
-use aws_sdk_ssm::types::Parameter;
-use aws_sdk_ssm::types::error::ParameterNotFound;
-use aws_smithy_mocks::{MockResponse, Rule, mock};
+use aws_sdk_ssm::operation::put_parameter::PutParameterOutput;
+use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::recipe::LaunchTemplateRef;
+use ami_core::step::handle;
 use ami_core::steps::{CopyState, ImageState, Progress, Run, TestState};
-use ami_core::testing::{self, EXECUTION, NOW};
+use ami_testkit::world::{FakeImage, Tags, tag_map};
+use ami_testkit::{self as testing, EXECUTION, NOW, World, WorldState};
 
 use super::*;
 
@@ -42,276 +30,48 @@ const PARAM: &str = "/images/web/latest";
 const TEMPLATE: &str = "web-servers";
 const TEMPLATE_ID: &str = "lt-0123456789abcdef0";
 
-struct Template {
-    id: String,
-    name: String,
-    /// Image of each version; version n is at index n - 1.
-    versions: Vec<String>,
-    default: i64,
-    tokens: BTreeMap<String, i64>,
-}
+/// When every fake image was created (DescribeImages' CreationDate).
+const CREATED: &str = "2026-11-26T10:00:00Z";
 
-#[derive(Default)]
-struct World {
-    images: BTreeMap<String, FakeImage>,
-    /// (region, name) -> value
-    params: BTreeMap<(String, String), String>,
-    /// (region, name) -> data type, when not aws:ec2:image (what PutParameter writes here)
-    param_types: BTreeMap<(String, String), String>,
-    /// How many reads a written value stays invisible for (SSM validates aws:ec2:image asynchronously);
-    /// `usize::MAX`: never applied (the validation refused it).
-    apply_after_reads: usize,
-    /// (region, name) -> (written value, reads left before it shows)
-    pending: BTreeMap<(String, String), (String, usize)>,
-    /// (region, template name)
-    templates: BTreeMap<(String, String), Template>,
-    /// Every mutating call, in order: "Op region detail".
-    log: Vec<String>,
-    tag_calls: Vec<(String, CreateTagsInput)>,
-    puts: Vec<(String, PutParameterInput)>,
-    creates: Vec<(String, CreateLaunchTemplateVersionInput)>,
-    modifies: Vec<(String, ModifyLaunchTemplateInput)>,
-    /// Runs once right after the next PutParameter / ModifyLaunchTemplate: another publish's write landing between
-    /// this one's write and its re-read.
-    after_put: Option<Hook>,
-    after_modify: Option<Hook>,
-}
-
-type Hook = Box<dyn FnOnce(&mut World) + Send>;
-
-type Shared = Arc<Mutex<World>>;
-
-struct FakeImage {
-    region: String,
-    tags: BTreeMap<String, String>,
-}
-
-impl FakeImage {
-    fn to_image(&self, id: &str) -> Image {
-        Image::builder()
-            .image_id(id)
-            .state(Ec2ImageState::Available)
-            .creation_date("2026-11-26T10:00:00.000Z")
-            .set_tags(Some(
-                self.tags
-                    .iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .build()
-    }
+fn image_with(region: &str, tags: Tags) -> FakeImage {
+    FakeImage::new(region, testing::secs(CREATED), tags, vec![])
 }
 
 fn candidate(region: &str, pipeline: &str) -> FakeImage {
-    FakeImage {
-        region: region.into(),
-        tags: [
+    image_with(
+        region,
+        tag_map([
             (tags::PIPELINE, pipeline),
             (tags::EXECUTION, EXECUTION),
             (tags::STATE, tags::STATE_CANDIDATE),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    }
+        ]),
+    )
 }
 
 /// Three candidate images, no parameters yet, the home region's template at version 3 with an old image.
-fn world() -> Shared {
-    let mut w = World::default();
+fn world() -> World {
+    let mut w = WorldState::default();
     for (region, id) in [(HOME, HOME_IMAGE), (EU, EU_IMAGE), (AP, AP_IMAGE)] {
         w.images.insert(id.into(), candidate(region, "web"));
     }
     add_template(&mut w, HOME, TEMPLATE, TEMPLATE_ID);
-    Arc::new(Mutex::new(w))
+    World::new(w)
 }
 
-fn add_template(w: &mut World, region: &str, name: &str, id: &str) {
-    w.templates.insert(
-        (region.into(), name.into()),
-        Template {
-            id: id.into(),
-            name: name.into(),
-            versions: vec![OLD_IMAGE.into(); 3],
-            default: 3,
-            tokens: BTreeMap::new(),
-        },
-    );
-}
-
-fn find_template<'a>(w: &'a mut World, region: &str, id: Option<&str>, name: Option<&str>) -> Option<&'a mut Template> {
-    w.templates
-        .iter_mut()
-        .find(|((r, _), t)| r == region && (Some(t.id.as_str()) == id || Some(t.name.as_str()) == name))
-        .map(|(_, t)| t)
-}
-
-fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_images = mock!(Ec2::describe_images).then_compute_output(move |req| {
-        let w = w.lock().unwrap();
-        let images = w
-            .images
-            .iter()
-            .filter(|(id, i)| i.region == r && req.image_ids().contains(id))
-            .map(|(id, i)| i.to_image(id))
-            .collect();
-        DescribeImagesOutput::builder().set_images(Some(images)).build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let create_tags = mock!(Ec2::create_tags).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.log.push(format!("CreateTags {r} {}", req.resources().join(",")));
-        w.tag_calls.push((r.clone(), req.clone()));
-        for id in req.resources() {
-            if let Some(image) = w.images.get_mut(id) {
-                for t in req.tags() {
-                    image
-                        .tags
-                        .insert(t.key().unwrap_or_default().into(), t.value().unwrap_or_default().into());
-                }
-            }
-        }
-        CreateTagsOutput::builder().build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_versions = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
-        assert_eq!(req.versions(), ["$Default"]);
-        let mut w = w.lock().unwrap();
-        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
-        let image = t.versions[(t.default - 1) as usize].clone();
-        DescribeLaunchTemplateVersionsOutput::builder()
-            .launch_template_versions(
-                aws_sdk_ec2::types::LaunchTemplateVersion::builder()
-                    .launch_template_id(&t.id)
-                    .launch_template_name(&t.name)
-                    .version_number(t.default)
-                    .default_version(true)
-                    .launch_template_data(ResponseLaunchTemplateData::builder().image_id(image).build())
-                    .build(),
-            )
-            .build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let create_version = mock!(Ec2::create_launch_template_version).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.log.push(format!("CreateLaunchTemplateVersion {r}"));
-        w.creates.push((r.clone(), req.clone()));
-        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
-        let token = req.client_token().unwrap_or_default().to_string();
-        let version = match t.tokens.get(&token) {
-            Some(v) => *v,
-            None => {
-                let image = req
-                    .launch_template_data()
-                    .and_then(|d| d.image_id())
-                    .unwrap_or_default();
-                t.versions.push(image.to_string());
-                let v = t.versions.len() as i64;
-                t.tokens.insert(token, v);
-                v
-            }
-        };
-        CreateLaunchTemplateVersionOutput::builder()
-            .launch_template_version(
-                aws_sdk_ec2::types::LaunchTemplateVersion::builder()
-                    .version_number(version)
-                    .build(),
-            )
-            .build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let modify = mock!(Ec2::modify_launch_template).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.log.push(format!("ModifyLaunchTemplate {r}"));
-        w.modifies.push((r.clone(), req.clone()));
-        let t = find_template(&mut w, &r, req.launch_template_id(), req.launch_template_name()).expect("template");
-        t.default = req
-            .default_version()
-            .and_then(|v| v.parse().ok())
-            .expect("numeric version");
-        if let Some(hook) = w.after_modify.take() {
-            hook(&mut w);
-        }
-        ModifyLaunchTemplateOutput::builder().build()
-    });
-    vec![describe_images, create_tags, describe_versions, create_version, modify]
-}
-
-fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
-    let (w, r) = (world.clone(), region.to_string());
-    let get = mock!(Ssm::get_parameter).then_compute_response(move |req| {
-        let mut w = w.lock().unwrap();
-        let key = (r.clone(), req.name().unwrap_or_default().to_string());
-        if let Some((value, left)) = w.pending.get_mut(&key) {
-            if *left == 0 {
-                let value = value.clone();
-                w.pending.remove(&key);
-                w.params.insert(key.clone(), value);
-            } else if *left != usize::MAX {
-                *left -= 1;
-            }
-        }
-        let data_type = w.param_types.get(&key).cloned().unwrap_or("aws:ec2:image".into());
-        match w.params.get(&key) {
-            Some(v) => MockResponse::Output(
-                GetParameterOutput::builder()
-                    .parameter(
-                        Parameter::builder()
-                            .name(req.name().unwrap_or_default())
-                            .value(v)
-                            .data_type(data_type)
-                            .build(),
-                    )
-                    .build(),
-            ),
-            None => MockResponse::Error(GetParameterError::ParameterNotFound(
-                ParameterNotFound::builder().build(),
-            )),
-        }
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let put = mock!(Ssm::put_parameter).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.log
-            .push(format!("PutParameter {r} {}", req.name().unwrap_or_default()));
-        w.puts.push((r.clone(), req.clone()));
-        let key = (r.clone(), req.name().unwrap_or_default().to_string());
-        let value = req.value().unwrap_or_default().to_string();
-        let reads = w.apply_after_reads;
-        if reads == 0 {
-            w.params.insert(key, value);
-        } else {
-            w.pending.insert(key, (value, reads));
-        }
-        if let Some(hook) = w.after_put.take() {
-            hook(&mut w);
-        }
-        PutParameterOutput::builder().version(1).build()
-    });
-    vec![get, put]
+fn add_template(w: &mut WorldState, region: &str, name: &str, id: &str) {
+    w.template(region, name, id, vec![OLD_IMAGE.into(); 3]);
 }
 
 /// Deps whose clients answer from `world`; `first_ec2` / `first_ssm` rules (throttling) are tried first.
-fn deps_with(world: &Shared, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
-    let w = world.clone();
-    let ec2 = Ec2Clients::from_fn(move |region| {
-        let rules: Vec<Rule> = first_ec2.iter().cloned().chain(ec2_rules(&w, region)).collect();
-        testing::ec2(&rules.iter().collect::<Vec<_>>())
-    });
-    let w = world.clone();
-    let ssm = SsmClients::from_fn(move |region| {
-        let rules: Vec<Rule> = first_ssm.iter().cloned().chain(ssm_rules(&w, region)).collect();
-        testing::ssm(&rules.iter().collect::<Vec<_>>())
-    });
+fn deps_with(world: &World, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
     Deps {
-        ec2,
-        ssm,
+        ec2: world.ec2_clients(first_ec2),
+        ssm: world.ssm_clients(first_ssm),
         confirm_waits: vec![std::time::Duration::ZERO; 2],
     }
 }
 
-fn deps(world: &Shared) -> Deps {
+fn deps(world: &World) -> Deps {
     deps_with(world, vec![], vec![])
 }
 
@@ -363,7 +123,7 @@ fn request() -> serde_json::Value {
     request_for(&testing::run())
 }
 
-fn state_of(world: &Shared, id: &str) -> Option<String> {
+fn state_of(world: &World, id: &str) -> Option<String> {
     let w = world.lock().unwrap();
     w.images.get(id).and_then(|i| i.tags.get(tags::STATE).cloned())
 }
@@ -377,7 +137,7 @@ async fn publishes_every_region_with_the_fields_that_matter() {
     // Hand-over first: every image is released before any parameter or template points at it.
     let first_pointer = w.log.iter().position(|l| !l.starts_with("CreateTags")).unwrap();
     assert_eq!(first_pointer, 3, "{:?}", w.log);
-    for (region, input) in &w.tag_calls {
+    for (region, input) in &w.requests.create_tags {
         let id = input.resources().first().unwrap();
         assert_eq!(w.images[id].region, *region, "tagged in the image's region");
         assert_eq!(input.tags().len(), 1);
@@ -390,17 +150,22 @@ async fn publishes_every_region_with_the_fields_that_matter() {
     }
 
     let w = world.lock().unwrap();
-    let puts: Vec<(&str, &str)> = w.puts.iter().map(|(r, p)| (r.as_str(), p.value().unwrap())).collect();
+    let puts: Vec<(&str, &str)> = w
+        .requests
+        .put_parameter
+        .iter()
+        .map(|(r, p)| (r.as_str(), p.value().unwrap()))
+        .collect();
     assert_eq!(puts, [(HOME, HOME_IMAGE), (EU, EU_IMAGE), (AP, AP_IMAGE)]);
-    for (_, p) in &w.puts {
+    for (_, p) in &w.requests.put_parameter {
         assert_eq!(p.name(), Some(PARAM));
         assert_eq!(p.r#type(), Some(&ParameterType::String));
         assert_eq!(p.data_type(), Some("aws:ec2:image"));
         assert_eq!(p.overwrite(), Some(true));
     }
 
-    assert_eq!(w.creates.len(), 1);
-    let (region, create) = &w.creates[0];
+    assert_eq!(w.requests.create_launch_template_version.len(), 1);
+    let (region, create) = &w.requests.create_launch_template_version[0];
     assert_eq!(region, HOME);
     assert_eq!(create.launch_template_name(), Some(TEMPLATE));
     assert_eq!(create.launch_template_id(), None);
@@ -411,7 +176,7 @@ async fn publishes_every_region_with_the_fields_that_matter() {
         create.client_token(),
         Some(naming::client_token(EXECUTION, "publish-lt", "us-east-1/web-servers").as_str())
     );
-    let (region, modify) = &w.modifies[0];
+    let (region, modify) = &w.requests.modify_launch_template[0];
     assert_eq!(region, HOME);
     assert_eq!(modify.launch_template_name(), Some(TEMPLATE));
     assert_eq!(modify.default_version(), Some("4"));
@@ -532,8 +297,8 @@ async fn throttled_calls_are_retried_then_succeed() {
     assert_eq!(out.regions.len(), 3);
     assert!(out.regions.iter().all(|r| r.parameters[0].changed));
     let w = world.lock().unwrap();
-    assert_eq!(w.tag_calls.len(), 2, "the other two regions");
-    assert_eq!(w.puts.len(), 2, "the other two regions");
+    assert_eq!(w.requests.create_tags.len(), 2, "the other two regions");
+    assert_eq!(w.requests.put_parameter.len(), 2, "the other two regions");
 }
 
 /// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store data types): an existing `text`
@@ -574,21 +339,6 @@ async fn a_written_parameter_is_read_back_until_it_holds_the_image() {
 }
 
 #[tokio::test]
-async fn persistent_throttling_surfaces_as_throttled() {
-    let world = world();
-    let throttled = mock!(Ssm::put_parameter)
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ThrottlingException")))
-        .repeatedly()
-        .build();
-    let err = handle(&deps_with(&world, vec![], vec![throttled.clone()]), request())
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
-    assert_eq!(throttled.num_calls(), 3);
-}
-
-#[tokio::test]
 async fn a_template_named_by_id_in_a_copy_region_gets_that_regions_image() {
     let world = world();
     add_template(&mut world.lock().unwrap(), EU, "eu-web", TEMPLATE_ID);
@@ -599,12 +349,15 @@ async fn a_template_named_by_id_in_a_copy_region_gets_that_regions_image() {
     }];
     let out = handle(&deps(&world), request_for(&run)).await.unwrap();
     let w = world.lock().unwrap();
-    let (region, create) = &w.creates[0];
+    let (region, create) = &w.requests.create_launch_template_version[0];
     assert_eq!(region, EU);
     assert_eq!(create.launch_template_id(), Some(TEMPLATE_ID));
     assert_eq!(create.launch_template_name(), None);
     assert_eq!(create.launch_template_data().unwrap().image_id(), Some(EU_IMAGE));
-    assert_eq!(w.modifies[0].1.launch_template_id(), Some(TEMPLATE_ID));
+    assert_eq!(
+        w.requests.modify_launch_template[0].1.launch_template_id(),
+        Some(TEMPLATE_ID)
+    );
     assert!(out.regions[0].launch_templates.is_empty());
     assert_eq!(out.regions[1].launch_templates[0].id_or_name, TEMPLATE_ID);
 }
@@ -664,12 +417,16 @@ async fn a_recipe_without_a_test_step_publishes_without_one() {
     let mut req = request_for(&run);
     req["steps"].as_object_mut().unwrap().remove("test_launch");
     handle(&deps(&world), req).await.unwrap();
-    assert_eq!(world.lock().unwrap().puts.len(), 3);
+    assert_eq!(world.lock().unwrap().requests.put_parameter.len(), 3);
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let cases: &[(Change, &str)] = &[
+ami_testkit::step_contract_tests! {
+    setup: || {
+        let world = world();
+        (deps(&world), world)
+    },
+    request: request,
+    malformed: [
         (|r| r["action"] = json!("status"), "input.action"),
         (|r| r["action"] = json!("explode"), "input.action"),
         (
@@ -706,30 +463,17 @@ async fn malformed_input_names_the_field_and_calls_nothing() {
             |r| r["run"]["recipe"]["publish"]["ssm_parameters"] = json!("/images/web/latest"),
             "input.run.recipe.publish.ssm_parameters",
         ),
-    ];
-    for (change, want) in cases {
-        let want = *want;
-        let world = world();
-        let mut req = request();
-        change(&mut req);
-        let err = handle(&deps(&world), req).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidInput { field, .. } if field == want),
-            "{want}: {err}"
-        );
-        assert!(world.lock().unwrap().log.is_empty());
-    }
-
-    // A launch template in a region without an image.
-    let world = world();
-    let mut run = testing::run();
-    run.recipe.publish.launch_templates[0].region = Some("us-west-2".into());
-    let err = handle(&deps(&world), request_for(&run)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.publish.launch_templates[0].region"),
-        "{err}"
-    );
-    assert!(world.lock().unwrap().log.is_empty());
+        // A launch template in a region without an image.
+        (
+            |r| r["run"]["recipe"]["publish"]["launch_templates"][0]["region"] = json!("us-west-2"),
+            "recipe.publish.launch_templates[0].region",
+        ),
+    ],
+    rejects: ["status", "finish"],
+    persistent_throttling: {
+        rule: ami_testkit::throttled_always!(json Ssm::put_parameter),
+        deps: |rule| deps_with(&world(), vec![], vec![rule]),
+    },
 }
 
 #[tokio::test]
@@ -765,7 +509,10 @@ async fn another_pipelines_image_is_refused() {
     let err = handle(&deps(&world), request()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
     assert!(err.to_string().contains("billing"), "{err}");
-    assert!(world.lock().unwrap().puts.is_empty(), "nothing points at it");
+    assert!(
+        world.lock().unwrap().requests.put_parameter.is_empty(),
+        "nothing points at it"
+    );
 }
 
 /// A rerun publishes the images an earlier attempt kept (`tested`, same release and recipe hash, another
@@ -773,18 +520,17 @@ async fn another_pipelines_image_is_refused() {
 #[tokio::test]
 async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_rerun_does() {
     let hash = ami_core::rerun::recipe_hash(&testing::run().recipe);
-    let kept = |region: &str| FakeImage {
-        region: region.into(),
-        tags: [
-            (tags::PIPELINE, "web"),
-            (tags::EXECUTION, "web-r-1-4-0-earlier"),
-            (tags::RELEASE, "1.4.0"),
-            (tags::STATE, tags::STATE_TESTED),
-            (tags::RECIPE_HASH, hash.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+    let kept = |region: &str| {
+        image_with(
+            region,
+            tag_map([
+                (tags::PIPELINE, "web"),
+                (tags::EXECUTION, "web-r-1-4-0-earlier"),
+                (tags::RELEASE, "1.4.0"),
+                (tags::STATE, tags::STATE_TESTED),
+                (tags::RECIPE_HASH, hash.as_str()),
+            ]),
+        )
     };
     let world = world();
     {
@@ -824,7 +570,7 @@ const NEWER_IMAGE: &str = "ami-0c000000000000001";
 const OLDER_IMAGE: &str = "ami-0c000000000000002";
 
 /// A released image of the pipeline in the home region, of `release` at `time`.
-fn released(w: &mut World, id: &str, release: &str, time: &str) {
+fn released(w: &mut WorldState, id: &str, release: &str, time: &str) {
     let mut image = candidate(HOME, "web");
     image.tags.insert(tags::STATE.into(), tags::STATE_RELEASED.into());
     image.tags.insert(tags::RELEASE.into(), release.into());
@@ -843,14 +589,14 @@ fn run_of(version: &str, force: bool) -> Run {
 }
 
 /// The home region's parameter and template point at `image`.
-fn pointing_at(world: &Shared, image: &str) {
+fn pointing_at(world: &World, image: &str) {
     let mut w = world.lock().unwrap();
     w.params.insert((HOME.into(), PARAM.into()), image.into());
     let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
     t.versions[2] = image.into();
 }
 
-fn home_pointers(world: &Shared) -> (String, String) {
+fn home_pointers(world: &World) -> (String, String) {
     let w = world.lock().unwrap();
     let t = &w.templates[&(HOME.into(), TEMPLATE.into())];
     (
@@ -881,10 +627,14 @@ async fn a_newer_release_is_never_replaced_unless_forced() {
     assert!(!lt.changed && lt.skipped.is_some() && lt.version == 3, "{lt:?}");
     {
         let w = world.lock().unwrap();
-        assert!(w.creates.is_empty() && w.modifies.is_empty(), "{:?}", w.log);
-        assert!(w.puts.iter().all(|(r, _)| r != HOME), "{:?}", w.log);
+        assert!(
+            w.requests.create_launch_template_version.is_empty() && w.requests.modify_launch_template.is_empty(),
+            "{:?}",
+            w.log
+        );
+        assert!(w.requests.put_parameter.iter().all(|(r, _)| r != HOME), "{:?}", w.log);
         // The other regions held nothing: published there; and every image is still handed over.
-        assert_eq!(w.puts.len(), 2);
+        assert_eq!(w.requests.put_parameter.len(), 2);
     }
     for id in [HOME_IMAGE, EU_IMAGE, AP_IMAGE] {
         assert_eq!(state_of(&world, id).as_deref(), Some("released"));
@@ -952,10 +702,10 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     {
         let mut w = world.lock().unwrap();
         released(&mut w, OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
-        w.after_put = Some(Box::new(|w: &mut World| {
+        w.after_put = Some(Box::new(|w: &mut WorldState| {
             w.params.insert((HOME.into(), PARAM.into()), OLDER_IMAGE.into());
         }));
-        w.after_modify = Some(Box::new(|w: &mut World| {
+        w.after_modify = Some(Box::new(|w: &mut WorldState| {
             let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
             t.versions.push(OLDER_IMAGE.into());
             t.default = t.versions.len() as i64;
@@ -972,11 +722,11 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     {
         let w = world.lock().unwrap();
         assert_eq!(
-            w.puts.iter().filter(|(r, _)| r == HOME).count(),
+            w.requests.put_parameter.iter().filter(|(r, _)| r == HOME).count(),
             2,
             "one write, one repair"
         );
-        assert_eq!(w.modifies.len(), 2);
+        assert_eq!(w.requests.modify_launch_template.len(), 2);
     }
 
     // The other way round: this run is the older (1.4.0), and the newer release's write lands between this
@@ -990,10 +740,10 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     );
     {
         let mut w = world_b.lock().unwrap();
-        w.after_put = Some(Box::new(|w: &mut World| {
+        w.after_put = Some(Box::new(|w: &mut WorldState| {
             w.params.insert((HOME.into(), PARAM.into()), NEWER_IMAGE.into());
         }));
-        w.after_modify = Some(Box::new(|w: &mut World| {
+        w.after_modify = Some(Box::new(|w: &mut WorldState| {
             let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
             t.versions.push(NEWER_IMAGE.into());
             t.default = t.versions.len() as i64;
@@ -1010,7 +760,7 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     );
     assert!(!lt.changed && lt.skipped.is_some() && lt.version == 5, "{lt:?}");
     assert_eq!(
-        world_b.lock().unwrap().modifies.len(),
+        world_b.lock().unwrap().requests.modify_launch_template.len(),
         1,
         "no repair over a newer release"
     );

@@ -7,161 +7,159 @@ use aws_sdk_ec2::types::{
     ArchitectureValues, AttributeValue, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
     ResourceType, TpmSupportValues, VolumeType,
 };
-use serde_json::Value;
 
 use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::platform::{self, Method};
 use ami_core::recipe::RootDeviceType;
 use ami_core::step::Step;
-use ami_core::steps::{ImageState, Progress, SnapshotState, Status, StepRequest, now};
+use ami_core::steps::{ImageState, Progress, SnapshotState, Status, StepRequest};
 use ami_core::{image, tags};
 
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-        }
-    }
-}
+/// The EC2 client of the run's region, where this runs; built once per process.
+pub struct Deps(pub aws_sdk_ec2::Client);
 
 impl Step for Deps {
     type Output = ImageState;
     const NAME: &'static str = "register";
     const ACTIONS: &'static str = "`start` or `status`";
 
-    async fn start(&self, req: &StepRequest) -> Result<ImageState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<ImageState> {
+        let snap = req.steps.snapshot()?;
+        let recipe = &req.run.recipe;
+        let name = image::name(req);
+        let progress = Progress::start(now, recipe.image.timeout_minutes);
+        let state = |image_id: String| ImageState {
+            region: req.run.region.clone(),
+            image_id,
+            name: name.clone(),
+            progress,
+        };
+
+        if snap.plan.method == Method::CreateImage {
+            // The snapshot step made the image with CreateImage (licensed platforms keep their billing that way).
+            let id = snap.image_id.clone().ok_or_else(|| {
+                Error::invalid(
+                    "input.steps.snapshot.image_id",
+                    "the snapshot step made no image with CreateImage",
+                )
+            })?;
+            if recipe.image.imds_v2 {
+                // CreateImage takes no ImdsSupport; ModifyImageAttribute sets it (and it cannot be undone, so a
+                // retried call finds it already set).
+                self.0
+                    .modify_image_attribute()
+                    .image_id(&id)
+                    .imds_support(AttributeValue::builder().value("v2.0").build())
+                    .send()
+                    .await
+                    .aws("ModifyImageAttribute")?;
+            }
+            return Ok(state(id));
+        }
+
+        // A retried start adopts the image it already registered (RegisterImage takes no ClientToken).
+        if let Some(id) = image::own(&self.0, req, None).await? {
+            return Ok(state(id));
+        }
+        let uefi_data = uefi_data(self, snap).await?;
+
+        let mut call = self
+            .0
+            .register_image()
+            .name(&name)
+            .description(image::description(req))
+            .architecture(match recipe.image.architecture {
+                ami_core::recipe::Architecture::X86_64 => ArchitectureValues::X8664,
+                ami_core::recipe::Architecture::Arm64 => ArchitectureValues::Arm64,
+            })
+            .virtualization_type("hvm")
+            .ena_support(recipe.image.ena_support)
+            .sriov_net_support("simple")
+            .set_boot_mode(snap.plan.boot_mode.as_deref().map(BootModeValues::from))
+            .set_tpm_support(snap.plan.tpm_support.then_some(TpmSupportValues::V20))
+            .set_uefi_data(uefi_data)
+            .set_imds_support(recipe.image.imds_v2.then_some(ImdsSupportValues::V20))
+            .tag_specifications(tags::spec(
+                ResourceType::Image,
+                image::candidate_tags(req, &snap.source_image_id),
+            ));
+        call = match (recipe.image.root_device_type, &recipe.image.s3_manifest) {
+            // ImageLocation is `bucket/path/image.manifest.xml`, not the recipe's `s3://` URL (RegisterImage API
+            // reference); an `s3://` location fails `InvalidManifest`.
+            (RootDeviceType::InstanceStore, Some(manifest)) => {
+                call.image_location(ami_core::instance_store::image_location(manifest)?)
+            }
+            _ => {
+                if snap.snapshots.is_empty() {
+                    return Err(Error::invalid(
+                        "input.steps.snapshot.snapshots",
+                        "no snapshots to register from",
+                    ));
+                }
+                call.root_device_name(&snap.root_device_name)
+                    .set_block_device_mappings(Some(
+                        snap.snapshots
+                            .iter()
+                            .map(|s| {
+                                // A mapping by snapshot id takes the snapshot's encryption, so no Encrypted flag here.
+                                let ebs = EbsBlockDevice::builder()
+                                    .snapshot_id(&s.snapshot_id)
+                                    .volume_size(s.size_gib)
+                                    .volume_type(VolumeType::from(s.volume_type.as_str()))
+                                    .set_iops(s.iops)
+                                    .set_throughput(s.throughput)
+                                    .delete_on_termination(true)
+                                    .build();
+                                BlockDeviceMapping::builder()
+                                    .device_name(&s.device_name)
+                                    .ebs(ebs)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+            }
+        };
+
+        match call.send().await {
+            Ok(out) => {
+                let id = out
+                    .image_id()
+                    .ok_or_else(|| Error::Internal("RegisterImage returned no image id".into()))?;
+                Ok(state(id.to_string()))
+            }
+            Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
+                // Registered by a lost earlier attempt of ours (adopt; not listed yet is transient), or the name
+                // belongs to someone else (Conflict).
+                image::adopt_by_name(&self.0, req, &name).await.map(state)
+            }
+            Err(e) => Err(ami_core::error::from_sdk("RegisterImage", e)),
+        }
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<ImageState> {
-        status(self, req, now()).await
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<ImageState> {
+        let state = req.steps.register()?.clone();
+        state.progress.check_deadline(now, "image registration")?;
+        let image = ami_core::ec2::describe_image(&self.0, &state.image_id).await?;
+        let status = match image_progress(image.as_ref()) {
+            ImageProgress::Available => {
+                // Billing, boot mode and NitroTPM as planned, or the image is discarded (cleanup removes it).
+                if let Some(image) = &image {
+                    platform::check_made(image, &req.steps.snapshot()?.plan)?;
+                }
+                Status::Ready
+            }
+            ImageProgress::Pending => Status::Pending,
+            ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
+        };
+        Ok(ImageState {
+            progress: state.progress.with_status(status),
+            ..state
+        })
     }
 
     fn progress(out: &ImageState) -> Option<&Progress> {
         Some(&out.progress)
-    }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<ImageState> {
-    ami_core::step::handle(deps, event).await
-}
-
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
-    let snap = req.steps.snapshot()?;
-    let recipe = &req.run.recipe;
-    let name = image::name(req);
-    let progress = Progress::start(now, recipe.image.timeout_minutes);
-    let state = |image_id: String| ImageState {
-        region: req.run.region.clone(),
-        image_id,
-        name: name.clone(),
-        progress,
-    };
-
-    if snap.plan.method == Method::CreateImage {
-        // The snapshot step made the image with CreateImage (licensed platforms keep their billing that way).
-        let id = snap.image_id.clone().ok_or_else(|| {
-            Error::invalid(
-                "input.steps.snapshot.image_id",
-                "the snapshot step made no image with CreateImage",
-            )
-        })?;
-        if recipe.image.imds_v2 {
-            // CreateImage takes no ImdsSupport; ModifyImageAttribute sets it (and it cannot be undone, so a
-            // retried call finds it already set).
-            deps.ec2
-                .modify_image_attribute()
-                .image_id(&id)
-                .imds_support(AttributeValue::builder().value("v2.0").build())
-                .send()
-                .await
-                .aws("ModifyImageAttribute")?;
-        }
-        return Ok(state(id));
-    }
-
-    // A retried start adopts the image it already registered (RegisterImage takes no ClientToken).
-    if let Some(id) = image::own(&deps.ec2, req, None).await? {
-        return Ok(state(id));
-    }
-    let uefi_data = uefi_data(deps, snap).await?;
-
-    let mut call = deps
-        .ec2
-        .register_image()
-        .name(&name)
-        .description(image::description(req))
-        .architecture(match recipe.image.architecture {
-            ami_core::recipe::Architecture::X86_64 => ArchitectureValues::X8664,
-            ami_core::recipe::Architecture::Arm64 => ArchitectureValues::Arm64,
-        })
-        .virtualization_type("hvm")
-        .ena_support(recipe.image.ena_support)
-        .sriov_net_support("simple")
-        .set_boot_mode(snap.plan.boot_mode.as_deref().map(BootModeValues::from))
-        .set_tpm_support(snap.plan.tpm_support.then_some(TpmSupportValues::V20))
-        .set_uefi_data(uefi_data)
-        .set_imds_support(recipe.image.imds_v2.then_some(ImdsSupportValues::V20))
-        .tag_specifications(tags::spec(
-            ResourceType::Image,
-            image::candidate_tags(req, &snap.source_image_id),
-        ));
-    call = match (recipe.image.root_device_type, &recipe.image.s3_manifest) {
-        // ImageLocation is `bucket/path/image.manifest.xml`, not the recipe's `s3://` URL (RegisterImage API
-        // reference); an `s3://` location fails `InvalidManifest`.
-        (RootDeviceType::InstanceStore, Some(manifest)) => {
-            call.image_location(ami_core::instance_store::image_location(manifest)?)
-        }
-        _ => {
-            if snap.snapshots.is_empty() {
-                return Err(Error::invalid(
-                    "input.steps.snapshot.snapshots",
-                    "no snapshots to register from",
-                ));
-            }
-            call.root_device_name(&snap.root_device_name)
-                .set_block_device_mappings(Some(
-                    snap.snapshots
-                        .iter()
-                        .map(|s| {
-                            // A mapping by snapshot id takes the snapshot's encryption, so no Encrypted flag here.
-                            let ebs = EbsBlockDevice::builder()
-                                .snapshot_id(&s.snapshot_id)
-                                .volume_size(s.size_gib)
-                                .volume_type(VolumeType::from(s.volume_type.as_str()))
-                                .set_iops(s.iops)
-                                .set_throughput(s.throughput)
-                                .delete_on_termination(true)
-                                .build();
-                            BlockDeviceMapping::builder()
-                                .device_name(&s.device_name)
-                                .ebs(ebs)
-                                .build()
-                        })
-                        .collect(),
-                ))
-        }
-    };
-
-    match call.send().await {
-        Ok(out) => {
-            let id = out
-                .image_id()
-                .ok_or_else(|| Error::Internal("RegisterImage returned no image id".into()))?;
-            Ok(state(id.to_string()))
-        }
-        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => {
-            // Registered by a lost earlier attempt of ours (adopt; not listed yet is transient), or the name
-            // belongs to someone else (Conflict).
-            image::adopt_by_name(&deps.ec2, req, &name).await.map(state)
-        }
-        Err(e) => Err(ami_core::error::from_sdk("RegisterImage", e)),
     }
 }
 
@@ -173,34 +171,13 @@ async fn uefi_data(deps: &Deps, snap: &SnapshotState) -> Result<Option<String>> 
         return Ok(None);
     }
     let out = deps
-        .ec2
+        .0
         .get_instance_uefi_data()
         .instance_id(&snap.instance_id)
         .send()
         .await
         .aws("GetInstanceUefiData")?;
     Ok(out.uefi_data().filter(|d| !d.is_empty()).map(String::from))
-}
-
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<ImageState> {
-    let state = req.steps.register()?.clone();
-    state.progress.check_deadline(now, "image registration")?;
-    let image = ami_core::ec2::describe_image(&deps.ec2, &state.image_id).await?;
-    let status = match image_progress(image.as_ref()) {
-        ImageProgress::Available => {
-            // Billing, boot mode and NitroTPM as planned, or the image is discarded (cleanup removes it).
-            if let Some(image) = &image {
-                platform::check_made(image, &req.steps.snapshot()?.plan)?;
-            }
-            Status::Ready
-        }
-        ImageProgress::Pending => Status::Pending,
-        ImageProgress::Failed(why) => return Err(Error::ImageFailed(why)),
-    };
-    Ok(ImageState {
-        progress: state.progress.with_status(status),
-        ..state
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,5 @@ use ami_register::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps::from_config(&ami_core::clients::load_config().await);
-    ami_core::step::serve_step(deps).await
+    ami_core::step::serve_step(|config| Deps(aws_sdk_ec2::Client::new(config))).await
 }

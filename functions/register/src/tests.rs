@@ -8,8 +8,9 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::steps::{SnapshotInfo, SnapshotState};
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
+use ami_core::step::{Step, handle};
 use ami_core::{input, naming};
 
 use super::*;
@@ -85,10 +86,8 @@ async fn registers_with_the_full_mapping_and_secure_defaults() {
     let captured = Captured::default();
     let asked = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(asked.clone()));
-    let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg, &uefi]),
-    };
-    let out = start(&deps, &request("start", snapshot_steps()), NOW).await.unwrap();
+    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let out = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(out.region, "us-east-1");
     assert_eq!(out.progress.deadline, NOW + 240 * 60);
@@ -154,15 +153,13 @@ async fn tpm_and_imds_follow_the_plan_and_the_recipe() {
     };
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg, &uefi]),
-    };
+    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
     let req = input::parse_value(
         "input",
         testing::request("start", &testing::run_with(recipe), snapshot_steps_with(plan)),
     )
     .unwrap();
-    start(&deps, &req, NOW).await.unwrap();
+    deps.start(&req, NOW).await.unwrap();
     let r = captured.only();
     assert_eq!(r.tpm_support(), Some(&TpmSupportValues::V20));
     assert_eq!(r.boot_mode(), Some(&BootModeValues::Uefi));
@@ -177,10 +174,8 @@ async fn a_legacy_bios_image_carries_no_uefi_data() {
     };
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg, &uefi]),
-    };
-    start(&deps, &request("start", snapshot_steps_with(plan)), NOW)
+    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    deps.start(&request("start", snapshot_steps_with(plan)), NOW)
         .await
         .unwrap();
     let r = captured.only();
@@ -188,20 +183,9 @@ async fn a_legacy_bios_image_carries_no_uefi_data() {
     assert_eq!(uefi.num_calls(), 0);
 }
 
-fn windows_plan() -> ami_core::platform::ImagePlan {
-    ami_core::platform::ImagePlan {
-        method: Method::CreateImage,
-        platform_details: "Windows".into(),
-        usage_operation: "RunInstances:0002".into(),
-        boot_mode: Some("uefi".into()),
-        boot_mode_override: false,
-        tpm_support: true,
-    }
-}
-
 #[tokio::test]
 async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
-    let mut steps = snapshot_steps_with(windows_plan());
+    let mut steps = snapshot_steps_with(testing::windows_plan());
     steps["snapshot"]["image_id"] = json!(NEW_IMAGE);
     let modified: Captured<ModifyImageAttributeInput> = Captured::default();
     let seen = modified.clone();
@@ -210,10 +194,8 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
         ModifyImageAttributeOutput::builder().build()
     });
     let reg = register(Captured::default());
-    let deps = Deps {
-        ec2: testing::ec2(&[&modify, &reg]),
-    };
-    let out = start(&deps, &request("start", steps), NOW).await.unwrap();
+    let deps = Deps(testing::ec2(&[&modify, &reg]));
+    let out = deps.start(&request("start", steps), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 0, "CreateImage made the image: nothing is registered");
     let m = modified.only();
@@ -223,8 +205,9 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
 
 #[tokio::test]
 async fn create_image_without_an_image_is_invalid_input() {
-    let deps = Deps { ec2: testing::ec2(&[]) };
-    let err = start(&deps, &request("start", snapshot_steps_with(windows_plan())), NOW)
+    let deps = Deps(testing::ec2(&[]));
+    let err = deps
+        .start(&request("start", snapshot_steps_with(testing::windows_plan())), NOW)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("input.steps.snapshot.image_id"), "{err}");
@@ -233,9 +216,7 @@ async fn create_image_without_an_image_is_invalid_input() {
 #[tokio::test]
 async fn retried_start_adopts_the_image_found_by_tag() {
     let (found, reg) = (lookup(vec![ours(testing::EXECUTION)]), register(Captured::default()));
-    let deps = Deps {
-        ec2: testing::ec2(&[&found, &reg]),
-    };
+    let deps = Deps(testing::ec2(&[&found, &reg]));
     let out = handle(&deps, testing::request("start", &testing::run(), snapshot_steps()))
         .await
         .unwrap();
@@ -244,15 +225,8 @@ async fn retried_start_adopts_the_image_found_by_tag() {
 }
 
 fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
-        .then_output(|| DescribeImagesOutput::builder().build());
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = testing::images_by_name()
         .then_output(move || DescribeImagesOutput::builder().images(ours(owner_execution)).build());
     let reg = mock!(Ec2::register_image)
         .sequence()
@@ -265,10 +239,8 @@ fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
 async fn duplicate_name_of_ours_is_adopted() {
     let (a, b, reg) = duplicate_then_lookup(testing::EXECUTION);
     let uefi = uefi(Captured::default());
-    let deps = Deps {
-        ec2: testing::ec2(&[&a, &b, &reg, &uefi]),
-    };
-    let out = start(&deps, &request("start", snapshot_steps()), NOW).await.unwrap();
+    let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
+    let out = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 1);
 }
@@ -277,12 +249,8 @@ async fn duplicate_name_of_ours_is_adopted() {
 async fn duplicate_name_of_another_execution_is_a_conflict() {
     let (a, b, reg) = duplicate_then_lookup("web-r-0-9-0");
     let uefi = uefi(Captured::default());
-    let deps = Deps {
-        ec2: testing::ec2(&[&a, &b, &reg, &uefi]),
-    };
-    let err = start(&deps, &request("start", snapshot_steps()), NOW)
-        .await
-        .unwrap_err();
+    let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
+    let err = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Conflict");
     assert!(err.to_string().contains("{{id}}"), "{err}");
 }
@@ -290,17 +258,13 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
 #[tokio::test]
 async fn throttled_register_is_retried_then_succeeds() {
     let none = lookup(vec![]);
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| RegisterImageOutput::builder().image_id(NEW_IMAGE).build())
-        .build();
+    let reg = ami_testkit::throttled_once!(Ec2::register_image, || RegisterImageOutput::builder()
+        .image_id(NEW_IMAGE)
+        .build());
     let uefi = uefi(Captured::default());
-    let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg, &uefi]),
-    };
+    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
     assert_eq!(
-        start(&deps, &request("start", snapshot_steps()), NOW)
+        deps.start(&request("start", snapshot_steps()), NOW)
             .await
             .unwrap()
             .image_id,
@@ -350,13 +314,11 @@ fn image_steps() -> serde_json::Value {
 #[tokio::test]
 async fn status_is_pending_until_available() {
     let states = image_states(vec![None, Some(Ec2ImageState::Pending), Some(Ec2ImageState::Available)]);
-    let deps = Deps {
-        ec2: testing::ec2(&[&states]),
-    };
+    let deps = Deps(testing::ec2(&[&states]));
     let mut seen = vec![];
     for _ in 0..3 {
         seen.push(
-            status(&deps, &request("status", image_steps()), NOW + 30)
+            deps.status(&request("status", image_steps()), NOW + 30)
                 .await
                 .unwrap()
                 .progress
@@ -369,10 +331,8 @@ async fn status_is_pending_until_available() {
 #[tokio::test]
 async fn failed_image_fails_the_step_with_its_reason() {
     let states = image_states(vec![Some(Ec2ImageState::Failed)]);
-    let deps = Deps {
-        ec2: testing::ec2(&[&states]),
-    };
-    let err = status(&deps, &request("status", image_steps()), NOW).await.unwrap_err();
+    let deps = Deps(testing::ec2(&[&states]));
+    let err = deps.status(&request("status", image_steps()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
     assert!(err.to_string().contains("snapshot unusable"));
 }
@@ -398,21 +358,17 @@ fn available(details: &str, operation: &str) -> Rule {
 #[tokio::test]
 async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
     let mut steps = image_steps();
-    steps["snapshot"]["plan"] = json!(windows_plan());
+    steps["snapshot"]["plan"] = json!(testing::windows_plan());
     // RegisterImage from snapshots whose metadata lacks the licence: Linux/UNIX (RegisterImage API reference).
     let lost = available("Linux/UNIX", "RunInstances");
-    let deps = Deps {
-        ec2: testing::ec2(&[&lost]),
-    };
-    let err = status(&deps, &request("status", steps.clone()), NOW).await.unwrap_err();
+    let deps = Deps(testing::ec2(&[&lost]));
+    let err = deps.status(&request("status", steps.clone()), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.PlatformMismatch", "{err}");
     assert!(err.to_string().contains("Windows"), "{err}");
 
     let kept = available("Windows", "RunInstances:0002");
-    let deps = Deps {
-        ec2: testing::ec2(&[&kept]),
-    };
-    let out = status(&deps, &request("status", steps), NOW).await.unwrap();
+    let deps = Deps(testing::ec2(&[&kept]));
+    let out = deps.status(&request("status", steps), NOW).await.unwrap();
     assert_eq!(out.progress.status, Status::Ready);
 }
 
@@ -429,10 +385,8 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
 
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps {
-        ec2: testing::ec2(&[&none, &reg, &uefi]),
-    };
-    let out = start(&deps, &req, NOW).await.unwrap();
+    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let out = deps.start(&req, NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     let r = captured.only();
     assert_eq!(r.image_location(), Some("web-bundles/web/1.4.0/image.manifest.xml"));
@@ -443,27 +397,18 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
 async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     // A lost RegisterImage made the image; the retry's tag look-up misses it and RegisterImage finds the name
     // taken, but the name look-up does not list it yet (eventual consistency): transient, not Conflict.
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
+    let by_tag = testing::images_by_execution_tag()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
         .build();
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = testing::images_by_name().then_output(|| DescribeImagesOutput::builder().build());
     let reg = mock!(Ec2::register_image)
         .sequence()
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
         .build();
     let uefi = uefi(Captured::default());
-    let deps = Deps {
-        ec2: testing::ec2(&[&by_tag, &by_name, &reg, &uefi]),
-    };
+    let deps = Deps(testing::ec2(&[&by_tag, &by_name, &reg, &uefi]));
     let req = testing::request("start", &testing::run(), snapshot_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
@@ -471,4 +416,13 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     let out = handle(&deps, req).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 1, "registered once");
+}
+
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
+    request: || testing::request("start", &testing::run(), snapshot_steps()),
+    malformed: [
+        (|r| r["steps"] = json!({}), "input.steps.snapshot"),
+    ],
+    rejects: ["finish"],
 }

@@ -14,37 +14,23 @@ use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{Image, Snapshot, SnapshotState};
 use lambda_runtime::tracing;
-use serde_json::Value;
 
-use ami_core::clients::{Ec2Clients, SsmClients};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
 use ami_core::recipe::{Retention, limits};
-use ami_core::step::Step;
-use ami_core::steps::{Run, StepRequest, now};
+use ami_core::step::{Clients, Step};
+use ami_core::steps::{Run, StepRequest};
 use ami_core::tags;
 
 /// Clients, built once per process; retire works in every region of the pipeline.
-pub struct Deps {
-    pub ec2: Ec2Clients,
-    pub ssm: SsmClients,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: Ec2Clients::from_config(config),
-            ssm: SsmClients::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = RetireOutput;
     const NAME: &'static str = "retire";
     const ACTIONS: &'static str = "`start`";
 
-    async fn start(&self, req: &StepRequest) -> Result<RetireOutput> {
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<RetireOutput> {
         // The recipe was validated by the trigger and is not validated again, but deregistering cannot be
         // undone: with `keep: 0` every unprotected image would go, so that one rule is checked here too.
         if req.run.recipe.retention.keep == 0 {
@@ -53,13 +39,8 @@ impl Step for Deps {
                 "must be at least 1 (the image just built)",
             ));
         }
-        retire(self, &req.run, now()).await
+        retire(self, &req.run, now).await
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<RetireOutput> {
-    ami_core::step::handle(deps, event).await
 }
 
 /// Retires in every region of the pipeline, home region first.
@@ -73,7 +54,7 @@ pub async fn retire(deps: &Deps, run: &Run, now: i64) -> Result<RetireOutput> {
 }
 
 async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result<RetiredRegion> {
-    let ec2 = deps.ec2.get(region);
+    let ec2 = deps.0.ec2.get(region);
     // Released images, and in the same listing the kept (`tested`) ones, for the abandoned sweep.
     let state = aws_sdk_ec2::types::Filter::builder()
         .name(format!("tag:{}", tags::STATE))
@@ -284,12 +265,12 @@ async fn referenced_images(deps: &Deps, run: &Run, region: &str) -> Result<BTree
     let publish = &run.recipe.publish;
     let mut out = BTreeSet::new();
     if !publish.ssm_parameters.is_empty() {
-        let ssm = deps.ssm.get(region);
+        let ssm = deps.0.ssm.get(region);
         for name in &publish.ssm_parameters {
             out.extend(lifecycle::parameter_value(&ssm, name).await?);
         }
     }
-    let ec2 = deps.ec2.get(region);
+    let ec2 = deps.0.ec2.get(region);
     for lt in &publish.launch_templates {
         if lt.region.as_deref().unwrap_or(&run.region) != region {
             continue;

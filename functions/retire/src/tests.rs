@@ -1,33 +1,17 @@
-//! Retire against a small fake of EC2 and SSM: DescribeImages applies the request's tag filters to one shared
-//! world, and the mutating calls change it, so a second run sees what the first did.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+//! Retire against the testkit's fake EC2 and SSM ([`ami_testkit::World`]): DescribeImages applies the request's
+//! tag filters to one shared world, and the mutating calls change it, so a second run sees what the first did.
 
 use aws_sdk_ec2::Client as Ec2;
-use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
-use aws_sdk_ec2::operation::deregister_image::{DeregisterImageInput, DeregisterImageOutput};
-use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
-use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
-use aws_sdk_ec2::operation::describe_snapshots::{DescribeSnapshotsInput, DescribeSnapshotsOutput};
-use aws_sdk_ec2::operation::enable_image_deprecation::{EnableImageDeprecationInput, EnableImageDeprecationOutput};
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, ImageState, LaunchTemplateVersion, ResponseLaunchTemplateData, Tag,
-};
+use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+use aws_sdk_ec2::types::SnapshotState;
 use aws_sdk_ssm::Client as Ssm;
-use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
-use aws_sdk_ssm::types::Parameter;
-use aws_sdk_ssm::types::error::ParameterNotFound;
-use aws_smithy_mocks::{MockResponse, Rule, mock};
+use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::clients::{Ec2Clients, SsmClients};
-use ami_core::testing::{self, NOW};
+use ami_testkit::world::{FakeImage, FakeSnapshot, tag_map};
+use ami_testkit::{self as testing, NOW, World, WorldState};
 
 use super::*;
-
-/// An edit of a valid request that makes it invalid.
-type Change = fn(&mut serde_json::Value);
 
 const HOME: &str = "us-east-1";
 const EU: &str = "eu-west-1";
@@ -35,290 +19,58 @@ const DAY: i64 = 86_400;
 const PARAM: &str = "/images/web/latest";
 const TEMPLATE: &str = "web-servers";
 
-#[derive(Clone)]
-struct FakeImage {
-    region: String,
-    created: i64,
-    tags: BTreeMap<String, String>,
-    deprecation: Option<i64>,
-    snapshots: Vec<String>,
-    /// DescribeImages' DeregistrationProtection, when set.
-    protection: Option<&'static str>,
-}
-
-/// A snapshot DescribeSnapshots lists (the images' own snapshots are not listed unless added here).
-#[derive(Clone)]
-struct FakeSnapshot {
-    region: String,
-    started: i64,
-    tags: BTreeMap<String, String>,
-    state: SnapshotState,
-}
-
-#[derive(Default)]
-struct World {
-    images: BTreeMap<String, FakeImage>,
-    snapshots: BTreeMap<String, FakeSnapshot>,
-    snapshot_describes: Vec<DescribeSnapshotsInput>,
-    /// DeleteSnapshot requests, in order (the images' snapshots going with DeregisterImage are not requests).
-    delete_requests: Vec<String>,
-    /// (region, name) -> value
-    params: BTreeMap<(String, String), String>,
-    /// (region, template name) -> default version's image
-    templates: BTreeMap<(String, String), String>,
-    /// Answer DescribeImages without applying the filters, like a broken or lax API would.
-    ignore_filters: bool,
-    deprecations: Vec<EnableImageDeprecationInput>,
-    deregistered: Vec<DeregisterImageInput>,
-    deleted_snapshots: Vec<String>,
-    describes: Vec<DescribeImagesInput>,
-}
-
-type Shared = Arc<Mutex<World>>;
-
 /// `ami-0<pipeline initial><age in days, 15 digits>`: readable in assertion messages.
 fn image_id(prefix: char, n: i64) -> String {
     format!("ami-0{prefix}{n:015}")
 }
 
-fn add_image(w: &mut World, region: &str, id: &str, pipeline: &str, state: &str, age_days: i64) {
+fn add_image(w: &mut WorldState, region: &str, id: &str, pipeline: &str, state: &str, age_days: i64) {
     let snap = format!("snap-{}", &id[4..]);
-    w.images.insert(
-        id.into(),
-        FakeImage {
-            region: region.into(),
-            created: NOW - age_days * DAY,
-            tags: [
-                (tags::PIPELINE, pipeline),
-                (tags::STATE, state),
-                (tags::EXECUTION, "some-execution"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            deprecation: None,
-            snapshots: vec![snap.clone(), format!("{snap}-data")],
-            protection: None,
-        },
+    let tags = tag_map([
+        (tags::PIPELINE, pipeline),
+        (tags::STATE, state),
+        (tags::EXECUTION, "some-execution"),
+    ]);
+    let image = FakeImage::new(
+        region,
+        NOW - age_days * DAY,
+        tags,
+        vec![snap.clone(), format!("{snap}-data")],
     );
+    w.images.insert(id.into(), image);
 }
 
 /// Released web images in the home region aged `ages` days.
-fn world_with(ages: &[i64]) -> Shared {
-    let mut w = World::default();
+fn world_with(ages: &[i64]) -> World {
+    let mut w = WorldState::default();
     for age in ages {
         add_image(&mut w, HOME, &image_id('a', *age), "web", "released", *age);
     }
-    Arc::new(Mutex::new(w))
-}
-
-fn to_image(id: &str, i: &FakeImage) -> Image {
-    let mut b = Image::builder()
-        .image_id(id)
-        .state(ImageState::Available)
-        .creation_date(format!(
-            "{}",
-            chrono::DateTime::from_timestamp(i.created, 0)
-                .unwrap()
-                .format("%Y-%m-%dT%H:%M:%S.000Z")
-        ))
-        .set_tags(Some(
-            i.tags
-                .iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ));
-    if let Some(d) = i.deprecation {
-        b = b.deprecation_time(testing::rfc3339(d));
-    }
-    if let Some(p) = i.protection {
-        b = b.deregistration_protection(p);
-    }
-    for s in &i.snapshots {
-        b = b.block_device_mappings(
-            BlockDeviceMapping::builder()
-                .ebs(EbsBlockDevice::builder().snapshot_id(s).build())
-                .build(),
-        );
-    }
-    b.build()
-}
-
-fn matches_filters(req: &DescribeImagesInput, i: &FakeImage) -> bool {
-    req.filters()
-        .iter()
-        .all(|f| match f.name().and_then(|n| n.strip_prefix("tag:")) {
-            Some(key) => i.tags.get(key).is_some_and(|v| f.values().contains(v)),
-            None => panic!("unexpected filter {f:?}"),
-        })
-}
-
-fn ec2_rules(world: &Shared, region: &str) -> Vec<Rule> {
-    let (w, r) = (world.clone(), region.to_string());
-    let describe = mock!(Ec2::describe_images).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        assert_eq!(req.owners(), ["self"], "only our own images");
-        w.describes.push(req.clone());
-        let images = w
-            .images
-            .iter()
-            .filter(|(_, i)| i.region == r && (w.ignore_filters || matches_filters(req, i)))
-            .map(|(id, i)| to_image(id, i))
-            .collect();
-        DescribeImagesOutput::builder().set_images(Some(images)).build()
-    });
-    let w = world.clone();
-    let deprecate = mock!(Ec2::enable_image_deprecation).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.deprecations.push(req.clone());
-        let at = req.deprecate_at().map(|d| d.secs());
-        if let Some(i) = w.images.get_mut(req.image_id().unwrap_or_default()) {
-            i.deprecation = at;
-        }
-        EnableImageDeprecationOutput::builder().r#return(true).build()
-    });
-    let w = world.clone();
-    let deregister = mock!(Ec2::deregister_image).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        w.deregistered.push(req.clone());
-        let image = w.images.remove(req.image_id().unwrap_or_default());
-        // DeleteAssociatedSnapshots: the image's snapshots go in the same call.
-        assert_eq!(
-            req.delete_associated_snapshots(),
-            Some(true),
-            "snapshots must go with the image"
-        );
-        w.deleted_snapshots
-            .extend(image.map(|i| i.snapshots).unwrap_or_default());
-        DeregisterImageOutput::builder().build()
-    });
-    let w = world.clone();
-    let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        let id = req.snapshot_id().unwrap_or_default().to_string();
-        w.snapshots.remove(&id);
-        w.delete_requests.push(id.clone());
-        w.deleted_snapshots.push(id);
-        DeleteSnapshotOutput::builder().build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let describe_snapshots = mock!(Ec2::describe_snapshots).then_compute_output(move |req| {
-        let mut w = w.lock().unwrap();
-        assert_eq!(req.owner_ids(), ["self"], "only our own snapshots");
-        w.snapshot_describes.push(req.clone());
-        let snapshots = w
-            .snapshots
-            .iter()
-            .filter(|(_, s)| s.region == r && (w.ignore_filters || snapshot_matches(req, s)))
-            .map(|(id, s)| {
-                Snapshot::builder()
-                    .snapshot_id(id)
-                    .state(s.state.clone())
-                    .start_time(aws_smithy_types::DateTime::from_secs(s.started))
-                    .set_tags(Some(
-                        s.tags
-                            .iter()
-                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                            .collect(),
-                    ))
-                    .build()
-            })
-            .collect();
-        DescribeSnapshotsOutput::builder()
-            .set_snapshots(Some(snapshots))
-            .build()
-    });
-    let (w, r) = (world.clone(), region.to_string());
-    let template = mock!(Ec2::describe_launch_template_versions).then_compute_output(move |req| {
-        assert_eq!(req.versions(), ["$Default"]);
-        let w = w.lock().unwrap();
-        let image = w
-            .templates
-            .get(&(r.clone(), req.launch_template_name().unwrap_or_default().into()))
-            .expect("template exists");
-        DescribeLaunchTemplateVersionsOutput::builder()
-            .launch_template_versions(
-                LaunchTemplateVersion::builder()
-                    .version_number(7)
-                    .launch_template_data(ResponseLaunchTemplateData::builder().image_id(image).build())
-                    .build(),
-            )
-            .build()
-    });
-    vec![
-        describe,
-        deprecate,
-        deregister,
-        delete_snapshot,
-        describe_snapshots,
-        template,
-    ]
-}
-
-fn snapshot_matches(req: &DescribeSnapshotsInput, s: &FakeSnapshot) -> bool {
-    req.filters()
-        .iter()
-        .all(|f| match f.name().and_then(|n| n.strip_prefix("tag:")) {
-            Some(key) => s.tags.get(key).is_some_and(|v| f.values().contains(v)),
-            None => panic!("unexpected filter {f:?}"),
-        })
+    World::new(w)
 }
 
 /// A snapshot of `pipeline` in the home region, started `age` seconds ago, tagged as the snapshot step and
 /// CopyImage tag theirs (pipeline, execution, role), minus the tags in `without`.
-fn add_snapshot(w: &mut World, id: &str, pipeline: &str, age: i64, state: SnapshotState, without: &[&str]) {
+fn add_snapshot(w: &mut WorldState, id: &str, pipeline: &str, age: i64, state: SnapshotState, without: &[&str]) {
     let tags = [
         (tags::PIPELINE, pipeline),
         (tags::EXECUTION, "an-old-execution"),
         (tags::ROLE, "snapshot"),
     ]
     .into_iter()
-    .filter(|(k, _)| !without.contains(k))
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    w.snapshots.insert(
-        id.into(),
-        FakeSnapshot {
-            region: HOME.into(),
-            started: NOW - age,
-            tags,
-            state,
-        },
-    );
+    .filter(|(k, _)| !without.contains(k));
+    let snapshot = FakeSnapshot {
+        state,
+        ..FakeSnapshot::new(HOME, NOW - age, tag_map(tags))
+    };
+    w.snapshots.insert(id.into(), snapshot);
 }
 
-fn ssm_rules(world: &Shared, region: &str) -> Vec<Rule> {
-    let (w, r) = (world.clone(), region.to_string());
-    vec![mock!(Ssm::get_parameter).then_compute_response(move |req| {
-        let w = w.lock().unwrap();
-        match w.params.get(&(r.clone(), req.name().unwrap_or_default().into())) {
-            Some(v) => MockResponse::Output(
-                GetParameterOutput::builder()
-                    .parameter(Parameter::builder().value(v).build())
-                    .build(),
-            ),
-            None => MockResponse::Error(GetParameterError::ParameterNotFound(
-                ParameterNotFound::builder().build(),
-            )),
-        }
-    })]
+fn deps_with(world: &World, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
+    Deps(world.clients(first_ec2, first_ssm))
 }
 
-fn deps_with(world: &Shared, first_ec2: Vec<Rule>, first_ssm: Vec<Rule>) -> Deps {
-    let w = world.clone();
-    let ec2 = Ec2Clients::from_fn(move |region| {
-        let rules: Vec<Rule> = first_ec2.iter().cloned().chain(ec2_rules(&w, region)).collect();
-        testing::ec2(&rules.iter().collect::<Vec<_>>())
-    });
-    let w = world.clone();
-    let ssm = SsmClients::from_fn(move |region| {
-        let rules: Vec<Rule> = first_ssm.iter().cloned().chain(ssm_rules(&w, region)).collect();
-        testing::ssm(&rules.iter().collect::<Vec<_>>())
-    });
-    Deps { ec2, ssm }
-}
-
-fn deps(world: &Shared) -> Deps {
+fn deps(world: &World) -> Deps {
     deps_with(world, vec![], vec![])
 }
 
@@ -363,7 +115,7 @@ async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots
     assert_eq!(out.regions.len(), 3, "every region of the pipeline");
 
     let w = world.lock().unwrap();
-    let deregistered: Vec<&str> = w.deregistered.iter().map(|d| d.image_id().unwrap()).collect();
+    let deregistered = w.deregistered();
     assert_eq!(deregistered, ids_of(&[40, 50, 70]));
     let mut want: Vec<String> = ids_of(&[40, 50, 70])
         .iter()
@@ -375,7 +127,7 @@ async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots
     assert_eq!(deleted, want, "both snapshots of each deregistered image, nothing else");
     assert_eq!(w.images.len(), 3);
 
-    let filters: Vec<(String, Vec<String>)> = w.describes[0]
+    let filters: Vec<(String, Vec<String>)> = w.requests.describe_images[0]
         .filters()
         .iter()
         .map(|f| (f.name().unwrap().to_string(), f.values().to_vec()))
@@ -406,7 +158,7 @@ async fn kept_images_no_rerun_adopted_within_the_grace_period_are_deregistered_w
     // the released image keeps its place; a young kept image, another pipeline's and a candidate are left
     assert_eq!(region(&out, HOME).kept, [image_id('a', 1)]);
     let w = world.lock().unwrap();
-    let deregistered: Vec<&str> = w.deregistered.iter().map(|d| d.image_id().unwrap()).collect();
+    let deregistered = w.deregistered();
     assert_eq!(
         deregistered,
         [image_id('t', grace + 1).as_str(), image_id('e', grace + 3).as_str()]
@@ -432,7 +184,7 @@ async fn images_still_referenced_are_never_touched_and_take_no_keep_place() {
         let mut w = world.lock().unwrap();
         // The parameter points at the newest image, the template's default still at an old one.
         w.params.insert((HOME.into(), PARAM.into()), image_id('a', 1));
-        w.templates.insert((HOME.into(), TEMPLATE.into()), image_id('a', 50));
+        w.template(HOME, TEMPLATE, "lt-0123456789abcdef0", vec![image_id('a', 50)]);
     }
     let mut run = run_with(2, Some(30));
     run.recipe.publish.ssm_parameters = vec![PARAM.into()];
@@ -450,7 +202,10 @@ async fn images_still_referenced_are_never_touched_and_take_no_keep_place() {
     for protected in ids_of(&[1, 50]) {
         assert!(w.images.contains_key(&protected), "{protected} still there");
         assert!(
-            !w.deprecations.iter().any(|d| d.image_id() == Some(&protected)),
+            !w.requests
+                .enable_image_deprecation
+                .iter()
+                .any(|d| d.image_id() == Some(&protected)),
             "{protected} not deprecated either"
         );
     }
@@ -462,7 +217,7 @@ async fn another_pipelines_images_and_candidates_are_never_touched() {
         let world = world_with(&[10, 20]);
         {
             let mut w = world.lock().unwrap();
-            w.ignore_filters = ignore_filters;
+            w.ignore_tag_filters = ignore_filters;
             for age in [100, 200, 300] {
                 add_image(&mut w, HOME, &image_id('b', age), "billing", "released", age);
             }
@@ -474,8 +229,8 @@ async fn another_pipelines_images_and_candidates_are_never_touched() {
         assert_eq!(home.kept, ids_of(&[10]), "ignore_filters={ignore_filters}");
         assert_eq!(home.deregistered, ids_of(&[20]), "ignore_filters={ignore_filters}");
         let w = world.lock().unwrap();
-        assert_eq!(w.deregistered.len(), 1);
-        assert_eq!(w.deprecations.len(), 1);
+        assert_eq!(w.requests.deregister_image.len(), 1);
+        assert_eq!(w.requests.enable_image_deprecation.len(), 1);
         assert_eq!(w.images.len(), 6, "ignore_filters={ignore_filters}");
     }
 }
@@ -497,7 +252,8 @@ async fn kept_images_get_a_deprecation_time_never_in_the_past() {
 
     let w = world.lock().unwrap();
     let sent: Vec<(&str, i64)> = w
-        .deprecations
+        .requests
+        .enable_image_deprecation
         .iter()
         .map(|d| (d.image_id().unwrap(), d.deprecate_at().unwrap().secs()))
         .collect();
@@ -529,8 +285,8 @@ async fn images_under_deregistration_protection_are_skipped_and_reported() {
     let world = world_with(&[10, 20, 30, 40, 50]);
     {
         let mut w = world.lock().unwrap();
-        w.images.get_mut(&image_id('a', 40)).unwrap().protection = Some("enabled-without-cooldown");
-        w.images.get_mut(&image_id('a', 50)).unwrap().protection = Some("disabled");
+        w.images.get_mut(&image_id('a', 40)).unwrap().protection = Some("enabled-without-cooldown".into());
+        w.images.get_mut(&image_id('a', 50)).unwrap().protection = Some("disabled".into());
     }
     let deps = deps(&world);
     let out = retire(&deps, &run_with(3, None), NOW).await.unwrap();
@@ -542,7 +298,11 @@ async fn images_under_deregistration_protection_are_skipped_and_reported() {
     );
     assert_eq!(home.deregistration_protected, ids_of(&[40]));
     let w = world.lock().unwrap();
-    assert_eq!(w.deregistered.len(), 1, "no DeregisterImage for the protected one");
+    assert_eq!(
+        w.requests.deregister_image.len(),
+        1,
+        "no DeregisterImage for the protected one"
+    );
     assert!(w.images.contains_key(&image_id('a', 40)));
 }
 
@@ -554,14 +314,22 @@ async fn a_second_run_changes_nothing() {
     retire(&deps, &run, NOW).await.unwrap();
     let (deprecations, deregistered, deleted) = {
         let w = world.lock().unwrap();
-        (w.deprecations.len(), w.deregistered.len(), w.deleted_snapshots.len())
+        (
+            w.requests.enable_image_deprecation.len(),
+            w.requests.deregister_image.len(),
+            w.deleted_snapshots.len(),
+        )
     };
     assert_eq!((deprecations, deregistered, deleted), (3, 2, 4));
 
     let out = retire(&deps, &run, NOW + 30).await.unwrap();
     let w = world.lock().unwrap();
-    assert_eq!(w.deprecations.len(), deprecations, "already deprecated by then");
-    assert_eq!(w.deregistered.len(), deregistered);
+    assert_eq!(
+        w.requests.enable_image_deprecation.len(),
+        deprecations,
+        "already deprecated by then"
+    );
+    assert_eq!(w.requests.deregister_image.len(), deregistered);
     assert_eq!(w.deleted_snapshots.len(), deleted);
     assert_eq!(region(&out, HOME).kept.len(), 3);
     assert!(region(&out, HOME).deprecated.is_empty());
@@ -571,17 +339,12 @@ async fn a_second_run_changes_nothing() {
 async fn deregistering_an_image_that_is_already_gone_is_success() {
     let world = world_with(&[10, 20]);
     let gone = image_id('a', 20);
-    let missing_image = mock!(Ec2::deregister_image)
-        .match_requests(move |r| r.image_id() == Some(gone.as_str()))
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
-        .repeatedly()
-        .build();
-    let missing_snapshots = mock!(Ec2::delete_snapshot)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .repeatedly()
-        .build();
+    let missing_image = ami_testkit::ec2_error!(
+        Ec2::deregister_image,
+        "InvalidAMIID.NotFound",
+        match move |r| r.image_id() == Some(gone.as_str())
+    );
+    let missing_snapshots = ami_testkit::ec2_error!(Ec2::delete_snapshot, "InvalidSnapshot.NotFound");
     let deps = deps_with(&world, vec![missing_image.clone(), missing_snapshots.clone()], vec![]);
     let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
     assert_eq!(region(&out, HOME).deregistered, ids_of(&[20]));
@@ -593,11 +356,7 @@ async fn deregistering_an_image_that_is_already_gone_is_success() {
 async fn throttled_calls_are_retried_then_succeed() {
     let world = world_with(&[10, 20]);
     // The mock answers retries from the rule that matched the first attempt, so the rule gives the success.
-    let throttled = mock!(Ec2::deregister_image)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| DeregisterImageOutput::builder().build())
-        .build();
+    let throttled = ami_testkit::throttled_once!(Ec2::deregister_image, || DeregisterImageOutput::builder().build());
     let deps = deps_with(&world, vec![throttled.clone()], vec![]);
     let out = retire(&deps, &run_with(1, None), NOW).await.unwrap();
     assert_eq!(throttled.num_calls(), 2);
@@ -641,44 +400,27 @@ async fn when_references_cannot_be_read_nothing_is_removed() {
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.AwsError", "{err}");
-    assert!(world.lock().unwrap().deregistered.is_empty());
+    assert!(world.lock().unwrap().requests.deregister_image.is_empty());
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let cases: &[(Change, &str)] = &[
+ami_testkit::step_contract_tests! {
+    setup: || {
+        let world = world_with(&[10, 20, 30, 40, 50]);
+        (deps(&world), world)
+    },
+    request: || testing::request("start", &testing::run(), json!({})),
+    malformed: [
         (|r| r["action"] = json!("status"), "input.action"),
-        (
-            |r| r["run"]["recipe"]["retention"]["keep"] = json!(0),
-            "recipe.retention.keep",
-        ),
-        (
-            |r| r["run"]["recipe"]["retention"]["keep"] = json!(-1),
-            "input.run.recipe.retention.keep",
-        ),
+        (|r| r["run"]["recipe"]["retention"]["keep"] = json!(0), "recipe.retention.keep"),
+        (|r| r["run"]["recipe"]["retention"]["keep"] = json!(-1), "input.run.recipe.retention.keep"),
         (
             |r| r["run"]["recipe"]["retention"]["deprecate_after_days"] = json!("soon"),
             "input.run.recipe.retention.deprecate_after_days",
         ),
         (|r| r["run"]["regions"] = json!("us-east-1"), "input.run.regions"),
-    ];
-    for (change, want) in cases {
-        let want = *want;
-        let world = world_with(&[10, 20, 30, 40, 50]);
-        let mut req = testing::request("start", &testing::run(), json!({}));
-        change(&mut req);
-        let err = handle(&deps(&world), req).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidInput { field, .. } if field == want),
-            "{want}: {err}"
-        );
-        assert!(world.lock().unwrap().describes.is_empty(), "{want}: no calls");
-    }
-    let world = world_with(&[10]);
-    let err = handle(&deps(&world), json!({"execution": {"name": "x"}}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+        (|r| *r = json!({"execution": {"name": "x"}}), "input"),
+    ],
+    rejects: ["status", "finish"],
 }
 
 #[test]
@@ -707,7 +449,7 @@ async fn orphaned_snapshots_older_than_any_execution_are_deleted_and_reported() 
         let used = format!("snap-{}", &image_id('a', 10)[4..]);
         {
             let mut w = world.lock().unwrap();
-            w.ignore_filters = ignore_filters;
+            w.ignore_tag_filters = ignore_filters;
             let old = ORPHAN_GRACE_SECONDS + HOUR;
             add_snapshot(&mut w, "snap-orphan", "web", old, SnapshotState::Completed, &[]);
             add_snapshot(&mut w, "snap-failed", "web", old, SnapshotState::Error, &[]);
@@ -762,7 +504,7 @@ async fn orphaned_snapshots_older_than_any_execution_are_deleted_and_reported() 
         assert!(home.deregistered.is_empty());
 
         let w = world.lock().unwrap();
-        let mut asked = w.delete_requests.clone();
+        let mut asked = w.requests.delete_snapshot.clone();
         asked.sort();
         assert_eq!(asked, deleted, "DeleteSnapshot for the orphans only");
         for kept in [
@@ -778,7 +520,7 @@ async fn orphaned_snapshots_older_than_any_execution_are_deleted_and_reported() 
         assert!(w.snapshots.contains_key(&used), "used by an image: kept");
         // The look-ups: our own snapshots of this pipeline's role `snapshot`, and every image of the account,
         // disabled ones included.
-        let req = &w.snapshot_describes[0];
+        let req = &w.requests.describe_snapshots[0];
         let filters: Vec<(String, Vec<String>)> = req
             .filters()
             .iter()
@@ -787,7 +529,12 @@ async fn orphaned_snapshots_older_than_any_execution_are_deleted_and_reported() 
         assert!(filters.contains(&("tag:ami-pipeline:pipeline".into(), vec!["web".into()])));
         assert!(filters.contains(&("tag:ami-pipeline:role".into(), vec!["snapshot".into()])));
         // Every image, not only the pipeline's (the listing without filters), disabled ones included.
-        let images: Vec<_> = w.describes.iter().filter(|d| d.filters().is_empty()).collect();
+        let images: Vec<_> = w
+            .requests
+            .describe_images
+            .iter()
+            .filter(|d| d.filters().is_empty())
+            .collect();
         assert_eq!(images.len(), 1, "one listing, in the region with candidates");
         assert_eq!(images[0].include_disabled(), Some(true));
     }
@@ -807,9 +554,9 @@ async fn no_orphan_candidates_means_no_image_listing_and_no_delete() {
     let out = retire(&deps(&world), &run_with(3, None), NOW).await.unwrap();
     assert!(region(&out, HOME).orphan_snapshots_deleted.is_empty());
     let w = world.lock().unwrap();
-    assert!(w.delete_requests.is_empty());
+    assert!(w.requests.delete_snapshot.is_empty());
     assert_eq!(
-        w.describes.len(),
+        w.requests.describe_images.len(),
         3,
         "one DescribeImages per region, none for the sweep"
     );

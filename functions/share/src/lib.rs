@@ -15,43 +15,34 @@ use aws_sdk_ec2::types::{
     CreateVolumePermission, CreateVolumePermissionModifications, ImageAttributeName, LaunchPermission,
     LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
 };
-use serde_json::Value;
 
-use ami_core::clients::Ec2Clients;
 use ami_core::distribution::{Grantee, ShareOutput, ShareState, SnapshotShare};
 use ami_core::ec2::{self, ImageProgress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
 use ami_core::recipe::{Distribution, check_id, is_account};
-use ami_core::step::Step;
+use ami_core::step::{Clients, Step};
 use ami_core::steps::ImageState;
 use ami_core::steps::StepRequest;
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
-pub struct Deps {
-    pub ec2: Ec2Clients,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: Ec2Clients::from_config(config),
-        }
-    }
-}
+pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = ShareState;
     const NAME: &'static str = "share";
     const ACTIONS: &'static str = "`start`";
 
-    async fn start(&self, req: &StepRequest) -> Result<ShareState> {
-        share(self, req).await
+    async fn start(&self, req: &StepRequest, _now: i64) -> Result<ShareState> {
+        let targets = plan(req)?;
+        let wanted = launch_permissions(&req.run.recipe.distribution)?;
+        let mut regions = Vec::with_capacity(targets.len());
+        for image in targets {
+            let what = format!("share in {}", image.region);
+            ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
+            regions.push(share_in(self, image, &wanted).await?);
+        }
+        Ok(ShareState { regions })
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<ShareState> {
-    ami_core::step::handle(deps, event).await
 }
 
 /// The launch permissions the recipe asks for, sorted and without duplicates. Making an image public is
@@ -128,18 +119,6 @@ where
     }
 }
 
-async fn share(deps: &Deps, req: &StepRequest) -> Result<ShareState> {
-    let targets = plan(req)?;
-    let wanted = launch_permissions(&req.run.recipe.distribution)?;
-    let mut regions = Vec::with_capacity(targets.len());
-    for image in targets {
-        let what = format!("share in {}", image.region);
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
-        regions.push(share_in(deps, image, &wanted).await?);
-    }
-    Ok(ShareState { regions })
-}
-
 /// The image to share in each region of the run, `run.regions` order, checked before any call.
 fn plan(req: &StepRequest) -> Result<Vec<&ImageState>> {
     let images = &req.steps.copy()?.images;
@@ -176,7 +155,7 @@ async fn share_in(deps: &Deps, image: &ImageState, wanted: &[Grantee]) -> Result
     if wanted.is_empty() {
         return Ok(out);
     }
-    let ec2 = deps.ec2.get(region);
+    let ec2 = deps.0.ec2.get(region);
 
     // The image's snapshots, and a clear answer if it is not (yet) shareable.
     let described = ec2::describe_image(&ec2, image_id).await?;

@@ -6,13 +6,14 @@ use aws_sdk_ec2::operation::modify_image_attribute::{ModifyImageAttributeInput, 
 use aws_sdk_ec2::operation::modify_snapshot_attribute::{ModifySnapshotAttributeInput, ModifySnapshotAttributeOutput};
 use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image, ImageState as AwsImageState};
 use aws_smithy_mocks::{Rule, mock};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use ami_core::recipe::Recipe;
 use ami_core::steps::{CopyState, ImageState, Progress, Run, Status};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::handle;
 
 use super::*;
 
@@ -30,26 +31,13 @@ const OU: &str = "arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-c
 /// One client per region, each with its own rules (and the request audit): a call in a region without rules
 /// fails the test.
 fn deps_in(home: &[&Rule], dest: &[&Rule]) -> Deps {
-    let (home, dest) = (testing::ec2(home), testing::ec2(dest));
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| match region {
-            HOME => home.clone(),
-            DEST => dest.clone(),
-            other => panic!("no client expected for {other}"),
-        }),
-    }
+    Deps(testing::clients_in(&[(HOME, home), (DEST, dest)]))
 }
 
 /// For the single-region tests (a run without copy regions): one client for the pipeline's region, where the
 /// candidate is shared.
 fn deps(rules: &[&Rule]) -> Deps {
-    let client = testing::ec2(rules);
-    Deps {
-        ec2: Ec2Clients::from_fn(move |region| {
-            assert_eq!(region, HOME, "calls go to the region being shared in");
-            client.clone()
-        }),
-    }
+    Deps(testing::clients_in(&[(HOME, rules)]))
 }
 
 fn image_state(region: &str, image_id: &str) -> ImageState {
@@ -397,7 +385,7 @@ async fn a_public_request_without_the_flag_is_refused_before_any_call() {
     let run = testing::run_with(recipe);
     let req: StepRequest = input::parse_value("input", request_with(&run)).unwrap();
     let deps = deps(&[]);
-    let err = share(&deps, &req).await.unwrap_err();
+    let err = deps.start(&req, NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
 
     // The recipe is carried frozen and not validated again: through the handler the same check stops it.
@@ -443,11 +431,8 @@ async fn an_image_still_pending_is_transient() {
 
 #[tokio::test]
 async fn throttled_modify_is_retried_then_succeeds() {
-    let modify = mock!(Ec2::modify_image_attribute)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| ModifyImageAttributeOutput::builder().build())
-        .build();
+    let modify = ami_testkit::throttled_once!(Ec2::modify_image_attribute, || ModifyImageAttributeOutput::builder()
+        .build());
     let rules = [
         image(AwsImageState::Available),
         launch_permission_now(&[]),
@@ -544,40 +529,29 @@ async fn a_region_still_pending_fails_the_call_for_a_retry_of_all() {
     assert_eq!(dest_modify.num_calls(), 0);
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[]);
-    let field_of = |err: Error| match err {
-        Error::InvalidInput { field, .. } => field,
-        other => panic!("expected InvalidInput, got {other}"),
-    };
-    let mut no_copy = request_with(&testing::run());
-    no_copy["steps"].as_object_mut().unwrap().remove("copy");
-    assert_eq!(field_of(handle(&deps, no_copy).await.unwrap_err()), "input.steps.copy");
-    // The copy step's output has no image for one of the run's regions.
-    let mut missing = request_with(&testing::run());
-    missing["run"]["regions"] = json!([HOME, DEST]);
-    assert_eq!(
-        field_of(handle(&deps, missing).await.unwrap_err()),
-        "input.steps.copy.images"
-    );
-    let mut bad_id = request_with(&testing::run());
-    bad_id["steps"]["copy"]["images"][0]["image_id"] = json!("ami-$(reboot)");
-    assert_eq!(
-        field_of(handle(&deps, bad_id).await.unwrap_err()),
-        "input.steps.copy.images[0].image_id"
-    );
-    let mut bad = request_with(&testing::run());
-    bad["run"]["recipe"]["distribution"]["public"] = json!("yes");
-    assert_eq!(
-        field_of(handle(&deps, bad).await.unwrap_err()),
-        "input.run.recipe.distribution.public"
-    );
-    // The per-call region of the old Map is gone: an input still carrying it is refused.
-    let mut stale = request_with(&testing::run());
-    stale["region"] = json!(HOME);
-    assert_eq!(field_of(handle(&deps, stale).await.unwrap_err()), "input.region");
-    let mut status = request_with(&testing::run());
-    status["action"] = json!("status");
-    assert_eq!(field_of(handle(&deps, status).await.unwrap_err()), "input.action");
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.clients(&[], &[])),
+    request: || request_with(&testing::run()),
+    malformed: [
+        (
+            |r| {
+                r["steps"].as_object_mut().unwrap().remove("copy");
+            },
+            "input.steps.copy",
+        ),
+        // The copy step's output has no image for one of the run's regions.
+        (|r| r["run"]["regions"] = json!([HOME, DEST]), "input.steps.copy.images"),
+        (
+            |r| r["steps"]["copy"]["images"][0]["image_id"] = json!("ami-$(reboot)"),
+            "input.steps.copy.images[0].image_id",
+        ),
+        (
+            |r| r["run"]["recipe"]["distribution"]["public"] = json!("yes"),
+            "input.run.recipe.distribution.public",
+        ),
+        // The per-call region of the old Map is gone: an input still carrying it is refused.
+        (|r| r["region"] = json!(HOME), "input.region"),
+        (|r| r["action"] = json!("status"), "input.action"),
+    ],
+    rejects: ["status", "finish"],
 }

@@ -10,49 +10,128 @@ use aws_sdk_ec2::types::{
     BootModeOverrideValues, Image, Instance, InstanceSpecification, InstanceStateName, ResourceType,
     SnapshotState as Ec2SnapshotState,
 };
-use serde_json::Value;
 
 use ami_core::ec2::{ImageProgress, image_progress};
 use ami_core::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::platform::{self, Method, Origin};
 use ami_core::recipe::{RootDeviceType, Source};
 use ami_core::step::Step;
-use ami_core::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest, now};
+use ami_core::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
 use ami_core::{image, tags};
 
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-        }
-    }
-}
+/// The EC2 client of the run's region, where this runs; built once per process.
+pub struct Deps(pub aws_sdk_ec2::Client);
 
 impl Step for Deps {
     type Output = SnapshotState;
     const NAME: &'static str = "snapshot";
     const ACTIONS: &'static str = "`start` or `status`";
 
-    async fn start(&self, req: &StepRequest) -> Result<SnapshotState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<SnapshotState> {
+        let (instance_id, stop_first) = target(req)?;
+        let progress = Progress::start(now, req.run.recipe.image.timeout_minutes);
+        let instance = describe(self, &instance_id).await?;
+        let source_image_id = match &req.run.recipe.source {
+            Source::Image(_) => req.steps.build()?.source_image_id.clone(),
+            Source::Instance(_) => instance.image_id().unwrap_or_default().to_string(),
+        };
+        // Decided from the instance (it reports its AMI's billing and boot mode), before the source instance is
+        // stopped: a recipe it cannot satisfy changes nothing.
+        let plan = platform::plan(&Origin::of_instance(&instance), &req.run.recipe.image)?;
+        let mut state = SnapshotState {
+            instance_id,
+            source_image_id,
+            root_device_name: instance.root_device_name().unwrap_or("/dev/xvda").to_string(),
+            snapshots: Vec::new(),
+            plan,
+            image_id: None,
+            percent: 0,
+            progress,
+        };
+        if req.run.recipe.image.root_device_type == RootDeviceType::InstanceStore {
+            // Instance-store images are bundled to S3 by the provisioning script; there is nothing to snapshot.
+            state.percent = 100;
+            state.progress = state.progress.with_status(Status::Ready);
+            return Ok(state);
+        }
+        if stop_first && !is_stopped(&instance) {
+            self.0
+                .stop_instances()
+                .instance_ids(&state.instance_id)
+                .send()
+                .await
+                .aws("StopInstances")?;
+            return Ok(state); // status snapshots (or images) it once it has stopped
+        }
+        match state.plan.method {
+            Method::Snapshots => state.snapshots = ensure_snapshots(self, req, &instance).await?,
+            Method::CreateImage => state.image_id = Some(ensure_image(self, req, &state).await?),
+        }
+        Ok(state)
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<SnapshotState> {
-        status(self, req, now()).await
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<SnapshotState> {
+        let mut state = req.steps.snapshot()?.clone();
+        if state.progress.status == Status::Ready {
+            return Ok(state);
+        }
+        state.progress.check_deadline(now, "snapshots")?;
+        if state.plan.method == Method::CreateImage {
+            return image_status(self, req, state).await;
+        }
+        let mut just_made = false;
+        if state.snapshots.is_empty() {
+            // Waiting for the source instance to stop. Once stopped, the snapshots are started (or, on a later poll,
+            // found by tag: a status call's output is not kept while pending) and checked in the same call.
+            let instance = describe(self, &state.instance_id).await?;
+            if !is_stopped(&instance) {
+                return Ok(state);
+            }
+            state.snapshots = ensure_snapshots(self, req, &instance).await?;
+            just_made = true;
+        }
+        let ids: Vec<String> = state.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
+        let out = match self.0.describe_snapshots().set_snapshot_ids(Some(ids)).send().await {
+            Ok(out) => out,
+            // Ids just created may be unknown to DescribeSnapshots for a while (eventual consistency): pending. Past
+            // the grace period, a snapshot of ours that is gone was deleted from outside.
+            Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {
+                if just_made || ami_core::ec2::within_grace(state.progress.started_at, now) {
+                    state.percent = 0;
+                    state.progress = state.progress.with_status(Status::Pending);
+                    return Ok(state);
+                }
+                return Err(Error::ResourceGone(format!(
+                    "a snapshot of this run no longer exists: {}",
+                    ami_core::error::from_sdk("DescribeSnapshots", e)
+                )));
+            }
+            Err(e) => return Err(ami_core::error::from_sdk("DescribeSnapshots", e)),
+        };
+        let mut lowest = 100u32;
+        for s in out.snapshots() {
+            let id = s.snapshot_id().unwrap_or("?");
+            match s.state() {
+                Some(Ec2SnapshotState::Error) => {
+                    let why = s.state_message().unwrap_or("no message");
+                    return Err(Error::SnapshotFailed(format!("snapshot {id} failed: {why}")));
+                }
+                Some(Ec2SnapshotState::Completed) => {}
+                _ => lowest = lowest.min(percent(s.progress()).min(99)),
+            }
+        }
+        if out.snapshots().len() < state.snapshots.len() {
+            lowest = 0; // not all visible yet (eventual consistency)
+        }
+        state.percent = lowest;
+        let status = if lowest == 100 { Status::Ready } else { Status::Pending };
+        state.progress = state.progress.with_status(status);
+        Ok(state)
     }
 
     fn progress(out: &SnapshotState) -> Option<&Progress> {
         Some(&out.progress)
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<SnapshotState> {
-    ami_core::step::handle(deps, event).await
 }
 
 /// The instance to snapshot and whether it must be stopped first.
@@ -63,59 +142,16 @@ fn target(req: &StepRequest) -> Result<(String, bool)> {
     }
 }
 
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState> {
-    let (instance_id, stop_first) = target(req)?;
-    let progress = Progress::start(now, req.run.recipe.image.timeout_minutes);
-    let instance = describe(deps, &instance_id).await?;
-    let source_image_id = match &req.run.recipe.source {
-        Source::Image(_) => req.steps.build()?.source_image_id.clone(),
-        Source::Instance(_) => instance.image_id().unwrap_or_default().to_string(),
-    };
-    // Decided from the instance (it reports its AMI's billing and boot mode), before the source instance is
-    // stopped: a recipe it cannot satisfy changes nothing.
-    let plan = platform::plan(&Origin::of_instance(&instance), &req.run.recipe.image)?;
-    let mut state = SnapshotState {
-        instance_id,
-        source_image_id,
-        root_device_name: instance.root_device_name().unwrap_or("/dev/xvda").to_string(),
-        snapshots: Vec::new(),
-        plan,
-        image_id: None,
-        percent: 0,
-        progress,
-    };
-    if req.run.recipe.image.root_device_type == RootDeviceType::InstanceStore {
-        // Instance-store images are bundled to S3 by the provisioning script; there is nothing to snapshot.
-        state.percent = 100;
-        state.progress = state.progress.with_status(Status::Ready);
-        return Ok(state);
-    }
-    if stop_first && !is_stopped(&instance) {
-        deps.ec2
-            .stop_instances()
-            .instance_ids(&state.instance_id)
-            .send()
-            .await
-            .aws("StopInstances")?;
-        return Ok(state); // status snapshots (or images) it once it has stopped
-    }
-    match state.plan.method {
-        Method::Snapshots => state.snapshots = ensure_snapshots(deps, req, &instance).await?,
-        Method::CreateImage => state.image_id = Some(ensure_image(deps, req, &state).await?),
-    }
-    Ok(state)
-}
-
 /// Finds this execution's image by tag (CreateImage takes no ClientToken), or makes it from the stopped instance:
 /// CreateImage snapshots every EBS volume and keeps the instance's billing information (RegisterImage API
 /// reference, on licensed platforms), its boot mode and its block device mapping.
 async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> Result<String> {
-    if let Some(id) = image::own(&deps.ec2, req, None).await? {
+    if let Some(id) = image::own(&deps.0, req, None).await? {
         return Ok(id);
     }
     let name = image::name(req);
     let out = deps
-        .ec2
+        .0
         .create_image()
         .instance_id(&state.instance_id)
         .name(&name)
@@ -141,7 +177,7 @@ async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> 
             .image_id()
             .map(String::from)
             .ok_or_else(|| Error::Internal("CreateImage returned no image id".into())),
-        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::adopt_by_name(&deps.ec2, req, &name).await,
+        Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::adopt_by_name(&deps.0, req, &name).await,
         Err(e) => Err(ami_core::error::from_sdk("CreateImage", e)),
     }
 }
@@ -165,7 +201,7 @@ async fn image_status(deps: &Deps, req: &StepRequest, mut state: SnapshotState) 
         state.image_id = Some(ensure_image(deps, req, &state).await?);
     }
     let id = state.image_id.clone().unwrap_or_default();
-    let image = ami_core::ec2::describe_image(&deps.ec2, &id).await?;
+    let image = ami_core::ec2::describe_image(&deps.0, &id).await?;
     match image_progress(image.as_ref()) {
         ImageProgress::Pending => Ok(state),
         ImageProgress::Failed(why) => Err(Error::ImageFailed(format!("CreateImage {id}: {why}"))),
@@ -212,7 +248,7 @@ fn is_stopped(instance: &Instance) -> bool {
 }
 
 async fn describe(deps: &Deps, id: &str) -> Result<Instance> {
-    ami_core::ec2::describe_instance(&deps.ec2, id)
+    ami_core::ec2::describe_instance(&deps.0, id)
         .await?
         .ok_or_else(|| Error::ResourceGone(format!("instance {id} no longer exists")))
 }
@@ -220,7 +256,7 @@ async fn describe(deps: &Deps, id: &str) -> Result<Instance> {
 /// This execution's snapshots, by tag, not in `error`: (snapshot, volume, size).
 async fn own_snapshots(deps: &Deps, req: &StepRequest) -> Result<Vec<(String, String, i32)>> {
     let existing = deps
-        .ec2
+        .0
         .describe_snapshots()
         .owner_ids("self")
         .filters(tags::filter(tags::EXECUTION, &req.execution.name))
@@ -268,7 +304,7 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
         let source = req.steps.build.as_ref().map(|b| b.source_image_id.as_str());
         let snapshot_tags = snapshot_tags(req, source.or(instance.image_id()).unwrap_or_default());
         let out = deps
-            .ec2
+            .0
             .create_snapshots()
             .instance_specification(
                 InstanceSpecification::builder()
@@ -303,7 +339,7 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
 
     let volume_ids: Vec<String> = found.iter().map(|(_, v, _)| v.clone()).collect();
     let volumes = deps
-        .ec2
+        .0
         .describe_volumes()
         .set_volume_ids(Some(volume_ids))
         .send()
@@ -345,65 +381,6 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
 /// gp2 reports IOPS but does not accept them in a block device mapping.
 fn has_settable_iops(v: &aws_sdk_ec2::types::Volume) -> bool {
     matches!(v.volume_type().map(|t| t.as_str()), Some("gp3" | "io1" | "io2"))
-}
-
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<SnapshotState> {
-    let mut state = req.steps.snapshot()?.clone();
-    if state.progress.status == Status::Ready {
-        return Ok(state);
-    }
-    state.progress.check_deadline(now, "snapshots")?;
-    if state.plan.method == Method::CreateImage {
-        return image_status(deps, req, state).await;
-    }
-    let mut just_made = false;
-    if state.snapshots.is_empty() {
-        // Waiting for the source instance to stop. Once stopped, the snapshots are started (or, on a later poll,
-        // found by tag: a status call's output is not kept while pending) and checked in the same call.
-        let instance = describe(deps, &state.instance_id).await?;
-        if !is_stopped(&instance) {
-            return Ok(state);
-        }
-        state.snapshots = ensure_snapshots(deps, req, &instance).await?;
-        just_made = true;
-    }
-    let ids: Vec<String> = state.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
-    let out = match deps.ec2.describe_snapshots().set_snapshot_ids(Some(ids)).send().await {
-        Ok(out) => out,
-        // Ids just created may be unknown to DescribeSnapshots for a while (eventual consistency): pending. Past
-        // the grace period, a snapshot of ours that is gone was deleted from outside.
-        Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {
-            if just_made || ami_core::ec2::within_grace(state.progress.started_at, now) {
-                state.percent = 0;
-                state.progress = state.progress.with_status(Status::Pending);
-                return Ok(state);
-            }
-            return Err(Error::ResourceGone(format!(
-                "a snapshot of this run no longer exists: {}",
-                ami_core::error::from_sdk("DescribeSnapshots", e)
-            )));
-        }
-        Err(e) => return Err(ami_core::error::from_sdk("DescribeSnapshots", e)),
-    };
-    let mut lowest = 100u32;
-    for s in out.snapshots() {
-        let id = s.snapshot_id().unwrap_or("?");
-        match s.state() {
-            Some(Ec2SnapshotState::Error) => {
-                let why = s.state_message().unwrap_or("no message");
-                return Err(Error::SnapshotFailed(format!("snapshot {id} failed: {why}")));
-            }
-            Some(Ec2SnapshotState::Completed) => {}
-            _ => lowest = lowest.min(percent(s.progress()).min(99)),
-        }
-    }
-    if out.snapshots().len() < state.snapshots.len() {
-        lowest = 0; // not all visible yet (eventual consistency)
-    }
-    state.percent = lowest;
-    let status = if lowest == 100 { Status::Ready } else { Status::Pending };
-    state.progress = state.progress.with_status(status);
-    Ok(state)
 }
 
 /// EC2 reports progress as "NN%".

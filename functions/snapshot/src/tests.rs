@@ -16,9 +16,10 @@ use serde_json::json;
 
 use ami_core::recipe::{Source, SourceInstance};
 use ami_core::steps::BuildState;
-use ami_core::testing::{self, BASE_IMAGE, Captured, NOW};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::input;
+use ami_core::step::{Step, handle};
 
 use super::*;
 
@@ -154,11 +155,10 @@ async fn start_snapshots_every_volume_tagged_on_create() {
         own_snapshots(vec![]),
         volumes(),
     );
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
 
-    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+    let out = deps
+        .start(&request("start", &testing::run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!(out.source_image_id, BASE_IMAGE);
@@ -214,10 +214,9 @@ async fn retried_start_finds_its_snapshots_by_tag() {
             .build(),
     ]);
     let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
-    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let out = deps
+        .start(&request("start", &testing::run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!(out.snapshots.len(), 2);
@@ -269,9 +268,7 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
         describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
         volumes(),
     );
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
@@ -289,19 +286,13 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
 
 #[tokio::test]
 async fn throttled_create_fails_throttled_and_the_step_retry_creates() {
-    let create = mock!(Ec2::create_snapshots)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(created)
-        .build();
+    let create = ami_testkit::throttled_once!(Ec2::create_snapshots, created);
     let (inst, mine, vols) = (
         describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
         own_snapshots(vec![]),
         volumes(),
     );
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
@@ -339,10 +330,8 @@ async fn started_state() -> SnapshotState {
         own_snapshots(vec![]),
         volumes(),
     );
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
-    start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    deps.start(&request("start", &testing::run(), build_steps()), NOW)
         .await
         .unwrap()
 }
@@ -357,15 +346,14 @@ async fn status_reports_progress_then_completion() {
         vec![(s1, Completed, "100%"), (s2, Pending, "75%")],
         vec![(s1, Completed, "100%"), (s2, Completed, "100%")],
     ]);
-    let deps = Deps {
-        ec2: testing::ec2(&[&polls]),
-    };
+    let deps = Deps(testing::ec2(&[&polls]));
     let mut state = started_state().await;
     let mut seen = vec![];
     for i in 0..3 {
         let mut steps = build_steps();
         steps["snapshot"] = serde_json::to_value(&state).unwrap();
-        state = status(&deps, &request("status", &testing::run(), steps), NOW + 60 * i)
+        state = deps
+            .status(&request("status", &testing::run(), steps), NOW + 60 * i)
             .await
             .unwrap();
         seen.push((state.percent, state.progress.status));
@@ -380,12 +368,11 @@ async fn status_reports_progress_then_completion() {
 async fn a_snapshot_in_error_fails_the_step() {
     let s1 = "snap-0000000000000001";
     let polls = snapshot_states(vec![vec![(s1, Ec2SnapshotState::Error, "0%")]]);
-    let deps = Deps {
-        ec2: testing::ec2(&[&polls]),
-    };
+    let deps = Deps(testing::ec2(&[&polls]));
     let mut steps = build_steps();
     steps["snapshot"] = serde_json::to_value(started_state().await).unwrap();
-    let err = status(&deps, &request("status", &testing::run(), steps), NOW)
+    let err = deps
+        .status(&request("status", &testing::run(), steps), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.SnapshotFailed");
@@ -418,33 +405,31 @@ async fn instance_source_is_stopped_first_then_snapshotted() {
         vec![(s1, Pending, "30%"), (s2, Pending, "20%")],
     ]);
     let vols = volumes();
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &stop, &mine, &vols, &create, &progress]),
-    };
+    let deps = Deps(testing::ec2(&[&inst, &stop, &mine, &vols, &create, &progress]));
 
-    let s = start(&deps, &request("start", &run, json!({})), NOW).await.unwrap();
+    let s = deps.start(&request("start", &run, json!({})), NOW).await.unwrap();
     assert_eq!((stop.num_calls(), create.num_calls()), (1, 0));
     assert_eq!(s.source_image_id, BASE_IMAGE, "recorded from the instance");
     // Every poll gets the start output, as the state machine's Retry sends it.
     let poll = || request("status", &run, json!({ "snapshot": s.clone() }));
-    let out = status(&deps, &poll(), NOW + 15).await.unwrap();
+    let out = deps.status(&poll(), NOW + 15).await.unwrap();
     assert_eq!(
         (create.num_calls(), out.progress.status),
         (0, Status::Pending),
         "still stopping"
     );
-    let out = status(&deps, &poll(), NOW + 30).await.unwrap();
+    let out = deps.status(&poll(), NOW + 30).await.unwrap();
     assert_eq!(create.num_calls(), 1, "stopped: snapshots started");
     assert_eq!((out.snapshots.len(), out.progress.status), (2, Status::Pending));
     // The next poll does not see that output: it finds its snapshots by tag instead of making a second set.
-    let out = status(&deps, &poll(), NOW + 45).await.unwrap();
+    let out = deps.status(&poll(), NOW + 45).await.unwrap();
     assert_eq!(create.num_calls(), 1, "adopted, not created twice");
     assert_eq!((out.snapshots.len(), out.percent), (2, 20));
 }
 
 #[tokio::test]
 async fn missing_build_output_is_invalid_input_without_calls() {
-    let deps = Deps { ec2: testing::ec2(&[]) };
+    let deps = Deps(testing::ec2(&[]));
     let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
         .await
         .unwrap_err();
@@ -511,10 +496,9 @@ async fn a_licensed_platform_is_imaged_with_create_image_tagged_on_create() {
     });
     let snapshots = mock!(Ec2::create_snapshots).then_output(created);
     let (inst, none) = (windows_builder(), own_image(false));
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &none, &create_image, &snapshots]),
-    };
-    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &none, &create_image, &snapshots]));
+    let out = deps
+        .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!(
@@ -549,32 +533,24 @@ async fn a_licensed_platform_is_imaged_with_create_image_tagged_on_create() {
 async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
     let create_image = mock!(Ec2::create_image).then_output(|| CreateImageOutput::builder().image_id(IMAGE).build());
     let (inst, found) = (windows_builder(), own_image(true));
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &found, &create_image]),
-    };
-    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &found, &create_image]));
+    let out = deps
+        .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!((out.image_id.as_deref(), create_image.num_calls()), (Some(IMAGE), 0));
 
     // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
     let by_name = own_image(true);
     let duplicate = mock!(Ec2::create_image)
         .sequence()
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
         .build();
     let inst = windows_builder();
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]),
-    };
-    let out = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let out = deps
+        .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!((out.image_id.as_deref(), duplicate.num_calls()), (Some(IMAGE), 1));
@@ -587,14 +563,7 @@ async fn create_image_status_is_pending_then_lists_the_image_snapshots() {
         source_image_id: BASE_IMAGE.into(),
         root_device_name: "/dev/sda1".into(),
         snapshots: vec![],
-        plan: ami_core::platform::ImagePlan {
-            method: Method::CreateImage,
-            platform_details: "Windows".into(),
-            usage_operation: "RunInstances:0002".into(),
-            boot_mode: Some("uefi".into()),
-            boot_mode_override: false,
-            tpm_support: true,
-        },
+        plan: testing::windows_plan(),
         image_id: Some(IMAGE.into()),
         percent: 0,
         progress: Progress::start(NOW, 60),
@@ -628,15 +597,13 @@ async fn create_image_status_is_pending_then_lists_the_image_snapshots() {
                 .build()
         })
         .build();
-    let deps = Deps {
-        ec2: testing::ec2(&[&states]),
-    };
+    let deps = Deps(testing::ec2(&[&states]));
     let mut steps = build_steps();
     steps["snapshot"] = serde_json::to_value(&started).unwrap();
     let poll = || request("status", &windows_run(), steps.clone());
-    let out = status(&deps, &poll(), NOW + 60).await.unwrap();
+    let out = deps.status(&poll(), NOW + 60).await.unwrap();
     assert_eq!(out.progress.status, Status::Pending);
-    let out = status(&deps, &poll(), NOW + 120).await.unwrap();
+    let out = deps.status(&poll(), NOW + 120).await.unwrap();
     assert_eq!((out.progress.status, out.percent), (Status::Ready, 100));
     let s = &out.snapshots[0];
     assert_eq!(
@@ -672,10 +639,9 @@ async fn a_boot_mode_the_source_instance_cannot_boot_is_refused_before_it_is_sto
             .build()
     });
     let stop = mock!(Ec2::stop_instances).then_output(|| StopInstancesOutput::builder().build());
-    let deps = Deps {
-        ec2: testing::ec2(&[&legacy, &stop]),
-    };
-    let err = start(&deps, &request("start", &testing::run_with(recipe), json!({})), NOW)
+    let deps = Deps(testing::ec2(&[&legacy, &stop]));
+    let err = deps
+        .start(&request("start", &testing::run_with(recipe), json!({})), NOW)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
@@ -699,10 +665,9 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
         })
         .build();
     let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &late, &vols, &create]),
-    };
-    let out = start(&deps, &request("start", &testing::run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &late, &vols, &create]));
+    let out = deps
+        .start(&request("start", &testing::run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!(out.snapshots.len(), 2);
@@ -728,15 +693,11 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
     let mut steps = build_steps();
     steps["snapshot"] = serde_json::to_value(&state).unwrap();
     let req = request("status", &testing::run(), steps);
-    let deps = Deps {
-        ec2: testing::ec2(&[&not_found]),
-    };
-    let s = status(&deps, &req, NOW + 30).await.unwrap();
+    let deps = Deps(testing::ec2(&[&not_found]));
+    let s = deps.status(&req, NOW + 30).await.unwrap();
     assert_eq!((s.percent, s.progress.status), (0, Status::Pending), "not an AwsError");
-    let deps = Deps {
-        ec2: testing::ec2(&[&found]),
-    };
-    let s = status(&deps, &req, NOW + 60).await.unwrap();
+    let deps = Deps(testing::ec2(&[&found]));
+    let s = deps.status(&req, NOW + 60).await.unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     // Still unknown long after they were made: deleted from outside.
     let gone = mock!(Ec2::describe_snapshots)
@@ -744,10 +705,8 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
         .sequence()
         .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
         .build();
-    let deps = Deps {
-        ec2: testing::ec2(&[&gone]),
-    };
-    let err = status(&deps, &req, NOW + 600).await.unwrap_err();
+    let deps = Deps(testing::ec2(&[&gone]));
+    let err = deps.status(&req, NOW + 600).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone", "{err}");
 }
 
@@ -762,9 +721,7 @@ async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
         own_snapshots(vec![]),
         volumes(),
     );
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &mine, &vols, &create]),
-    };
+    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.LimitExceeded", "{err}");
@@ -773,18 +730,12 @@ async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
 
 #[tokio::test]
 async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() {
-    let by_tag = mock!(Ec2::describe_images)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("tag:ami-pipeline:execution"))
-        })
+    let by_tag = testing::images_by_execution_tag()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .repeatedly()
         .build();
-    let by_name = mock!(Ec2::describe_images)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+    let by_name = testing::images_by_name()
         .sequence()
         .output(|| DescribeImagesOutput::builder().build())
         .repeatedly()
@@ -794,11 +745,23 @@ async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() 
         .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
         .build();
     let inst = windows_builder();
-    let deps = Deps {
-        ec2: testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]),
-    };
-    let err = start(&deps, &request("start", &windows_run(), build_steps()), NOW)
+    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let err = deps
+        .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
+}
+
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.ec2(&[])),
+    request: || testing::request("start", &testing::run(), build_steps()),
+    malformed: [
+        (|r| r["steps"] = json!({}), "input.steps.build"),
+        (
+            |r| r["run"]["recipe"]["image"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.image.timeout_minutes",
+        ),
+    ],
+    rejects: ["finish"],
 }

@@ -10,57 +10,314 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ResourceType,
     ShutdownBehavior, SummaryStatus, VolumeType,
 };
-use serde_json::Value;
 
 use ami_core::error::{Error, Result, SdkResultExt};
 use ami_core::recipe::Channel;
 use ami_core::runcommand::{self, Job, Purpose, State as RcState};
-use ami_core::step::Step;
-use ami_core::steps::{Progress, Status, StepRequest, TestState, now};
+use ami_core::step::{InstanceClients, Step};
+use ami_core::steps::{Progress, Status, StepRequest, TestState};
 use ami_core::tags;
 use ami_core::userdata::{self, Outcome};
 
-/// Clients, built once per process. The candidate image is in the pipeline's own region, where this runs.
-pub struct Deps {
-    pub ec2: aws_sdk_ec2::Client,
-    /// Run Command and its CloudWatch Logs output, for the smoke test.
-    pub channel: runcommand::Channel,
-}
-
-impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
-        Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
-            channel: runcommand::Channel::from_config(config),
-        }
-    }
-}
+/// Clients, built once per process.
+pub struct Deps(pub InstanceClients);
 
 impl Step for Deps {
     type Output = TestState;
     const NAME: &'static str = "test-launch";
     const ACTIONS: &'static str = "`start`, `status` or `finish`";
 
-    async fn start(&self, req: &StepRequest) -> Result<TestState> {
-        start(self, req, now()).await
+    async fn start(&self, req: &StepRequest, now: i64) -> Result<TestState> {
+        let recipe = &req.run.recipe;
+        let test = &recipe.test;
+        let image = req.steps.register()?;
+        if image.region != req.run.region {
+            return Err(Error::invalid(
+                "input.steps.register.region",
+                format!("the candidate is tested in the pipeline's region `{}`", req.run.region),
+            ));
+        }
+        let progress = Progress::start(now, test.timeout_minutes);
+        let state = |instance_id: String, launched_at: i64| TestState {
+            instance_id,
+            image_id: image.image_id.clone(),
+            launched_at,
+            boot_to_ready_seconds: None,
+            terminated: false,
+            logs: None,
+            progress,
+        };
+        if !test.enabled {
+            return Ok(TestState {
+                progress: progress.with_status(Status::Ready),
+                ..state(String::new(), now)
+            });
+        }
+
+        // Test settings fall back to the build's, so the image is tested where it was built; so do the fallbacks of a
+        // setting the test does not give itself.
+        let build = recipe.build.as_ref();
+        let instance_type = test
+            .instance_type
+            .as_deref()
+            .or(build.map(|b| b.instance_type.as_str()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "run.recipe.test.instance_type",
+                    "required when there is no `build` section",
+                )
+            })?;
+        let fallback_types = match (&test.instance_type, build) {
+            (None, Some(b)) if test.fallback_instance_types.is_empty() => &b.fallback_instance_types,
+            _ => &test.fallback_instance_types,
+        };
+        let subnet = test
+            .subnet_id
+            .as_deref()
+            .or_else(|| build.and_then(|b| b.subnet_id.as_deref()));
+        let fallback_subnets = match (&test.subnet_id, build) {
+            (None, Some(b)) if test.fallback_subnet_ids.is_empty() => &b.fallback_subnet_ids,
+            _ => &test.fallback_subnet_ids,
+        };
+        let types: Vec<&str> = std::iter::once(instance_type)
+            .chain(fallback_types.iter().map(String::as_str))
+            .collect();
+        let subnets: Vec<Option<&str>> = std::iter::once(subnet)
+            .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
+            .collect();
+        let placements = ami_core::ec2::placements(&types, &subnets);
+
+        // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
+        // a lost response of the same placement; with fallbacks the look-up is made once more before launching).
+        let mine = vec![
+            tags::filter(tags::EXECUTION, &req.execution.name),
+            tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
+        ];
+        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
+        if let Some(existing) = found.first() {
+            let id = existing
+                .instance_id()
+                .ok_or_else(|| Error::Internal("DescribeInstances returned an instance without an id".into()))?;
+            log(id, "adopted the test instance this execution already launched");
+            return Ok(state(id.to_string(), launched_at(existing, now)));
+        }
+        let groups = match (&test.security_group_ids, build) {
+            (groups, _) if !groups.is_empty() => groups.clone(),
+            (_, Some(b)) => b.security_group_ids.clone(),
+            _ => Vec::new(),
+        };
+        // Most current instance types boot only from EBS, and RunInstances would refuse an instance-store image
+        // (UnsupportedOperation). The trigger checked it before building; checked again before launching (read-only),
+        // for a run started before the type's offering changed.
+        ami_core::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
+        let platform = build.map(|b| b.platform).unwrap_or_default();
+        let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
+        let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
+
+        let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
+        let volumes = encrypted_volumes(req);
+        // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the build did.
+        let profile = test
+            .instance_profile
+            .as_deref()
+            .or(build.and_then(|b| b.instance_profile.as_deref()))
+            .map(ami_core::ec2::instance_profile);
+        let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
+            ami_core::ec2::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
+                .set_block_device_mappings(volumes.clone())
+                .set_iam_instance_profile(profile.clone())
+                .image_id(&image.image_id)
+                .instance_type(p.instance_type.as_str().into())
+                .min_count(1)
+                .max_count(1)
+                .client_token(ami_core::ec2::launch_token(
+                    &req.execution.name,
+                    "test",
+                    &req.run.region,
+                    attempt,
+                    p,
+                ))
+                // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+                .set_user_data(user_data.clone())
+                .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
+                .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+        })
+        .await?;
+        let instance = out
+            .instances()
+            .first()
+            .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?;
+        let id = instance
+            .instance_id()
+            .ok_or_else(|| Error::Internal("RunInstances returned an instance without an id".into()))?;
+        log(id, "launched the test instance");
+        Ok(state(id.to_string(), launched_at(instance, now)))
     }
 
-    async fn status(&self, req: &StepRequest) -> Result<TestState> {
-        status(self, req, now()).await
+    async fn status(&self, req: &StepRequest, now: i64) -> Result<TestState> {
+        let state = req.steps.test_launch()?.clone();
+        if state.instance_id.is_empty() {
+            // Only `start` with the test disabled returns no instance, and that state is already ready.
+            if req.run.recipe.test.enabled {
+                return Err(Error::invalid(
+                    "input.steps.test_launch.instance_id",
+                    "must name the test instance `start` launched",
+                ));
+            }
+            return Ok(state);
+        }
+        state.progress.check_deadline(now, "test launch")?;
+        let id = &state.instance_id;
+        let pending = |state: TestState| TestState {
+            progress: state.progress.with_status(Status::Pending),
+            ..state
+        };
+
+        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
+            // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
+            if ami_core::ec2::within_grace(state.launched_at, now) {
+                return Ok(pending(state));
+            }
+            return Err(Error::ResourceGone(format!("test instance {id} no longer exists")));
+        };
+        match instance.state().and_then(|s| s.name()) {
+            Some(InstanceStateName::Running) => {}
+            Some(
+                s @ (InstanceStateName::Stopping
+                | InstanceStateName::Stopped
+                | InstanceStateName::ShuttingDown
+                | InstanceStateName::Terminated),
+            ) => return Err(ended(id, &instance, s)),
+            _ => return Ok(pending(state)),
+        }
+
+        // Always filtered to the instance: unfiltered calls draw on a smaller throttle bucket.
+        let out = self
+            .0
+            .ec2
+            .describe_instance_status()
+            .instance_ids(id)
+            .include_all_instances(true)
+            .send()
+            .await
+            .aws("DescribeInstanceStatus")?;
+        let checks = out.instance_statuses().first();
+        let summaries = [
+            ("instance", checks.and_then(|c| c.instance_status())),
+            ("system", checks.and_then(|c| c.system_status())),
+        ];
+        for (which, summary) in summaries {
+            if let Some(s) = summary.filter(|s| s.status() == Some(&SummaryStatus::Impaired)) {
+                return Err(Error::TestFailed(format!(
+                    "test instance {id}: {which} status check {}",
+                    describe_check(s)
+                )));
+            }
+        }
+        let checks_ok = summaries
+            .iter()
+            .all(|(_, s)| s.and_then(|s| s.status()) == Some(&SummaryStatus::Ok));
+
+        let mut logs = None;
+        let smoke_passed = match (&req.run.recipe.test.script, req.run.recipe.test_channel()) {
+            (None, _) => true,
+            (Some(_), Channel::Console) => {
+                // `Latest` only on Nitro types (GetConsoleOutput API reference); elsewhere the buffered output.
+                let latest = match instance.instance_type() {
+                    Some(t) => ami_core::ec2::is_nitro(&self.0.ec2, t.as_str()).await?,
+                    None => false,
+                };
+                let console = ami_core::ec2::console_text(&self.0.ec2, id, latest).await?;
+                match userdata::smoke_result(&console) {
+                    Some(Outcome::Passed) => true,
+                    Some(Outcome::Failed(why)) => {
+                        return Err(Error::TestFailed(format!(
+                            "test instance {id}: smoke test reported {why}"
+                        )));
+                    }
+                    None => false,
+                }
+            }
+            // Status checks first, then the smoke test by Run Command (`ami_core::runcommand`).
+            (Some(_), Channel::RunCommand) if !checks_ok => false,
+            (Some(script), Channel::RunCommand) => {
+                let platform = req.run.recipe.build.as_ref().map(|b| b.platform).unwrap_or_default();
+                let job = Job {
+                    instance_id: id.clone(),
+                    execution: req.execution.name.clone(),
+                    purpose: Purpose::Smoke,
+                    platform,
+                    script: userdata::run_command_script(
+                        &req.run,
+                        &req.execution.name,
+                        platform,
+                        Purpose::Smoke,
+                        script,
+                    ),
+                    // the smoke test may use what is left of the step's time
+                    timeout_seconds: u32::try_from((state.progress.deadline - now).max(60)).unwrap_or(u32::MAX),
+                };
+                match self.0.channel.reconcile(&job, state.launched_at, now).await? {
+                    RcState::Success(l) => {
+                        logs = Some(l);
+                        true
+                    }
+                    s if s.is_pending() => false,
+                    s => {
+                        let what = format!("smoke test on test instance {id}");
+                        return Err(Error::TestFailed(
+                            runcommand::describe_outcome(&what, &s).unwrap_or_else(|| format!("{what}: {s:?}")),
+                        ));
+                    }
+                }
+            }
+        };
+        if !(checks_ok && smoke_passed) {
+            return Ok(pending(state));
+        }
+
+        let seconds = (now - state.launched_at).max(0);
+        self.0
+            .ec2
+            .create_tags()
+            .resources(&state.image_id)
+            .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
+            // The image passed: if a later step fails, cleanup keeps it for a rerun of the same release and recipe to
+            // adopt (ami_core::rerun). Publish makes it `released`.
+            .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
+            .tags(tags::tag(
+                tags::RECIPE_HASH,
+                &ami_core::rerun::recipe_hash(&req.run.recipe),
+            ))
+            .send()
+            .await
+            .aws("CreateTags")?;
+        log(id, "test instance passed");
+        Ok(TestState {
+            boot_to_ready_seconds: Some(seconds),
+            logs,
+            progress: state.progress.with_status(Status::Ready),
+            ..state
+        })
     }
 
-    async fn finish(&self, req: &StepRequest) -> Result<TestState> {
-        finish(self, req).await
+    /// Terminates the test instance; one already gone counts as done. Runs after a pass and on the failure path.
+    async fn finish(&self, req: &StepRequest, _now: i64) -> Result<TestState> {
+        let state = req.steps.test_launch()?.clone();
+        if !state.instance_id.is_empty() {
+            ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
+            log(&state.instance_id, "terminated the test instance");
+        }
+        Ok(TestState {
+            terminated: true,
+            ..state
+        })
     }
 
     fn progress(out: &TestState) -> Option<&Progress> {
         Some(&out.progress)
     }
-}
-
-/// The state machine's input, answered as the deployed function answers it.
-pub async fn handle(deps: &Deps, event: Value) -> Result<TestState> {
-    ami_core::step::handle(deps, event).await
 }
 
 fn log(instance_id: &str, what: &str) {
@@ -70,134 +327,6 @@ fn log(instance_id: &str, what: &str) {
 /// When the instance was launched, so boot-to-ready counts from the launch, not from our first look.
 fn launched_at(instance: &Instance, now: i64) -> i64 {
     instance.launch_time().map(|t| t.secs()).unwrap_or(now)
-}
-
-async fn start(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
-    let recipe = &req.run.recipe;
-    let test = &recipe.test;
-    let image = req.steps.register()?;
-    if image.region != req.run.region {
-        return Err(Error::invalid(
-            "input.steps.register.region",
-            format!("the candidate is tested in the pipeline's region `{}`", req.run.region),
-        ));
-    }
-    let progress = Progress::start(now, test.timeout_minutes);
-    let state = |instance_id: String, launched_at: i64| TestState {
-        instance_id,
-        image_id: image.image_id.clone(),
-        launched_at,
-        boot_to_ready_seconds: None,
-        terminated: false,
-        logs: None,
-        progress,
-    };
-    if !test.enabled {
-        return Ok(TestState {
-            progress: progress.with_status(Status::Ready),
-            ..state(String::new(), now)
-        });
-    }
-
-    // Test settings fall back to the build's, so the image is tested where it was built; so do the fallbacks of a
-    // setting the test does not give itself.
-    let build = recipe.build.as_ref();
-    let instance_type = test
-        .instance_type
-        .as_deref()
-        .or(build.map(|b| b.instance_type.as_str()))
-        .ok_or_else(|| {
-            Error::invalid(
-                "run.recipe.test.instance_type",
-                "required when there is no `build` section",
-            )
-        })?;
-    let fallback_types = match (&test.instance_type, build) {
-        (None, Some(b)) if test.fallback_instance_types.is_empty() => &b.fallback_instance_types,
-        _ => &test.fallback_instance_types,
-    };
-    let subnet = test
-        .subnet_id
-        .as_deref()
-        .or_else(|| build.and_then(|b| b.subnet_id.as_deref()));
-    let fallback_subnets = match (&test.subnet_id, build) {
-        (None, Some(b)) if test.fallback_subnet_ids.is_empty() => &b.fallback_subnet_ids,
-        _ => &test.fallback_subnet_ids,
-    };
-    let types: Vec<&str> = std::iter::once(instance_type)
-        .chain(fallback_types.iter().map(String::as_str))
-        .collect();
-    let subnets: Vec<Option<&str>> = std::iter::once(subnet)
-        .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
-        .collect();
-    let placements = ami_core::ec2::placements(&types, &subnets);
-
-    // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
-    // a lost response of the same placement; with fallbacks the look-up is made once more before launching).
-    let mine = vec![
-        tags::filter(tags::EXECUTION, &req.execution.name),
-        tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
-    ];
-    let found = ami_core::ec2::find_instances_settled(&deps.ec2, mine, placements.len() > 1).await?;
-    if let Some(existing) = found.first() {
-        let id = existing
-            .instance_id()
-            .ok_or_else(|| Error::Internal("DescribeInstances returned an instance without an id".into()))?;
-        log(id, "adopted the test instance this execution already launched");
-        return Ok(state(id.to_string(), launched_at(existing, now)));
-    }
-    let groups = match (&test.security_group_ids, build) {
-        (groups, _) if !groups.is_empty() => groups.clone(),
-        (_, Some(b)) => b.security_group_ids.clone(),
-        _ => Vec::new(),
-    };
-    // Most current instance types boot only from EBS, and RunInstances would refuse an instance-store image
-    // (UnsupportedOperation). The trigger checked it before building; checked again before launching (read-only),
-    // for a run started before the type's offering changed.
-    ami_core::instance_store::check_test_instance_type(&deps.ec2, recipe).await?;
-    let platform = build.map(|b| b.platform).unwrap_or_default();
-    let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
-    let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
-
-    let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
-    let volumes = encrypted_volumes(req);
-    // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the build did.
-    let profile = test
-        .instance_profile
-        .as_deref()
-        .or(build.and_then(|b| b.instance_profile.as_deref()))
-        .map(ami_core::ec2::instance_profile);
-    let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
-        ami_core::ec2::locked_down(deps.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
-            .set_block_device_mappings(volumes.clone())
-            .set_iam_instance_profile(profile.clone())
-            .image_id(&image.image_id)
-            .instance_type(p.instance_type.as_str().into())
-            .min_count(1)
-            .max_count(1)
-            .client_token(ami_core::ec2::launch_token(
-                &req.execution.name,
-                "test",
-                &req.run.region,
-                attempt,
-                p,
-            ))
-            // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-            .set_user_data(user_data.clone())
-            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
-    })
-    .await?;
-    let instance = out
-        .instances()
-        .first()
-        .ok_or_else(|| Error::Internal("RunInstances returned no instance".into()))?;
-    let id = instance
-        .instance_id()
-        .ok_or_else(|| Error::Internal("RunInstances returned an instance without an id".into()))?;
-    log(id, "launched the test instance");
-    Ok(state(id.to_string(), launched_at(instance, now)))
 }
 
 /// The image's volumes (its snapshots' devices), each asked encrypted and deleted with the instance: the test
@@ -264,158 +393,6 @@ fn ended(id: &str, instance: &Instance, state: &InstanceStateName) -> Error {
             state.as_str()
         ))
     }
-}
-
-async fn status(deps: &Deps, req: &StepRequest, now: i64) -> Result<TestState> {
-    let state = req.steps.test_launch()?.clone();
-    if state.instance_id.is_empty() {
-        // Only `start` with the test disabled returns no instance, and that state is already ready.
-        if req.run.recipe.test.enabled {
-            return Err(Error::invalid(
-                "input.steps.test_launch.instance_id",
-                "must name the test instance `start` launched",
-            ));
-        }
-        return Ok(state);
-    }
-    state.progress.check_deadline(now, "test launch")?;
-    let id = &state.instance_id;
-    let pending = |state: TestState| TestState {
-        progress: state.progress.with_status(Status::Pending),
-        ..state
-    };
-
-    let Some(instance) = ami_core::ec2::describe_instance(&deps.ec2, id).await? else {
-        // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
-        if ami_core::ec2::within_grace(state.launched_at, now) {
-            return Ok(pending(state));
-        }
-        return Err(Error::ResourceGone(format!("test instance {id} no longer exists")));
-    };
-    match instance.state().and_then(|s| s.name()) {
-        Some(InstanceStateName::Running) => {}
-        Some(
-            s @ (InstanceStateName::Stopping
-            | InstanceStateName::Stopped
-            | InstanceStateName::ShuttingDown
-            | InstanceStateName::Terminated),
-        ) => return Err(ended(id, &instance, s)),
-        _ => return Ok(pending(state)),
-    }
-
-    // Always filtered to the instance: unfiltered calls draw on a smaller throttle bucket.
-    let out = deps
-        .ec2
-        .describe_instance_status()
-        .instance_ids(id)
-        .include_all_instances(true)
-        .send()
-        .await
-        .aws("DescribeInstanceStatus")?;
-    let checks = out.instance_statuses().first();
-    let summaries = [
-        ("instance", checks.and_then(|c| c.instance_status())),
-        ("system", checks.and_then(|c| c.system_status())),
-    ];
-    for (which, summary) in summaries {
-        if let Some(s) = summary.filter(|s| s.status() == Some(&SummaryStatus::Impaired)) {
-            return Err(Error::TestFailed(format!(
-                "test instance {id}: {which} status check {}",
-                describe_check(s)
-            )));
-        }
-    }
-    let checks_ok = summaries
-        .iter()
-        .all(|(_, s)| s.and_then(|s| s.status()) == Some(&SummaryStatus::Ok));
-
-    let mut logs = None;
-    let smoke_passed = match (&req.run.recipe.test.script, req.run.recipe.test_channel()) {
-        (None, _) => true,
-        (Some(_), Channel::Console) => {
-            // `Latest` only on Nitro types (GetConsoleOutput API reference); elsewhere the buffered output.
-            let latest = match instance.instance_type() {
-                Some(t) => ami_core::ec2::is_nitro(&deps.ec2, t.as_str()).await?,
-                None => false,
-            };
-            let console = ami_core::ec2::console_text(&deps.ec2, id, latest).await?;
-            match userdata::smoke_result(&console) {
-                Some(Outcome::Passed) => true,
-                Some(Outcome::Failed(why)) => {
-                    return Err(Error::TestFailed(format!(
-                        "test instance {id}: smoke test reported {why}"
-                    )));
-                }
-                None => false,
-            }
-        }
-        // Status checks first, then the smoke test by Run Command (`ami_core::runcommand`).
-        (Some(_), Channel::RunCommand) if !checks_ok => false,
-        (Some(script), Channel::RunCommand) => {
-            let platform = req.run.recipe.build.as_ref().map(|b| b.platform).unwrap_or_default();
-            let job = Job {
-                instance_id: id.clone(),
-                execution: req.execution.name.clone(),
-                purpose: Purpose::Smoke,
-                platform,
-                script: userdata::run_command_script(&req.run, &req.execution.name, platform, Purpose::Smoke, script),
-                // the smoke test may use what is left of the step's time
-                timeout_seconds: u32::try_from((state.progress.deadline - now).max(60)).unwrap_or(u32::MAX),
-            };
-            match deps.channel.reconcile(&job, state.launched_at, now).await? {
-                RcState::Success(l) => {
-                    logs = Some(l);
-                    true
-                }
-                s if s.is_pending() => false,
-                s => {
-                    let what = format!("smoke test on test instance {id}");
-                    return Err(Error::TestFailed(
-                        runcommand::describe_outcome(&what, &s).unwrap_or_else(|| format!("{what}: {s:?}")),
-                    ));
-                }
-            }
-        }
-    };
-    if !(checks_ok && smoke_passed) {
-        return Ok(pending(state));
-    }
-
-    let seconds = (now - state.launched_at).max(0);
-    deps.ec2
-        .create_tags()
-        .resources(&state.image_id)
-        .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
-        // The image passed: if a later step fails, cleanup keeps it for a rerun of the same release and recipe to
-        // adopt (ami_core::rerun). Publish makes it `released`.
-        .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
-        .tags(tags::tag(
-            tags::RECIPE_HASH,
-            &ami_core::rerun::recipe_hash(&req.run.recipe),
-        ))
-        .send()
-        .await
-        .aws("CreateTags")?;
-    log(id, "test instance passed");
-    Ok(TestState {
-        boot_to_ready_seconds: Some(seconds),
-        logs,
-        progress: state.progress.with_status(Status::Ready),
-        ..state
-    })
-}
-
-/// Terminates the test instance; one already gone counts as done. Runs after a pass and on the failure path.
-async fn finish(deps: &Deps, req: &StepRequest) -> Result<TestState> {
-    let state = req.steps.test_launch()?.clone();
-    if !state.instance_id.is_empty() {
-        ami_core::ec2::terminate(&deps.ec2, std::slice::from_ref(&state.instance_id)).await?;
-        log(&state.instance_id, "terminated the test instance");
-    }
-    Ok(TestState {
-        terminated: true,
-        ..state
-    })
 }
 
 #[cfg(test)]

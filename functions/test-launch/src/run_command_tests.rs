@@ -8,7 +8,6 @@ use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusSummary, Reservation};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
-use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
@@ -16,7 +15,7 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use ami_core::steps::{ImageState, Progress, Status, StepRequest, TestState};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use super::*;
 
@@ -24,15 +23,7 @@ const TESTER: &str = "i-0ddddddddddddddd1";
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
 
 fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(ec2),
-        channel: runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs_without_streams(),
-            log_group: Some("/ami-pipeline/run-command".into()),
-            agent_deadline_seconds: runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
-    }
+    Deps(testing::instance_clients(ec2, ssm))
 }
 
 fn request() -> StepRequest {
@@ -115,21 +106,14 @@ fn listed(ids: &'static [&'static str]) -> Rule {
 }
 
 fn invocation(status: CommandInvocationStatus, code: i32, out: &'static str) -> Rule {
-    mock!(Ssm::get_command_invocation).then_output(move || {
-        GetCommandInvocationOutput::builder()
-            .status(status.clone())
-            .status_details(status.as_str())
-            .response_code(code)
-            .standard_output_content(out)
-            .build()
-    })
+    mock!(Ssm::get_command_invocation).then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
 #[tokio::test]
 async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_with_its_logs() {
     // checks still initializing: nothing is sent
     let (inst, initializing) = running_with_checks(false);
-    let s = status(&deps(&[&inst, &initializing], &[]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &initializing], &[]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -157,7 +141,7 @@ async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_w
                 .command(Command::builder().command_id("cmd-9").build())
                 .build()
         });
-    let s = status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
@@ -174,7 +158,7 @@ async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_w
         invocation(CommandInvocationStatus::Success, 0, "ok"),
     );
     let tag = mock!(Ec2::create_tags).then_output(|| CreateTagsOutput::builder().build());
-    let s = status(&deps(&[&inst, &ok, &tag], &[&one, &success]), &request(), NOW)
+    let s = Step::status(&deps(&[&inst, &ok, &tag], &[&one, &success]), &request(), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Ready);
@@ -196,7 +180,7 @@ async fn a_failed_smoke_test_fails_with_its_exit_code_and_output() {
             "curl: (7) Failed to connect to 127.0.0.1 port 80",
         ),
     );
-    let err = status(&deps(&[&inst, &ok], &[&one, &failed]), &request(), NOW)
+    let err = Step::status(&deps(&[&inst, &ok], &[&one, &failed]), &request(), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");

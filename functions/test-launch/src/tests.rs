@@ -10,14 +10,15 @@ use aws_sdk_ec2::types::{
 };
 use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use ami_core::recipe::Recipe;
 use ami_core::steps::{ImageState, Run, SnapshotInfo, SnapshotState};
-use ami_core::testing::{self, Captured, NOW};
+use ami_testkit::{self as testing, Captured, NOW};
 
 use ami_core::input;
 
+use ami_core::step::{Step, handle};
 use aws_sdk_ec2::types::HttpTokensState;
 
 use super::*;
@@ -33,15 +34,7 @@ fn deps(rules: &[&Rule]) -> Deps {
 
 /// With the SSM rules the Run Command channel answers with.
 fn deps_with(rules: &[&Rule], ssm: &[&Rule]) -> Deps {
-    Deps {
-        ec2: testing::ec2(rules),
-        channel: ami_core::runcommand::Channel {
-            ssm: testing::ssm(ssm),
-            logs: testing::logs_without_streams(),
-            log_group: Some("/ami-pipeline/run-command".into()),
-            agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
-        },
-    }
+    Deps(testing::instance_clients(rules, ssm))
 }
 
 /// The example run with the smoke test on the console channel (the fallback).
@@ -144,7 +137,7 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     let (lookup, run) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &run]);
 
-    let out = start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
     assert_eq!(out.image_id, CANDIDATE);
     assert_eq!(out.launched_at, LAUNCHED, "boot time counts from the instance's launch");
@@ -217,18 +210,8 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
             )
         ]
     );
-    for rt in [ResourceType::Instance, ResourceType::Volume] {
-        let spec = req
-            .tag_specifications()
-            .iter()
-            .find(|s| s.resource_type() == Some(&rt))
-            .expect("tagged on create");
-        assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
-        assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(testing::EXECUTION));
-        assert_eq!(tags::get(spec.tags(), tags::ROLE), Some("test-instance"));
-    }
-    let user_data = aws_smithy_types::base64::decode(req.user_data().unwrap()).unwrap();
-    let user_data = String::from_utf8(user_data).unwrap();
+    testing::tagged_on_create(&req, "test-instance");
+    let user_data = testing::user_data(&req);
     assert!(user_data.contains(userdata::SMOKE_TAG));
     // Run Command (the default channel) sends the smoke test once the status checks pass
     assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
@@ -250,7 +233,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
     let captured = Captured::default();
     let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
-    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.instance_type().map(|t| t.as_str()), Some("m7i.large"));
     let nic = &req.network_interfaces()[0];
@@ -262,7 +245,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
     let captured = Captured::default();
     let launch = run_instances(captured.clone());
     let deps = self::deps(&[&lookup, &launch]);
-    start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(
         captured.only().instance_type().map(|t| t.as_str()),
         Some("t3.small"),
@@ -301,30 +284,19 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
     let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     for _ in 0..2 {
-        start(&deps, &parse(start_request(&testing::run())), NOW).await.unwrap();
+        deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
     }
-    let tokens: Vec<_> = captured
-        .all()
-        .iter()
-        .map(|r| r.client_token().map(String::from))
-        .collect();
-    assert_eq!(tokens.len(), 2);
-    assert!(tokens[0].is_some());
-    assert_eq!(tokens[0], tokens[1]);
+    testing::assert_one_client_token(captured.all().iter().map(|r| r.client_token()));
 }
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
     let lookup = none_tagged();
-    let launch = mock!(Ec2::run_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| {
-            RunInstancesOutput::builder()
-                .instances(instance(InstanceStateName::Pending))
-                .build()
-        })
-        .build();
+    let launch = ami_testkit::throttled_once!(Ec2::run_instances, || {
+        RunInstancesOutput::builder()
+            .instances(instance(InstanceStateName::Pending))
+            .build()
+    });
     let deps = deps(&[&lookup, &launch]);
     let out = handle(&deps, start_request(&testing::run())).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
@@ -335,7 +307,7 @@ async fn throttled_launch_is_retried_then_succeeds() {
 async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
     let run = recipe_with(|r| r.test.enabled = false);
     let deps = deps(&[]);
-    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(out.instance_id, "");
     assert_eq!(out.image_id, CANDIDATE);
     assert_eq!(out.progress.status, Status::Ready);
@@ -346,9 +318,9 @@ async fn disabled_test_is_ready_at_once_and_status_and_finish_call_nothing() {
         &run,
         json!({ "register": candidate(), "test_launch": out }),
     ));
-    let after = status(&deps, &next, NOW + 5).await.unwrap();
+    let after = deps.status(&next, NOW + 5).await.unwrap();
     assert_eq!(after, out);
-    let done = finish(&deps, &next).await.unwrap();
+    let done = deps.finish(&next, NOW).await.unwrap();
     assert!(done.terminated);
 }
 
@@ -474,7 +446,7 @@ async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_re
     let mut seen = vec![];
     let mut s = input.clone();
     for _ in 0..4 {
-        s = status(&deps, &request_for("status", &run, &input), NOW).await.unwrap();
+        s = deps.status(&request_for("status", &run, &input), NOW).await.unwrap();
         seen.push(s.progress.status);
     }
     assert_eq!(
@@ -506,9 +478,7 @@ async fn without_a_smoke_script_status_checks_alone_pass() {
     let st = status_checks(Captured::default(), &[(SummaryStatus::Ok, SummaryStatus::Ok)]);
     let tag = create_tags(Captured::default());
     let deps = deps(&[&states, &st, &tag]); // no console rule: reading it would fail the test
-    let s = status(&deps, &request_for("status", &run, &state()), NOW)
-        .await
-        .unwrap();
+    let s = deps.status(&request_for("status", &run, &state()), NOW).await.unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     assert_eq!(tag.num_calls(), 1);
 }
@@ -520,7 +490,8 @@ async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
     let con = console(&["AMI-PIPELINE-SMOKE: FAIL exit=7\n"]);
     let tag = create_tags(Captured::default());
     let deps = deps(&[&states, &st, &con, &tag]);
-    let err = status(&deps, &request_for("status", &console_run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &console_run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
@@ -533,7 +504,8 @@ async fn impaired_status_check_fails_the_test() {
     let states = instance_in(&[InstanceStateName::Running]);
     let st = status_checks(Captured::default(), &[(SummaryStatus::Impaired, SummaryStatus::Ok)]);
     let deps = deps(&[&states, &st]);
-    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &testing::run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
@@ -560,7 +532,8 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
             )
         });
         let deps = deps(&[&gone]);
-        let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+        let err = deps
+            .status(&request_for("status", &testing::run(), &state()), NOW)
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), expected, "{code}: {err}");
@@ -571,7 +544,8 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
         .build();
     let deps = deps(&[&unknown]);
-    let err = status(&deps, &request_for("status", &testing::run(), &state()), NOW)
+    let err = deps
+        .status(&request_for("status", &testing::run(), &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");
@@ -581,13 +555,10 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
 async fn past_the_deadline_is_a_timeout_without_calls() {
     let deps = deps(&[]);
     let s = state();
-    let err = status(
-        &deps,
-        &request_for("status", &testing::run(), &s),
-        s.progress.deadline + 1,
-    )
-    .await
-    .unwrap_err();
+    let err = deps
+        .status(&request_for("status", &testing::run(), &s), s.progress.deadline + 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Timeout");
 }
 
@@ -625,7 +596,8 @@ async fn finish_on_an_instance_already_gone_is_success() {
         .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
         .build();
     let deps = deps(&[&gone]);
-    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+    let out = deps
+        .finish(&request_for("finish", &testing::run(), &state()), NOW)
         .await
         .unwrap();
     assert!(out.terminated);
@@ -634,60 +606,35 @@ async fn finish_on_an_instance_already_gone_is_success() {
 
 #[tokio::test]
 async fn throttled_terminate_is_retried_then_succeeds() {
-    let term = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(503, Some(testing::ec2_error_body("RequestLimitExceeded")))
-        .output(|| TerminateInstancesOutput::builder().build())
-        .build();
+    let term = ami_testkit::throttled_once!(Ec2::terminate_instances, || TerminateInstancesOutput::builder().build());
     let deps = deps(&[&term]);
-    let out = finish(&deps, &request_for("finish", &testing::run(), &state()))
+    let out = deps
+        .finish(&request_for("finish", &testing::run(), &state()), NOW)
         .await
         .unwrap();
     assert!(out.terminated);
     assert_eq!(term.num_calls(), 2);
 }
 
-#[tokio::test]
-async fn malformed_input_names_the_field_and_calls_nothing() {
-    let deps = deps(&[]);
-
-    let mut bad = start_request(&testing::run());
-    bad["run"]["recipe"]["test"]["timeout_minutes"] = json!("soon");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.run.recipe.test.timeout_minutes"),
-        "{err}"
-    );
-
-    let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register"),
-        "{err}"
-    );
-
-    let mut bad = start_request(&testing::run());
-    bad["steps"]["register"]["region"] = json!("eu-west-1");
-    let err = handle(&deps, bad).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.register.region"),
-        "{err}"
-    );
-
-    let err = handle(
-        &deps,
-        testing::request("status", &testing::run(), json!({ "register": candidate() })),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.test_launch"),
-        "{err}"
-    );
-
-    let err = handle(&deps, json!({"action": "explode"})).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
+ami_testkit::step_contract_tests! {
+    deps: |calls: &ami_testkit::Calls| Deps(calls.instance_clients(&[], &[])),
+    request: || start_request(&testing::run()),
+    malformed: [
+        (
+            |r| r["run"]["recipe"]["test"]["timeout_minutes"] = json!("soon"),
+            "input.run.recipe.test.timeout_minutes",
+        ),
+        (|r| r["steps"] = json!({}), "input.steps.register"),
+        (|r| r["steps"]["register"]["region"] = json!("eu-west-1"), "input.steps.register.region"),
+        (
+            |r| {
+                r["action"] = json!("status");
+                r["steps"] = json!({ "register": candidate() });
+            },
+            "input.steps.test_launch",
+        ),
+    ],
+    rejects: [],
 }
 
 /// An instance-store recipe (no snapshots; the image is in S3) on the given test instance type.
@@ -739,7 +686,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
         instance_types(&[Root::Ebs]),
         run_instances(captured.clone()),
     );
-    let err = start(
+    let err = Step::start(
         &deps(&[&lookup, &types, &run]),
         &instance_store_request(&instance_store_run(None)),
         NOW,
@@ -759,7 +706,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
         instance_types(&[Root::Ebs, Root::InstanceStore]),
         run_instances(captured.clone()),
     );
-    let out = start(
+    let out = Step::start(
         &deps(&[&lookup, &types, &run]),
         &instance_store_request(&instance_store_run(Some("m3.medium"))),
         NOW,
@@ -793,21 +740,16 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
         r.build.as_mut().unwrap().fallback_subnet_ids = vec!["subnet-0fa11bac0000000b1".into()];
     });
     let lookup = none_tagged_repeatedly();
-    let refused = mock!(Ec2::run_instances)
-        .match_requests({
-            let captured = captured.clone();
-            move |r| {
-                captured.push(r);
-                r.instance_type().map(|t| t.as_str()) == Some("t3.small")
-            }
-        })
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("Unsupported")))
-        .repeatedly()
-        .build();
+    let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported", match {
+        let captured = captured.clone();
+        move |r| {
+            captured.push(r);
+            r.instance_type().map(|t| t.as_str()) == Some("t3.small")
+        }
+    });
     let ok = run_instances(Captured::default());
     let deps = deps(&[&lookup, &refused, &ok]);
-    let out = start(&deps, &parse(start_request(&run)), NOW).await.unwrap();
+    let out = deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     assert_eq!(out.instance_id, TESTER);
     let tried: Vec<(String, String)> = captured
         .all()
@@ -847,7 +789,7 @@ async fn no_capacity_anywhere_is_no_capacity() {
             .build(),
     );
     let deps = deps(&[&lookup, &refused]);
-    let err = start(&deps, &parse(start_request(&run)), NOW).await.unwrap_err();
+    let err = deps.start(&parse(start_request(&run)), NOW).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
     assert!(err.to_string().contains("test instance"), "{err}");
 }
@@ -855,12 +797,11 @@ async fn no_capacity_anywhere_is_no_capacity() {
 #[tokio::test]
 async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grace_period() {
     fn not_found() -> Rule {
-        mock!(Ec2::describe_instances)
-            .match_requests(|r| r.instance_ids() == [TESTER])
-            .sequence()
-            .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-            .repeatedly()
-            .build()
+        ami_testkit::ec2_error!(
+            Ec2::describe_instances,
+            "InvalidInstanceID.NotFound",
+            match |r| r.instance_ids() == [TESTER]
+        )
     }
     let run = testing::run();
     // launched a minute ago, not known yet: still the grace period
@@ -869,19 +810,19 @@ async fn a_just_launched_test_instance_unknown_to_ec2_is_pending_within_the_grac
         ..state()
     };
     let unknown = not_found();
-    let s = status(&deps(&[&unknown]), &request_for("status", &run, &fresh), NOW)
+    let s = Step::status(&deps(&[&unknown]), &request_for("status", &run, &fresh), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // then found pending
     let found = instance_in(&[InstanceStateName::Pending]);
-    let s = status(&deps(&[&found]), &request_for("status", &run, &fresh), NOW)
+    let s = Step::status(&deps(&[&found]), &request_for("status", &run, &fresh), NOW)
         .await
         .unwrap();
     assert_eq!(s.progress.status, Status::Pending);
     // unknown long after launch: gone
     let unknown = not_found();
-    let err = status(&deps(&[&unknown]), &request_for("status", &run, &state()), NOW)
+    let err = Step::status(&deps(&[&unknown]), &request_for("status", &run, &state()), NOW)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone");

@@ -12,7 +12,7 @@ use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
 use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
 
-use ami_core::testing::{self, BASE_IMAGE, Captured};
+use ami_testkit::{self as testing, BASE_IMAGE, Captured};
 
 use super::*;
 
@@ -616,17 +616,13 @@ async fn missing_recipe_is_recipe_not_found() {
 
 #[tokio::test]
 async fn throttled_start_is_retried_then_succeeds() {
-    let sfn = mock!(Sfn::start_execution)
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ThrottlingException")))
-        .output(|| {
-            StartExecutionOutput::builder()
-                .execution_arn("arn:x")
-                .start_date(aws_smithy_types_now())
-                .build()
-                .unwrap()
-        })
-        .build();
+    let sfn = ami_testkit::throttled_once!(json Sfn::start_execution, || {
+        StartExecutionOutput::builder()
+            .execution_arn("arn:x")
+            .start_date(aws_smithy_types_now())
+            .build()
+            .unwrap()
+    });
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
     let deps = deps(&[], &[&param], &[&sfn]);
     assert_eq!(

@@ -1,0 +1,222 @@
+//! The handlers' test kit (a dev-dependency of every handler crate): core's fixtures and mock clients (each EC2
+//! client runs the request audit), a call counter, one fake AWS world ([`world`]) and the contract tests every
+//! step must pass ([`step_contract_tests!`]).
+//!
+//! Core's own unit tests cannot use this crate (a dev-dependency cycle would build two copies of `ami-core`), so
+//! the fixtures they need stay in `ami_core::testing` and are re-exported here.
+
+pub mod calls;
+pub mod contract;
+pub mod world;
+
+pub use ami_core::testing::*;
+pub use calls::Calls;
+pub use world::{World, WorldState};
+
+/// A rule answering `$op` throttled once, then with `$output` (the SDK retries on the rule that matched first).
+/// EC2 (query protocol) operations throttle with 503 `RequestLimitExceeded`; `json` ones (SSM, Step Functions) with
+/// 400 `ThrottlingException`.
+#[macro_export]
+macro_rules! throttled_once {
+    (json $op:path, $output:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::json_error_body("ThrottlingException")))
+            .output($output)
+            .build()
+    };
+    ($op:path, $output:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(503, Some($crate::ec2_error_body("RequestLimitExceeded")))
+            .output($output)
+            .build()
+    };
+}
+
+/// A rule answering `$op` throttled on every attempt.
+#[macro_export]
+macro_rules! throttled_always {
+    (json $op:path) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::json_error_body("ThrottlingException")))
+            .repeatedly()
+            .build()
+    };
+    ($op:path) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(503, Some($crate::ec2_error_body("RequestLimitExceeded")))
+            .repeatedly()
+            .build()
+    };
+}
+
+/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time.
+#[macro_export]
+macro_rules! ec2_error {
+    ($op:path, $code:expr, match $filter:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .match_requests($filter)
+            .sequence()
+            .http_status(400, Some($crate::ec2_error_body($code)))
+            .repeatedly()
+            .build()
+    };
+    ($op:path, $code:expr) => {
+        aws_smithy_mocks::mock!($op)
+            .sequence()
+            .http_status(400, Some($crate::ec2_error_body($code)))
+            .repeatedly()
+            .build()
+    };
+}
+
+/// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.
+pub fn secs(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp())
+        .unwrap_or_default()
+}
+
+/// Step clients whose EC2 (audited) and SSM calls, in any region, are answered by `ec2` and `ssm`.
+pub fn clients(ec2: &[&aws_smithy_mocks::Rule], ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::step::Clients {
+    let (ec2, ssm) = (ami_core::testing::ec2(ec2), ami_core::testing::ssm(ssm));
+    ami_core::step::Clients {
+        ec2: ami_core::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
+        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+    }
+}
+
+/// Step clients with EC2 rules per region: a call in a region not listed panics, one made in the wrong region
+/// finds no rule and fails the test. SSM answers nothing.
+pub fn clients_in(regions: &[(&str, &[&aws_smithy_mocks::Rule])]) -> ami_core::step::Clients {
+    let ec2: std::collections::BTreeMap<String, aws_sdk_ec2::Client> = regions
+        .iter()
+        .map(|(region, rules)| (region.to_string(), ami_core::testing::ec2(rules)))
+        .collect();
+    let ssm = ami_core::testing::ssm(&[]);
+    ami_core::step::Clients {
+        ec2: ami_core::clients::Ec2Clients::from_fn(move |region| match ec2.get(region) {
+            Some(c) => c.clone(),
+            None => panic!("no client expected for {region}"),
+        }),
+        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+    }
+}
+
+/// The Run Command log group the mocked channel reads.
+pub const LOG_GROUP: &str = "/ami-pipeline/run-command";
+
+/// A Run Command channel whose SSM calls are answered by `ssm`; the command's log streams are not there, so a
+/// failure's tail comes from the invocation's inline output.
+pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::runcommand::Channel {
+    ami_core::runcommand::Channel {
+        ssm: ami_core::testing::ssm(ssm),
+        logs: ami_core::testing::logs_without_streams(),
+        log_group: Some(LOG_GROUP.into()),
+        agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+    }
+}
+
+/// Instance step clients (build, test-launch): EC2 (audited) answered by `ec2`, the Run Command channel's SSM by
+/// `ssm` ([`channel`]).
+pub fn instance_clients(
+    ec2: &[&aws_smithy_mocks::Rule],
+    ssm: &[&aws_smithy_mocks::Rule],
+) -> ami_core::step::InstanceClients {
+    ami_core::step::InstanceClients {
+        ec2: ami_core::testing::ec2(ec2),
+        channel: channel(ssm),
+    }
+}
+
+/// A DescribeImages rule to be answered.
+pub type DescribeImagesRule = aws_smithy_mocks::RuleBuilder<
+    aws_sdk_ec2::operation::describe_images::DescribeImagesInput,
+    aws_sdk_ec2::operation::describe_images::DescribeImagesOutput,
+    aws_sdk_ec2::operation::describe_images::DescribeImagesError,
+>;
+
+/// DescribeImages filtered by the execution tag: the look-up that adopts what a lost create made.
+pub fn images_by_execution_tag() -> DescribeImagesRule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {
+        r.filters()
+            .iter()
+            .any(|f| f.name() == Some(&format!("tag:{}", ami_core::tags::EXECUTION)))
+    })
+}
+
+/// DescribeImages filtered by name: the look-up after a create finds the name taken.
+pub fn images_by_name() -> DescribeImagesRule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+}
+
+/// The plan for a licensed Windows image: CreateImage keeps its billing, UEFI with NitroTPM.
+pub fn windows_plan() -> ami_core::platform::ImagePlan {
+    ami_core::platform::ImagePlan {
+        method: ami_core::platform::Method::CreateImage,
+        platform_details: "Windows".into(),
+        usage_operation: "RunInstances:0002".into(),
+        boot_mode: Some("uefi".into()),
+        boot_mode_override: false,
+        tpm_support: true,
+    }
+}
+
+/// The tags a RunInstances request puts on its instance and volumes, after checking each carries the pipeline's,
+/// this execution's and `role`.
+pub fn tagged_on_create<'a>(
+    req: &'a aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    role: &str,
+) -> Vec<&'a [aws_sdk_ec2::types::Tag]> {
+    use ami_core::tags;
+    use aws_sdk_ec2::types::ResourceType;
+    [ResourceType::Instance, ResourceType::Volume]
+        .iter()
+        .map(|rt| {
+            let spec = req
+                .tag_specifications()
+                .iter()
+                .find(|s| s.resource_type() == Some(rt))
+                .unwrap_or_else(|| panic!("{rt:?} tagged on create"));
+            assert_eq!(tags::get(spec.tags(), tags::PIPELINE), Some("web"));
+            assert_eq!(tags::get(spec.tags(), tags::EXECUTION), Some(EXECUTION));
+            assert_eq!(tags::get(spec.tags(), tags::ROLE), Some(role));
+            spec.tags()
+        })
+        .collect()
+}
+
+/// A RunInstances request's user data, decoded.
+pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
+    let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
+    String::from_utf8(raw).expect("UTF-8 user data")
+}
+
+/// What GetCommandInvocation answers for a command in `status` with exit `code` and inline output `out`.
+pub fn invocation_output(
+    status: aws_sdk_ssm::types::CommandInvocationStatus,
+    code: i32,
+    out: &str,
+) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+    aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput::builder()
+        .status_details(status.as_str())
+        .status(status)
+        .response_code(code)
+        .standard_output_content(out)
+        .build()
+}
+
+/// Asserts a create was sent twice with one client token, so EC2 answered the retry with what the first made.
+pub fn assert_one_client_token<'a>(tokens: impl IntoIterator<Item = Option<&'a str>>) {
+    let tokens: Vec<Option<&str>> = tokens.into_iter().collect();
+    assert_eq!(tokens.len(), 2, "sent twice");
+    assert!(tokens[0].is_some(), "with a client token");
+    assert_eq!(
+        tokens[0], tokens[1],
+        "EC2 returns the first create instead of making a second"
+    );
+}
