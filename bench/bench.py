@@ -372,7 +372,7 @@ def load_definition() -> dict:
 
 def poll_retrier(definition: dict, title: str) -> dict:
     """The committed `<title> Status` Task's NotReady retrier: interval, backoff, cap, attempts; `first` is the
-    first wait, INTERVAL / (BACKOFF - 1) by the rule the handlers follow (ami_core::steps::polling), so every
+    first wait, INTERVAL / (BACKOFF - 1) by the rule the handlers follow (ami_core::model::steps::polling), so every
     later poll comes at most (BACKOFF - 1) of the elapsed time after the resource is ready."""
     state = definition["States"][f"{title} Status"]
     (r,) = [r for r in state["Retry"] if r["ErrorEquals"] == [NOT_READY]]

@@ -94,7 +94,7 @@ def retire_pipeline(stack):
 
 def leaked(stack: local.Stack, execution: str) -> list[str]:
     """What the execution left that nothing uses: instances not terminated, images neither released nor kept for a
-    rerun (`tested`: a failure after the test keeps the tested image and the available copies, ami_core::rerun),
+    rerun (`tested`: a failure after the test keeps the tested image and the available copies, ami_core::model::rerun),
     snapshots that back no such image."""
     flt = [{"Name": "tag:ami-pipeline:execution", "Values": [execution]}]
     found = []

@@ -1,5 +1,5 @@
 //! build: `start` vets the base image, then launches the builder; `status` runs the recipe's provisioning script
-//! through SSM Run Command (`build.channel: run-command`, `ami_core::runcommand`) and stops the builder once it
+//! through SSM Run Command (`build.channel: run-command`, `ami_core::aws::runcommand`) and stops the builder once it
 //! succeeded, or (`console`) waits until the builder's user data has printed its result marker and stopped; ready
 //! once the builder is stopped after success. `finish` terminates the builder once the image is available (on
 //! failure, cleanup does it by tag).
@@ -8,13 +8,13 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
 };
 
-use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::recipe::{Build, Channel, Platform, Source};
-use ami_core::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
+use ami_core::aws::error::{Error, Result, SdkResultExt};
+use ami_core::aws::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
+use ami_core::model::recipe::{Build, Channel, Platform, Source};
+use ami_core::model::steps::{BuildState, Progress, Status, StepRequest};
+use ami_core::model::userdata::{self, Outcome};
 use ami_core::step::{InstanceClients, Step};
-use ami_core::steps::{BuildState, Progress, Status, StepRequest};
-use ami_core::userdata::{self, Outcome};
-use ami_core::{source, tags};
+use ami_core::{aws::source, aws::tags};
 
 /// Clients, built once per process.
 pub struct Deps(pub InstanceClients);
@@ -41,7 +41,7 @@ impl Step for Deps {
         let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
             .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
             .collect();
-        let placements = ami_core::ec2::placements(&types, &subnets);
+        let placements = ami_core::aws::launch::placements(&types, &subnets);
 
         // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
         // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
@@ -50,7 +50,7 @@ impl Step for Deps {
             tags::filter(tags::EXECUTION, &req.execution.name),
             tags::filter(tags::ROLE, tags::Role::Builder.as_str()),
         ];
-        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
+        let found = ami_core::aws::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
         if let Some(existing) = found.into_iter().next() {
             let instance_id = existing.instance_id().unwrap_or_default().to_string();
             let source_image_id = existing.image_id().unwrap_or_default().to_string();
@@ -69,18 +69,21 @@ impl Step for Deps {
         let image_id = image.image_id().unwrap_or_default().to_string();
         // A boot mode or NitroTPM the base cannot give is refused now, not after the build (snapshot plans again from
         // the builder, which reports the same properties).
-        ami_core::platform::plan(&ami_core::platform::Origin::of_image(&image), &recipe.image)?;
+        ami_core::aws::platform::plan(&ami_core::aws::platform::Origin::of_image(&image), &recipe.image)?;
         let devices = block_devices(build, &image, recipe.image.kms_key_id.as_deref())?;
 
         let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
         let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
         instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
 
-        let profile = build.instance_profile.as_deref().map(ami_core::ec2::instance_profile);
+        let profile = build
+            .instance_profile
+            .as_deref()
+            .map(ami_core::aws::launch::instance_profile);
 
         let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
-        let (out, placed) = ami_core::ec2::launch(&placements, "builder", |attempt, p| {
-            ami_core::ec2::locked_down(
+        let (out, placed) = ami_core::aws::launch::launch(&placements, "builder", |attempt, p| {
+            ami_core::aws::launch::locked_down(
                 self.0.ec2.run_instances(),
                 p.subnet_id.clone(),
                 build.security_group_ids.clone(),
@@ -89,7 +92,7 @@ impl Step for Deps {
             .instance_type(p.instance_type.as_str().into())
             .min_count(1)
             .max_count(1)
-            .client_token(ami_core::ec2::launch_token(
+            .client_token(ami_core::aws::launch::launch_token(
                 &req.execution.name,
                 "build",
                 &req.run.region,
@@ -129,9 +132,9 @@ impl Step for Deps {
         let state = req.steps.build()?.clone();
         state.progress.check_deadline(now, "provisioning")?;
         let id = &state.instance_id;
-        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
+        let Some(instance) = ami_core::aws::ec2::describe_instance(&self.0.ec2, id).await? else {
             // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
-            if ami_core::ec2::within_grace(state.progress.started_at, now) {
+            if ami_core::aws::ec2::within_grace(state.progress.started_at, now) {
                 return Ok(BuildState {
                     progress: state.progress.with_status(Status::Pending),
                     ..state
@@ -162,7 +165,7 @@ impl Step for Deps {
     /// Terminates the builder; one already gone counts as done.
     async fn finish(&self, req: &StepRequest, _now: i64) -> Result<BuildState> {
         let state = req.steps.build()?;
-        ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
+        ami_core::aws::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
         Ok(BuildState {
             terminated: true,
             ..state.clone()
@@ -174,7 +177,7 @@ impl Step for Deps {
     }
 }
 
-fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::recipe::BaseImage)> {
+fn build_section(req: &StepRequest) -> Result<(&Build, &ami_core::model::recipe::BaseImage)> {
     match (&req.run.recipe.source, &req.run.recipe.build) {
         (Source::Image(base), Some(build)) => Ok((build, base)),
         (Source::Image(_), None) => Err(Error::invalid("run.recipe.build", "required for an image source")),
@@ -251,10 +254,10 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
     // `Latest` is "supported on instance types that use the Nitro hypervisor" (GetConsoleOutput API reference);
     // elsewhere the buffered output is read, which the grace below allows for.
     let latest = match instance.instance_type() {
-        Some(t) => ami_core::ec2::is_nitro(&deps.0.ec2, t.as_str()).await?,
+        Some(t) => ami_core::aws::ec2::is_nitro(&deps.0.ec2, t.as_str()).await?,
         None => false,
     };
-    let console = ami_core::ec2::console_text(&deps.0.ec2, id, latest).await?;
+    let console = ami_core::aws::ec2::console_text(&deps.0.ec2, id, latest).await?;
     match userdata::build_result(&console) {
         Some(Outcome::Passed) => Ok(true),
         Some(Outcome::Failed(why)) => Err(Error::ProvisionFailed(format!(
@@ -284,7 +287,7 @@ async fn console_result(deps: &Deps, instance: &Instance, now: i64) -> Result<bo
     }
 }
 
-/// Run Command channel (`ami_core::runcommand`): once the agent is online the script is sent, and once it
+/// Run Command channel (`ami_core::aws::runcommand`): once the agent is online the script is sent, and once it
 /// succeeded (Windows: then sysprep, a second command) the step stops the builder; ready when it is stopped and its
 /// command(s) succeeded. A builder stopped before that was stopped from outside.
 async fn run_command_result(

@@ -14,8 +14,8 @@ use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, 
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::recipe::Platform;
-use ami_core::steps::{BuildState, Progress, Run, Status, StepRequest};
+use ami_core::model::recipe::Platform;
+use ami_core::model::steps::{BuildState, Progress, Run, Status, StepRequest};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use super::*;
@@ -45,7 +45,7 @@ fn run_of(platform: Platform, channel: Channel) -> Run {
 }
 
 fn request(run: &Run) -> StepRequest {
-    ami_core::input::parse_value("input", testing::request("status", run, json!({ "build": state() }))).unwrap()
+    ami_core::model::input::parse_value("input", testing::request("status", run, json!({ "build": state() }))).unwrap()
 }
 
 /// The builder in `name` state, of `instance_type`, launched 5 minutes ago; stopped ones carry their stop time.

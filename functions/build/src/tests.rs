@@ -10,10 +10,10 @@ use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::steps::{BuildState, Progress, Status};
+use ami_core::model::steps::{BuildState, Progress, Status};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
-use ami_core::input;
+use ami_core::model::input;
 use ami_core::step::{Step, handle};
 
 use super::*;
@@ -26,10 +26,10 @@ fn deps(ec2: &[&Rule], ssm: &[&Rule]) -> Deps {
 
 /// The example run with the console channel (the status tests below are of the console fallback; the Run Command
 /// channel's are in `run_command_tests.rs`).
-fn console_run() -> ami_core::steps::Run {
+fn console_run() -> ami_core::model::steps::Run {
     let mut run = testing::run();
     if let Some(b) = run.recipe.build.as_mut() {
-        b.channel = ami_core::recipe::Channel::Console;
+        b.channel = ami_core::model::recipe::Channel::Console;
     }
     run
 }
@@ -101,7 +101,7 @@ async fn start_launches_a_locked_down_builder() {
     assert_eq!(req.image_id(), Some(BASE_IMAGE));
     assert_eq!(
         req.client_token(),
-        Some(ami_core::naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
+        Some(ami_core::model::naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
     );
     let md = req.metadata_options().unwrap();
     assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
@@ -355,7 +355,7 @@ async fn status_is_not_ready_while_running_or_throttled_then_ready_once_stopped_
         InstanceStateName::Stopped,
     ]);
     let con = console("cloud-init ...\nAMI-PIPELINE-RESULT: SUCCESS\n");
-    let now = ami_core::steps::now();
+    let now = ami_core::model::steps::now();
     let req = testing::request("status", &console_run(), json!({ "build": state_at(now) }));
     let mut seen = vec![];
     for rules in [
@@ -574,7 +574,7 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
     let last = sent.last().unwrap().client_token().unwrap().to_string();
     assert_eq!(
         first,
-        ami_core::naming::client_token(testing::EXECUTION, "build", "us-east-1")
+        ami_core::model::naming::client_token(testing::EXECUTION, "build", "us-east-1")
     );
     assert_ne!(first, last, "each placement has its own ClientToken");
     assert!(

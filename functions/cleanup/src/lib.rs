@@ -3,7 +3,7 @@
 //!
 //! 1. its builder and test instances (any state but terminated) are terminated;
 //! 2. its images not tagged `state=released` are deregistered with their snapshots, except what a rerun can adopt
-//!    (`ami_core::rerun`): the run's image that passed its test (`state=tested`, this recipe's hash) and, once that
+//!    (`ami_core::aws::rerun`): the run's image that passed its test (`state=tested`, this recipe's hash) and, once that
 //!    is kept (or the run itself adopted one), the copies that became available, tagged `state=tested` here;
 //! 3. its remaining snapshots not used by a released image are deleted.
 //!
@@ -22,12 +22,12 @@ use aws_sdk_ec2::types::{Filter, Image, Instance, Snapshot};
 use serde::Deserialize;
 use serde_json::Value;
 
-use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::lifecycle::{CleanedRegion, CleanupOutput};
-use ami_core::recipe::{Source, check_region};
+use ami_core::aws::error::{Error, Result, SdkResultExt};
+use ami_core::aws::lifecycle::{CleanedRegion, CleanupOutput};
+use ami_core::model::steps::{ExecutionRef, Run};
 use ami_core::step::Clients;
-use ami_core::steps::{ExecutionRef, Run};
-use ami_core::{input, naming, tags};
+use ami_core::{aws::tags, model::input, model::naming};
+use ami_core::{model::recipe::Source, validate::check_region};
 
 /// Clients, built once per process; cleanup works in every region of the run.
 pub struct Deps(pub Clients);
@@ -68,12 +68,12 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<CleanupOutput> {
         Source::Image(_) => None,
     });
     // Regions come home first, so whether the tested image was kept is known before the copies are looked at.
-    let hash = req.run.as_ref().map(|r| ami_core::rerun::recipe_hash(&r.recipe));
+    let hash = req.run.as_ref().map(|r| ami_core::aws::rerun::recipe_hash(&r.recipe));
     let home = req.run.as_ref().map(|r| r.region.as_str());
     let mut home_kept = req.run.as_ref().is_some_and(|r| r.adopted.is_some());
     let mut out = Vec::new();
     for region in regions {
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("cleanup in {region}"))?;
+        ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, &format!("cleanup in {region}"))?;
         let ec2 = deps.0.ec2.get(&region);
         let keep = match &hash {
             Some(hash) if home == Some(region.as_str()) => Keep::Tested(hash),
@@ -127,7 +127,7 @@ fn is_ours(tag_list: &[aws_sdk_ec2::types::Tag], execution: &str) -> bool {
     tags::get(tag_list, tags::EXECUTION) == Some(execution)
 }
 
-/// What a region's cleanup keeps for a rerun (`ami_core::rerun`), with the run's recipe hash.
+/// What a region's cleanup keeps for a rerun (`ami_core::aws::rerun`), with the run's recipe hash.
 enum Keep<'a> {
     Nothing,
     /// The run's region: the image that passed its test (test-launch tagged it `tested` with the hash).
@@ -139,7 +139,7 @@ enum Keep<'a> {
 impl Keep<'_> {
     fn keeps(&self, image: &Image) -> bool {
         let t = image.tags();
-        let available = ami_core::ec2::image_progress(Some(image)) == ami_core::ec2::ImageProgress::Available;
+        let available = ami_core::aws::ec2::image_progress(Some(image)) == ami_core::aws::ec2::ImageProgress::Available;
         match self {
             Keep::Nothing => false,
             Keep::Tested(hash) => {
@@ -162,12 +162,12 @@ async fn clean_region(
     let mine = || vec![tags::filter(tags::EXECUTION, execution)];
 
     // 1. Instances first: a running builder or test instance keeps volumes, and costs money, until it is gone.
-    let instances = ami_core::ec2::find_instances(ec2, mine()).await?;
+    let instances = ami_core::aws::ec2::find_instances(ec2, mine()).await?;
     let instances_terminated = instances_to_terminate(&instances, execution, source_instance);
-    ami_core::ec2::terminate(ec2, &instances_terminated).await?;
+    ami_core::aws::ec2::terminate(ec2, &instances_terminated).await?;
 
     // 2. Images not handed over, with their snapshots.
-    let images: Vec<Image> = ami_core::ec2::own_images(ec2, mine())
+    let images: Vec<Image> = ami_core::aws::ec2::own_images(ec2, mine())
         .await?
         .into_iter()
         .filter(|i| is_ours(i.tags(), execution) && i.image_id().is_some())
@@ -178,7 +178,7 @@ async fn clean_region(
     // Someone protected a candidate on purpose (EnableImageDeregistrationProtection): keep it and its snapshots.
     let (kept, candidates): (Vec<Image>, Vec<Image>) = candidates
         .into_iter()
-        .partition(ami_core::ec2::has_deregistration_protection);
+        .partition(ami_core::aws::ec2::has_deregistration_protection);
     for image in &kept {
         lambda_runtime::tracing::warn!(image = ?image.image_id(), "deregistration protection on: candidate kept");
     }
@@ -201,8 +201,8 @@ async fn clean_region(
     let mut snapshots_deleted = Vec::new();
     for image in &candidates {
         // One call per image: stop before the Lambda timeout, the retry resumes (what is gone stays gone).
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, "deregistering candidates")?;
-        ami_core::ec2::deregister_with_snapshots(ec2, image).await?;
+        ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, "deregistering candidates")?;
+        ami_core::aws::ec2::deregister_with_snapshots(ec2, image).await?;
         snapshots_deleted.extend(snapshots_of(image));
     }
 
@@ -222,7 +222,7 @@ async fn clean_region(
         .filter(|id| !in_use.contains(*id) && !snapshots_deleted.iter().any(|d| d == id))
         .map(String::from)
         .collect();
-    ami_core::ec2::delete_snapshots(ec2, &leftover).await?;
+    ami_core::aws::ec2::delete_snapshots(ec2, &leftover).await?;
     snapshots_deleted.extend(leftover);
 
     Ok(CleanedRegion {

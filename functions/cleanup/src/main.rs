@@ -3,6 +3,6 @@ use ami_core::step::Clients;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let deps = Deps(Clients::from_config(&ami_core::clients::load_config().await));
-    ami_core::runtime::serve(|event| handle(&deps, event)).await
+    let deps = Deps(Clients::from_config(&ami_core::aws::clients::load_config().await));
+    ami_core::aws::runtime::serve(|event| handle(&deps, event)).await
 }

@@ -12,8 +12,8 @@ use aws_sdk_ec2::types::{ImageState, InstanceStateName};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::distribution::ShareState;
-use ami_core::steps::{CopyState, ImageState as StepImage, Progress, Status, Steps};
+use ami_core::model::sharing::ShareState;
+use ami_core::model::steps::{CopyState, ImageState as StepImage, Progress, Status, Steps};
 use ami_testkit::world::{FakeImage, FakeInstance, FakeSnapshot, Resource, Tags, tag_map};
 use ami_testkit::{self as testing, EXECUTION, World, WorldState};
 
@@ -294,7 +294,7 @@ async fn only_builder_and_test_instances_are_terminated() {
 async fn the_recipes_source_instance_is_never_terminated() {
     let world = scenario(Stage::Build);
     let mut run = testing::run();
-    run.recipe.source = Source::Instance(ami_core::recipe::SourceInstance {
+    run.recipe.source = Source::Instance(ami_core::model::recipe::SourceInstance {
         id: "i-our-builder".into(),
         stop_first: false,
     });
@@ -414,11 +414,11 @@ ami_testkit::step_contract_tests! {
 }
 
 /// A failure after the test (a copy failed in one region): the tested image of the run's recipe and the copy that
-/// became available are kept for a rerun (`ami_core::rerun`), the copy tagged `tested` with the recipe hash; the
+/// became available are kept for a rerun (`ami_core::aws::rerun`), the copy tagged `tested` with the recipe hash; the
 /// failed copy, the instances and anything of another recipe go.
 #[tokio::test]
 async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copies_for_a_rerun() {
-    let hash = ami_core::rerun::recipe_hash(&testing::run().recipe);
+    let hash = ami_core::aws::rerun::recipe_hash(&testing::run().recipe);
     for (home_hash, kept) in [(hash.as_str(), true), ("another-recipe", false)] {
         let world = scenario(Stage::Copy);
         {

@@ -10,11 +10,11 @@
 
 use aws_sdk_ec2::types::{DeviceType, Filter, ResourceType};
 
-use ami_core::ec2::{self, ImageProgress};
-use ami_core::error::{Error, Result, aws_code, from_sdk};
+use ami_core::aws::ec2::{self, ImageProgress};
+use ami_core::aws::error::{Error, Result, aws_code, from_sdk};
+use ami_core::model::steps::{CopyState, ImageState, Progress, Status, StepRequest};
 use ami_core::step::{Clients, Step};
-use ami_core::steps::{CopyState, ImageState, Progress, Status, StepRequest};
-use ami_core::{naming, tags};
+use ami_core::{aws::tags, model::naming};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
 pub struct Deps(pub Clients);
@@ -100,7 +100,10 @@ impl Step for Deps {
 
         for region in targets {
             // Stop before the Lambda timeout rather than mid-call; the Task's retry resumes (client tokens).
-            ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("copy to {region}"))?;
+            ami_core::aws::runtime::ensure_time_left(
+                ami_core::aws::runtime::CALL_BUDGET,
+                &format!("copy to {region}"),
+            )?;
             let dest = self.0.ec2.get(region);
             // A rerun keeps the copies an earlier attempt made: only the missing regions are copied again.
             if req.run.adopted.is_some()
@@ -202,7 +205,7 @@ impl Step for Deps {
 /// `state=tested` for this pipeline, release and recipe hash (cleanup tags a copy so only once it is available),
 /// and still available. A kept copy that has gone or failed since is copied again.
 async fn kept_copy(ec2: &aws_sdk_ec2::Client, req: &StepRequest, name: &str) -> Result<Option<String>> {
-    let hash = ami_core::rerun::recipe_hash(&req.run.recipe);
+    let hash = ami_core::aws::rerun::recipe_hash(&req.run.recipe);
     let filters = vec![
         Filter::builder().name("name").values(name).build(),
         tags::filter(tags::STATE, tags::STATE_TESTED),

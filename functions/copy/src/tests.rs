@@ -7,15 +7,15 @@ use serde_json::{Value, json};
 
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
-use ami_core::input;
+use ami_core::model::input;
+use ami_core::model::steps::Run;
 use ami_core::step::{Step, handle};
-use ami_core::steps::Run;
 
 use super::*;
 
 /// A status call as `handle` makes it (pending or throttled: `NotReady`), at a fixed time.
 async fn poll(deps: &Deps, req: &StepRequest, now: i64) -> Result<CopyState> {
-    ami_core::steps::settle(deps.status(req, now).await, Deps::progress, "copy status")
+    ami_core::model::steps::settle(deps.status(req, now).await, Deps::progress, "copy status")
 }
 
 const CANDIDATE: &str = "ami-0ccccccccccccccc1";
@@ -114,7 +114,10 @@ async fn start_copies_encrypted_in_the_destination_region_with_token_key_and_tag
         NOW + 240 * 60,
         "distribution.copy_timeout_minutes"
     );
-    assert_eq!(out.progress.wait_seconds, ami_core::steps::polling::FIRST_POLL_SECONDS);
+    assert_eq!(
+        out.progress.wait_seconds,
+        ami_core::model::steps::polling::FIRST_POLL_SECONDS
+    );
     assert_eq!(out.images.len(), 2);
     assert_eq!(
         out.images[0],
@@ -524,8 +527,8 @@ async fn an_instance_store_image_is_copied_without_encryption() {
 #[tokio::test]
 async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     let mut run = run_to(&[DEST, SYDNEY]);
-    let hash = ami_core::rerun::recipe_hash(&run.recipe);
-    run.adopted = Some(ami_core::rerun::Adopted {
+    let hash = ami_core::aws::rerun::recipe_hash(&run.recipe);
+    run.adopted = Some(ami_core::aws::rerun::Adopted {
         execution: "web-r-1-4-0-0f00ba11".into(),
         image: candidate(),
         source_image_id: BASE_IMAGE.into(),

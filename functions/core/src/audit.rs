@@ -23,7 +23,7 @@ use aws_sdk_ec2::operation::run_instances::RunInstancesInput;
 use aws_sdk_ec2::types::{HttpTokensState, PermissionGroup, ResourceType, TagSpecification};
 use aws_smithy_runtime_api::client::interceptors::context::Input;
 
-use crate::tags;
+use crate::aws::tags;
 
 thread_local! {
     static PUBLIC_ALLOWED: Cell<bool> = const { Cell::new(false) };

@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::error::Error;
-use crate::recipe::limits;
-use crate::steps::{Steps, polling};
-use crate::{definition, tags};
+use crate::aws::error::Error;
+use crate::model::recipe::limits;
+use crate::model::steps::{Steps, polling};
+use crate::{aws::tags, definition};
 
 /// The function the definition does not call: it starts executions.
 pub const TRIGGER_BINARY: &str = "ami-trigger";

@@ -227,7 +227,7 @@ fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
         json!({
             "Type": "Wait",
             "Comment": "The first poll comes INTERVAL / (BACKOFF - 1) after start, so every later poll is at most \
-                        (BACKOFF - 1) of the elapsed time after the result (ami_core::steps::polling).",
+                        (BACKOFF - 1) of the elapsed time after the result (ami_core::model::steps::polling).",
             "SecondsPath": format!("$.steps.{}.wait_seconds", step.key),
             "Next": status
         }),

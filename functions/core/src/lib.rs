@@ -21,20 +21,3 @@ pub mod step;
 pub mod testing;
 
 pub use model::error::{Error, Result};
-
-// The paths from before the layers, kept until the other crates use the layered ones; each names the module that
-// now holds it (an `aws` module re-exports the `model` module of its name).
-pub use aws::{clients, error, image, instance_store, lifecycle, platform, rerun, runcommand, runtime, source, tags};
-pub use model::{event, input, naming, sharing as distribution, steps, userdata};
-
-/// Old path of the EC2 calls, launching included (`aws::ec2`, `aws::launch`).
-pub mod ec2 {
-    pub use crate::aws::ec2::*;
-    pub use crate::aws::launch::*;
-}
-
-/// Old path of the recipe: its types (`model::recipe`) and the field checks handlers use (`validate`).
-pub mod recipe {
-    pub use crate::model::recipe::*;
-    pub use crate::validate::{KNOWN_REGIONS, MAX_FALLBACKS, check_id, check_region, is_account};
-}

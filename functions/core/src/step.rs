@@ -2,7 +2,7 @@
 //!
 //! A step answers the state machine's three actions. `start` begins the work (idempotently: a retried start
 //! adopts what the first one made); `status` looks at the world and answers ready, or fails with
-//! `AmiPipeline.NotReady` so the status Task's Retry polls again (see [`crate::steps::settle`]); `finish` tidies up
+//! `AmiPipeline.NotReady` so the status Task's Retry polls again (see [`crate::model::steps::settle`]); `finish` tidies up
 //! after success. An action a step does not take is rejected by default with an `InvalidInput` that names it.
 //! Every action gets the time (`now`, Unix seconds) from [`handle`], so tests fix it with [`handle_at`].
 
@@ -11,9 +11,9 @@ use std::future::Future;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::clients::{Ec2Clients, SdkConfig, SsmClients};
-use crate::error::{Error, Result};
-use crate::steps::{Action, Progress, StepRequest, now, settle};
+use crate::aws::clients::{Ec2Clients, SdkConfig, SsmClients};
+use crate::aws::error::{Error, Result};
+use crate::model::steps::{Action, Progress, StepRequest, now, settle};
 
 /// The clients of the steps that launch an instance in the run's region, where they run, and talk to it (build,
 /// test-launch): EC2, and SSM Run Command with its CloudWatch Logs output (its SSM client serves the other SSM
@@ -21,14 +21,14 @@ use crate::steps::{Action, Progress, StepRequest, now, settle};
 #[derive(Clone)]
 pub struct InstanceClients {
     pub ec2: aws_sdk_ec2::Client,
-    pub channel: crate::runcommand::Channel,
+    pub channel: crate::aws::runcommand::Channel,
 }
 
 impl InstanceClients {
     pub fn from_config(config: &SdkConfig) -> Self {
         InstanceClients {
             ec2: aws_sdk_ec2::Client::new(config),
-            channel: crate::runcommand::Channel::from_config(config),
+            channel: crate::aws::runcommand::Channel::from_config(config),
         }
     }
 }
@@ -100,10 +100,10 @@ pub async fn handle_at<S: Step>(step: &S, event: Value, now: i64) -> Result<S::O
 }
 
 /// The `main` of every step function: loads the SDK configuration, makes the step from it (`make`) and serves it
-/// under the Lambda runtime (`crate::runtime::serve`).
+/// under the Lambda runtime (`crate::aws::runtime::serve`).
 pub async fn serve_step<S: Step>(make: impl FnOnce(&SdkConfig) -> S) -> std::result::Result<(), lambda_runtime::Error> {
-    let step = make(&crate::clients::load_config().await);
-    crate::runtime::serve(|event| handle(&step, event)).await
+    let step = make(&crate::aws::clients::load_config().await);
+    crate::aws::runtime::serve(|event| handle(&step, event)).await
 }
 
 #[cfg(all(test, feature = "testing"))]
@@ -111,7 +111,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::steps::Status;
+    use crate::model::steps::Status;
 
     struct Poll(Status);
 

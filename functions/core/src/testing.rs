@@ -6,8 +6,8 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_smithy_mocks::{Rule, RuleMode};
 use serde_json::{Value, json};
 
-use crate::recipe::Recipe;
-use crate::steps::{ExecutionRef, Release, Run, TriggerKind};
+use crate::model::recipe::Recipe;
+use crate::model::steps::{ExecutionRef, Release, Run, TriggerKind};
 
 pub const EXAMPLE_RECIPE: &str = include_str!("../../../infra/recipes/al2023-web.json");
 pub const EXECUTION: &str = "web-r-1-4-0-0f00ba11";
@@ -161,8 +161,8 @@ pub fn base_image_builder() -> aws_sdk_ec2::types::builders::ImageBuilder {
         .root_device_name("/dev/xvda")
         .creation_date("2026-11-20T00:00:00.000Z")
         // As AWS reports AL2023 x86_64 images (DescribeImages).
-        .platform_details(crate::platform::LINUX_UNIX)
-        .usage_operation(crate::platform::RUN_INSTANCES)
+        .platform_details(crate::aws::platform::LINUX_UNIX)
+        .usage_operation(crate::aws::platform::RUN_INSTANCES)
         .boot_mode(aws_sdk_ec2::types::BootModeValues::UefiPreferred)
         .block_device_mappings(
             BlockDeviceMapping::builder()
@@ -178,11 +178,11 @@ pub fn base_image_builder() -> aws_sdk_ec2::types::builders::ImageBuilder {
 }
 
 /// The plan for [`base_image`] and the example recipe: snapshots, then RegisterImage as `uefi-preferred`.
-pub fn linux_plan() -> crate::platform::ImagePlan {
-    crate::platform::ImagePlan {
-        method: crate::platform::Method::Snapshots,
-        platform_details: crate::platform::LINUX_UNIX.into(),
-        usage_operation: crate::platform::RUN_INSTANCES.into(),
+pub fn linux_plan() -> crate::aws::platform::ImagePlan {
+    crate::aws::platform::ImagePlan {
+        method: crate::aws::platform::Method::Snapshots,
+        platform_details: crate::aws::platform::LINUX_UNIX.into(),
+        usage_operation: crate::aws::platform::RUN_INSTANCES.into(),
         boot_mode: Some("uefi-preferred".into()),
         boot_mode_override: false,
         tpm_support: false,

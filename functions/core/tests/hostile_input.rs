@@ -1,9 +1,9 @@
 //! Property tests: any input to the event parser, the recipe parser and the name sanitizers gives a valid result
 //! or an error that names a field, and never panics.
 
-use ami_core::naming;
-use ami_core::recipe::Recipe;
-use ami_core::{Error, event};
+use ami_core::model::naming;
+use ami_core::model::recipe::Recipe;
+use ami_core::{Error, model::event};
 use proptest::prelude::*;
 
 const WEB: &str = include_str!("../../../infra/recipes/al2023-web.json");
@@ -45,7 +45,7 @@ proptest! {
 
     #[test]
     fn tag_values_fit(s in any::<String>()) {
-        let v = ami_core::tags::value(&s);
+        let v = ami_core::aws::tags::value(&s);
         prop_assert!(v.chars().count() <= 256 && !v.chars().any(char::is_control));
     }
 

@@ -14,16 +14,16 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::{LaunchTemplateVersion, RequestLaunchTemplateData};
 use aws_sdk_ssm::types::ParameterType;
 
-use ami_core::clients::{Ec2Clients, SsmClients};
-use ami_core::ec2::{ImageProgress, image_progress};
-use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::lifecycle::{
+use ami_core::aws::clients::{Ec2Clients, SsmClients};
+use ami_core::aws::ec2::{ImageProgress, image_progress};
+use ami_core::aws::error::{Error, Result, SdkResultExt};
+use ami_core::aws::lifecycle::{
     self, KeptNewer, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
 };
-use ami_core::recipe::{LaunchTemplateRef, check_id, check_region};
+use ami_core::model::steps::{Status, StepRequest};
 use ami_core::step::Step;
-use ami_core::steps::{Status, StepRequest};
-use ami_core::{naming, tags};
+use ami_core::{aws::tags, model::naming};
+use ami_core::{model::recipe::LaunchTemplateRef, validate::check_id, validate::check_region};
 
 pub mod order;
 use order::Rank;
@@ -37,7 +37,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn from_config(config: &ami_core::clients::SdkConfig) -> Self {
+    pub fn from_config(config: &ami_core::aws::clients::SdkConfig) -> Self {
         Deps {
             ec2: Ec2Clients::from_config(config),
             ssm: SsmClients::from_config(config),
@@ -253,7 +253,7 @@ async fn current_default(
 /// Tags the image `released` unless it already is. Refuses an image that is not this run's: publishing someone
 /// else's image would hand it to every consumer of the parameters.
 async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -> Result<()> {
-    let image = ami_core::ec2::describe_image(ec2, image_id)
+    let image = ami_core::aws::ec2::describe_image(ec2, image_id)
         .await?
         .ok_or_else(|| Error::ResourceGone(format!("image {image_id} no longer exists")))?;
     match image_progress(Some(&image)) {
@@ -292,13 +292,13 @@ async fn release(ec2: &aws_sdk_ec2::Client, req: &StepRequest, image_id: &str) -
     Ok(())
 }
 
-/// An image an earlier attempt kept and this rerun adopted (`ami_core::rerun`): made by another execution, but
+/// An image an earlier attempt kept and this rerun adopted (`ami_core::aws::rerun`): made by another execution, but
 /// `tested` for this pipeline, release and recipe hash. Only a rerun (`run.adopted`) accepts one.
 fn adopted_by_rerun(req: &StepRequest, image_tags: &[aws_sdk_ec2::types::Tag]) -> bool {
     req.run.adopted.is_some()
         && tags::get(image_tags, tags::STATE) == Some(tags::STATE_TESTED)
         && tags::get(image_tags, tags::RELEASE) == Some(req.run.release.version.as_str())
-        && tags::get(image_tags, tags::RECIPE_HASH) == Some(ami_core::rerun::recipe_hash(&req.run.recipe).as_str())
+        && tags::get(image_tags, tags::RECIPE_HASH) == Some(ami_core::aws::rerun::recipe_hash(&req.run.recipe).as_str())
 }
 
 /// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store, parameter data types): an existing
@@ -351,7 +351,7 @@ impl<'a> Ours<'a> {
         if self.force || !image_id.starts_with("ami-") {
             return Ok(None);
         }
-        let Some(image) = ami_core::ec2::describe_image(self.ec2, image_id).await? else {
+        let Some(image) = ami_core::aws::ec2::describe_image(self.ec2, image_id).await? else {
             return Ok(None);
         };
         Ok(self.rank.newer(&Rank::of_image(&image, self.pipeline), image_id))

@@ -10,8 +10,8 @@ use std::cmp::Ordering;
 
 use aws_sdk_ec2::types::Image;
 
-use ami_core::lifecycle::{KeptNewer, unix_seconds};
-use ami_core::tags;
+use ami_core::aws::lifecycle::{KeptNewer, unix_seconds};
+use ami_core::aws::tags;
 
 /// What publish knows about one image's release.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use aws_sdk_ssm::operation::put_parameter::PutParameterOutput;
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::recipe::LaunchTemplateRef;
+use ami_core::model::recipe::LaunchTemplateRef;
+use ami_core::model::steps::{CopyState, ImageState, Progress, Run, TestState};
 use ami_core::step::handle;
-use ami_core::steps::{CopyState, ImageState, Progress, Run, TestState};
 use ami_testkit::world::{FakeImage, Tags, tag_map};
 use ami_testkit::{self as testing, EXECUTION, NOW, World, WorldState};
 
@@ -519,7 +519,7 @@ async fn another_pipelines_image_is_refused() {
 /// execution) with no test step of its own; without `run.adopted` the same images are another run's: refused.
 #[tokio::test]
 async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_rerun_does() {
-    let hash = ami_core::rerun::recipe_hash(&testing::run().recipe);
+    let hash = ami_core::aws::rerun::recipe_hash(&testing::run().recipe);
     let kept = |region: &str| {
         image_with(
             region,
@@ -543,7 +543,7 @@ async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_reru
     assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
 
     let mut run = testing::run();
-    run.adopted = Some(ami_core::rerun::Adopted {
+    run.adopted = Some(ami_core::aws::rerun::Adopted {
         execution: "web-r-1-4-0-earlier".into(),
         image: image_state(HOME, HOME_IMAGE),
         source_image_id: String::new(),

@@ -8,13 +8,13 @@ use aws_sdk_ec2::types::{
     ResourceType, TpmSupportValues, VolumeType,
 };
 
-use ami_core::ec2::{ImageProgress, image_progress};
-use ami_core::error::{Error, Result, SdkResultExt, aws_code};
-use ami_core::platform::{self, Method};
-use ami_core::recipe::RootDeviceType;
+use ami_core::aws::ec2::{ImageProgress, image_progress};
+use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::aws::platform::{self, Method};
+use ami_core::model::recipe::RootDeviceType;
+use ami_core::model::steps::{ImageState, Progress, SnapshotState, Status, StepRequest};
 use ami_core::step::Step;
-use ami_core::steps::{ImageState, Progress, SnapshotState, Status, StepRequest};
-use ami_core::{image, tags};
+use ami_core::{aws::image, aws::tags};
 
 /// The EC2 client of the run's region, where this runs; built once per process.
 pub struct Deps(pub aws_sdk_ec2::Client);
@@ -70,8 +70,8 @@ impl Step for Deps {
             .name(&name)
             .description(image::description(req))
             .architecture(match recipe.image.architecture {
-                ami_core::recipe::Architecture::X86_64 => ArchitectureValues::X8664,
-                ami_core::recipe::Architecture::Arm64 => ArchitectureValues::Arm64,
+                ami_core::model::recipe::Architecture::X86_64 => ArchitectureValues::X8664,
+                ami_core::model::recipe::Architecture::Arm64 => ArchitectureValues::Arm64,
             })
             .virtualization_type("hvm")
             .ena_support(recipe.image.ena_support)
@@ -88,7 +88,7 @@ impl Step for Deps {
             // ImageLocation is `bucket/path/image.manifest.xml`, not the recipe's `s3://` URL (RegisterImage API
             // reference); an `s3://` location fails `InvalidManifest`.
             (RootDeviceType::InstanceStore, Some(manifest)) => {
-                call.image_location(ami_core::instance_store::image_location(manifest)?)
+                call.image_location(ami_core::aws::instance_store::image_location(manifest)?)
             }
             _ => {
                 if snap.snapshots.is_empty() {
@@ -133,14 +133,14 @@ impl Step for Deps {
                 // belongs to someone else (Conflict).
                 image::adopt_by_name(&self.0, req, &name).await.map(state)
             }
-            Err(e) => Err(ami_core::error::from_sdk("RegisterImage", e)),
+            Err(e) => Err(ami_core::aws::error::from_sdk("RegisterImage", e)),
         }
     }
 
     async fn status(&self, req: &StepRequest, now: i64) -> Result<ImageState> {
         let state = req.steps.register()?.clone();
         state.progress.check_deadline(now, "image registration")?;
-        let image = ami_core::ec2::describe_image(&self.0, &state.image_id).await?;
+        let image = ami_core::aws::ec2::describe_image(&self.0, &state.image_id).await?;
         let status = match image_progress(image.as_ref()) {
             ImageProgress::Available => {
                 // Billing, boot mode and NitroTPM as planned, or the image is discarded (cleanup removes it).

@@ -7,11 +7,11 @@ use aws_sdk_ec2::types::{Image, ImageState as Ec2ImageState, StateReason, Tag};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::steps::{SnapshotInfo, SnapshotState};
+use ami_core::model::steps::{SnapshotInfo, SnapshotState};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
 use ami_core::step::{Step, handle};
-use ami_core::{input, naming};
+use ami_core::{model::input, model::naming};
 
 use super::*;
 
@@ -21,7 +21,7 @@ fn snapshot_steps() -> serde_json::Value {
     snapshot_steps_with(testing::linux_plan())
 }
 
-fn snapshot_steps_with(plan: ami_core::platform::ImagePlan) -> serde_json::Value {
+fn snapshot_steps_with(plan: ami_core::aws::platform::ImagePlan) -> serde_json::Value {
     let info = |id: &str, dev: &str, size: i32, vt: &str| SnapshotInfo {
         snapshot_id: id.into(),
         device_name: dev.into(),
@@ -146,7 +146,7 @@ async fn tpm_and_imds_follow_the_plan_and_the_recipe() {
     let _imds = ami_core::audit::allow_imds_optional(); // the recipe turns ImdsSupport v2.0 off below
     let mut recipe = testing::recipe();
     recipe.image.imds_v2 = false;
-    let plan = ami_core::platform::ImagePlan {
+    let plan = ami_core::aws::platform::ImagePlan {
         boot_mode: Some("uefi".into()),
         tpm_support: true,
         ..testing::linux_plan()
@@ -168,7 +168,7 @@ async fn tpm_and_imds_follow_the_plan_and_the_recipe() {
 
 #[tokio::test]
 async fn a_legacy_bios_image_carries_no_uefi_data() {
-    let plan = ami_core::platform::ImagePlan {
+    let plan = ami_core::aws::platform::ImagePlan {
         boot_mode: None,
         ..testing::linux_plan()
     };

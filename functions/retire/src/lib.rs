@@ -8,19 +8,19 @@
 //!
 //! It then sweeps the pipeline's orphaned snapshots: ones no image uses any more and older than any execution
 //! can run (`ORPHAN_GRACE_SECONDS`), and the images failed runs kept for a rerun (`state=tested`) that no rerun
-//! adopted within `ami_core::rerun::KEPT_GRACE_DAYS`.
+//! adopted within `ami_core::aws::rerun::KEPT_GRACE_DAYS`.
 
 use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{Image, Snapshot, SnapshotState};
 use lambda_runtime::tracing;
 
-use ami_core::error::{Error, Result, SdkResultExt, aws_code};
-use ami_core::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
-use ami_core::recipe::{Retention, limits};
+use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::aws::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
+use ami_core::aws::tags;
+use ami_core::model::recipe::{Retention, limits};
+use ami_core::model::steps::{Run, StepRequest};
 use ami_core::step::{Clients, Step};
-use ami_core::steps::{Run, StepRequest};
-use ami_core::tags;
 
 /// Clients, built once per process; retire works in every region of the pipeline.
 pub struct Deps(pub Clients);
@@ -47,7 +47,7 @@ impl Step for Deps {
 pub async fn retire(deps: &Deps, run: &Run, now: i64) -> Result<RetireOutput> {
     let mut regions = Vec::new();
     for region in &run.regions {
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("retire in {region}"))?;
+        ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, &format!("retire in {region}"))?;
         regions.push(retire_region(deps, run, region, now).await?);
     }
     Ok(RetireOutput { regions })
@@ -62,7 +62,7 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         .values(tags::STATE_TESTED)
         .build();
     let (kept_tested, found): (Vec<Image>, Vec<Image>) =
-        ami_core::ec2::own_images(&ec2, vec![tags::filter(tags::PIPELINE, &run.pipeline), state])
+        ami_core::aws::ec2::own_images(&ec2, vec![tags::filter(tags::PIPELINE, &run.pipeline), state])
             .await?
             .into_iter()
             .partition(|i| tags::get(i.tags(), tags::STATE) == Some(tags::STATE_TESTED));
@@ -85,7 +85,10 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
     let mut deprecated = Vec::new();
     for (image_id, at) in &plan.deprecate {
         // One call per image: stop before the Lambda timeout, the retry resumes (deprecating again is harmless).
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("deprecating in {region}"))?;
+        ami_core::aws::runtime::ensure_time_left(
+            ami_core::aws::runtime::CALL_BUDGET,
+            &format!("deprecating in {region}"),
+        )?;
         match ec2
             .enable_image_deprecation()
             .image_id(image_id)
@@ -99,7 +102,7 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
             }),
             // Gone since the listing: nothing left to deprecate.
             Err(e) if aws_code(&e) == Some("InvalidAMIID.NotFound") => {}
-            Err(e) => return Err(ami_core::error::from_sdk("EnableImageDeprecation", e)),
+            Err(e) => return Err(ami_core::aws::error::from_sdk("EnableImageDeprecation", e)),
         }
     }
     // Deregistration protection is the owner saying "keep this one": skip and report it, never fail a run that
@@ -108,10 +111,13 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         .deregister
         .iter()
         .cloned()
-        .partition(ami_core::ec2::has_deregistration_protection);
+        .partition(ami_core::aws::ec2::has_deregistration_protection);
     for image in &deregister {
-        ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &format!("deregistering in {region}"))?;
-        ami_core::ec2::deregister_with_snapshots(&ec2, image).await?;
+        ami_core::aws::runtime::ensure_time_left(
+            ami_core::aws::runtime::CALL_BUDGET,
+            &format!("deregistering in {region}"),
+        )?;
+        ami_core::aws::ec2::deregister_with_snapshots(&ec2, image).await?;
     }
     let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now).await?;
     let (orphan_snapshots_deleted, orphan_snapshots_skipped) = sweep_orphan_snapshots(&ec2, run, now).await?;
@@ -133,16 +139,16 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
 /// adopts only images younger than `ADOPT_WITHIN_DAYS`, a week less, so none in use by a running rerun is removed.
 /// Under deregistration protection: left, like any image its owner protected.
 async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>, now: i64) -> Result<Vec<String>> {
-    let cutoff = now - ami_core::rerun::KEPT_GRACE_DAYS * 86_400;
+    let cutoff = now - ami_core::aws::rerun::KEPT_GRACE_DAYS * 86_400;
     let mut out = Vec::new();
     for image in found {
         // Checked again in code: deregistering cannot be undone.
         let abandoned = tags::get(image.tags(), tags::PIPELINE) == Some(run.pipeline.as_str())
             && tags::get(image.tags(), tags::STATE) == Some(tags::STATE_TESTED)
-            && ami_core::rerun::created_at(&image).is_some_and(|t| t < cutoff)
-            && !ami_core::ec2::has_deregistration_protection(&image);
+            && ami_core::aws::rerun::created_at(&image).is_some_and(|t| t < cutoff)
+            && !ami_core::aws::ec2::has_deregistration_protection(&image);
         if let (true, Some(id)) = (abandoned, image.image_id()) {
-            ami_core::ec2::deregister_with_snapshots(ec2, &image).await?;
+            ami_core::aws::ec2::deregister_with_snapshots(ec2, &image).await?;
             tracing::info!(image_id = id, "abandoned kept image deregistered");
             out.push(id.to_string());
         }
@@ -204,7 +210,7 @@ async fn sweep_orphan_snapshots(
     }
     // Every image of the account in the region, disabled ones too: an image of another pipeline (or a person's)
     // made from one of our snapshots counts as a user.
-    let in_use: BTreeSet<String> = ami_core::ec2::own_images(ec2, Vec::new())
+    let in_use: BTreeSet<String> = ami_core::aws::ec2::own_images(ec2, Vec::new())
         .await?
         .iter()
         .flat_map(|i| i.block_device_mappings())
@@ -218,7 +224,7 @@ async fn sweep_orphan_snapshots(
         .take(MAX_ORPHAN_DELETES)
     {
         // Out of time: the rest go on the next run, not a reason to fail this one.
-        if ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, "orphan snapshots").is_err() {
+        if ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, "orphan snapshots").is_err() {
             break;
         }
         match ec2.delete_snapshot().snapshot_id(&id).send().await {
@@ -226,7 +232,7 @@ async fn sweep_orphan_snapshots(
             Err(e) => {
                 let reason = aws_code(&e)
                     .map(String::from)
-                    .unwrap_or_else(|| ami_core::error::from_sdk("DeleteSnapshot", e).to_string());
+                    .unwrap_or_else(|| ami_core::aws::error::from_sdk("DeleteSnapshot", e).to_string());
                 tracing::warn!(snapshot = %id, %reason, "orphan snapshot not deleted");
                 skipped.push(SkippedSnapshot {
                     snapshot_id: id,

@@ -143,7 +143,7 @@ async fn keeps_exactly_keep_images_and_deregisters_the_rest_with_their_snapshots
 #[tokio::test]
 async fn kept_images_no_rerun_adopted_within_the_grace_period_are_deregistered_with_their_snapshots() {
     let world = world_with(&[1]);
-    let grace = ami_core::rerun::KEPT_GRACE_DAYS;
+    let grace = ami_core::aws::rerun::KEPT_GRACE_DAYS;
     {
         let mut w = world.lock().unwrap();
         add_image(&mut w, HOME, &image_id('t', grace + 1), "web", "tested", grace + 1);
@@ -188,7 +188,7 @@ async fn images_still_referenced_are_never_touched_and_take_no_keep_place() {
     }
     let mut run = run_with(2, Some(30));
     run.recipe.publish.ssm_parameters = vec![PARAM.into()];
-    run.recipe.publish.launch_templates = vec![ami_core::recipe::LaunchTemplateRef {
+    run.recipe.publish.launch_templates = vec![ami_core::model::recipe::LaunchTemplateRef {
         id_or_name: TEMPLATE.into(),
         region: None,
     }];

@@ -16,13 +16,13 @@ use aws_sdk_ec2::types::{
     LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
 };
 
-use ami_core::distribution::{Grantee, ShareOutput, ShareState, SnapshotShare};
-use ami_core::ec2::{self, ImageProgress};
-use ami_core::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
-use ami_core::recipe::{Distribution, check_id, is_account};
+use ami_core::aws::ec2::{self, ImageProgress};
+use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
+use ami_core::model::sharing::{Grantee, ShareOutput, ShareState, SnapshotShare};
+use ami_core::model::steps::ImageState;
+use ami_core::model::steps::StepRequest;
 use ami_core::step::{Clients, Step};
-use ami_core::steps::ImageState;
-use ami_core::steps::StepRequest;
+use ami_core::{model::recipe::Distribution, validate::check_id, validate::is_account};
 
 /// Clients, built once per process: one EC2 client per region, made on first use.
 pub struct Deps(pub Clients);
@@ -38,7 +38,7 @@ impl Step for Deps {
         let mut regions = Vec::with_capacity(targets.len());
         for image in targets {
             let what = format!("share in {}", image.region);
-            ami_core::runtime::ensure_time_left(ami_core::runtime::CALL_BUDGET, &what)?;
+            ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, &what)?;
             regions.push(share_in(self, image, &wanted).await?);
         }
         Ok(ShareState { regions })

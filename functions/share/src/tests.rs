@@ -8,11 +8,11 @@ use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image, ImageState a
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::{Value, json};
 
-use ami_core::recipe::Recipe;
-use ami_core::steps::{CopyState, ImageState, Progress, Run, Status};
+use ami_core::model::recipe::Recipe;
+use ami_core::model::steps::{CopyState, ImageState, Progress, Run, Status};
 use ami_testkit::{self as testing, Captured, NOW};
 
-use ami_core::input;
+use ami_core::model::input;
 use ami_core::step::handle;
 
 use super::*;

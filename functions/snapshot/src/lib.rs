@@ -1,4 +1,4 @@
-//! snapshot: `start` plans how the image is made (`ami_core::platform`), then snapshots all volumes of the stopped
+//! snapshot: `start` plans how the image is made (`ami_core::aws::platform`), then snapshots all volumes of the stopped
 //! builder (or of the recipe's source instance, stopped first when asked) with one `CreateSnapshots`, tagged on
 //! create, or, for a licensed platform, makes the image from the instance with `CreateImage`; `status` reports
 //! progress until every snapshot is completed (or the image is available).
@@ -11,13 +11,13 @@ use aws_sdk_ec2::types::{
     SnapshotState as Ec2SnapshotState,
 };
 
-use ami_core::ec2::{ImageProgress, image_progress};
-use ami_core::error::{Error, Result, SdkResultExt, aws_code};
-use ami_core::platform::{self, Method, Origin};
-use ami_core::recipe::{RootDeviceType, Source};
+use ami_core::aws::ec2::{ImageProgress, image_progress};
+use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
+use ami_core::aws::platform::{self, Method, Origin};
+use ami_core::model::recipe::{RootDeviceType, Source};
+use ami_core::model::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
 use ami_core::step::Step;
-use ami_core::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
-use ami_core::{image, tags};
+use ami_core::{aws::image, aws::tags};
 
 /// The EC2 client of the run's region, where this runs; built once per process.
 pub struct Deps(pub aws_sdk_ec2::Client);
@@ -96,17 +96,17 @@ impl Step for Deps {
             // Ids just created may be unknown to DescribeSnapshots for a while (eventual consistency): pending. Past
             // the grace period, a snapshot of ours that is gone was deleted from outside.
             Err(e) if aws_code(&e) == Some("InvalidSnapshot.NotFound") => {
-                if just_made || ami_core::ec2::within_grace(state.progress.started_at, now) {
+                if just_made || ami_core::aws::ec2::within_grace(state.progress.started_at, now) {
                     state.percent = 0;
                     state.progress = state.progress.with_status(Status::Pending);
                     return Ok(state);
                 }
                 return Err(Error::ResourceGone(format!(
                     "a snapshot of this run no longer exists: {}",
-                    ami_core::error::from_sdk("DescribeSnapshots", e)
+                    ami_core::aws::error::from_sdk("DescribeSnapshots", e)
                 )));
             }
-            Err(e) => return Err(ami_core::error::from_sdk("DescribeSnapshots", e)),
+            Err(e) => return Err(ami_core::aws::error::from_sdk("DescribeSnapshots", e)),
         };
         let mut lowest = 100u32;
         for s in out.snapshots() {
@@ -178,7 +178,7 @@ async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> 
             .map(String::from)
             .ok_or_else(|| Error::Internal("CreateImage returned no image id".into())),
         Err(e) if aws_code(&e) == Some("InvalidAMIName.Duplicate") => image::adopt_by_name(&deps.0, req, &name).await,
-        Err(e) => Err(ami_core::error::from_sdk("CreateImage", e)),
+        Err(e) => Err(ami_core::aws::error::from_sdk("CreateImage", e)),
     }
 }
 
@@ -201,7 +201,7 @@ async fn image_status(deps: &Deps, req: &StepRequest, mut state: SnapshotState) 
         state.image_id = Some(ensure_image(deps, req, &state).await?);
     }
     let id = state.image_id.clone().unwrap_or_default();
-    let image = ami_core::ec2::describe_image(&deps.0, &id).await?;
+    let image = ami_core::aws::ec2::describe_image(&deps.0, &id).await?;
     match image_progress(image.as_ref()) {
         ImageProgress::Pending => Ok(state),
         ImageProgress::Failed(why) => Err(Error::ImageFailed(format!("CreateImage {id}: {why}"))),
@@ -248,7 +248,7 @@ fn is_stopped(instance: &Instance) -> bool {
 }
 
 async fn describe(deps: &Deps, id: &str) -> Result<Instance> {
-    ami_core::ec2::describe_instance(&deps.0, id)
+    ami_core::aws::ec2::describe_instance(&deps.0, id)
         .await?
         .ok_or_else(|| Error::ResourceGone(format!("instance {id} no longer exists")))
 }
@@ -296,7 +296,7 @@ async fn ensure_snapshots(deps: &Deps, req: &StepRequest, instance: &Instance) -
     // made once more after a pause before a second set is created.
     let mut found = own_snapshots(deps, req).await?;
     if found.is_empty() {
-        tokio::time::sleep(ami_core::ec2::LOOKUP_PAUSE).await;
+        tokio::time::sleep(ami_core::aws::ec2::LOOKUP_PAUSE).await;
         found = own_snapshots(deps, req).await?;
     }
 

@@ -14,11 +14,11 @@ use aws_sdk_ec2::types::{
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::recipe::{Source, SourceInstance};
-use ami_core::steps::BuildState;
+use ami_core::model::recipe::{Source, SourceInstance};
+use ami_core::model::steps::BuildState;
 use ami_testkit::{self as testing, BASE_IMAGE, Captured, NOW};
 
-use ami_core::input;
+use ami_core::model::input;
 use ami_core::step::{Step, handle};
 
 use super::*;
@@ -138,7 +138,7 @@ fn build_steps() -> serde_json::Value {
     json!({ "build": b })
 }
 
-fn request(action: &str, run: &ami_core::steps::Run, steps: serde_json::Value) -> StepRequest {
+fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::Value) -> StepRequest {
     input::parse_value("input", testing::request(action, run, steps)).unwrap()
 }
 
@@ -458,9 +458,9 @@ fn windows_builder() -> Rule {
     })
 }
 
-fn windows_run() -> ami_core::steps::Run {
+fn windows_run() -> ami_core::model::steps::Run {
     let mut recipe = testing::recipe();
-    recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
+    recipe.image.boot_mode = Some(ami_core::model::recipe::BootMode::Uefi);
     recipe.image.tpm_support = true;
     testing::run_with(recipe)
 }
@@ -625,7 +625,7 @@ async fn a_boot_mode_the_source_instance_cannot_boot_is_refused_before_it_is_sto
         id: BUILDER.into(),
         stop_first: true,
     });
-    recipe.image.boot_mode = Some(ami_core::recipe::BootMode::Uefi);
+    recipe.image.boot_mode = Some(ami_core::model::recipe::BootMode::Uefi);
     let legacy = mock!(Ec2::describe_instances).then_output(|| {
         let instance = builder_of(
             InstanceStateName::Running,

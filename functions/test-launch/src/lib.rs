@@ -1,6 +1,6 @@
 //! test-launch: `start` launches one instance from the candidate image with the recipe's test settings;
 //! `status` waits for its status checks, then runs the smoke test through SSM Run Command (`test.channel`,
-//! `ami_core::runcommand`) or waits for its console marker, and records boot-to-ready seconds on the image;
+//! `ami_core::aws::runcommand`) or waits for its console marker, and records boot-to-ready seconds on the image;
 //! `finish` terminates the instance, whatever the outcome.
 //!
 //! With `recipe.test.enabled: false`, `start` returns a state that is already `ready` with an empty
@@ -11,13 +11,13 @@ use aws_sdk_ec2::types::{
     ShutdownBehavior, SummaryStatus, VolumeType,
 };
 
-use ami_core::error::{Error, Result, SdkResultExt};
-use ami_core::recipe::Channel;
-use ami_core::runcommand::{self, Job, Purpose, State as RcState};
+use ami_core::aws::error::{Error, Result, SdkResultExt};
+use ami_core::aws::runcommand::{self, Job, Purpose, State as RcState};
+use ami_core::aws::tags;
+use ami_core::model::recipe::Channel;
+use ami_core::model::steps::{Progress, Status, StepRequest, TestState};
+use ami_core::model::userdata::{self, Outcome};
 use ami_core::step::{InstanceClients, Step};
-use ami_core::steps::{Progress, Status, StepRequest, TestState};
-use ami_core::tags;
-use ami_core::userdata::{self, Outcome};
 
 /// Clients, built once per process.
 pub struct Deps(pub InstanceClients);
@@ -85,7 +85,7 @@ impl Step for Deps {
         let subnets: Vec<Option<&str>> = std::iter::once(subnet)
             .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
             .collect();
-        let placements = ami_core::ec2::placements(&types, &subnets);
+        let placements = ami_core::aws::launch::placements(&types, &subnets);
 
         // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
         // a lost response of the same placement; with fallbacks the look-up is made once more before launching).
@@ -93,7 +93,7 @@ impl Step for Deps {
             tags::filter(tags::EXECUTION, &req.execution.name),
             tags::filter(tags::ROLE, tags::Role::TestInstance.as_str()),
         ];
-        let found = ami_core::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
+        let found = ami_core::aws::ec2::find_instances_settled(&self.0.ec2, mine, placements.len() > 1).await?;
         if let Some(existing) = found.first() {
             let id = existing
                 .instance_id()
@@ -109,7 +109,7 @@ impl Step for Deps {
         // Most current instance types boot only from EBS, and RunInstances would refuse an instance-store image
         // (UnsupportedOperation). The trigger checked it before building; checked again before launching (read-only),
         // for a run started before the type's offering changed.
-        ami_core::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
+        ami_core::aws::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
         let platform = build.map(|b| b.platform).unwrap_or_default();
         let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
         let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
@@ -121,16 +121,16 @@ impl Step for Deps {
             .instance_profile
             .as_deref()
             .or(build.and_then(|b| b.instance_profile.as_deref()))
-            .map(ami_core::ec2::instance_profile);
-        let (out, _) = ami_core::ec2::launch(&placements, "test instance", |attempt, p| {
-            ami_core::ec2::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
+            .map(ami_core::aws::launch::instance_profile);
+        let (out, _) = ami_core::aws::launch::launch(&placements, "test instance", |attempt, p| {
+            ami_core::aws::launch::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
                 .set_block_device_mappings(volumes.clone())
                 .set_iam_instance_profile(profile.clone())
                 .image_id(&image.image_id)
                 .instance_type(p.instance_type.as_str().into())
                 .min_count(1)
                 .max_count(1)
-                .client_token(ami_core::ec2::launch_token(
+                .client_token(ami_core::aws::launch::launch_token(
                     &req.execution.name,
                     "test",
                     &req.run.region,
@@ -174,9 +174,9 @@ impl Step for Deps {
             ..state
         };
 
-        let Some(instance) = ami_core::ec2::describe_instance(&self.0.ec2, id).await? else {
+        let Some(instance) = ami_core::aws::ec2::describe_instance(&self.0.ec2, id).await? else {
             // Just launched, EC2 may not know the id yet (eventual consistency): pending, not gone.
-            if ami_core::ec2::within_grace(state.launched_at, now) {
+            if ami_core::aws::ec2::within_grace(state.launched_at, now) {
                 return Ok(pending(state));
             }
             return Err(Error::ResourceGone(format!("test instance {id} no longer exists")));
@@ -225,10 +225,10 @@ impl Step for Deps {
             (Some(_), Channel::Console) => {
                 // `Latest` only on Nitro types (GetConsoleOutput API reference); elsewhere the buffered output.
                 let latest = match instance.instance_type() {
-                    Some(t) => ami_core::ec2::is_nitro(&self.0.ec2, t.as_str()).await?,
+                    Some(t) => ami_core::aws::ec2::is_nitro(&self.0.ec2, t.as_str()).await?,
                     None => false,
                 };
-                let console = ami_core::ec2::console_text(&self.0.ec2, id, latest).await?;
+                let console = ami_core::aws::ec2::console_text(&self.0.ec2, id, latest).await?;
                 match userdata::smoke_result(&console) {
                     Some(Outcome::Passed) => true,
                     Some(Outcome::Failed(why)) => {
@@ -239,7 +239,7 @@ impl Step for Deps {
                     None => false,
                 }
             }
-            // Status checks first, then the smoke test by Run Command (`ami_core::runcommand`).
+            // Status checks first, then the smoke test by Run Command (`ami_core::aws::runcommand`).
             (Some(_), Channel::RunCommand) if !checks_ok => false,
             (Some(script), Channel::RunCommand) => {
                 let platform = req.run.recipe.build.as_ref().map(|b| b.platform).unwrap_or_default();
@@ -284,11 +284,11 @@ impl Step for Deps {
             .resources(&state.image_id)
             .tags(tags::tag(tags::BOOT_TO_READY, &seconds.to_string()))
             // The image passed: if a later step fails, cleanup keeps it for a rerun of the same release and recipe to
-            // adopt (ami_core::rerun). Publish makes it `released`.
+            // adopt (ami_core::aws::rerun). Publish makes it `released`.
             .tags(tags::tag(tags::STATE, tags::STATE_TESTED))
             .tags(tags::tag(
                 tags::RECIPE_HASH,
-                &ami_core::rerun::recipe_hash(&req.run.recipe),
+                &ami_core::aws::rerun::recipe_hash(&req.run.recipe),
             ))
             .send()
             .await
@@ -306,7 +306,7 @@ impl Step for Deps {
     async fn finish(&self, req: &StepRequest, _now: i64) -> Result<TestState> {
         let state = req.steps.test_launch()?.clone();
         if !state.instance_id.is_empty() {
-            ami_core::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
+            ami_core::aws::ec2::terminate(&self.0.ec2, std::slice::from_ref(&state.instance_id)).await?;
             log(&state.instance_id, "terminated the test instance");
         }
         Ok(TestState {

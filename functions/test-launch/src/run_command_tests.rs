@@ -14,7 +14,7 @@ use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, 
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
-use ami_core::steps::{ImageState, Progress, Status, StepRequest, TestState};
+use ami_core::model::steps::{ImageState, Progress, Status, StepRequest, TestState};
 use ami_testkit::{self as testing, Captured, NOW};
 
 use super::*;
@@ -42,7 +42,7 @@ fn request() -> StepRequest {
         name: "web".into(),
         progress: Progress::start(NOW - 900, 60).with_status(Status::Ready),
     };
-    ami_core::input::parse_value(
+    ami_core::model::input::parse_value(
         "input",
         testing::request(
             "status",

@@ -12,11 +12,11 @@ use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
 use serde_json::{Value, json};
 
-use ami_core::recipe::Recipe;
-use ami_core::steps::{ImageState, Run, SnapshotInfo, SnapshotState};
+use ami_core::model::recipe::Recipe;
+use ami_core::model::steps::{ImageState, Run, SnapshotInfo, SnapshotState};
 use ami_testkit::{self as testing, Captured, NOW};
 
-use ami_core::input;
+use ami_core::model::input;
 
 use ami_core::step::{Step, handle};
 use aws_sdk_ec2::types::HttpTokensState;
@@ -38,8 +38,8 @@ fn deps_with(rules: &[&Rule], ssm: &[&Rule]) -> Deps {
 }
 
 /// The example run with the smoke test on the console channel (the fallback).
-fn console_run() -> ami_core::steps::Run {
-    recipe_with(|r| r.test.channel = Some(ami_core::recipe::Channel::Console))
+fn console_run() -> ami_core::model::steps::Run {
+    recipe_with(|r| r.test.channel = Some(ami_core::model::recipe::Channel::Console))
 }
 
 fn candidate() -> ImageState {
@@ -47,7 +47,7 @@ fn candidate() -> ImageState {
         region: testing::REGION.into(),
         image_id: CANDIDATE.into(),
         name: "web-1.4.0-20261126-0f00ba11".into(),
-        progress: ami_core::steps::Progress {
+        progress: ami_core::model::steps::Progress {
             status: Status::Ready,
             ..Progress::start(NOW - 900, 30)
         },
@@ -151,7 +151,7 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     assert_eq!((req.min_count(), req.max_count()), (Some(1), Some(1)));
     assert_eq!(
         req.client_token(),
-        Some(ami_core::naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
+        Some(ami_core::model::naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
     );
     let md = req.metadata_options().unwrap();
     assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
@@ -465,9 +465,9 @@ async fn status_is_pending_until_checks_ok_and_smoke_passed_then_tags_boot_to_re
     assert_eq!(t.resources(), [CANDIDATE]);
     assert_eq!(t.tags().len(), 3);
     assert_eq!(tags::get(t.tags(), tags::BOOT_TO_READY), Some("200"));
-    // passed: kept for a rerun of the same recipe if a later step fails (ami_core::rerun)
+    // passed: kept for a rerun of the same recipe if a later step fails (ami_core::aws::rerun)
     assert_eq!(tags::get(t.tags(), tags::STATE), Some(tags::STATE_TESTED));
-    let hash = ami_core::rerun::recipe_hash(&run.recipe);
+    let hash = ami_core::aws::rerun::recipe_hash(&run.recipe);
     assert_eq!(tags::get(t.tags(), tags::RECIPE_HASH), Some(hash.as_str()));
 }
 
@@ -640,7 +640,7 @@ ami_testkit::step_contract_tests! {
 /// An instance-store recipe (no snapshots; the image is in S3) on the given test instance type.
 fn instance_store_run(test_type: Option<&str>) -> Run {
     recipe_with(|r| {
-        r.image.root_device_type = ami_core::recipe::RootDeviceType::InstanceStore;
+        r.image.root_device_type = ami_core::model::recipe::RootDeviceType::InstanceStore;
         r.image.s3_manifest = Some("s3://web-bundles/web/image.manifest.xml".into());
         r.test.instance_type = test_type.map(String::from);
     })

@@ -25,14 +25,14 @@ impl Calls {
     pub fn clients(&self, ec2: &[&Rule], ssm: &[&Rule]) -> ami_core::step::Clients {
         let (ec2, ssm) = (self.ec2(ec2), self.ssm(ssm));
         ami_core::step::Clients {
-            ec2: ami_core::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
-            ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+            ec2: ami_core::aws::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
+            ssm: ami_core::aws::clients::SsmClients::from_fn(move |_| ssm.clone()),
         }
     }
 
     /// Instance step clients ([`crate::instance_clients`]) answering from `ec2` and `ssm`, counted.
     pub fn instance_clients(&self, ec2: &[&Rule], ssm: &[&Rule]) -> ami_core::step::InstanceClients {
-        let channel = ami_core::runcommand::Channel {
+        let channel = ami_core::aws::runcommand::Channel {
             ssm: self.ssm(ssm),
             ..crate::channel(&[])
         };

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use ami_core::error::Error;
+use ami_core::aws::error::Error;
 
 use crate::{Calls, World};
 

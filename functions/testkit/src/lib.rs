@@ -84,8 +84,8 @@ pub fn secs(rfc3339: &str) -> i64 {
 pub fn clients(ec2: &[&aws_smithy_mocks::Rule], ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::step::Clients {
     let (ec2, ssm) = (ami_core::testing::ec2(ec2), ami_core::testing::ssm(ssm));
     ami_core::step::Clients {
-        ec2: ami_core::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
-        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+        ec2: ami_core::aws::clients::Ec2Clients::from_fn(move |_| ec2.clone()),
+        ssm: ami_core::aws::clients::SsmClients::from_fn(move |_| ssm.clone()),
     }
 }
 
@@ -98,11 +98,11 @@ pub fn clients_in(regions: &[(&str, &[&aws_smithy_mocks::Rule])]) -> ami_core::s
         .collect();
     let ssm = ami_core::testing::ssm(&[]);
     ami_core::step::Clients {
-        ec2: ami_core::clients::Ec2Clients::from_fn(move |region| match ec2.get(region) {
+        ec2: ami_core::aws::clients::Ec2Clients::from_fn(move |region| match ec2.get(region) {
             Some(c) => c.clone(),
             None => panic!("no client expected for {region}"),
         }),
-        ssm: ami_core::clients::SsmClients::from_fn(move |_| ssm.clone()),
+        ssm: ami_core::aws::clients::SsmClients::from_fn(move |_| ssm.clone()),
     }
 }
 
@@ -111,12 +111,12 @@ pub const LOG_GROUP: &str = "/ami-pipeline/run-command";
 
 /// A Run Command channel whose SSM calls are answered by `ssm`; the command's log streams are not there, so a
 /// failure's tail comes from the invocation's inline output.
-pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::runcommand::Channel {
-    ami_core::runcommand::Channel {
+pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::aws::runcommand::Channel {
+    ami_core::aws::runcommand::Channel {
         ssm: ami_core::testing::ssm(ssm),
         logs: ami_core::testing::logs_without_streams(),
         log_group: Some(LOG_GROUP.into()),
-        agent_deadline_seconds: ami_core::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        agent_deadline_seconds: ami_core::aws::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
     }
 }
 
@@ -144,7 +144,7 @@ pub fn images_by_execution_tag() -> DescribeImagesRule {
     aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {
         r.filters()
             .iter()
-            .any(|f| f.name() == Some(&format!("tag:{}", ami_core::tags::EXECUTION)))
+            .any(|f| f.name() == Some(&format!("tag:{}", ami_core::aws::tags::EXECUTION)))
     })
 }
 
@@ -155,9 +155,9 @@ pub fn images_by_name() -> DescribeImagesRule {
 }
 
 /// The plan for a licensed Windows image: CreateImage keeps its billing, UEFI with NitroTPM.
-pub fn windows_plan() -> ami_core::platform::ImagePlan {
-    ami_core::platform::ImagePlan {
-        method: ami_core::platform::Method::CreateImage,
+pub fn windows_plan() -> ami_core::aws::platform::ImagePlan {
+    ami_core::aws::platform::ImagePlan {
+        method: ami_core::aws::platform::Method::CreateImage,
         platform_details: "Windows".into(),
         usage_operation: "RunInstances:0002".into(),
         boot_mode: Some("uefi".into()),
@@ -172,7 +172,7 @@ pub fn tagged_on_create<'a>(
     req: &'a aws_sdk_ec2::operation::run_instances::RunInstancesInput,
     role: &str,
 ) -> Vec<&'a [aws_sdk_ec2::types::Tag]> {
-    use ami_core::tags;
+    use ami_core::aws::tags;
     use aws_sdk_ec2::types::ResourceType;
     [ResourceType::Instance, ResourceType::Volume]
         .iter()

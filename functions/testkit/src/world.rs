@@ -33,7 +33,7 @@ use aws_sdk_ssm::types::Parameter;
 use aws_sdk_ssm::types::error::ParameterNotFound;
 use aws_smithy_mocks::{MockResponse, Rule, mock};
 
-use ami_core::clients::{Ec2Clients, SsmClients};
+use ami_core::aws::clients::{Ec2Clients, SsmClients};
 
 pub type Tags = BTreeMap<String, String>;
 

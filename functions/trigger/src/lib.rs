@@ -5,13 +5,15 @@
 use aws_sdk_kms::types::{KeyManagerType, KeySpec, KeyState};
 use serde_json::{Value, json};
 
-use ami_core::clients::RegionalClients;
-use ami_core::error::{Error, Result, aws_code};
-use ami_core::event::{self, TriggerEvent};
-use ami_core::recipe::{Recipe, Refresh, Source};
-use ami_core::rerun::{self, Adopted};
-use ami_core::steps::{ImageState, Progress, Release, Run, Status, TriggerKind, TriggerOutput, TriggerStatus, now};
-use ami_core::{naming, source, tags};
+use ami_core::aws::clients::RegionalClients;
+use ami_core::aws::error::{Error, Result, aws_code};
+use ami_core::aws::rerun::{self, Adopted};
+use ami_core::model::event::{self, TriggerEvent};
+use ami_core::model::recipe::{Recipe, Refresh, Source};
+use ami_core::model::steps::{
+    ImageState, Progress, Release, Run, Status, TriggerKind, TriggerOutput, TriggerStatus, now,
+};
+use ami_core::{aws::source, aws::tags, model::naming};
 use aws_sdk_sfn::types::ExecutionStatus;
 
 /// Configuration, read once from the environment.
@@ -47,19 +49,19 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(sdk: &ami_core::clients::SdkConfig, config: Config) -> Self {
+    pub fn new(sdk: &ami_core::aws::clients::SdkConfig, config: Config) -> Self {
         Deps {
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             sfn: aws_sdk_sfn::Client::new(sdk),
             kms: kms_clients(sdk),
-            region: ami_core::clients::home_region(sdk),
+            region: ami_core::aws::clients::home_region(sdk),
             config,
         }
     }
 }
 
-fn kms_clients(sdk: &ami_core::clients::SdkConfig) -> RegionalClients<aws_sdk_kms::Client> {
+fn kms_clients(sdk: &ami_core::aws::clients::SdkConfig) -> RegionalClients<aws_sdk_kms::Client> {
     let sdk = sdk.clone();
     RegionalClients::from_fn(move |region| {
         let conf = aws_sdk_kms::config::Builder::from(&sdk)
@@ -78,7 +80,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
     preflight::check(deps, &recipe).await?;
     // An instance-store image can be tested only on the few types with an instance-store root: found now, not after
     // the build.
-    ami_core::instance_store::check_test_instance_type(&deps.ec2, &recipe).await?;
+    ami_core::aws::instance_store::check_test_instance_type(&deps.ec2, &recipe).await?;
     let (release, day, name, trigger) = match ev {
         TriggerEvent::Release { detail, day, time } => {
             let name = naming::release_execution_name(&detail.pipeline, &detail.version);
@@ -130,7 +132,7 @@ async fn load_recipe(deps: &Deps, pipeline: &str) -> Result<Recipe> {
                 "no recipe for pipeline `{pipeline}`: store it as SSM parameter {param}"
             )));
         }
-        Err(e) => return Err(ami_core::error::from_sdk("GetParameter", e)),
+        Err(e) => return Err(ami_core::aws::error::from_sdk("GetParameter", e)),
     };
     let recipe = Recipe::from_json(&text)?;
     if recipe.name != pipeline {
@@ -222,7 +224,7 @@ async fn check_key(kms: &aws_sdk_kms::Client, u: &KeyUse<'_>, shared: bool) -> R
                 ),
             ));
         }
-        Err(e) => return Err(ami_core::error::from_sdk("DescribeKey", e)),
+        Err(e) => return Err(ami_core::aws::error::from_sdk("DescribeKey", e)),
     };
     let meta = out
         .key_metadata()
@@ -292,7 +294,7 @@ async fn scheduled_release(
     recipe: &Recipe,
     name: &str,
 ) -> Result<std::result::Result<Release, TriggerOutput>> {
-    let newest = ami_core::ec2::newest_released(&deps.ec2, &recipe.name).await?;
+    let newest = ami_core::aws::ec2::newest_released(&deps.ec2, &recipe.name).await?;
     let newest_tags = newest.as_ref().map(|i| i.tags()).unwrap_or_default();
     let release = match (tags::get(newest_tags, tags::RELEASE), &recipe.default_version) {
         (Some(v), _) if naming::check_version("tag", v).is_ok() => Release {
@@ -338,7 +340,7 @@ async fn scheduled_release(
 }
 
 /// Starts the run under the release's (or schedule day's) execution name, or under the next attempt's when every
-/// earlier attempt ended FAILED, TIMED_OUT or ABORTED (`ami_core::rerun`).
+/// earlier attempt ended FAILED, TIMED_OUT or ABORTED (`ami_core::aws::rerun`).
 ///
 /// The first event of a release costs one StartExecution. When the name is taken, the chain `<name>`, `<name>-a2`
 /// ... is walked with DescribeExecution (a name is never listed: ListExecutions is paged and may lag): the first
@@ -470,7 +472,7 @@ async fn start(deps: &Deps, run: &Run, name: &str) -> Result<Started> {
         }
         Ok(out) => Ok(Started::New(out.execution_arn().to_string())),
         Err(e) if aws_code(&e) == Some("ExecutionAlreadyExists") => Ok(Started::Taken),
-        Err(e) => Err(ami_core::error::from_sdk("StartExecution", e)),
+        Err(e) => Err(ami_core::aws::error::from_sdk("StartExecution", e)),
     }
 }
 
@@ -499,7 +501,7 @@ async fn describe(deps: &Deps, name: &str) -> Result<Option<(ExecutionStatus, St
     {
         Ok(out) => Ok(Some((out.status().clone(), out.status().as_str().to_string()))),
         Err(e) if aws_code(&e) == Some("ExecutionDoesNotExist") => Ok(None),
-        Err(e) => Err(ami_core::error::from_sdk("DescribeExecution", e)),
+        Err(e) => Err(ami_core::aws::error::from_sdk("DescribeExecution", e)),
     }
 }
 
@@ -517,7 +519,7 @@ async fn find_kept(deps: &Deps, run: &Run, base: &str) -> Result<Option<Adopted>
         .map(|n| rerun::attempt_name(base, n))
         .collect();
     let oldest = now() - rerun::ADOPT_WITHIN_DAYS * 86_400;
-    let mut kept: Vec<(i64, aws_sdk_ec2::types::Image)> = ami_core::ec2::own_images(&deps.ec2, filters)
+    let mut kept: Vec<(i64, aws_sdk_ec2::types::Image)> = ami_core::aws::ec2::own_images(&deps.ec2, filters)
         .await?
         .into_iter()
         .filter(|i| {

@@ -25,9 +25,9 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::{Value, json};
 
-use ami_core::error::{Error, Result, aws_code};
-use ami_core::recipe::{Build, Recipe, Source};
-use ami_core::{source, tags};
+use ami_core::aws::error::{Error, Result, aws_code};
+use ami_core::model::recipe::{Build, Recipe, Source};
+use ami_core::{aws::source, aws::tags};
 
 use super::{Deps, check_key, is_aws_ebs_alias, key_uses, load_recipe};
 
@@ -206,7 +206,7 @@ async fn network(deps: &Deps, recipe: &Recipe, build: &Build) -> Result<Vec<Prob
             .filters(Filter::builder().name("subnet-id").set_values(Some(ids)).build())
             .send()
             .await
-            .map_err(|e| ami_core::error::from_sdk("DescribeSubnets", e))?;
+            .map_err(|e| ami_core::aws::error::from_sdk("DescribeSubnets", e))?;
         for s in found.subnets() {
             vpcs.insert(
                 s.subnet_id().unwrap_or_default().to_string(),
@@ -241,7 +241,7 @@ async fn network(deps: &Deps, recipe: &Recipe, build: &Build) -> Result<Vec<Prob
             .filters(Filter::builder().name("group-id").set_values(Some(ids)).build())
             .send()
             .await
-            .map_err(|e| ami_core::error::from_sdk("DescribeSecurityGroups", e))?;
+            .map_err(|e| ami_core::aws::error::from_sdk("DescribeSecurityGroups", e))?;
         let group_vpc: std::collections::BTreeMap<&str, &str> = found
             .security_groups()
             .iter()
@@ -291,7 +291,7 @@ async fn instance_types(deps: &Deps, recipe: &Recipe, build: &Build) -> Result<V
         .filters(Filter::builder().name("instance-type").set_values(Some(ids)).build())
         .send()
         .await
-        .map_err(|e| ami_core::error::from_sdk("DescribeInstanceTypes", e))?;
+        .map_err(|e| ami_core::aws::error::from_sdk("DescribeInstanceTypes", e))?;
     let arch = recipe.image.architecture.as_str();
     let mut out = Vec::new();
     for (field, t) in &wanted {
@@ -362,7 +362,7 @@ async fn dry_run(
         tags::tag(tags::EXECUTION, "preflight"),
         tags::tag(tags::ROLE, tags::Role::Builder.as_str()),
     ];
-    let call = ami_core::ec2::locked_down(
+    let call = ami_core::aws::launch::locked_down(
         deps.ec2.run_instances(),
         build.subnet_id.clone(),
         build.security_group_ids.clone(),
@@ -372,7 +372,7 @@ async fn dry_run(
     .instance_type(build.instance_type.as_str().into())
     .min_count(1)
     .max_count(1)
-    .client_token(ami_core::naming::client_token("preflight", &recipe.name, home))
+    .client_token(ami_core::model::naming::client_token("preflight", &recipe.name, home))
     .block_device_mappings(root_volume)
     .set_iam_instance_profile(profile)
     .tag_specifications(tags::spec(ResourceType::Instance, preflight_tags.clone()))
@@ -398,12 +398,12 @@ async fn dry_run(
                          SCP or permission boundary"
                     ),
                 )]),
-                "" => Err(ami_core::error::from_sdk("RunInstances (DryRun)", e)),
+                "" => Err(ami_core::aws::error::from_sdk("RunInstances (DryRun)", e)),
                 _ if code.starts_with("RequestLimitExceeded")
                     || code.contains("Unavailable")
                     || code.starts_with("Internal") =>
                 {
-                    Err(ami_core::error::from_sdk("RunInstances (DryRun)", e))
+                    Err(ami_core::aws::error::from_sdk("RunInstances (DryRun)", e))
                 }
                 _ => Ok(vec![at(
                     home,

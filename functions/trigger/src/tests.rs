@@ -206,7 +206,7 @@ fn start_ok(captured: Captured<StartExecutionInput>) -> Rule {
 /// Now, as Step Functions would give a start date: the trigger tells its own start from a running execution's
 /// repeated response by it.
 fn aws_smithy_types_now() -> aws_sdk_sfn::primitives::DateTime {
-    aws_sdk_sfn::primitives::DateTime::from_secs(ami_core::steps::now())
+    aws_sdk_sfn::primitives::DateTime::from_secs(ami_core::model::steps::now())
 }
 
 fn event(text: &str) -> Value {
@@ -293,7 +293,7 @@ async fn the_same_event_while_its_execution_runs_is_a_duplicate_though_start_exe
                 base()
             ))
             .start_date(aws_sdk_sfn::primitives::DateTime::from_secs(
-                ami_core::steps::now() - 30,
+                ami_core::model::steps::now() - 30,
             ))
             .build()
             .unwrap()
@@ -417,7 +417,7 @@ async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_i
     let failed = describe_status(&describes, base(), ExecutionStatus::Failed);
     let next = describe_missing(&describes, a(2));
     let hash = example_hash();
-    let now = ami_core::steps::now();
+    let now = ami_core::model::steps::now();
     let images: Captured<aws_sdk_ec2::operation::describe_images::DescribeImagesInput> = Captured::default();
     let cap = images.clone();
     let listed = vec![
@@ -966,8 +966,8 @@ async fn preflight_mode_reports_what_it_checked_and_starts_nothing() {
 async fn a_failed_scheduled_day_is_rerun_as_its_next_attempt() {
     let (starts, describes) = (Captured::default(), Captured::default());
     let day: Value = event(SCHEDULED_EVENT);
-    let parsed = ami_core::event::parse(day.clone()).unwrap();
-    let ami_core::event::TriggerEvent::Schedule { day: yyyymmdd, .. } = parsed else {
+    let parsed = ami_core::model::event::parse(day.clone()).unwrap();
+    let ami_core::model::event::TriggerEvent::Schedule { day: yyyymmdd, .. } = parsed else {
         panic!("a schedule event")
     };
     let name = naming::scheduled_execution_name("web", &yyyymmdd);

@@ -15,7 +15,7 @@ use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
 
 use ami_core::Error;
-use ami_core::clients::RegionalClients;
+use ami_core::aws::clients::RegionalClients;
 use ami_core::testing;
 use ami_trigger::{Config, DEFAULT_RECIPE_PREFIX, Deps, handle};
 
@@ -97,7 +97,7 @@ fn deps(ssm: &Rule, sfn: &Rule) -> Deps {
     }
 }
 
-async fn check(kind: &str, run: impl AsyncFn(&str) -> (Result<ami_core::steps::TriggerOutput, Error>, usize)) {
+async fn check(kind: &str, run: impl AsyncFn(&str) -> (Result<ami_core::model::steps::TriggerOutput, Error>, usize)) {
     let cases = expected(kind);
     assert!(cases.len() >= 50, "corpus of {kind} is too small");
     let mut wrong = Vec::new();
