@@ -10,7 +10,7 @@ worst-case history of the committed definition (from a recorded local execution 
 definition's success path at 300 ms per call), and exits.
 
 Needs: the release binaries (`cargo build --release --bins`, target/release), the arm64 zips (`make package`, dist/),
-the pinned tools (tests/stack/install.sh) and the bench venv (.tools/bench: boto3, bench/requirements.txt).
+the pinned tools (scripts/install/stack.sh) and the bench venv (.tools/bench: boto3, bench/requirements.txt).
 The Makefile's `bench` target does all of that. Not part of `make test`: figures are measured, not asserted.
 """
 

@@ -700,7 +700,7 @@ def test_every_checkov_skip_is_needed(tmp_path):
     without skips, and every skipped (check, resource) must fail there."""
     checkov = ROOT / ".tools" / "checkov" / "bin" / "checkov"
     if not checkov.exists():
-        pytest.skip("checkov is installed by tests/infra/install.sh (make infra-test)")
+        pytest.skip("checkov is installed by scripts/install/infra.sh (make infra-test)")
     doc = json.loads(json.dumps(template()))
     skips = set()
     for name, res in doc["Resources"].items():

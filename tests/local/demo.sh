@@ -10,7 +10,7 @@ EVENT="${1:-${EVENT:-$ROOT/infra/events/release.json}}"
 EVENT="$(cd "$(dirname "$EVENT")" && pwd)/$(basename "$EVENT")"  # absolute, before cd
 cd "$ROOT"
 
-bash tests/stack/install.sh >/dev/null
+bash scripts/install/stack.sh >/dev/null
 if [[ -z "${SKIP_BUILD:-}" ]]; then  # SKIP_BUILD=1: use the binaries already in target/debug
   echo "demo: cargo build --workspace --all-targets"
   cargo build --workspace --all-targets --locked --quiet  # the build `make test` makes: no second SDK build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests on the local stack, in one command:
 #   bash tests/local/e2e.sh [PYTEST ARGS...]      e.g. bash tests/local/e2e.sh -k throttling
-# Installs the pinned tools (tests/stack/install.sh), builds the handlers once (cargo build), then runs
+# Installs the pinned tools (scripts/install/stack.sh), builds the handlers once (cargo build), then runs
 # tests/e2e with pytest: the session starts moto, cargo lambda watch (the handlers) and the Step Functions runner
 # on free loopback ports, and stops them at the end, on failure, and on Ctrl-C/TERM. Prints a summary table.
 # Logs: .tools/logs/<run>/ (moto.log, lambda.log, runner.log, functions/<name>.log, executions/<name>.json).
@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-bash tests/stack/install.sh >/dev/null
+bash scripts/install/stack.sh >/dev/null
 echo "e2e: tools installed in .tools/"
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then  # SKIP_BUILD=1: use the binaries already in target/debug

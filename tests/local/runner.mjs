@@ -41,7 +41,7 @@ import { parseArgs } from 'node:util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..');
-// aws-local-stepfunctions lives in the git-ignored tool folder that tests/stack/install.sh fills.
+// aws-local-stepfunctions lives in the git-ignored tool folder that scripts/install/stack.sh fills.
 const MODULES = process.env.AMI_LOCAL_NODE_MODULES ?? join(ROOT, '.tools', 'node', 'node_modules');
 const { StateMachine } = await import(
   pathToFileURL(join(MODULES, 'aws-local-stepfunctions', 'build', 'main.node.esm.js')).href
