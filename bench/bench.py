@@ -33,10 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests" / "local"))
+sys.path.insert(0, str(ROOT / "tests"))  # the local stack package, tests/local (pytest: tests/pytest.ini)
 
 try:
-    import stack as local  # noqa: E402
+    import local  # noqa: E402
 except ImportError:  # --cost-only runs without the stack's dependencies (boto3)
     local = None
 

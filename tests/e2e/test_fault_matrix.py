@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import stack as local
+import local
 from conftest import (REGIONS, errors_besides_polls, explain, launched, release, summary, tags, task_calls,
                       wait_until)
 

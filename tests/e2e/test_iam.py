@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 import iam_model as m
-import stack as local
+import local
 from conftest import summary
 
 APP = re.compile(r"\bapp/(ami-[a-z-]+)")

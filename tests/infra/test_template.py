@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from local import cfn  # the one template loader
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "local"))
-import cfn  # noqa: E402 (tests/local: the one template loader)
 
 TEMPLATE = Path(os.environ.get("AMI_TEMPLATE", ROOT / "infra" / "template.yaml"))
 ASL = ROOT / "statemachine" / "pipeline.asl.json"
