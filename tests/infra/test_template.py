@@ -662,7 +662,7 @@ SM_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:ami-pipeline"
 
 
 def _status_event(status: str, output: dict | None = None, arn: str = SM_ARN) -> dict:
-    from notifications import status_change_event
+    from local.notifications import status_change_event
 
     execution = {"executionArn": f"{arn.replace(':stateMachine:', ':execution:')}:x", "stateMachineArn": arn,
                  "name": "x", "status": status, "startDate": 1, "stopDate": 2, "input": {"run": {}},
@@ -675,7 +675,7 @@ def test_notification_rule_matches_failures_and_warnings(notify_on_success):
     """The rule's pattern against status-change events, matched by moto's EventBridge pattern engine (its
     TestEventPattern API answers without a Result, so the engine is called directly)."""
     from moto.events.models import EventPattern
-    from notifications import notification_pattern
+    from local.notifications import notification_pattern
 
     pattern = EventPattern.load(json.dumps(notification_pattern(SM_ARN, notify_on_success)))
     warned = {"images": [], "warnings": {"retire": {"Error": "AmiPipeline.AwsError", "Cause": "{}"},
