@@ -231,12 +231,7 @@ def one_process(stack: local.Stack, cmd: list[str], env: dict, payloads: list, f
         print(f"bench: {fn}: an invocation got no answer in 30 s; sample dropped", flush=True)
         return None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        local.stop_process(proc, 5)
         proxy.next_process()
     return {"cold_ms": cold, "warm_ms": warm, "rss_kb": rss, "answers": answers}
 

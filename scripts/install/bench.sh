@@ -5,18 +5,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PINS="$ROOT/bench/requirements.txt"
 VENV="$TOOLS/bench"
-
-install_lock bench
-want="$(pins_hash "$PINS")"
-if up_to_date "$STAMP" "$want" "$VENV/bin/python"; then
-  echo "bench venv up to date: $VENV"
-  exit 0
-fi
-rm -f "$STAMP"
-
-venv_pip "$VENV" "$PINS"
-"$VENV/bin/python" -c 'import boto3'
-echo "$want" > "$STAMP"
-echo "bench venv: $VENV"
+check() { "$VENV/bin/python" -c 'import boto3'; }
+install_venv bench "$VENV" "$ROOT/bench/requirements.txt" "$VENV/bin/python" check

@@ -8,21 +8,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PINS="$ROOT/tests/infra/requirements.txt"
 VENV="$TOOLS/checkov"
-
-install_lock infra
-want="$(pins_hash "$PINS")"
-if up_to_date "$STAMP" "$want" "$VENV/bin/checkov"; then
-  echo "checkov up to date: $VENV/bin/checkov"
-  exit 0
-fi
-rm -f "$STAMP"
-
-venv_pip "$VENV" "$PINS"
-"$VENV/bin/python" -m pip check --disable-pip-version-check >/dev/null
-version="$("$VENV/bin/checkov" --version)"
-[[ "$version" == 3.3.30 ]] || { echo "infra.sh: expected checkov 3.3.30, got $version" >&2; exit 1; }
-
-echo "$want" > "$STAMP"
-echo "installed checkov $version into $VENV"
+check() {
+  "$VENV/bin/python" -m pip check --disable-pip-version-check >/dev/null
+  local version
+  version="$("$VENV/bin/checkov" --version)"
+  [[ "$version" == 3.3.30 ]] || { echo "infra.sh: expected checkov 3.3.30, got $version" >&2; return 1; }
+}
+install_venv infra "$VENV" "$ROOT/tests/infra/requirements.txt" "$VENV/bin/checkov" check

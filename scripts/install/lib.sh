@@ -36,3 +36,21 @@ venv_pip() {
   fi
   "$1/bin/python" -m pip install --disable-pip-version-check -q -r "$2"
 }
+
+# install_venv NAME VENV PINS EXECUTABLE [CHECK...]: installs the pins PINS into the venv VENV unless NAME is up to
+# date (stamp, and EXECUTABLE there); CHECK (a command) then proves the install before the stamp is written.
+install_venv() {
+  local name=$1 venv=$2 pins=$3 exe=$4 want
+  shift 4
+  install_lock "$name"
+  want="$(pins_hash "$pins")"
+  if up_to_date "$STAMP" "$want" "$exe"; then
+    echo "$name: up to date in $venv"
+    return 0
+  fi
+  rm -f "$STAMP"
+  venv_pip "$venv" "$pins"
+  "$@"
+  echo "$want" > "$STAMP"
+  echo "$name: installed into $venv"
+}

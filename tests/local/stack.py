@@ -77,6 +77,16 @@ def http(method: str, url: str, body=None, headers=None, timeout: float = 660.0)
         return status, hdrs, text
 
 
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Asks `proc` to stop (SIGTERM), then kills it if it has not within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 class StackError(RuntimeError):
     pass
 
