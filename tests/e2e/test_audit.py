@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import summary
-from local.ec2query import violations
+from local.ec2query import violations, with_tags
 
 CONTRACT = json.loads((Path(__file__).resolve().parents[2] / "infra" / "contract.json").read_text())
 RULES = CONTRACT["audit"]["rules"]
@@ -61,13 +61,7 @@ def test_every_request_of_the_run_follows_the_security_rules(stack):
 
 
 def tagged(params: dict, *types: str) -> dict:
-    out = dict(params)
-    for i, rtype in enumerate(types, 1):
-        out[f"TagSpecification.{i}.ResourceType"] = rtype
-        for j, key in enumerate(OUR_TAGS, 1):
-            out[f"TagSpecification.{i}.Tag.{j}.Key"] = key
-            out[f"TagSpecification.{i}.Tag.{j}.Value"] = "x"
-    return out
+    return with_tags(params, dict.fromkeys(OUR_TAGS, "x"), *types)
 
 
 def logged(action: str, params: dict, created=()) -> dict:

@@ -161,6 +161,13 @@ def assert_clean(row: dict, detail: dict):
     assert not row["leaked"], f"left behind: {row['leaked']}\n{explain(detail)}"
 
 
+def assert_failed_cleanly(detail: dict, expected_error: str):
+    """Failed with the expected error, after Cleanup ran."""
+    assert detail["status"] == "FAILED", explain(detail)
+    assert detail["error"] == expected_error, explain(detail)
+    assert task_calls(detail, "Cleanup"), explain(detail)
+
+
 def assert_released_once(stack, detail: dict, execution: str):
     """Succeeded with exactly one image per region, one builder and one test instance."""
     assert detail["status"] == "SUCCEEDED", explain(detail)
@@ -202,9 +209,7 @@ def test_fault(stack, retire_pipeline, step, fault):
         else:
             assert warnings == {}, detail["output"]
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
-        assert task_calls(detail, "Cleanup"), explain(detail)
+        assert_failed_cleanly(detail, expected_error)
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"
     if warnings:
         row["warned"] = sorted(k for k in warnings if k != "notice")
@@ -273,9 +278,7 @@ def test_capacity_limit_and_consistency_fault(stack, step, fault):
     if expected_error is None:
         assert_released_once(stack, detail, execution)
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
-        assert task_calls(detail, "Cleanup"), explain(detail)
+        assert_failed_cleanly(detail, expected_error)
         assert launched(stack, execution) == {}, "nothing was launched"
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"
 
@@ -384,11 +387,9 @@ def test_run_command_fault(stack, step, fault):
     if expected_error is None:
         assert_released_once(stack, detail, execution)
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
+        assert_failed_cleanly(detail, expected_error)
         for words in cause_says:
             assert words in detail["cause"], detail["cause"]
-        assert task_calls(detail, "Cleanup"), explain(detail)
         roles = {"builder": 1} if step == "build" else {"builder": 1, "test-instance": 1}
         assert launched(stack, execution) == roles, "one of each instance, none again"
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"

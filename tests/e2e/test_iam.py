@@ -19,6 +19,7 @@ import pytest
 
 import iam_model as m
 import local
+from local.ec2query import with_tags
 from conftest import summary
 
 APP = re.compile(r"\bapp/(ami-[a-z-]+)")
@@ -125,12 +126,7 @@ def run_params(tokens: str = "required", encrypted: str = "true") -> dict:
          "NetworkInterface.1.AssociatePublicIpAddress": "false", "NetworkInterface.1.DeviceIndex": "0",
          "BlockDeviceMapping.1.DeviceName": "/dev/xvda", "BlockDeviceMapping.1.Ebs.Encrypted": encrypted,
          "BlockDeviceMapping.1.Ebs.VolumeSize": "16", "ClientToken": "t"}
-    for i, rtype in enumerate(["instance", "volume"], 1):
-        p[f"TagSpecification.{i}.ResourceType"] = rtype
-        for j, (k, v) in enumerate(ours("builder").items(), 1):
-            p[f"TagSpecification.{i}.Tag.{j}.Key"] = k
-            p[f"TagSpecification.{i}.Tag.{j}.Value"] = v
-    return p
+    return with_tags(p, ours("builder"), "instance", "volume")
 
 
 RUN_NAMED = {"ami-0base": {"tags": {}, "owner": "amazon", "public": True}, "subnet-01": {"tags": {}},
@@ -141,12 +137,7 @@ TEST_NAMED = dict(RUN_NAMED, **{"ami-0base": {"tags": ours("image"), "owner": AC
 
 def copy_params() -> dict:
     p = {"SourceImageId": "ami-0src", "SourceRegion": HOME, "Name": "web", "Encrypted": "true", "ClientToken": "t"}
-    for i, rtype in enumerate(["image", "snapshot"], 1):
-        p[f"TagSpecification.{i}.ResourceType"] = rtype
-        for j, (k, v) in enumerate(ours("image").items(), 1):
-            p[f"TagSpecification.{i}.Tag.{j}.Key"] = k
-            p[f"TagSpecification.{i}.Tag.{j}.Value"] = v
-    return p
+    return with_tags(p, ours("image"), "image", "snapshot")
 
 
 def opted_lt() -> dict:

@@ -29,6 +29,17 @@ def tag_specs(params: dict) -> dict[str, dict[str, str]]:
     return specs
 
 
+def with_tags(params: dict, tags: dict[str, str], *resource_types: str) -> dict:
+    """`params` plus one TagSpecification per resource type, each carrying `tags`."""
+    out = dict(params)
+    for i, rtype in enumerate(resource_types, 1):
+        out[f"TagSpecification.{i}.ResourceType"] = rtype
+        for j, (key, value) in enumerate(tags.items(), 1):
+            out[f"TagSpecification.{i}.Tag.{j}.Key"] = key
+            out[f"TagSpecification.{i}.Tag.{j}.Value"] = value
+    return out
+
+
 def failures(check: dict, params: dict) -> list[str]:
     """The problems one audit rule's check (infra/contract.json `audit.rules`) finds in a request: empty when it
     passes, else one "" (the rule's own message) or, for `tagged`, one message per missing tag key. The Rust
