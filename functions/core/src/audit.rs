@@ -128,10 +128,18 @@ fn failures(check: &Check, params: &BTreeMap<String, String>) -> Vec<String> {
         Check::StartsWith { param, prefix } => !value(params, param).is_some_and(|t| t.starts_with(prefix)),
         Check::Unset { param } => params.contains_key(param),
         Check::AnyMember { member } => members(params, member).is_empty(),
-        Check::EveryMember { member, param, value: v } => members(params, member)
+        Check::EveryMember {
+            member,
+            param,
+            value: v,
+        } => members(params, member)
             .iter()
             .any(|m| value(params, &format!("{m}.{param}")) != Some(v)),
-        Check::NoMember { member, param, value: v } => members(params, member)
+        Check::NoMember {
+            member,
+            param,
+            value: v,
+        } => members(params, member)
             .iter()
             .any(|m| value(params, &format!("{m}.{param}")) == Some(v)),
         Check::Tagged { resource, keys } => {
@@ -163,7 +171,11 @@ pub fn violations(params: &BTreeMap<String, String>, holds: impl Fn(Exception) -
         .filter(|r| !r.unless.is_some_and(&holds) && r.when.is_none_or(&holds))
         .flat_map(|r| {
             failures(&r.check, params).into_iter().map(move |detail| {
-                let what = if detail.is_empty() { r.violation.to_string() } else { detail };
+                let what = if detail.is_empty() {
+                    r.violation.to_string()
+                } else {
+                    detail
+                };
                 format!("{action}: {what}")
             })
         })
@@ -187,7 +199,12 @@ impl Intercept for Audit {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // The body as EC2 receives it: the handler's parameters and what the SDK filled in (e.g. a random
         // ClientToken where the call set none).
-        let body = context.request().body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         let bad = violations(&query_params(&body), held);
         // A panic, not an error: a handler test that expects an error must not pass on an audit failure.
         assert!(bad.is_empty(), "request audit: {}", bad.join("; "));
@@ -197,8 +214,6 @@ impl Intercept for Audit {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use aws_sdk_ec2::config::retry::RetryConfig;
     use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
@@ -214,46 +229,38 @@ mod tests {
     const OUR_TAGS: [&str; 3] = [tags::PIPELINE, tags::EXECUTION, tags::ROLE];
     const TOKEN: &str = "amip-test-0123456789";
 
-    /// Records the parameters of each request as the audit reads them, from the serialized body.
-    #[derive(Debug, Clone, Default)]
-    struct Sent(Arc<Mutex<Vec<BTreeMap<String, String>>>>);
-
-    impl Intercept for Sent {
-        fn name(&self) -> &'static str {
-            "sent requests"
-        }
-
-        fn read_before_transmit(
-            &self,
-            context: &BeforeTransmitInterceptorContextRef<'_>,
-            _components: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let body = context.request().body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
-            self.0.lock().expect("lock").push(query_params(&body));
-            Ok(())
-        }
-    }
-
-    /// An EC2 client that serializes each request, records it and gets no answer (no mock rule), without retries.
-    fn client(sent: &Sent) -> aws_sdk_ec2::Client {
+    /// An EC2 client with the audit whose requests are all serialized and sent (no mock rule, so none is
+    /// answered before transmit; the answer is an error), without retries.
+    fn client() -> aws_sdk_ec2::Client {
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("AKIDTEST", "test", None, None, "test"))
             .http_client(aws_smithy_mocks::create_mock_http_client())
-            .interceptor(sent.clone())
+            .interceptor(Audit)
             .retry_config(RetryConfig::disabled())
             .build();
         aws_sdk_ec2::Client::from_conf(conf)
     }
 
-    /// The violations the audit finds in the one request `call` sends.
-    async fn check<T, E>(sent: &Sent, call: impl Future<Output = Result<T, E>>) -> Vec<String> {
-        let _ = call.await;
-        let mut requests = std::mem::take(&mut *sent.0.lock().expect("lock"));
-        assert_eq!(requests.len(), 1, "one request sent");
-        violations(&requests.remove(0), held)
+    /// The violations the audit interceptor finds in the request `call` sends: its panic message, split (on this
+    /// thread, so the test's exceptions hold: `#[tokio::test]` runs one thread).
+    async fn check<T, E>(call: impl Future<Output = Result<T, E>> + Send + 'static) -> Vec<String>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let Err(failed) = tokio::spawn(call).await else {
+            return Vec::new();
+        };
+        let panic = failed.into_panic();
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let listed = message.strip_prefix("request audit: ").expect("an audit failure");
+        listed.split("; ").map(String::from).collect()
     }
 
     fn spec(t: ResourceType) -> TagSpecification {
@@ -265,8 +272,14 @@ mod tests {
     }
 
     fn ebs(encrypted: Option<bool>) -> BlockDeviceMapping {
-        let volume = EbsBlockDevice::builder().volume_size(8).set_encrypted(encrypted).build();
-        BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(volume).build()
+        let volume = EbsBlockDevice::builder()
+            .volume_size(8)
+            .set_encrypted(encrypted)
+            .build();
+        BlockDeviceMapping::builder()
+            .device_name("/dev/xvda")
+            .ebs(volume)
+            .build()
     }
 
     fn nic(public: bool) -> InstanceNetworkInterfaceSpecification {
@@ -306,18 +319,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_compliant_run_instances_passes_and_each_broken_variant_is_caught() {
-        let sent = Sent::default();
-        let ec2 = client(&sent);
-        assert_eq!(check(&sent, good_run(&ec2).send()).await, Vec::<String>::new());
+        let ec2 = client();
+        assert_eq!(check(good_run(&ec2).send()).await, Vec::<String>::new());
         for (what, broken, found) in [
-            ("public IP", good_run(&ec2).set_network_interfaces(Some(vec![nic(true)])), 1),
+            (
+                "public IP",
+                good_run(&ec2).set_network_interfaces(Some(vec![nic(true)])),
+                1,
+            ),
             ("no interface", good_run(&ec2).set_network_interfaces(None), 1),
-            ("IMDSv1", good_run(&ec2).metadata_options(imds(HttpTokensState::Optional)), 1),
+            (
+                "IMDSv1",
+                good_run(&ec2).metadata_options(imds(HttpTokensState::Optional)),
+                1,
+            ),
             ("no IMDS options", good_run(&ec2).set_metadata_options(None), 1),
-            ("unencrypted", good_run(&ec2).set_block_device_mappings(Some(vec![ebs(None)])), 1),
-            ("one of two unencrypted", good_run(&ec2).block_device_mappings(ebs(Some(false))), 1),
+            (
+                "unencrypted",
+                good_run(&ec2).set_block_device_mappings(Some(vec![ebs(None)])),
+                1,
+            ),
+            (
+                "one of two unencrypted",
+                good_run(&ec2).block_device_mappings(ebs(Some(false))),
+                1,
+            ),
             ("no volume", good_run(&ec2).set_block_device_mappings(None), 1),
-            ("no token: the SDK's random one", good_run(&ec2).set_client_token(None), 1),
+            (
+                "no token: the SDK's random one",
+                good_run(&ec2).set_client_token(None),
+                1,
+            ),
             ("token not ours", good_run(&ec2).client_token("mine"), 1),
             (
                 "untagged volume",
@@ -325,14 +357,13 @@ mod tests {
                 3, // pipeline, execution, role
             ),
         ] {
-            assert_eq!(check(&sent, broken.send()).await.len(), found, "{what}");
+            assert_eq!(check(broken.send()).await.len(), found, "{what}");
         }
     }
 
     #[tokio::test]
     async fn public_launch_permission_needs_the_declared_permission() {
-        let sent = Sent::default();
-        let ec2 = client(&sent);
+        let ec2 = client();
         let public = || {
             let everyone = LaunchPermission::builder().group(PermissionGroup::All).build();
             ec2.modify_image_attribute()
@@ -340,9 +371,9 @@ mod tests {
                 .launch_permission(LaunchPermissionModifications::builder().add(everyone).build())
                 .send()
         };
-        assert_eq!(check(&sent, public()).await.len(), 1);
+        assert_eq!(check(public()).await.len(), 1);
         let _allowed = allow_public();
-        assert!(check(&sent, public()).await.is_empty());
+        assert!(check(public()).await.is_empty());
         let snapshot = ec2
             .modify_snapshot_attribute()
             .snapshot_id("snap-0aaaaaaaaaaaaaaa1")
@@ -356,39 +387,47 @@ mod tests {
                     .build(),
             )
             .send();
-        assert_eq!(check(&sent, snapshot).await.len(), 1, "a public snapshot: no exception");
+        assert_eq!(check(snapshot).await.len(), 1, "a public snapshot: no exception");
     }
 
     #[tokio::test]
     async fn register_and_copy_rules() {
-        let sent = Sent::default();
-        let ec2 = client(&sent);
-        assert_eq!(check(&sent, ec2.register_image().name("n").send()).await.len(), 4); // v2.0 + 3 tags
+        let ec2 = client();
+        assert_eq!(check(ec2.register_image().name("n").send()).await.len(), 4); // v2.0 + 3 tags
         // encrypted, token (the SDK's random one), 6 tags
-        let copy = ec2.copy_image().name("n").source_image_id("ami-1").source_region("us-east-1");
-        assert_eq!(check(&sent, copy.clone().send()).await.len(), 8);
+        let copy = ec2
+            .copy_image()
+            .name("n")
+            .source_image_id("ami-1")
+            .source_region("us-east-1");
+        assert_eq!(check(copy.clone().send()).await.len(), 8);
         let good_copy = copy
             .encrypted(true)
             .client_token(TOKEN)
             .tag_specifications(spec(ResourceType::Image))
             .tag_specifications(spec(ResourceType::Snapshot));
-        assert_eq!(check(&sent, good_copy.send()).await, Vec::<String>::new());
+        assert_eq!(check(good_copy.send()).await, Vec::<String>::new());
         let _imds = allow_imds_optional();
-        assert_eq!(check(&sent, ec2.register_image().name("n").send()).await.len(), 3, "tags only");
+        assert_eq!(check(ec2.register_image().name("n").send()).await.len(), 3, "tags only");
     }
 
     #[tokio::test]
     async fn instance_store_exception_lifts_only_the_encryption_of_copies_and_the_missing_root_volume() {
-        let sent = Sent::default();
-        let ec2 = client(&sent);
+        let ec2 = client();
         let no_volumes = || ec2.run_instances().image_id("ami-1").min_count(1).max_count(1).send();
-        let unencrypted_copy = || ec2.copy_image().name("n").source_image_id("ami-1").source_region("r").send();
-        let before_run = check(&sent, no_volumes()).await.len();
-        let before_copy = check(&sent, unencrypted_copy()).await.len();
+        let unencrypted_copy = || {
+            ec2.copy_image()
+                .name("n")
+                .source_image_id("ami-1")
+                .source_region("r")
+                .send()
+        };
+        let before_run = check(no_volumes()).await.len();
+        let before_copy = check(unencrypted_copy()).await.len();
         {
             let _allowed = allow_instance_store();
-            assert_eq!(check(&sent, no_volumes()).await.len(), before_run - 1);
-            assert_eq!(check(&sent, unencrypted_copy()).await.len(), before_copy - 1);
+            assert_eq!(check(no_volumes()).await.len(), before_run - 1);
+            assert_eq!(check(unencrypted_copy()).await.len(), before_copy - 1);
             let unencrypted_volume = ec2
                 .run_instances()
                 .min_count(1)
@@ -396,7 +435,7 @@ mod tests {
                 .block_device_mappings(ebs(Some(false)))
                 .send();
             assert!(
-                check(&sent, unencrypted_volume)
+                check(unencrypted_volume)
                     .await
                     .iter()
                     .any(|v| v.contains("not every EBS volume is encrypted")),
@@ -405,13 +444,13 @@ mod tests {
             let encrypted_copy = ec2.copy_image().name("n").source_image_id("ami-1").source_region("r");
             let with_key = encrypted_copy.clone().kms_key_id("alias/k");
             assert_eq!(
-                check(&sent, encrypted_copy.encrypted(true).send()).await.len(),
+                check(encrypted_copy.encrypted(true).send()).await.len(),
                 before_copy,
                 "nothing to encrypt: asking to is caught"
             );
-            assert_eq!(check(&sent, with_key.send()).await.len(), before_copy, "a key: caught");
+            assert_eq!(check(with_key.send()).await.len(), before_copy, "a key: caught");
         }
-        assert_eq!(check(&sent, no_volumes()).await.len(), before_run, "dropped: the rule is back");
+        assert_eq!(check(no_volumes()).await.len(), before_run, "dropped: the rule is back");
     }
 
     /// The interceptor the handler tests' EC2 clients carry fails the test on a broken request.

@@ -258,7 +258,11 @@ pub mod audit_rules {
             param: "ClientToken",
             prefix: CLIENT_TOKEN_PREFIX,
         };
-        rule(action, check, "ClientToken not made by naming::client_token (none, or the SDK's random one)")
+        rule(
+            action,
+            check,
+            "ClientToken not made by naming::client_token (none, or the SDK's random one)",
+        )
     }
     const fn tagged(action: &'static str, resource: &'static str) -> Rule {
         let check = Check::Tagged { resource, keys: OURS };
