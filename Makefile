@@ -18,7 +18,7 @@ unit:
 
 # Pinned emulators and tools into .tools/ (git-ignored); a no-op when already installed.
 tools:
-	bash tests/stack/install.sh
+	bash scripts/install/stack.sh
 
 stack-test: tools
 	$(PY) -m pytest -q tests/stack
@@ -81,6 +81,6 @@ definition:
 # sizes and build time (`make package` inside), cost per run, scale. Writes bench/results.json and BENCHMARKS.md.
 # BENCH_ARGS: e.g. "--runs 5 --scale 20 --skip-package".
 bench: tools
-	bash bench/install.sh
+	bash scripts/install/bench.sh
 	cargo build --release --bins --locked
 	$(PY) bench/bench.py $(BENCH_ARGS)

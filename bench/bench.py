@@ -10,7 +10,7 @@ worst-case history of the committed definition (from a recorded local execution 
 definition's success path at 300 ms per call), and exits.
 
 Needs: the release binaries (`cargo build --release --bins`, target/release), the arm64 zips (`make package`, dist/),
-the pinned tools (tests/stack/install.sh) and the bench venv (.tools/bench: boto3, bench/requirements.txt).
+the pinned tools (scripts/install/stack.sh) and the bench venv (.tools/bench: boto3, bench/requirements.txt).
 The Makefile's `bench` target does all of that. Not part of `make test`: figures are measured, not asserted.
 """
 
@@ -33,10 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests" / "local"))
+sys.path.insert(0, str(ROOT / "tests"))  # the local stack package, tests/local (pytest: tests/pytest.ini)
 
 try:
-    import stack as local  # noqa: E402
+    import local  # noqa: E402
 except ImportError:  # --cost-only runs without the stack's dependencies (boto3)
     local = None
 
@@ -231,12 +231,7 @@ def one_process(stack: local.Stack, cmd: list[str], env: dict, payloads: list, f
         print(f"bench: {fn}: an invocation got no answer in 30 s; sample dropped", flush=True)
         return None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        local.stop_process(proc, 5)
         proxy.next_process()
     return {"cold_ms": cold, "warm_ms": warm, "rss_kb": rss, "answers": answers}
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import bench  # noqa: E402  (bench.py: its proxy, one_process, invoke; it imports tests/local/stack.py)
+import bench  # noqa: E402  (bench.py: its proxy, one_process, invoke; it imports the local stack package, tests/local)
 
 local = bench.local
 PY = bench.ROOT / ".tools" / "venv" / "bin" / "python"  # has boto3, which the baseline handler imports

@@ -8,7 +8,7 @@
 #   scripts/package.sh --x86_64   x86_64 (deploy with --parameter-overrides Architecture=x86_64)
 #
 # Cross-compiles with cargo-lambda and zig from the pinned pip packages in .tools/venv (installed by
-# tests/stack/install.sh). The release profile is the root Cargo.toml's [profile.release] only:
+# scripts/install/stack.sh). The release profile is the root Cargo.toml's [profile.release] only:
 # --disable-optimizations stops cargo-lambda from adding its own (lto, codegen-units=1, panic=abort, strip)
 # on top, so what is measured and documented is what is built. CARGO_PROFILE_RELEASE_* variables still
 # override single settings, e.g. to compare profiles.
@@ -32,7 +32,7 @@ case "$arch" in
   x86_64) triple=x86_64-unknown-linux-gnu; flag=--x86-64 ;;
 esac
 
-bash "$ROOT/tests/stack/install.sh" >/dev/null
+bash "$ROOT/scripts/install/stack.sh" >/dev/null
 # cargo-lambda looks for zig on PATH; the venv has `cargo-lambda` and the `ziglang` package's zig.
 export PATH="$VENV/bin:$PATH"
 if ! rustup target list --installed | grep -qx "$triple"; then

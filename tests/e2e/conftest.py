@@ -9,15 +9,11 @@ pipeline name, so executions, images and "newest released image" look-ups do not
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "local"))
-
-import stack as local  # noqa: E402
+import local
 
 REGIONS = [local.REGION, *local.TEST_REGIONS]
 TAG_EXECUTION = "ami-pipeline:execution"

@@ -24,7 +24,8 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from cfn import load_template  # tests/local, on sys.path in the e2e run (conftest.py)
+from local.cfn import load_template
+from local.ec2query import tag_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_TOOLS = ROOT / ".tools" / "node"
@@ -176,21 +177,6 @@ CREATES = {"RunInstances": ("instance", "volume", "network-interface"), "CopyIma
 # Resource types the authorization data marks required together where a request names one or the other: an
 # execution ARN is a standard workflow's `execution` or an Express workflow's `express`.
 ONE_OF = {"execution": {"express"}, "express": {"execution"}}
-
-
-def tag_specs(params: dict) -> dict[str, dict[str, str]]:
-    """TagSpecification.N.ResourceType / .Tag.M.Key / .Tag.M.Value -> {resource type: {key: value}}."""
-    specs: dict[str, dict] = {}
-    for key, value in params.items():
-        m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", key)
-        if m:
-            n = m.group(1)
-            tags = specs.setdefault(value, {})
-            for k, v in params.items():
-                mm = re.fullmatch(rf"TagSpecification\.{n}\.Tag\.(\d+)\.Key", k)
-                if mm:
-                    tags[v] = params.get(f"TagSpecification.{n}.Tag.{mm.group(1)}.Value", "")
-    return specs
 
 
 def request_tags(tags: dict[str, str]) -> dict:

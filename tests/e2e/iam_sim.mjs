@@ -8,7 +8,7 @@
 //                              resourcePolicy?}]
 //                              -> [{result, errors, ignored}] (result: Allowed, ImplicitlyDenied, ExplicitlyDenied,
 //                              or Error when the simulator refuses the request, e.g. an unknown condition key)
-// Modules come from AMI_NODE_TOOLS (.tools/node), where tests/stack/install.sh installed them.
+// Modules come from AMI_NODE_TOOLS (.tools/node), where scripts/install/stack.sh installed them.
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -47,22 +47,23 @@ def check_failed_and_clean(stack, out, detail, error, kept_tested=False):
     assert not task_calls(detail, "Publish"), explain(detail)
 
 
-def test_provisioning_failure(stack):
-    recipe = stack.recipe("web-fail-build")
-    recipe["build"]["script"] += "# sim:fail-provision\n"
-    out, detail = release(stack, "web-fail-build", "1.0.0", recipe)
-    check_failed_and_clean(stack, out, detail, "AmiPipeline.ProvisionFailed")
-    assert not task_calls(detail, "Snapshot Start"), explain(detail)
-
-
-def test_failed_smoke_test(stack):
-    recipe = stack.recipe("web-fail-smoke")
-    recipe["test"]["script"] += "# sim:fail-smoke\n"
-    out, detail = release(stack, "web-fail-smoke", "1.0.0", recipe)
-    check_failed_and_clean(stack, out, detail, "AmiPipeline.TestFailed")
-    # the image was registered, then removed by cleanup; no copy was made
-    assert task_calls(detail, "Register Start"), explain(detail)
-    assert not task_calls(detail, "Copy Start"), explain(detail)
+@pytest.mark.parametrize("pipeline,script,marker,error,reached,not_reached", [
+    # the build's script fails: nothing was snapshot
+    pytest.param("web-fail-build", "build", "# sim:fail-provision\n", "AmiPipeline.ProvisionFailed", [],
+                 ["Snapshot Start"], id="provisioning_failure"),
+    # the smoke test fails: the image was registered, then removed by cleanup; no copy was made
+    pytest.param("web-fail-smoke", "test", "# sim:fail-smoke\n", "AmiPipeline.TestFailed", ["Register Start"],
+                 ["Copy Start"], id="failed_smoke_test"),
+])
+def test_failing_script(stack, pipeline, script, marker, error, reached, not_reached):
+    recipe = stack.recipe(pipeline)
+    recipe[script]["script"] += marker
+    out, detail = release(stack, pipeline, "1.0.0", recipe)
+    check_failed_and_clean(stack, out, detail, error)
+    for state in reached:
+        assert task_calls(detail, state), explain(detail)
+    for state in not_reached:
+        assert not task_calls(detail, state), explain(detail)
 
 
 @pytest.fixture

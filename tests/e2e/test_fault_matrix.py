@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import stack as local
+import local
 from conftest import (REGIONS, errors_besides_polls, explain, launched, release, summary, tags, task_calls,
                       wait_until)
 
@@ -132,48 +132,71 @@ def duplicated(stack: local.Stack, execution: str, calls: list[dict]) -> list[st
     return dups
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-@pytest.mark.parametrize("step", list(STEPS))
-def test_fault(stack, retire_pipeline, step, fault):
-    pipeline = pipeline_of(step, fault)
-    recipe = retire_pipeline if step == "retire" else stack.recipe(pipeline)
-    version = f"1.{FAULTS.index(fault)}.0"
+def run_faulted(stack, step: str, fault: str, pipeline: str, version: str, recipe: dict, faults: dict | None,
+                expected_error: str | None) -> tuple[dict, dict, dict, str]:
+    """One release with `faults` posted to the emulator, then its matrix row: (detail, calls, row, execution). The
+    emulator is reset before and after, and the run's leftovers are given a moment to be cleaned up."""
     stack.sim("POST", "reset")
-    stack.sim("POST", "faults", fault_spec(step, fault))
+    if faults:
+        stack.sim("POST", "faults", faults)
     try:
         out, detail = release(stack, pipeline, version, recipe, timeout=300)
         calls = stack.sim("GET", "calls")
     finally:
         stack.sim("POST", "reset")
     execution = out["execution_name"]
-    faulted = [c for c in calls["calls"] if c["status"] != 200]
-    unused = calls["faults"]
-
     wait_until(lambda: not leaked(stack, execution), 3)
-    left = leaked(stack, execution)
-    dups = duplicated(stack, execution, calls["calls"])
-    expected_error = HARD[step][1] if fault == "hard" else None
-    expected_warning = WARNED.get(step) if fault == "hard" else None
-    warnings = (detail.get("output") or {}).get("warnings") if detail["status"] == "SUCCEEDED" else None
     row = MATRIX[(step, fault)] = {
         "status": detail["status"], "error": detail.get("error"), "expected_error": expected_error,
-        "warnings": warnings,
-        "faulted_calls": len(faulted), "leaked": left, "duplicated": dups,
+        "faulted_calls": len([c for c in calls["calls"] if c["status"] != 200]),
+        "leaked": leaked(stack, execution), "duplicated": duplicated(stack, execution, calls["calls"]),
         "retries": len(errors_besides_polls(detail)),  # a status Task's NotReady is a poll, not a retry
     }
+    return detail, calls, row, execution
+
+
+def assert_clean(row: dict, detail: dict):
+    """Nothing made twice, nothing of the execution left behind."""
+    assert not row["duplicated"], f"duplicated: {row['duplicated']}\n{explain(detail)}"
+    assert not row["leaked"], f"left behind: {row['leaked']}\n{explain(detail)}"
+
+
+def assert_failed_cleanly(detail: dict, expected_error: str):
+    """Failed with the expected error, after Cleanup ran."""
+    assert detail["status"] == "FAILED", explain(detail)
+    assert detail["error"] == expected_error, explain(detail)
+    assert task_calls(detail, "Cleanup"), explain(detail)
+
+
+def assert_released_once(stack, detail: dict, execution: str):
+    """Succeeded with exactly one image per region, one builder and one test instance."""
+    assert detail["status"] == "SUCCEEDED", explain(detail)
+    assert len(detail["output"]["images"]) == len(REGIONS), detail["output"]
+    assert launched(stack, execution) == {"builder": 1, "test-instance": 1}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("step", list(STEPS))
+def test_fault(stack, retire_pipeline, step, fault):
+    pipeline = pipeline_of(step, fault)
+    recipe = retire_pipeline if step == "retire" else stack.recipe(pipeline)
+    version = f"1.{FAULTS.index(fault)}.0"
+    expected_error = HARD[step][1] if fault == "hard" else None
+    detail, calls, row, execution = run_faulted(stack, step, fault, pipeline, version, recipe,
+                                                fault_spec(step, fault), expected_error)
+    unused = calls["faults"]
+    expected_warning = WARNED.get(step) if fault == "hard" else None
+    warnings = (detail.get("output") or {}).get("warnings") if detail["status"] == "SUCCEEDED" else None
+    row["warnings"] = warnings
 
     # the fault was met (a fault spec never used would make the case prove nothing)
-    assert fault == "hard" or faulted, f"no call was faulted: {json.dumps(calls['counts'])}"
+    assert fault == "hard" or row["faulted_calls"], f"no call was faulted: {json.dumps(calls['counts'])}"
     # throttling and 5xx bursts are used up (the call had to get through); a lost answer may be adopted by a look-up
     # without calling again, which leaves the rest of its count unused
     assert not unused or fault in ("hard", "lost"), unused
-    assert not dups, f"duplicated: {dups}\n{explain(detail)}"
-    assert not left, f"left behind: {left}\n{explain(detail)}"
+    assert_clean(row, detail)
     if expected_error is None:
-        assert detail["status"] == "SUCCEEDED", explain(detail)
-        # exactly one image per region, one builder and one test instance
-        assert len(detail["output"]["images"]) == len(REGIONS), detail["output"]
-        assert launched(stack, execution) == {"builder": 1, "test-instance": 1}
+        assert_released_once(stack, detail, execution)
         released = [i for region in REGIONS for i in stack.boto3("ec2", region).describe_images(
             Owners=["self"], Filters=[{"Name": "tag:ami-pipeline:execution", "Values": [execution]}])["Images"]]
         assert len(released) == len(REGIONS), [i["ImageId"] for i in released]
@@ -186,9 +209,7 @@ def test_fault(stack, retire_pipeline, step, fault):
         else:
             assert warnings == {}, detail["output"]
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
-        assert task_calls(detail, "Cleanup"), explain(detail)
+        assert_failed_cleanly(detail, expected_error)
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"
     if warnings:
         row["warned"] = sorted(k for k in warnings if k != "notice")
@@ -249,36 +270,15 @@ def test_capacity_limit_and_consistency_fault(stack, step, fault):
     recipe = stack.recipe(pipeline)
     names = placeholders(stack, recipe)
     recipe = stack.recipe(pipeline, **filled(changes, names))
-    stack.sim("POST", "reset")
-    stack.sim("POST", "faults", filled(specs, names))
-    try:
-        out, detail = release(stack, pipeline, "1.0.0", recipe, timeout=300)
-        calls = stack.sim("GET", "calls")
-    finally:
-        stack.sim("POST", "reset")
-    execution = out["execution_name"]
-    faulted = [c for c in calls["calls"] if c["status"] != 200]
-
-    wait_until(lambda: not leaked(stack, execution), 3)
-    left = leaked(stack, execution)
-    dups = duplicated(stack, execution, calls["calls"])
-    row = MATRIX[(step, fault)] = {
-        "status": detail["status"], "error": detail.get("error"), "expected_error": expected_error,
-        "faulted_calls": len(faulted), "leaked": left, "duplicated": dups,
-        "retries": len(errors_besides_polls(detail)),
-    }
-    assert faulted, f"no call was faulted: {json.dumps(calls['counts'])}"
+    detail, calls, row, execution = run_faulted(stack, step, fault, pipeline, "1.0.0", recipe, filled(specs, names),
+                                                expected_error)
+    assert row["faulted_calls"], f"no call was faulted: {json.dumps(calls['counts'])}"
     assert not calls["faults"], calls["faults"]  # error bursts used up
-    assert not dups, f"duplicated: {dups}\n{explain(detail)}"
-    assert not left, f"left behind: {left}\n{explain(detail)}"
+    assert_clean(row, detail)
     if expected_error is None:
-        assert detail["status"] == "SUCCEEDED", explain(detail)
-        assert len(detail["output"]["images"]) == len(REGIONS), detail["output"]
-        assert launched(stack, execution) == {"builder": 1, "test-instance": 1}
+        assert_released_once(stack, detail, execution)
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
-        assert task_calls(detail, "Cleanup"), explain(detail)
+        assert_failed_cleanly(detail, expected_error)
         assert launched(stack, execution) == {}, "nothing was launched"
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"
 
@@ -381,38 +381,15 @@ def test_run_command_fault(stack, step, fault):
     recipe = stack.recipe(pipeline)
     if script:
         recipe[script[0]]["script"] += script[1]
-    stack.sim("POST", "reset")
-    if spec:
-        stack.sim("POST", "faults", spec)
-    try:
-        out, detail = release(stack, pipeline, "1.0.0", recipe, timeout=300)
-        calls = stack.sim("GET", "calls")
-    finally:
-        stack.sim("POST", "reset")
-    execution = out["execution_name"]
-    faulted = [c for c in calls["calls"] if c["status"] != 200]
-
-    wait_until(lambda: not leaked(stack, execution), 3)
-    left = leaked(stack, execution)
-    dups = duplicated(stack, execution, calls["calls"])
-    row = MATRIX[(step, fault)] = {
-        "status": detail["status"], "error": detail.get("error"), "expected_error": expected_error,
-        "faulted_calls": len(faulted), "leaked": left, "duplicated": dups,
-        "retries": len(errors_besides_polls(detail)),
-    }
+    detail, calls, row, execution = run_faulted(stack, step, fault, pipeline, "1.0.0", recipe, spec, expected_error)
     assert not calls["faults"] or spec.get("lost_response"), calls["faults"]  # the fault was met
-    assert not dups, f"duplicated: {dups}\n{explain(detail)}"
-    assert not left, f"left behind: {left}\n{explain(detail)}"
+    assert_clean(row, detail)
     if expected_error is None:
-        assert detail["status"] == "SUCCEEDED", explain(detail)
-        assert len(detail["output"]["images"]) == len(REGIONS), detail["output"]
-        assert launched(stack, execution) == {"builder": 1, "test-instance": 1}
+        assert_released_once(stack, detail, execution)
     else:
-        assert detail["status"] == "FAILED", explain(detail)
-        assert detail["error"] == expected_error, explain(detail)
+        assert_failed_cleanly(detail, expected_error)
         for words in cause_says:
             assert words in detail["cause"], detail["cause"]
-        assert task_calls(detail, "Cleanup"), explain(detail)
         roles = {"builder": 1} if step == "build" else {"builder": 1, "test-instance": 1}
         assert launched(stack, execution) == roles, "one of each instance, none again"
     row["outcome"] = "succeeded" if detail["status"] == "SUCCEEDED" else "failed cleanly"

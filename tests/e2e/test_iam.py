@@ -18,7 +18,8 @@ from collections import Counter
 import pytest
 
 import iam_model as m
-import stack as local
+import local
+from local.ec2query import with_tags
 from conftest import summary
 
 APP = re.compile(r"\bapp/(ami-[a-z-]+)")
@@ -125,12 +126,7 @@ def run_params(tokens: str = "required", encrypted: str = "true") -> dict:
          "NetworkInterface.1.AssociatePublicIpAddress": "false", "NetworkInterface.1.DeviceIndex": "0",
          "BlockDeviceMapping.1.DeviceName": "/dev/xvda", "BlockDeviceMapping.1.Ebs.Encrypted": encrypted,
          "BlockDeviceMapping.1.Ebs.VolumeSize": "16", "ClientToken": "t"}
-    for i, rtype in enumerate(["instance", "volume"], 1):
-        p[f"TagSpecification.{i}.ResourceType"] = rtype
-        for j, (k, v) in enumerate(ours("builder").items(), 1):
-            p[f"TagSpecification.{i}.Tag.{j}.Key"] = k
-            p[f"TagSpecification.{i}.Tag.{j}.Value"] = v
-    return p
+    return with_tags(p, ours("builder"), "instance", "volume")
 
 
 RUN_NAMED = {"ami-0base": {"tags": {}, "owner": "amazon", "public": True}, "subnet-01": {"tags": {}},
@@ -141,12 +137,7 @@ TEST_NAMED = dict(RUN_NAMED, **{"ami-0base": {"tags": ours("image"), "owner": AC
 
 def copy_params() -> dict:
     p = {"SourceImageId": "ami-0src", "SourceRegion": HOME, "Name": "web", "Encrypted": "true", "ClientToken": "t"}
-    for i, rtype in enumerate(["image", "snapshot"], 1):
-        p[f"TagSpecification.{i}.ResourceType"] = rtype
-        for j, (k, v) in enumerate(ours("image").items(), 1):
-            p[f"TagSpecification.{i}.Tag.{j}.Key"] = k
-            p[f"TagSpecification.{i}.Tag.{j}.Value"] = v
-    return p
+    return with_tags(p, ours("image"), "image", "snapshot")
 
 
 def opted_lt() -> dict:
@@ -217,38 +208,21 @@ def must_deny_rows() -> list[tuple[str, dict, dict]]:
              {"SnapshotId": snap, "Attribute": "createVolumePermission",
               "CreateVolumePermission.Add.1.UserId": "210987654321"},
              {snap: {"tags": ours("snapshot"), "owner": ACCOUNT, "encrypted": True}})),
-        ("build launches without IMDSv2 (HttpTokens optional)",
-         req("ami-build", "ec2", "RunInstances", run_params(tokens="optional"), RUN_NAMED, tagged=True),
-         req("ami-build", "ec2", "RunInstances", run_params(), RUN_NAMED, tagged=True)),
-        ("build launches with an unencrypted volume",
-         req("ami-build", "ec2", "RunInstances", run_params(encrypted="false"), RUN_NAMED, tagged=True),
-         req("ami-build", "ec2", "RunInstances", run_params(), RUN_NAMED, tagged=True)),
-        ("test-launch launches without IMDSv2 (HttpTokens optional)",
-         req("ami-test-launch", "ec2", "RunInstances", run_params(tokens="optional"), TEST_NAMED, tagged=True),
-         req("ami-test-launch", "ec2", "RunInstances", run_params(), TEST_NAMED, tagged=True)),
-        ("test-launch launches with an unencrypted volume",
-         req("ami-test-launch", "ec2", "RunInstances", run_params(encrypted="false"), TEST_NAMED, tagged=True),
-         req("ami-test-launch", "ec2", "RunInstances", run_params(), TEST_NAMED, tagged=True)),
-        ("trigger (preflight DryRun) launches without IMDSv2 (HttpTokens optional)",
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(tokens="optional"), DryRun="true"), RUN_NAMED,
-             tagged=True),
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(), DryRun="true"), RUN_NAMED, tagged=True)),
-        ("trigger (preflight DryRun) launches with an unencrypted volume",
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(encrypted="false"), DryRun="true"), RUN_NAMED,
-             tagged=True),
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(), DryRun="true"), RUN_NAMED, tagged=True)),
-        ("trigger (preflight DryRun) passes a role other than the builder's",
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "admin"}),
-             dict(RUN_NAMED, **{"instance-profile": {"roles": [f"arn:aws:iam::{ACCOUNT}:role/admin"]}}),
-             tagged=True, profile=True),
-         req("ami-trigger", "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "builder"}),
-             dict(RUN_NAMED, **{"instance-profile": {"roles": [BUILDER_ROLE_ARN]}}), tagged=True, profile=True)),
-        ("build passes a role other than the builder's",
-         req("ami-build", "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "admin"}),
-             dict(RUN_NAMED, **{"instance-profile": {"roles": [f"arn:aws:iam::{ACCOUNT}:role/admin"]}}),
-             tagged=True, profile=True),
-         req("ami-build", "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "builder"}),
-             dict(RUN_NAMED, **{"instance-profile": {"roles": [BUILDER_ROLE_ARN]}}), tagged=True, profile=True)),
+        *[(f"{who} launches {what}",
+           req(fn, "ec2", "RunInstances", dict(run_params(**bad), **extra), named, tagged=True),
+           req(fn, "ec2", "RunInstances", dict(run_params(), **extra), named, tagged=True))
+          for fn, who, named, extra in [("ami-build", "build", RUN_NAMED, {}),
+                                        ("ami-test-launch", "test-launch", TEST_NAMED, {}),
+                                        ("ami-trigger", "trigger (preflight DryRun)", RUN_NAMED, {"DryRun": "true"})]
+          for what, bad in [("without IMDSv2 (HttpTokens optional)", {"tokens": "optional"}),
+                            ("with an unencrypted volume", {"encrypted": "false"})]],
+        *[(f"{who} passes a role other than the builder's",
+           req(fn, "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "admin"}),
+               dict(RUN_NAMED, **{"instance-profile": {"roles": [f"arn:aws:iam::{ACCOUNT}:role/admin"]}}),
+               tagged=True, profile=True),
+           req(fn, "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "builder"}),
+               dict(RUN_NAMED, **{"instance-profile": {"roles": [BUILDER_ROLE_ARN]}}), tagged=True, profile=True))
+          for fn, who in [("ami-trigger", "trigger (preflight DryRun)"), ("ami-build", "build")]],
     ]
 
 

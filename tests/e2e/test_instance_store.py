@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-import stack as local
+import local
 from conftest import REGIONS, explain, images_of, launched, leftovers, release, tags, task_calls
 
 BUCKET = "web-store-bundles"

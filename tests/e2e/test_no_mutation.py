@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import stack as local
+import local
 from conftest import mutating_calls, trigger
 
 

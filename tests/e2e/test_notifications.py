@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import stack as local
+import local
 from conftest import explain, release, tags, task_calls
-from notifications import notification_pattern, status_change_event
+from local.notifications import notification_pattern, status_change_event
 
 CONTRACT = json.loads((Path(__file__).resolve().parents[2] / "infra" / "contract.json").read_text())
 PIPELINE = "notify"

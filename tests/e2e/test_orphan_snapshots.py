@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import stack as local
+import local
 from conftest import explain, release
 
 PIPELINE = "web-orphans"

@@ -3,7 +3,7 @@ region in one error; and the preflight mode (`make preflight`), which starts not
 
 from __future__ import annotations
 
-import stack as local
+import local
 from conftest import REGIONS, mutating_calls, trigger
 
 UNKNOWN_SUBNET = "subnet-0badbadbadbadbad0"

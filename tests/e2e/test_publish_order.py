@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import stack as local
+import local
 from conftest import REGIONS, explain, trigger
 
 PIPELINE = "pub-order"

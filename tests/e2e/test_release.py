@@ -7,7 +7,7 @@ import concurrent.futures
 
 import pytest
 
-import stack as local
+import local
 from conftest import (NOT_READY, REGIONS, errors_besides_polls, explain, images_of, launched, leftovers, release,
                       tags, task_calls, trigger, wait_until)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-import stack as local
+import local
 from conftest import REGIONS, explain, images_of, launched, leftovers, tags, task_calls, trigger, wait_until
 
 HOME = local.REGION

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import re
 
-import stack as local
+import local
 from conftest import explain, leftovers, release, task_calls, wait_until
 
 GROUP = local.RUN_COMMAND_LOG_GROUP

@@ -278,7 +278,7 @@ def test_flow(definition):
 def test_definition_is_valid_asl():
     """aws-local-stepfunctions (asl-validator) accepts it, with every Task resource a Lambda function ARN."""
     if not NODE.exists():
-        pytest.skip("node not installed: run tests/stack/install.sh")
+        pytest.skip("node not installed: run scripts/install/stack.sh")
     r = subprocess.run([str(NODE), str(ROOT / "tests" / "local" / "runner.mjs"), "--definition", str(DEFINITION),
                         "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -6,16 +6,16 @@
 #   2b. the state machine definition: cfn-lint E3601 on it inline, and asl-validator;
 #   3. tests/infra/test_template.py: functions vs crates, ASL substitutions, state machine role, and each
 #      function's IAM actions vs the SDK calls in its code.
-# Tools: cfn-lint and pytest from .tools/venv (tests/stack/install.sh), checkov from .tools/checkov
-# (tests/infra/install.sh). Neither needs the network once installed.
+# Tools: cfn-lint and pytest from .tools/venv (scripts/install/stack.sh), checkov from .tools/checkov
+# (scripts/install/infra.sh). Neither needs the network once installed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 TEMPLATE="${AMI_TEMPLATE:-$ROOT/infra/template.yaml}"
 
-bash "$ROOT/tests/stack/install.sh" >/dev/null
-bash "$HERE/install.sh" >/dev/null
+bash "$ROOT/scripts/install/stack.sh" >/dev/null
+bash "$ROOT/scripts/install/infra.sh" >/dev/null
 
 echo "== cfn-lint $TEMPLATE"
 "$ROOT/.tools/venv/bin/cfn-lint" --include-checks I -- "$TEMPLATE"

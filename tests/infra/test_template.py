@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from local import cfn  # the one template loader
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "local"))
-import cfn  # noqa: E402 (tests/local: the one template loader)
 
 TEMPLATE = Path(os.environ.get("AMI_TEMPLATE", ROOT / "infra" / "template.yaml"))
 ASL = ROOT / "statemachine" / "pipeline.asl.json"
@@ -662,7 +662,7 @@ SM_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:ami-pipeline"
 
 
 def _status_event(status: str, output: dict | None = None, arn: str = SM_ARN) -> dict:
-    from notifications import status_change_event
+    from local.notifications import status_change_event
 
     execution = {"executionArn": f"{arn.replace(':stateMachine:', ':execution:')}:x", "stateMachineArn": arn,
                  "name": "x", "status": status, "startDate": 1, "stopDate": 2, "input": {"run": {}},
@@ -675,7 +675,7 @@ def test_notification_rule_matches_failures_and_warnings(notify_on_success):
     """The rule's pattern against status-change events, matched by moto's EventBridge pattern engine (its
     TestEventPattern API answers without a Result, so the engine is called directly)."""
     from moto.events.models import EventPattern
-    from notifications import notification_pattern
+    from local.notifications import notification_pattern
 
     pattern = EventPattern.load(json.dumps(notification_pattern(SM_ARN, notify_on_success)))
     warned = {"images": [], "warnings": {"retire": {"Error": "AmiPipeline.AwsError", "Cause": "{}"},
@@ -700,7 +700,7 @@ def test_every_checkov_skip_is_needed(tmp_path):
     without skips, and every skipped (check, resource) must fail there."""
     checkov = ROOT / ".tools" / "checkov" / "bin" / "checkov"
     if not checkov.exists():
-        pytest.skip("checkov is installed by tests/infra/install.sh (make infra-test)")
+        pytest.skip("checkov is installed by scripts/install/infra.sh (make infra-test)")
     doc = json.loads(json.dumps(template()))
     skips = set()
     for name, res in doc["Resources"].items():

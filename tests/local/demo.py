@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs one event through the trigger on the local stack and prints what the pipeline did.
 
-    .tools/venv/bin/python tests/local/demo.py [EVENT.json]      (default: infra/events/release.json)
+    cd tests && ../.tools/venv/bin/python -m local.demo [EVENT.json]      (default: infra/events/release.json)
 
 Starts the stack (tests/local/stack.py: moto, the handlers under cargo lambda watch, the Step Functions runner),
 seeds a base image and the example recipe, sends the event to ami-trigger, waits for the execution, prints a
@@ -15,9 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import stack as local  # noqa: E402
+from . import stack as local
 
 # Display names for the states, in pipeline order: a state belongs to the step its name starts with (`Build Start`,
 # `Build Wait`, `Build Status`, `Build Finish` are Build). A long step's polls are its Status Task's retries.

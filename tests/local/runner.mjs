@@ -41,7 +41,7 @@ import { parseArgs } from 'node:util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..');
-// aws-local-stepfunctions lives in the git-ignored tool folder that tests/stack/install.sh fills.
+// aws-local-stepfunctions lives in the git-ignored tool folder that scripts/install/stack.sh fills.
 const MODULES = process.env.AMI_LOCAL_NODE_MODULES ?? join(ROOT, '.tools', 'node', 'node_modules');
 const { StateMachine } = await import(
   pathToFileURL(join(MODULES, 'aws-local-stepfunctions', 'build', 'main.node.esm.js')).href
@@ -356,28 +356,6 @@ function startExecution(name, input) {
 
 const secs = (ms) => (ms === null ? undefined : ms / 1000);
 
-function describe(rec) {
-  const out = {
-    executionArn: rec.executionArn,
-    stateMachineArn: rec.stateMachineArn,
-    name: rec.name,
-    status: rec.status,
-    startDate: secs(rec.startDate),
-    input: rec.input,
-    inputDetails: { included: true },
-  };
-  if (rec.stopDate !== null) out.stopDate = secs(rec.stopDate);
-  if (rec.output !== null) {
-    out.output = rec.output;
-    out.outputDetails = { included: true };
-  }
-  if (rec.error !== null) {
-    out.error = rec.error;
-    out.cause = rec.cause;
-  }
-  return out;
-}
-
 function listItem(rec) {
   const out = {
     executionArn: rec.executionArn,
@@ -387,6 +365,19 @@ function listItem(rec) {
     startDate: secs(rec.startDate),
   };
   if (rec.stopDate !== null) out.stopDate = secs(rec.stopDate);
+  return out;
+}
+
+function describe(rec) {
+  const out = { ...listItem(rec), input: rec.input, inputDetails: { included: true } };
+  if (rec.output !== null) {
+    out.output = rec.output;
+    out.outputDetails = { included: true };
+  }
+  if (rec.error !== null) {
+    out.error = rec.error;
+    out.cause = rec.cause;
+  }
   return out;
 }
 

@@ -8,7 +8,7 @@ From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.p
 on exit, on an exception, and on SIGINT/SIGTERM (each child runs in its own process group, which is what is
 stopped). Logs go to .tools/logs/<run>/ (moto.log, lambda.log, runner.log, executions/<name>.json).
 
-Assumes tests/stack/install.sh has run and the handlers are built (`cargo build --workspace --all-targets`). `cargo lambda watch` runs
+Assumes scripts/install/stack.sh has run and the handlers are built (`cargo build --workspace --all-targets`). `cargo lambda watch` runs
 with --only-lambda-apis: it serves the Invoke API and the runtime API, and the stack starts the built binaries
 itself (see tests/local/README.md for why).
 """
@@ -76,6 +76,16 @@ def http(method: str, url: str, body=None, headers=None, timeout: float = 660.0)
     except json.JSONDecodeError:
         return status, hdrs, text
 
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Asks `proc` to stop (SIGTERM), then kills it if it has not within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 class StackError(RuntimeError):
     pass
@@ -149,7 +159,7 @@ class Stack:
     def start(self) -> None:
         for tool in (VENV_BIN / "python", VENV_BIN / "cargo-lambda", NODE):
             if not tool.exists():
-                raise StackError(f"{tool} missing: run `bash tests/stack/install.sh`")
+                raise StackError(f"{tool} missing: run `bash scripts/install/stack.sh`")
         prune_logs(keep=9)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._install_signal_handlers()

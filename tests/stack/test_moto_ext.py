@@ -21,6 +21,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.handlers import decode_console_output
 
+from local import stop_process
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 K = 2  # AMI_SIM_POLLS given to the server below
 
@@ -41,12 +43,7 @@ def server(request_log):
         assert "listening on http://" in line, f"server did not start: {line!r}"
         yield line.split("listening on ")[1].split()[0]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def sim(server, path, body=None):

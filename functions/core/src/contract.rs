@@ -158,6 +158,235 @@ fn actions_of(binary: &str) -> &'static [&'static str] {
         .unwrap_or(&[])
 }
 
+/// The request audit's security rules, written once: the unit tests check every EC2 request a handler test sends
+/// ([`crate::audit`], feature `testing`), and the e2e run checks every EC2 request the emulator logged
+/// (`tests/e2e/test_audit.py`, from this file's `audit`). Both read a request as its EC2 query parameters, as the
+/// SDK serializes them and the emulator logs them (`MetadataOptions.HttpTokens`, `TagSpecification.1.Tag.2.Key`).
+pub mod audit_rules {
+    use serde::Serialize;
+
+    use crate::model::tags;
+
+    /// An exception to a rule, which a recipe option turns on. A unit test holds one (`crate::audit::allow_*`);
+    /// the e2e audit finds `instance_store` from the run (the image a request names was registered from a
+    /// manifest, or copied from such an image) and never grants the others (no e2e recipe asks for them).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Exception {
+        /// `distribution.public`: the image may be shared with everyone.
+        Public,
+        /// `image.imds_v2: false`: the image may be registered without ImdsSupport v2.0.
+        ImdsOptional,
+        /// `image.root_device_type: instance-store`: the image has no EBS root and no snapshot to encrypt.
+        InstanceStore,
+    }
+
+    /// What a rule checks. `member` names the members of a list, `N` standing for the index
+    /// (`BlockDeviceMapping.N.Ebs`: the EBS part of each block device mapping).
+    #[derive(Clone, Copy, Debug, Serialize)]
+    #[serde(rename_all = "snake_case", tag = "check")]
+    pub enum Check {
+        /// `param` is `value`.
+        Is { param: &'static str, value: &'static str },
+        /// `param` starts with `prefix`.
+        StartsWith { param: &'static str, prefix: &'static str },
+        /// `param` is not sent.
+        Unset { param: &'static str },
+        /// The list has at least one member.
+        AnyMember { member: &'static str },
+        /// Every member's `param` is `value`.
+        EveryMember {
+            member: &'static str,
+            param: &'static str,
+            value: &'static str,
+        },
+        /// No member's `param` is `value`.
+        NoMember {
+            member: &'static str,
+            param: &'static str,
+            value: &'static str,
+        },
+        /// A `TagSpecification` for `resource` carries each of `keys` with a value (one violation per key missing).
+        Tagged {
+            resource: &'static str,
+            keys: &'static [&'static str],
+        },
+    }
+
+    /// One rule: requests of `action` must pass `check` (unless the exception `unless` holds; only when the
+    /// exception `when` holds); `violation` says what a failing request did.
+    #[derive(Clone, Copy, Debug, Serialize)]
+    pub struct Rule {
+        pub action: &'static str,
+        #[serde(flatten)]
+        pub check: Check,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub unless: Option<Exception>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub when: Option<Exception>,
+        pub violation: &'static str,
+    }
+
+    /// Every ClientToken the handlers send comes from `naming::client_token`, which starts so. The SDK fills a
+    /// random token when a call sets none, which would make a retried call a new request.
+    pub const CLIENT_TOKEN_PREFIX: &str = "amip-";
+    const OURS: &[&str] = &[tags::PIPELINE, tags::EXECUTION, tags::ROLE];
+
+    const fn rule(action: &'static str, check: Check, violation: &'static str) -> Rule {
+        Rule {
+            action,
+            check,
+            unless: None,
+            when: None,
+            violation,
+        }
+    }
+    const fn unless(exception: Exception, r: Rule) -> Rule {
+        Rule {
+            unless: Some(exception),
+            ..r
+        }
+    }
+    const fn when(exception: Exception, r: Rule) -> Rule {
+        Rule {
+            when: Some(exception),
+            ..r
+        }
+    }
+    const fn token(action: &'static str) -> Rule {
+        let check = Check::StartsWith {
+            param: "ClientToken",
+            prefix: CLIENT_TOKEN_PREFIX,
+        };
+        rule(
+            action,
+            check,
+            "ClientToken not made by naming::client_token (none, or the SDK's random one)",
+        )
+    }
+    const fn tagged(action: &'static str, resource: &'static str) -> Rule {
+        let check = Check::Tagged { resource, keys: OURS };
+        rule(action, check, "our tag missing on create")
+    }
+
+    use Check::*;
+    use Exception::*;
+
+    pub const RULES: &[Rule] = &[
+        rule(
+            "RunInstances",
+            Is {
+                param: "MetadataOptions.HttpTokens",
+                value: "required",
+            },
+            "MetadataOptions.HttpTokens is not required (IMDSv2)",
+        ),
+        rule(
+            "RunInstances",
+            AnyMember {
+                member: "NetworkInterface.N",
+            },
+            "no NetworkInterface, so AssociatePublicIpAddress is not false",
+        ),
+        rule(
+            "RunInstances",
+            EveryMember {
+                member: "NetworkInterface.N",
+                param: "AssociatePublicIpAddress",
+                value: "false",
+            },
+            "AssociatePublicIpAddress is not false on every interface",
+        ),
+        unless(
+            InstanceStore,
+            rule(
+                "RunInstances",
+                AnyMember {
+                    member: "BlockDeviceMapping.N.Ebs",
+                },
+                "no EBS volume mapped, so none is known to be encrypted",
+            ),
+        ),
+        rule(
+            "RunInstances",
+            EveryMember {
+                member: "BlockDeviceMapping.N.Ebs",
+                param: "Encrypted",
+                value: "true",
+            },
+            "not every EBS volume is encrypted",
+        ),
+        token("RunInstances"),
+        tagged("RunInstances", "instance"),
+        tagged("RunInstances", "volume"),
+        unless(
+            ImdsOptional,
+            rule(
+                "RegisterImage",
+                Is {
+                    param: "ImdsSupport",
+                    value: "v2.0",
+                },
+                "ImdsSupport is not v2.0",
+            ),
+        ),
+        tagged("RegisterImage", "image"),
+        unless(
+            InstanceStore,
+            rule(
+                "CopyImage",
+                Is {
+                    param: "Encrypted",
+                    value: "true",
+                },
+                "not Encrypted",
+            ),
+        ),
+        when(
+            InstanceStore,
+            rule(
+                "CopyImage",
+                Unset { param: "Encrypted" },
+                "an instance-store image's copy asked to be encrypted (it has no snapshot)",
+            ),
+        ),
+        when(
+            InstanceStore,
+            rule(
+                "CopyImage",
+                Unset { param: "KmsKeyId" },
+                "an instance-store image's copy given a KMS key (it has no snapshot)",
+            ),
+        ),
+        token("CopyImage"),
+        tagged("CopyImage", "image"),
+        tagged("CopyImage", "snapshot"),
+        tagged("CreateSnapshots", "snapshot"),
+        token("CreateLaunchTemplateVersion"),
+        unless(
+            Public,
+            rule(
+                "ModifyImageAttribute",
+                NoMember {
+                    member: "LaunchPermission.Add.N",
+                    param: "Group",
+                    value: "all",
+                },
+                "made public (LaunchPermission Group=all) without the recipe's distribution.public",
+            ),
+        ),
+        rule(
+            "ModifySnapshotAttribute",
+            NoMember {
+                member: "CreateVolumePermission.Add.N",
+                param: "Group",
+                value: "all",
+            },
+            "snapshot made public (CreateVolumePermission Group=all)",
+        ),
+    ];
+}
+
 pub fn contract() -> Value {
     let functions: serde_json::Map<String, Value> = definition::function_table()
         .into_iter()
@@ -227,6 +456,11 @@ pub fn contract() -> Value {
             "max_delay_seconds": polling::MAX_DELAY_SECONDS,
             "first_poll_seconds": polling::FIRST_POLL_SECONDS,
         },
+        "audit": {
+            "comment": "The request audit's rules (functions/core/src/contract.rs, audit_rules): tests/e2e/test_audit.py \
+                        and functions/core/src/audit.rs evaluate them over a request's EC2 query parameters.",
+            "rules": audit_rules::RULES,
+        },
         "limits_minutes": {
             "build": limits::BUILD_MINUTES,
             "image": limits::IMAGE_MINUTES,
@@ -264,6 +498,12 @@ mod tests {
         for (_, _, key) in definition::function_table() {
             assert!(Steps::KEYS.contains(&key) || key == "cleanup", "{key}");
         }
+    }
+
+    #[test]
+    fn client_tokens_start_as_the_audit_expects() {
+        let token = crate::model::naming::client_token("web-r-1", "copy", "eu-west-1");
+        assert!(token.starts_with(audit_rules::CLIENT_TOKEN_PREFIX), "{token}");
     }
 
     #[test]

@@ -108,16 +108,11 @@ class SimMiddleware:
             # log names it apart (moto_ext/dryrun.py answers it; its own fault is `dry_run_denied`).
             dry = (form.get("DryRun") or ["false"])[0].lower() == "true"
             fault = None if dry else state.take_action_fault(region, action)
-            if fault and fault["kind"] == "throttle":
-                result = ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
-            elif fault and fault["kind"] == "error":
-                result = ec2_error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
-            else:
-                result = self.run_app(environ)
+            result, answer = self.call_or_fault(
+                environ, fault, ec2_error, (503, "RequestLimitExceeded", "Request limit exceeded."),
+                (500, "InternalError", "An internal error has occurred. (simulated lost response)"))
             created = created_ids(action, result) if result[0] == 200 else []
-            if fault and fault["kind"] == "lost":
-                # The action happened, but the client never sees the answer.
-                result = ec2_error(500, "InternalError", "An internal error has occurred. (simulated lost response)")
+            result = answer
             params = form_params(form)
             state.record_call(region, f"{action}(DryRun)" if dry else action, result[0], params, created, agent)
             state.record_action("ec2", action, agent, params, region, named)
@@ -129,20 +124,28 @@ class SimMiddleware:
         Logs calls (not Parameter Store's, which tests of "no call before X" do not expect there)."""
         with state.LOCK:
             fault = state.take_action_fault(region, action)
-        if fault and fault["kind"] == "throttle":
-            result = json_error(400, "ThrottlingException", "Rate exceeded")
-        elif fault and fault["kind"] == "error":
-            result = json_error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
-        else:
-            result = self.run_app(environ)
+        result, answer = self.call_or_fault(environ, fault, json_error, (400, "ThrottlingException", "Rate exceeded"),
+                                            (500, "InternalServerError", "Internal error (simulated lost response)"))
         created = [m.decode() for m in re.findall(rb'"CommandId": ?"([0-9a-f-]{36})"', result[2])][:1] \
             if action == "SendCommand" and result[0] == 200 else []
-        if fault and fault["kind"] == "lost":
-            result = json_error(500, "InternalServerError", "Internal error (simulated lost response)")
+        result = answer
         if service == "logs" or action in RUN_COMMAND_ACTIONS:
             with state.LOCK:
                 state.record_call(region, action, result[0], None, created, agent)
         return result
+
+    def call_or_fault(self, environ, fault: dict | None, error, throttle: tuple, lost: tuple) -> tuple[tuple, tuple]:
+        """(what was done, what the client is answered), in the service's error format `error`: a throttle or error
+        fault answers instead of the call; a lost answer performs the call, then answers `lost` (the action happened,
+        but the client never sees the answer)."""
+        kind = fault["kind"] if fault else None
+        if kind == "throttle":
+            result = error(*throttle)
+        elif kind == "error":
+            result = error(fault["status"], fault["code"], f"Simulated {fault['code']}.")
+        else:
+            result = self.run_app(environ)
+        return result, error(*lost) if kind == "lost" else result
 
     def run_app(self, environ) -> tuple[int, list, bytes]:
         """Run moto and collect its whole response (so it is built under the lock)."""

@@ -42,11 +42,8 @@ def ec2_action(fn):
 
 def apply() -> None:
     """Install all patches once (moto dispatches by method name on EC2Response)."""
-    if ORIG:
+    if not state.patch(EC2Response, PATCHES, ORIG):
         return
-    for name, fn in PATCHES.items():
-        ORIG[name] = getattr(EC2Response, name, None)
-        setattr(EC2Response, name, fn)
     ORIG["add_block_device"] = Instance.add_block_device
     Instance.add_block_device = _add_block_device
     ORIG["bdm"] = Ami.block_device_mappings

@@ -279,13 +279,18 @@ def _matches(command: dict, filters: list[dict]) -> bool:
     return True
 
 
+def _listed(self) -> tuple[list[dict], str | None]:
+    """The region's commands a list request names (all, or its CommandId's), and its InstanceId."""
+    command_id = self._get_param("CommandId")
+    commands = COMMANDS.get((self.current_account, self.region), {}).values()
+    return [c for c in commands if not command_id or c["CommandId"] == command_id], self._get_param("InstanceId")
+
+
 def list_commands(self):
     """ListCommands by CommandId or InstanceId, with Filters; a command sent a moment ago is not listed yet."""
-    command_id, iid = self._get_param("CommandId"), self._get_param("InstanceId")
+    commands, iid = _listed(self)
     found = []
-    for command in COMMANDS.get((self.current_account, self.region), {}).values():
-        if command_id and command["CommandId"] != command_id:
-            continue
+    for command in commands:
         if iid and iid not in command["InstanceIds"]:
             continue
         if command["sim"]["list_hidden"] > 0:
@@ -297,11 +302,9 @@ def list_commands(self):
 
 
 def list_command_invocations(self):
-    command_id, iid = self._get_param("CommandId"), self._get_param("InstanceId")
+    commands, iid = _listed(self)
     found = []
-    for command in COMMANDS.get((self.current_account, self.region), {}).values():
-        if command_id and command["CommandId"] != command_id:
-            continue
+    for command in commands:
         for inv_id, inv in command["sim"]["invocations"].items():
             if iid and inv_id != iid:
                 continue
@@ -341,9 +344,6 @@ def _locked(fn):
 
 
 def install() -> None:
-    if ORIG:
+    if not state.patch(SimpleSystemManagerResponse, HANDLERS, ORIG, _locked):
         return
-    for name, fn in HANDLERS.items():
-        ORIG[name] = getattr(SimpleSystemManagerResponse, name, None)
-        setattr(SimpleSystemManagerResponse, name, _locked(fn))
     state.FLAGS.setdefault("agent_offline", {})

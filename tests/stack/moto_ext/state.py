@@ -35,6 +35,17 @@ COUNTS: dict[str, dict[str, int]] = {}
 CALLS: list[dict] = []
 
 
+def patch(cls, handlers: dict, orig: dict, wrap=lambda fn: fn) -> bool:
+    """Replaces `cls`'s methods by `handlers` (name -> function, each through `wrap`) once, keeping the originals in
+    `orig`; False when they are already in place."""
+    if orig:
+        return False
+    for name, fn in handlers.items():
+        orig[name] = getattr(cls, name, None)
+        setattr(cls, name, wrap(fn))
+    return True
+
+
 def reset() -> None:
     """Clear faults and the call log (moto's own state: POST /moto-api/reset)."""
     ACTION_FAULTS.clear()
