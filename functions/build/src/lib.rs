@@ -35,13 +35,12 @@ impl Step for Deps {
         let recipe = &req.run.recipe;
 
         // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
-        let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
-            .chain(build.fallback_instance_types.iter().map(String::as_str))
-            .collect();
-        let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
-            .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
-            .collect();
-        let placements = ami_core::aws::launch::placements(&types, &subnets);
+        let placements = ami_core::aws::launch::placements_with_fallbacks(
+            &build.instance_type,
+            &build.fallback_instance_types,
+            build.subnet_id.as_deref(),
+            &build.fallback_subnet_ids,
+        );
 
         // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
         // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
@@ -197,13 +196,7 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
     let root_name = image
         .root_device_name()
         .ok_or_else(|| Error::SourceNotTrusted("base image has no root device name".into()))?;
-    let base_size = image
-        .block_device_mappings()
-        .iter()
-        .find(|m| m.device_name() == Some(root_name))
-        .and_then(|m| m.ebs())
-        .and_then(|e| e.volume_size())
-        .unwrap_or(0);
+    let base_size = ami_core::aws::image::volume_size(image, root_name).unwrap_or(0);
     let root = &build.root_volume;
     let size = i32::try_from(root.size_gib).unwrap_or(i32::MAX);
     if size != 0 && size < base_size {

@@ -79,13 +79,8 @@ impl Step for Deps {
             (None, Some(b)) if test.fallback_subnet_ids.is_empty() => &b.fallback_subnet_ids,
             _ => &test.fallback_subnet_ids,
         };
-        let types: Vec<&str> = std::iter::once(instance_type)
-            .chain(fallback_types.iter().map(String::as_str))
-            .collect();
-        let subnets: Vec<Option<&str>> = std::iter::once(subnet)
-            .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
-            .collect();
-        let placements = ami_core::aws::launch::placements(&types, &subnets);
+        let placements =
+            ami_core::aws::launch::placements_with_fallbacks(instance_type, fallback_types, subnet, fallback_subnets);
 
         // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
         // a lost response of the same placement; with fallbacks the look-up is made once more before launching).

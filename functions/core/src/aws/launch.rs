@@ -35,6 +35,23 @@ pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
     out
 }
 
+/// [`placements`] of a recipe section: its instance type and subnet (`None`: the default subnet) first, then its
+/// fallbacks.
+pub fn placements_with_fallbacks(
+    instance_type: &str,
+    fallback_types: &[String],
+    subnet_id: Option<&str>,
+    fallback_subnet_ids: &[String],
+) -> Vec<Placement> {
+    let types: Vec<&str> = std::iter::once(instance_type)
+        .chain(fallback_types.iter().map(String::as_str))
+        .collect();
+    let subnets: Vec<Option<&str>> = std::iter::once(subnet_id)
+        .chain(fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
+        .collect();
+    placements(&types, &subnets)
+}
+
 /// The ClientToken of one launch attempt. The first placement keeps the step's token; every other placement gets
 /// its own, since one token stands for one set of parameters (another subnet or type under the same token is
 /// `IdempotentParameterMismatch`), and each is still stable across retries of the step.
