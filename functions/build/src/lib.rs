@@ -5,7 +5,7 @@
 //! failure, cleanup does it by tag).
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ShutdownBehavior, VolumeType,
 };
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
@@ -74,36 +74,23 @@ impl Step for Deps {
         let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
         let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
         instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
-
-        let profile = build
-            .instance_profile
-            .as_deref()
-            .map(ami_core::aws::launch::instance_profile);
-
-        let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
+        let builder = ami_core::aws::launch::Instance {
+            ec2: &self.0.ec2,
+            image_id: &image_id,
+            security_group_ids: build.security_group_ids.clone(),
+            block_devices: Some(devices),
+            instance_profile: build
+                .instance_profile
+                .as_deref()
+                .map(ami_core::aws::launch::instance_profile),
+            user_data: Some(aws_smithy_types::base64::encode(user_data.as_bytes())),
+            tags: instance_tags,
+        };
         let (out, placed) = ami_core::aws::launch::launch(&placements, "builder", |attempt, p| {
-            ami_core::aws::launch::locked_down(
-                self.0.ec2.run_instances(),
-                p.subnet_id.clone(),
-                build.security_group_ids.clone(),
-            )
-            .image_id(&image_id)
-            .instance_type(p.instance_type.as_str().into())
-            .min_count(1)
-            .max_count(1)
-            .client_token(ami_core::aws::launch::launch_token(
-                &req.execution.name,
-                "build",
-                &req.run.region,
-                attempt,
-                p,
-            ))
-            .set_block_device_mappings(Some(devices.clone()))
-            .set_iam_instance_profile(profile.clone())
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-            .user_data(&user_data)
-            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+            let token = ami_core::aws::launch::launch_token(&req.execution.name, "build", &req.run.region, attempt, p);
+            builder
+                .run(p, token)
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
         })
         .await?;
         let instance_id = out

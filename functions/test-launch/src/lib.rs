@@ -7,8 +7,8 @@
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ResourceType,
-    ShutdownBehavior, SummaryStatus, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ShutdownBehavior,
+    SummaryStatus, VolumeType,
 };
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
@@ -107,36 +107,27 @@ impl Step for Deps {
         ami_core::aws::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
         let platform = build.map(|b| b.platform).unwrap_or_default();
         let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
-        let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
-
-        let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
-        let volumes = encrypted_volumes(req);
-        // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the build did.
-        let profile = test
-            .instance_profile
-            .as_deref()
-            .or(build.and_then(|b| b.instance_profile.as_deref()))
-            .map(ami_core::aws::launch::instance_profile);
+        let instance = ami_core::aws::launch::Instance {
+            ec2: &self.0.ec2,
+            image_id: &image.image_id,
+            security_group_ids: groups,
+            block_devices: encrypted_volumes(req),
+            // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the
+            // build did.
+            instance_profile: test
+                .instance_profile
+                .as_deref()
+                .or(build.and_then(|b| b.instance_profile.as_deref()))
+                .map(ami_core::aws::launch::instance_profile),
+            user_data: user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())),
+            tags: tags::standard(&req.execution, &req.run, tags::Role::TestInstance),
+        };
         let (out, _) = ami_core::aws::launch::launch(&placements, "test instance", |attempt, p| {
-            ami_core::aws::launch::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
-                .set_block_device_mappings(volumes.clone())
-                .set_iam_instance_profile(profile.clone())
-                .image_id(&image.image_id)
-                .instance_type(p.instance_type.as_str().into())
-                .min_count(1)
-                .max_count(1)
-                .client_token(ami_core::aws::launch::launch_token(
-                    &req.execution.name,
-                    "test",
-                    &req.run.region,
-                    attempt,
-                    p,
-                ))
+            let token = ami_core::aws::launch::launch_token(&req.execution.name, "test", &req.run.region, attempt, p);
+            instance
+                .run(p, token)
                 // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
                 .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-                .set_user_data(user_data.clone())
-                .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-                .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
         })
         .await?;
         let instance = out

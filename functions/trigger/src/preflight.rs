@@ -20,7 +20,7 @@
 //! recipe and starts nothing (`make preflight PIPELINE=<name>`).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Filter, ResourceType, VolumeType};
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Filter, VolumeType};
 use serde_json::{Value, json};
 
 use ami_core::aws::error::{Error, Result, aws_code};
@@ -346,31 +346,30 @@ async fn dry_run(
                 .build(),
         )
         .build();
-    let profile = build
-        .instance_profile
-        .as_deref()
-        .map(ami_core::aws::launch::instance_profile);
     // The tags the build's role requires on create (the execution does not exist yet).
     let preflight_tags = vec![
         tags::tag(tags::PIPELINE, &recipe.name),
         tags::tag(tags::EXECUTION, "preflight"),
         tags::tag(tags::ROLE, tags::Role::Builder.as_str()),
     ];
-    let call = ami_core::aws::launch::locked_down(
-        deps.ec2.run_instances(),
-        build.subnet_id.clone(),
-        build.security_group_ids.clone(),
-    )
-    .dry_run(true)
-    .image_id(image.image_id().unwrap_or_default())
-    .instance_type(build.instance_type.as_str().into())
-    .min_count(1)
-    .max_count(1)
-    .client_token(ami_core::model::naming::client_token("preflight", &recipe.name, home))
-    .block_device_mappings(root_volume)
-    .set_iam_instance_profile(profile)
-    .tag_specifications(tags::spec(ResourceType::Instance, preflight_tags.clone()))
-    .tag_specifications(tags::spec(ResourceType::Volume, preflight_tags));
+    let builder = ami_core::aws::launch::Instance {
+        ec2: &deps.ec2,
+        image_id: image.image_id().unwrap_or_default(),
+        security_group_ids: build.security_group_ids.clone(),
+        block_devices: Some(vec![root_volume]),
+        instance_profile: build
+            .instance_profile
+            .as_deref()
+            .map(ami_core::aws::launch::instance_profile),
+        user_data: None,
+        tags: preflight_tags,
+    };
+    let placement = ami_core::aws::launch::Placement {
+        subnet_id: build.subnet_id.clone(),
+        instance_type: build.instance_type.clone(),
+    };
+    let token = ami_core::model::naming::client_token("preflight", &recipe.name, home);
+    let call = builder.run(&placement, token).dry_run(true);
     match call.send().await {
         // A dry run never succeeds: EC2 answers with an error either way.
         Ok(_) => Ok(vec![]),

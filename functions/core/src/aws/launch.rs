@@ -95,6 +95,46 @@ pub async fn launch(
     )))
 }
 
+/// One instance to launch, whatever its placement: what the builder, the test instance and preflight's dry run of
+/// the builder all set.
+pub struct Instance<'a> {
+    pub ec2: &'a aws_sdk_ec2::Client,
+    pub image_id: &'a str,
+    pub security_group_ids: Vec<String>,
+    pub block_devices: Option<Vec<aws_sdk_ec2::types::BlockDeviceMapping>>,
+    pub instance_profile: Option<aws_sdk_ec2::types::IamInstanceProfileSpecification>,
+    /// Base64, as RunInstances takes it.
+    pub user_data: Option<String>,
+    /// Put on the instance and its volumes when they are created.
+    pub tags: Vec<aws_sdk_ec2::types::Tag>,
+}
+
+impl Instance<'_> {
+    /// RunInstances of one such instance in `p` ([`locked_down`]) under `client_token`.
+    pub fn run(
+        &self,
+        p: &Placement,
+        client_token: String,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        use aws_sdk_ec2::types::ResourceType;
+        locked_down(
+            self.ec2.run_instances(),
+            p.subnet_id.clone(),
+            self.security_group_ids.clone(),
+        )
+        .image_id(self.image_id)
+        .instance_type(p.instance_type.as_str().into())
+        .min_count(1)
+        .max_count(1)
+        .client_token(client_token)
+        .set_block_device_mappings(self.block_devices.clone())
+        .set_iam_instance_profile(self.instance_profile.clone())
+        .set_user_data(self.user_data.clone())
+        .tag_specifications(crate::aws::tags::spec(ResourceType::Instance, self.tags.clone()))
+        .tag_specifications(crate::aws::tags::spec(ResourceType::Volume, self.tags.clone()))
+    }
+}
+
 /// An instance profile given by name or ARN, as RunInstances takes it.
 pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstanceProfileSpecification {
     let spec = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder();
