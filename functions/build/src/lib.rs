@@ -4,9 +4,7 @@
 //! once the builder is stopped after success. `finish` terminates the builder once the image is available (on
 //! failure, cleanup does it by tag).
 
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ShutdownBehavior, VolumeType,
-};
+use aws_sdk_ec2::types::{BlockDeviceMapping, Image, Instance, InstanceStateName, ShutdownBehavior};
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
@@ -192,35 +190,21 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
             format!("the base image's root volume is {base_size} GiB; use at least that, or 0 to keep it"),
         ));
     }
-    let ebs = |size: i32, vtype: &str, iops: Option<u32>, throughput: Option<u32>| {
-        EbsBlockDevice::builder()
-            .encrypted(true)
-            .set_kms_key_id(kms_key.map(String::from))
-            .delete_on_termination(true)
-            .set_volume_size(Some(size).filter(|s| *s > 0))
-            .volume_type(VolumeType::from(vtype))
-            .set_iops(iops.and_then(|i| i32::try_from(i).ok()))
-            .set_throughput(throughput.and_then(|t| i32::try_from(t).ok()))
-            .build()
+    // A size of 0 keeps the base image's.
+    let volume = |device: &str, size: i32, vtype: &str, iops: Option<u32>, throughput: Option<u32>| {
+        ami_core::aws::launch::encrypted_volume(
+            device,
+            kms_key,
+            vtype,
+            Some(size).filter(|s| *s > 0),
+            iops.and_then(|i| i32::try_from(i).ok()),
+            throughput.and_then(|t| i32::try_from(t).ok()),
+        )
     };
-    let mut out = vec![
-        BlockDeviceMapping::builder()
-            .device_name(root_name)
-            .ebs(ebs(size, &root.volume_type, root.iops, root.throughput))
-            .build(),
-    ];
+    let mut out = vec![volume(root_name, size, &root.volume_type, root.iops, root.throughput)];
     for v in &build.data_volumes {
-        out.push(
-            BlockDeviceMapping::builder()
-                .device_name(&v.device_name)
-                .ebs(ebs(
-                    i32::try_from(v.size_gib).unwrap_or(i32::MAX),
-                    &v.volume_type,
-                    v.iops,
-                    v.throughput,
-                ))
-                .build(),
-        );
+        let size = i32::try_from(v.size_gib).unwrap_or(i32::MAX);
+        out.push(volume(&v.device_name, size, &v.volume_type, v.iops, v.throughput));
     }
     Ok(out)
 }

@@ -7,8 +7,7 @@
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ShutdownBehavior,
-    SummaryStatus, VolumeType,
+    BlockDeviceMapping, Instance, InstanceStateName, InstanceStatusSummary, ShutdownBehavior, SummaryStatus,
 };
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
@@ -325,19 +324,14 @@ fn encrypted_volumes(req: &StepRequest) -> Option<Vec<BlockDeviceMapping>> {
     let mappings: Vec<BlockDeviceMapping> = snapshots
         .iter()
         .map(|s| {
-            BlockDeviceMapping::builder()
-                .device_name(&s.device_name)
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .encrypted(true)
-                        .delete_on_termination(true)
-                        .volume_size(s.size_gib)
-                        .volume_type(VolumeType::from(s.volume_type.as_str()))
-                        .set_iops(s.iops)
-                        .set_throughput(s.throughput)
-                        .build(),
-                )
-                .build()
+            ami_core::aws::launch::encrypted_volume(
+                &s.device_name,
+                None,
+                &s.volume_type,
+                Some(s.size_gib),
+                s.iops,
+                s.throughput,
+            )
         })
         .collect();
     Some(mappings).filter(|m| !m.is_empty())

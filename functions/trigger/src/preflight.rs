@@ -20,7 +20,7 @@
 //! recipe and starts nothing (`make preflight PIPELINE=<name>`).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Filter, VolumeType};
+use aws_sdk_ec2::types::Filter;
 use serde_json::{Value, json};
 
 use ami_core::aws::error::{Error, Result, aws_code};
@@ -334,18 +334,14 @@ async fn dry_run(
     let home = deps.region.as_str();
     let root = image.root_device_name().unwrap_or("/dev/xvda");
     let base_size = ami_core::aws::image::volume_size(image, root).unwrap_or(0).max(0) as u32;
-    let root_volume = BlockDeviceMapping::builder()
-        .device_name(root)
-        .ebs(
-            EbsBlockDevice::builder()
-                .encrypted(true)
-                .set_kms_key_id(recipe.image.kms_key_id.clone())
-                .volume_size(build.root_volume.size_gib.max(base_size).max(1) as i32)
-                .volume_type(VolumeType::from(build.root_volume.volume_type.as_str()))
-                .delete_on_termination(true)
-                .build(),
-        )
-        .build();
+    let root_volume = ami_core::aws::launch::encrypted_volume(
+        root,
+        recipe.image.kms_key_id.as_deref(),
+        &build.root_volume.volume_type,
+        Some(build.root_volume.size_gib.max(base_size).max(1) as i32),
+        None,
+        None,
+    );
     // The tags the build's role requires on create (the execution does not exist yet).
     let preflight_tags = vec![
         tags::tag(tags::PIPELINE, &recipe.name),

@@ -14,7 +14,7 @@ pub struct Placement {
 
 /// Every placement the recipe allows, in its order of preference: the first instance type in each subnet (the
 /// primary first), then the next type in each subnet. Duplicates are dropped.
-pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
+fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
     let subnets: Vec<Option<&str>> = if subnets.is_empty() {
         vec![None]
     } else {
@@ -135,6 +135,33 @@ impl Instance<'_> {
     }
 }
 
+/// One volume of a launched instance, always encrypted (under `kms_key_id`, or the region's default EBS key) and
+/// deleted with the instance. A size of `None` keeps the image's.
+pub fn encrypted_volume(
+    device_name: &str,
+    kms_key_id: Option<&str>,
+    volume_type: &str,
+    size_gib: Option<i32>,
+    iops: Option<i32>,
+    throughput: Option<i32>,
+) -> aws_sdk_ec2::types::BlockDeviceMapping {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, VolumeType};
+    BlockDeviceMapping::builder()
+        .device_name(device_name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .encrypted(true)
+                .set_kms_key_id(kms_key_id.map(String::from))
+                .delete_on_termination(true)
+                .set_volume_size(size_gib)
+                .volume_type(VolumeType::from(volume_type))
+                .set_iops(iops)
+                .set_throughput(throughput)
+                .build(),
+        )
+        .build()
+}
+
 /// An instance profile given by name or ARN, as RunInstances takes it.
 pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstanceProfileSpecification {
     let spec = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder();
@@ -147,7 +174,7 @@ pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstancePro
 
 /// The launch settings every instance of the pipeline gets, in one place: IMDSv2 required (hop limit 1), one
 /// network interface without a public IP, in the given subnet and security groups.
-pub fn locked_down(
+fn locked_down(
     call: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
     subnet_id: Option<String>,
     security_group_ids: Vec<String>,
