@@ -4,9 +4,7 @@
 //! once the builder is stopped after success. `finish` terminates the builder once the image is available (on
 //! failure, cleanup does it by tag).
 
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, ResourceType, ShutdownBehavior, VolumeType,
-};
+use aws_sdk_ec2::types::{BlockDeviceMapping, Image, Instance, InstanceStateName, ShutdownBehavior};
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
@@ -35,13 +33,12 @@ impl Step for Deps {
         let recipe = &req.run.recipe;
 
         // Where the builder may run: the recipe's type and subnet first, then its fallbacks (capacity).
-        let types: Vec<&str> = std::iter::once(build.instance_type.as_str())
-            .chain(build.fallback_instance_types.iter().map(String::as_str))
-            .collect();
-        let subnets: Vec<Option<&str>> = std::iter::once(build.subnet_id.as_deref())
-            .chain(build.fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
-            .collect();
-        let placements = ami_core::aws::launch::placements(&types, &subnets);
+        let placements = ami_core::aws::launch::placements_with_fallbacks(
+            &build.instance_type,
+            &build.fallback_instance_types,
+            build.subnet_id.as_deref(),
+            &build.fallback_subnet_ids,
+        );
 
         // A retried start adopts the builder it already launched, whichever placement it got (the ClientToken covers a
         // lost response of the same placement). With fallbacks, an earlier attempt may have launched under another
@@ -75,36 +72,23 @@ impl Step for Deps {
         let user_data = userdata::builder(&req.run, &req.execution.name, build.platform, &build.script);
         let mut instance_tags = tags::standard(&req.execution, &req.run, tags::Role::Builder);
         instance_tags.push(tags::tag(tags::SOURCE_IMAGE, &image_id));
-
-        let profile = build
-            .instance_profile
-            .as_deref()
-            .map(ami_core::aws::launch::instance_profile);
-
-        let user_data = aws_smithy_types::base64::encode(user_data.as_bytes());
+        let builder = ami_core::aws::launch::Instance {
+            ec2: &self.0.ec2,
+            image_id: &image_id,
+            security_group_ids: build.security_group_ids.clone(),
+            block_devices: Some(devices),
+            instance_profile: build
+                .instance_profile
+                .as_deref()
+                .map(ami_core::aws::launch::instance_profile),
+            user_data: Some(aws_smithy_types::base64::encode(user_data.as_bytes())),
+            tags: instance_tags,
+        };
         let (out, placed) = ami_core::aws::launch::launch(&placements, "builder", |attempt, p| {
-            ami_core::aws::launch::locked_down(
-                self.0.ec2.run_instances(),
-                p.subnet_id.clone(),
-                build.security_group_ids.clone(),
-            )
-            .image_id(&image_id)
-            .instance_type(p.instance_type.as_str().into())
-            .min_count(1)
-            .max_count(1)
-            .client_token(ami_core::aws::launch::launch_token(
-                &req.execution.name,
-                "build",
-                &req.run.region,
-                attempt,
-                p,
-            ))
-            .set_block_device_mappings(Some(devices.clone()))
-            .set_iam_instance_profile(profile.clone())
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
-            .user_data(&user_data)
-            .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-            .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
+            let token = ami_core::aws::launch::launch_token(&req.execution.name, "build", &req.run.region, attempt, p);
+            builder
+                .run(p, token)
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
         })
         .await?;
         let instance_id = out
@@ -197,13 +181,7 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
     let root_name = image
         .root_device_name()
         .ok_or_else(|| Error::SourceNotTrusted("base image has no root device name".into()))?;
-    let base_size = image
-        .block_device_mappings()
-        .iter()
-        .find(|m| m.device_name() == Some(root_name))
-        .and_then(|m| m.ebs())
-        .and_then(|e| e.volume_size())
-        .unwrap_or(0);
+    let base_size = ami_core::aws::image::volume_size(image, root_name).unwrap_or(0);
     let root = &build.root_volume;
     let size = i32::try_from(root.size_gib).unwrap_or(i32::MAX);
     if size != 0 && size < base_size {
@@ -212,35 +190,21 @@ fn block_devices(build: &Build, image: &Image, kms_key: Option<&str>) -> Result<
             format!("the base image's root volume is {base_size} GiB; use at least that, or 0 to keep it"),
         ));
     }
-    let ebs = |size: i32, vtype: &str, iops: Option<u32>, throughput: Option<u32>| {
-        EbsBlockDevice::builder()
-            .encrypted(true)
-            .set_kms_key_id(kms_key.map(String::from))
-            .delete_on_termination(true)
-            .set_volume_size(Some(size).filter(|s| *s > 0))
-            .volume_type(VolumeType::from(vtype))
-            .set_iops(iops.and_then(|i| i32::try_from(i).ok()))
-            .set_throughput(throughput.and_then(|t| i32::try_from(t).ok()))
-            .build()
+    // A size of 0 keeps the base image's.
+    let volume = |device: &str, size: i32, vtype: &str, iops: Option<u32>, throughput: Option<u32>| {
+        ami_core::aws::launch::encrypted_volume(
+            device,
+            kms_key,
+            vtype,
+            Some(size).filter(|s| *s > 0),
+            iops.and_then(|i| i32::try_from(i).ok()),
+            throughput.and_then(|t| i32::try_from(t).ok()),
+        )
     };
-    let mut out = vec![
-        BlockDeviceMapping::builder()
-            .device_name(root_name)
-            .ebs(ebs(size, &root.volume_type, root.iops, root.throughput))
-            .build(),
-    ];
+    let mut out = vec![volume(root_name, size, &root.volume_type, root.iops, root.throughput)];
     for v in &build.data_volumes {
-        out.push(
-            BlockDeviceMapping::builder()
-                .device_name(&v.device_name)
-                .ebs(ebs(
-                    i32::try_from(v.size_gib).unwrap_or(i32::MAX),
-                    &v.volume_type,
-                    v.iops,
-                    v.throughput,
-                ))
-                .build(),
-        );
+        let size = i32::try_from(v.size_gib).unwrap_or(i32::MAX);
+        out.push(volume(&v.device_name, size, &v.volume_type, v.iops, v.throughput));
     }
     Ok(out)
 }

@@ -7,8 +7,7 @@
 //! `instance_id`; `status` and `finish` then make no calls, so the state machine needs no extra branch.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Instance, InstanceStateName, InstanceStatusSummary, ResourceType,
-    ShutdownBehavior, SummaryStatus, VolumeType,
+    BlockDeviceMapping, Instance, InstanceStateName, InstanceStatusSummary, ShutdownBehavior, SummaryStatus,
 };
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
@@ -79,13 +78,8 @@ impl Step for Deps {
             (None, Some(b)) if test.fallback_subnet_ids.is_empty() => &b.fallback_subnet_ids,
             _ => &test.fallback_subnet_ids,
         };
-        let types: Vec<&str> = std::iter::once(instance_type)
-            .chain(fallback_types.iter().map(String::as_str))
-            .collect();
-        let subnets: Vec<Option<&str>> = std::iter::once(subnet)
-            .chain(fallback_subnets.iter().map(|s| Some(s.as_str())))
-            .collect();
-        let placements = ami_core::aws::launch::placements(&types, &subnets);
+        let placements =
+            ami_core::aws::launch::placements_with_fallbacks(instance_type, fallback_types, subnet, fallback_subnets);
 
         // A retried start adopts the instance it already launched, whichever placement it got (the ClientToken covers
         // a lost response of the same placement; with fallbacks the look-up is made once more before launching).
@@ -112,36 +106,27 @@ impl Step for Deps {
         ami_core::aws::instance_store::check_test_instance_type(&self.0.ec2, recipe).await?;
         let platform = build.map(|b| b.platform).unwrap_or_default();
         let user_data = userdata::smoke_test(&req.run, &req.execution.name, platform, test.script.as_deref());
-        let instance_tags = tags::standard(&req.execution, &req.run, tags::Role::TestInstance);
-
-        let user_data = user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes()));
-        let volumes = encrypted_volumes(req);
-        // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the build did.
-        let profile = test
-            .instance_profile
-            .as_deref()
-            .or(build.and_then(|b| b.instance_profile.as_deref()))
-            .map(ami_core::aws::launch::instance_profile);
+        let instance = ami_core::aws::launch::Instance {
+            ec2: &self.0.ec2,
+            image_id: &image.image_id,
+            security_group_ids: groups,
+            block_devices: encrypted_volumes(req),
+            // The builder's profile by default: a Run Command smoke test needs the SSM agent registered, as the
+            // build did.
+            instance_profile: test
+                .instance_profile
+                .as_deref()
+                .or(build.and_then(|b| b.instance_profile.as_deref()))
+                .map(ami_core::aws::launch::instance_profile),
+            user_data: user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())),
+            tags: tags::standard(&req.execution, &req.run, tags::Role::TestInstance),
+        };
         let (out, _) = ami_core::aws::launch::launch(&placements, "test instance", |attempt, p| {
-            ami_core::aws::launch::locked_down(self.0.ec2.run_instances(), p.subnet_id.clone(), groups.clone())
-                .set_block_device_mappings(volumes.clone())
-                .set_iam_instance_profile(profile.clone())
-                .image_id(&image.image_id)
-                .instance_type(p.instance_type.as_str().into())
-                .min_count(1)
-                .max_count(1)
-                .client_token(ami_core::aws::launch::launch_token(
-                    &req.execution.name,
-                    "test",
-                    &req.run.region,
-                    attempt,
-                    p,
-                ))
+            let token = ami_core::aws::launch::launch_token(&req.execution.name, "test", &req.run.region, attempt, p);
+            instance
+                .run(p, token)
                 // If the image powers itself off, nothing is left running (and `status` reports it as a failure).
                 .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-                .set_user_data(user_data.clone())
-                .tag_specifications(tags::spec(ResourceType::Instance, instance_tags.clone()))
-                .tag_specifications(tags::spec(ResourceType::Volume, instance_tags.clone()))
         })
         .await?;
         let instance = out
@@ -339,19 +324,14 @@ fn encrypted_volumes(req: &StepRequest) -> Option<Vec<BlockDeviceMapping>> {
     let mappings: Vec<BlockDeviceMapping> = snapshots
         .iter()
         .map(|s| {
-            BlockDeviceMapping::builder()
-                .device_name(&s.device_name)
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .encrypted(true)
-                        .delete_on_termination(true)
-                        .volume_size(s.size_gib)
-                        .volume_type(VolumeType::from(s.volume_type.as_str()))
-                        .set_iops(s.iops)
-                        .set_throughput(s.throughput)
-                        .build(),
-                )
-                .build()
+            ami_core::aws::launch::encrypted_volume(
+                &s.device_name,
+                None,
+                &s.volume_type,
+                Some(s.size_gib),
+                s.iops,
+                s.throughput,
+            )
         })
         .collect();
     Some(mappings).filter(|m| !m.is_empty())

@@ -20,9 +20,7 @@
 //! recipe and starts nothing (`make preflight PIPELINE=<name>`).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, ResourceType, VolumeType,
-};
+use aws_sdk_ec2::types::Filter;
 use serde_json::{Value, json};
 
 use ami_core::aws::error::{Error, Result, aws_code};
@@ -166,29 +164,34 @@ fn problem(region: &str, e: Error) -> Result<Problem> {
 
 /// (field, subnet id) of build and test, in the recipe's order.
 fn subnets(recipe: &Recipe, build: &Build) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    out.extend(
-        build
-            .subnet_id
-            .iter()
-            .map(|s| ("recipe.build.subnet_id".to_string(), s.clone())),
+    let mut out = with_fallbacks(
+        "recipe.build.subnet_id",
+        build.subnet_id.as_ref(),
+        "recipe.build.fallback_subnet_ids",
+        &build.fallback_subnet_ids,
     );
-    for (i, s) in build.fallback_subnet_ids.iter().enumerate() {
-        out.push((format!("recipe.build.fallback_subnet_ids[{i}]"), s.clone()));
-    }
     if recipe.test.enabled {
-        out.extend(
-            recipe
-                .test
-                .subnet_id
-                .iter()
-                .map(|s| ("recipe.test.subnet_id".to_string(), s.clone())),
-        );
-        for (i, s) in recipe.test.fallback_subnet_ids.iter().enumerate() {
-            out.push((format!("recipe.test.fallback_subnet_ids[{i}]"), s.clone()));
-        }
+        let test = &recipe.test;
+        out.extend(with_fallbacks(
+            "recipe.test.subnet_id",
+            test.subnet_id.as_ref(),
+            "recipe.test.fallback_subnet_ids",
+            &test.fallback_subnet_ids,
+        ));
     }
     out
+}
+
+/// (field, value) of a setting, when given, then of each of its fallbacks (`<fallbacks_field>[i]`).
+fn with_fallbacks(
+    field: &str,
+    value: Option<&String>,
+    fallbacks_field: &str,
+    fallbacks: &[String],
+) -> Vec<(String, String)> {
+    let first = value.map(|v| (field.to_string(), v.clone()));
+    let rest = (fallbacks.iter().enumerate()).map(|(i, v)| (format!("{fallbacks_field}[{i}]"), v.clone()));
+    first.into_iter().chain(rest).collect()
 }
 
 /// Subnets and security groups exist, and each group is in the VPC of the subnets it is used with. Filters, not ids:
@@ -271,18 +274,19 @@ async fn network(deps: &Deps, recipe: &Recipe, build: &Build) -> Result<Vec<Prob
 /// The build and test instance types exist in the home region and run the recipe's architecture.
 async fn instance_types(deps: &Deps, recipe: &Recipe, build: &Build) -> Result<Vec<Problem>> {
     let home = deps.region.as_str();
-    let mut wanted: Vec<(String, String)> = vec![("recipe.build.instance_type".into(), build.instance_type.clone())];
-    for (i, t) in build.fallback_instance_types.iter().enumerate() {
-        wanted.push((format!("recipe.build.fallback_instance_types[{i}]"), t.clone()));
-    }
+    let mut wanted = with_fallbacks(
+        "recipe.build.instance_type",
+        Some(&build.instance_type),
+        "recipe.build.fallback_instance_types",
+        &build.fallback_instance_types,
+    );
     if recipe.test.enabled {
-        wanted.extend(
-            recipe
-                .test
-                .instance_type
-                .iter()
-                .map(|t| ("recipe.test.instance_type".to_string(), t.clone())),
-        );
+        wanted.extend(with_fallbacks(
+            "recipe.test.instance_type",
+            recipe.test.instance_type.as_ref(),
+            "",
+            &[],
+        ));
     }
     let ids: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
     let found = deps
@@ -329,54 +333,39 @@ async fn dry_run(
 ) -> Result<Vec<Problem>> {
     let home = deps.region.as_str();
     let root = image.root_device_name().unwrap_or("/dev/xvda");
-    let base_size = image
-        .block_device_mappings()
-        .iter()
-        .find(|m| m.device_name() == Some(root))
-        .and_then(|m| m.ebs())
-        .and_then(|e| e.volume_size())
-        .unwrap_or(0)
-        .max(0) as u32;
-    let root_volume = BlockDeviceMapping::builder()
-        .device_name(root)
-        .ebs(
-            EbsBlockDevice::builder()
-                .encrypted(true)
-                .set_kms_key_id(recipe.image.kms_key_id.clone())
-                .volume_size(build.root_volume.size_gib.max(base_size).max(1) as i32)
-                .volume_type(VolumeType::from(build.root_volume.volume_type.as_str()))
-                .delete_on_termination(true)
-                .build(),
-        )
-        .build();
-    let profile = build.instance_profile.as_ref().map(|p| {
-        if p.starts_with("arn:") {
-            IamInstanceProfileSpecification::builder().arn(p).build()
-        } else {
-            IamInstanceProfileSpecification::builder().name(p).build()
-        }
-    });
+    let base_size = ami_core::aws::image::volume_size(image, root).unwrap_or(0).max(0) as u32;
+    let root_volume = ami_core::aws::launch::encrypted_volume(
+        root,
+        recipe.image.kms_key_id.as_deref(),
+        &build.root_volume.volume_type,
+        Some(build.root_volume.size_gib.max(base_size).max(1) as i32),
+        None,
+        None,
+    );
     // The tags the build's role requires on create (the execution does not exist yet).
     let preflight_tags = vec![
         tags::tag(tags::PIPELINE, &recipe.name),
         tags::tag(tags::EXECUTION, "preflight"),
         tags::tag(tags::ROLE, tags::Role::Builder.as_str()),
     ];
-    let call = ami_core::aws::launch::locked_down(
-        deps.ec2.run_instances(),
-        build.subnet_id.clone(),
-        build.security_group_ids.clone(),
-    )
-    .dry_run(true)
-    .image_id(image.image_id().unwrap_or_default())
-    .instance_type(build.instance_type.as_str().into())
-    .min_count(1)
-    .max_count(1)
-    .client_token(ami_core::model::naming::client_token("preflight", &recipe.name, home))
-    .block_device_mappings(root_volume)
-    .set_iam_instance_profile(profile)
-    .tag_specifications(tags::spec(ResourceType::Instance, preflight_tags.clone()))
-    .tag_specifications(tags::spec(ResourceType::Volume, preflight_tags));
+    let builder = ami_core::aws::launch::Instance {
+        ec2: &deps.ec2,
+        image_id: image.image_id().unwrap_or_default(),
+        security_group_ids: build.security_group_ids.clone(),
+        block_devices: Some(vec![root_volume]),
+        instance_profile: build
+            .instance_profile
+            .as_deref()
+            .map(ami_core::aws::launch::instance_profile),
+        user_data: None,
+        tags: preflight_tags,
+    };
+    let placement = ami_core::aws::launch::Placement {
+        subnet_id: build.subnet_id.clone(),
+        instance_type: build.instance_type.clone(),
+    };
+    let token = ami_core::model::naming::client_token("preflight", &recipe.name, home);
+    let call = builder.run(&placement, token).dry_run(true);
     match call.send().await {
         // A dry run never succeeds: EC2 answers with an error either way.
         Ok(_) => Ok(vec![]),

@@ -1,7 +1,7 @@
 //! The new image's tags, and finding it again: RegisterImage and CreateImage take no ClientToken. The SDK side of
 //! `model::image` (its name and description), which it re-exports.
 
-use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::types::{Filter, Image, Tag};
 
 use crate::aws::ec2::own_images;
 use crate::aws::error::{Error, Result};
@@ -16,6 +16,16 @@ pub fn candidate_tags(req: &StepRequest, source_image_id: &str) -> Vec<Tag> {
     image_tags.push(tags::tag(tags::STATE, tags::STATE_CANDIDATE));
     image_tags.extend(req.run.recipe.image.tags.iter().map(|(k, v)| tags::tag(k, v)));
     image_tags
+}
+
+/// The size (GiB) of an image's EBS volume at `device` (its root device, say), when the image lists one.
+pub fn volume_size(image: &Image, device: &str) -> Option<i32> {
+    image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(device))
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_size())
 }
 
 /// This execution's candidate image in the home region: by tag, or (after `InvalidAMIName.Duplicate`) by name and

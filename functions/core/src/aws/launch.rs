@@ -14,7 +14,7 @@ pub struct Placement {
 
 /// Every placement the recipe allows, in its order of preference: the first instance type in each subnet (the
 /// primary first), then the next type in each subnet. Duplicates are dropped.
-pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
+fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
     let subnets: Vec<Option<&str>> = if subnets.is_empty() {
         vec![None]
     } else {
@@ -33,6 +33,23 @@ pub fn placements(types: &[&str], subnets: &[Option<&str>]) -> Vec<Placement> {
         }
     }
     out
+}
+
+/// [`placements`] of a recipe section: its instance type and subnet (`None`: the default subnet) first, then its
+/// fallbacks.
+pub fn placements_with_fallbacks(
+    instance_type: &str,
+    fallback_types: &[String],
+    subnet_id: Option<&str>,
+    fallback_subnet_ids: &[String],
+) -> Vec<Placement> {
+    let types: Vec<&str> = std::iter::once(instance_type)
+        .chain(fallback_types.iter().map(String::as_str))
+        .collect();
+    let subnets: Vec<Option<&str>> = std::iter::once(subnet_id)
+        .chain(fallback_subnet_ids.iter().map(|s| Some(s.as_str())))
+        .collect();
+    placements(&types, &subnets)
 }
 
 /// The ClientToken of one launch attempt. The first placement keeps the step's token; every other placement gets
@@ -78,6 +95,73 @@ pub async fn launch(
     )))
 }
 
+/// One instance to launch, whatever its placement: what the builder, the test instance and preflight's dry run of
+/// the builder all set.
+pub struct Instance<'a> {
+    pub ec2: &'a aws_sdk_ec2::Client,
+    pub image_id: &'a str,
+    pub security_group_ids: Vec<String>,
+    pub block_devices: Option<Vec<aws_sdk_ec2::types::BlockDeviceMapping>>,
+    pub instance_profile: Option<aws_sdk_ec2::types::IamInstanceProfileSpecification>,
+    /// Base64, as RunInstances takes it.
+    pub user_data: Option<String>,
+    /// Put on the instance and its volumes when they are created.
+    pub tags: Vec<aws_sdk_ec2::types::Tag>,
+}
+
+impl Instance<'_> {
+    /// RunInstances of one such instance in `p` ([`locked_down`]) under `client_token`.
+    pub fn run(
+        &self,
+        p: &Placement,
+        client_token: String,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        use aws_sdk_ec2::types::ResourceType;
+        locked_down(
+            self.ec2.run_instances(),
+            p.subnet_id.clone(),
+            self.security_group_ids.clone(),
+        )
+        .image_id(self.image_id)
+        .instance_type(p.instance_type.as_str().into())
+        .min_count(1)
+        .max_count(1)
+        .client_token(client_token)
+        .set_block_device_mappings(self.block_devices.clone())
+        .set_iam_instance_profile(self.instance_profile.clone())
+        .set_user_data(self.user_data.clone())
+        .tag_specifications(crate::aws::tags::spec(ResourceType::Instance, self.tags.clone()))
+        .tag_specifications(crate::aws::tags::spec(ResourceType::Volume, self.tags.clone()))
+    }
+}
+
+/// One volume of a launched instance, always encrypted (under `kms_key_id`, or the region's default EBS key) and
+/// deleted with the instance. A size of `None` keeps the image's.
+pub fn encrypted_volume(
+    device_name: &str,
+    kms_key_id: Option<&str>,
+    volume_type: &str,
+    size_gib: Option<i32>,
+    iops: Option<i32>,
+    throughput: Option<i32>,
+) -> aws_sdk_ec2::types::BlockDeviceMapping {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, VolumeType};
+    BlockDeviceMapping::builder()
+        .device_name(device_name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .encrypted(true)
+                .set_kms_key_id(kms_key_id.map(String::from))
+                .delete_on_termination(true)
+                .set_volume_size(size_gib)
+                .volume_type(VolumeType::from(volume_type))
+                .set_iops(iops)
+                .set_throughput(throughput)
+                .build(),
+        )
+        .build()
+}
+
 /// An instance profile given by name or ARN, as RunInstances takes it.
 pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstanceProfileSpecification {
     let spec = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder();
@@ -90,7 +174,7 @@ pub fn instance_profile(name_or_arn: &str) -> aws_sdk_ec2::types::IamInstancePro
 
 /// The launch settings every instance of the pipeline gets, in one place: IMDSv2 required (hop limit 1), one
 /// network interface without a public IP, in the given subnet and security groups.
-pub fn locked_down(
+fn locked_down(
     call: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
     subnet_id: Option<String>,
     security_group_ids: Vec<String>,

@@ -97,10 +97,8 @@ fn check_instance_type(field: &str, t: &str) -> Result<()> {
 /// The most fallback subnets or instance types a recipe may list: with the primary, at most 25 launch attempts.
 pub const MAX_FALLBACKS: usize = 4;
 
-/// `fallback_instance_types` and `fallback_subnet_ids` of `section`: valid ids and types, at most
-/// `MAX_FALLBACKS` each, none repeated or equal to the primary.
 /// Where the builder or test instance (`section`) is launched: its instance type (given for a build, optional for a
-/// test), subnet, fallbacks and security groups, checked in that order.
+/// test), subnet, fallbacks, security groups and instance profile (name or ARN), checked in that order.
 pub(super) fn check_placement(
     section: &str,
     instance_type: Option<&str>,
@@ -108,6 +106,7 @@ pub(super) fn check_placement(
     fallback_types: &[String],
     fallback_subnets: &[String],
     security_group_ids: &[String],
+    instance_profile: Option<&str>,
 ) -> Result<()> {
     if let Some(t) = instance_type {
         check_instance_type(&format!("{section}.instance_type"), t)?;
@@ -119,9 +118,14 @@ pub(super) fn check_placement(
     for (i, sg) in security_group_ids.iter().enumerate() {
         check_id(&format!("{section}.security_group_ids[{i}]"), "sg-", sg)?;
     }
+    if let Some(p) = instance_profile {
+        check_text(&format!("{section}.instance_profile"), p, 2048)?;
+    }
     Ok(())
 }
 
+/// `fallback_instance_types` and `fallback_subnet_ids` of `section`: valid ids and types, at most
+/// `MAX_FALLBACKS` each, none repeated or equal to the primary.
 fn check_fallbacks(
     section: &str,
     instance_type: Option<&str>,

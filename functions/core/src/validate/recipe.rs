@@ -155,9 +155,6 @@ impl Recipe {
 
     fn validate_test(&self) -> Result<()> {
         let t = &self.test;
-        if let Some(p) = &t.instance_profile {
-            check_text("recipe.test.instance_profile", p, 2048)?;
-        }
         check_placement(
             "recipe.test",
             t.instance_type.as_deref(),
@@ -165,6 +162,7 @@ impl Recipe {
             &t.fallback_instance_types,
             &t.fallback_subnet_ids,
             &t.security_group_ids,
+            t.instance_profile.as_deref(),
         )?;
         if let Some(s) = &t.script {
             check_script("recipe.test.script", s)?;
@@ -320,10 +318,8 @@ fn validate_build(b: &Build) -> Result<()> {
         &b.fallback_instance_types,
         &b.fallback_subnet_ids,
         &b.security_group_ids,
+        b.instance_profile.as_deref(),
     )?;
-    if let Some(p) = &b.instance_profile {
-        check_text("recipe.build.instance_profile", p, 2048)?;
-    }
     check_volume_type("recipe.build.root_volume.volume_type", &b.root_volume.volume_type)?;
     check_range_or_zero("recipe.build.root_volume.size_gib", b.root_volume.size_gib, 1, 16384)?;
     let mut devices = BTreeSet::new();
