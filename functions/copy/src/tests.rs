@@ -256,10 +256,7 @@ async fn without_copy_regions_start_is_ready_at_once_without_calls() {
 }
 
 fn duplicate() -> Rule {
-    mock!(Ec2::copy_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build()
+    ami_testkit::ec2_error!(once Ec2::copy_image, "InvalidAMIName.Duplicate")
 }
 
 fn named(captured: Captured<DescribeImagesInput>, execution: &'static str) -> Rule {
@@ -317,10 +314,7 @@ async fn throttled_copy_is_retried_then_succeeds() {
 
 #[tokio::test]
 async fn a_vanished_source_is_reported_and_nothing_copied() {
-    let gone = mock!(Ec2::describe_images)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
-        .build();
+    let gone = ami_testkit::ec2_error!(once Ec2::describe_images, "InvalidAMIID.NotFound");
     let copy = copy_image(Captured::default());
     let deps = deps(&[&gone], &[&copy]);
     let err = handle(&deps, start_request()).await.unwrap_err();

@@ -228,10 +228,7 @@ fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
     let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
     let by_name = testing::images_by_name()
         .then_output(move || DescribeImagesOutput::builder().images(ours(owner_execution)).build());
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     (by_tag, by_name, reg)
 }
 
@@ -403,10 +400,7 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
         .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
         .build();
     let by_name = testing::images_by_name().then_output(|| DescribeImagesOutput::builder().build());
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&by_tag, &by_name, &reg, &uefi]));
     let req = testing::request("start", &testing::run(), snapshot_steps());

@@ -223,10 +223,7 @@ fn launch_permissions_follow_the_recipe_and_refuse_public_unless_allowed() {
     assert_eq!(launch_permissions(&d(|d| d.public = true)).unwrap(), [Grantee::Public]);
 
     let err = launch_permissions(&d(|d| d.accounts = vec!["12345".into()])).unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.distribution.accounts[0]"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.distribution.accounts[0]", &[]);
 }
 
 #[tokio::test]
@@ -419,10 +416,7 @@ async fn an_image_still_pending_is_transient() {
     assert_eq!(modify.num_calls(), 0);
 
     let (img, attr) = (image(AwsImageState::Available), launch_permission_now(&[]));
-    let unavailable = mock!(Ec2::modify_image_attribute)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.Unavailable")))
-        .build();
+    let unavailable = ami_testkit::ec2_error!(once Ec2::modify_image_attribute, "InvalidAMIID.Unavailable");
     let deps = self::deps(&[&img, &attr, &unavailable]);
     let err = handle(&deps, request_with(&testing::run())).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");

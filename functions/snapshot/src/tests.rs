@@ -433,10 +433,7 @@ async fn missing_build_output_is_invalid_input_without_calls() {
     let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.build"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "input.steps.build", &[]);
 }
 
 const IMAGE: &str = "ami-0ccccccccccccccc1";
@@ -543,10 +540,7 @@ async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
     // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
     let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
     let by_name = own_image(true);
-    let duplicate = mock!(Ec2::create_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
     let inst = windows_builder();
     let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
     let out = deps
@@ -680,11 +674,7 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
 
 #[tokio::test]
 async fn snapshots_unknown_right_after_create_are_pending_then_found() {
-    let not_found = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| r.filters().is_empty())
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .build();
+    let not_found = ami_testkit::ec2_error!(once Ec2::describe_snapshots, "InvalidSnapshot.NotFound", match |r| r.filters().is_empty());
     let found = snapshot_states(vec![vec![
         ("snap-0000000000000001", Ec2SnapshotState::Completed, "100%"),
         ("snap-0000000000000002", Ec2SnapshotState::Completed, "100%"),
@@ -700,11 +690,7 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
     let s = deps.status(&req, NOW + 60).await.unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     // Still unknown long after they were made: deleted from outside.
-    let gone = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| r.filters().is_empty())
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .build();
+    let gone = ami_testkit::ec2_error!(once Ec2::describe_snapshots, "InvalidSnapshot.NotFound", match |r| r.filters().is_empty());
     let deps = Deps(testing::ec2(&[&gone]));
     let err = deps.status(&req, NOW + 600).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone", "{err}");
@@ -712,10 +698,7 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
 
 #[tokio::test]
 async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
-    let create = mock!(Ec2::create_snapshots)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("ConcurrentSnapshotLimitExceeded")))
-        .build();
+    let create = ami_testkit::ec2_error!(once Ec2::create_snapshots, "ConcurrentSnapshotLimitExceeded");
     let (inst, mine, vols) = (
         describe_instances(&[InstanceStateName::Stopped]),
         own_snapshots(vec![]),
@@ -740,10 +723,7 @@ async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() 
         .output(|| DescribeImagesOutput::builder().build())
         .repeatedly()
         .build();
-    let duplicate = mock!(Ec2::create_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
     let inst = windows_builder();
     let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
     let err = deps

@@ -539,10 +539,7 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         assert_eq!(err.error_type(), expected, "{code}: {err}");
     }
 
-    let unknown = mock!(Ec2::describe_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .build();
+    let unknown = ami_testkit::ec2_error!(once Ec2::describe_instances, "InvalidInstanceID.NotFound");
     let deps = deps(&[&unknown]);
     let err = deps
         .status(&request_for("status", &testing::run(), &state()), NOW)
@@ -591,10 +588,7 @@ async fn finish_terminates_the_instance() {
 
 #[tokio::test]
 async fn finish_on_an_instance_already_gone_is_success() {
-    let gone = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .build();
+    let gone = ami_testkit::ec2_error!(once Ec2::terminate_instances, "InvalidInstanceID.NotFound");
     let deps = deps(&[&gone]);
     let out = deps
         .finish(&request_for("finish", &testing::run(), &state()), NOW)
@@ -693,10 +687,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.build.instance_type"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.build.instance_type", &[]);
     assert_eq!(run.num_calls(), 0, "nothing launched");
 
     // m3.medium supports an instance store root: launched, without EBS mappings (none to encrypt or override).

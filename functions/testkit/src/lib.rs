@@ -53,24 +53,56 @@ macro_rules! throttled_always {
     };
 }
 
-/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time.
+/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time;
+/// with `once`, a single time (a second call finds no rule and fails the test).
 #[macro_export]
 macro_rules! ec2_error {
-    ($op:path, $code:expr, match $filter:expr) => {
-        aws_smithy_mocks::mock!($op)
-            .match_requests($filter)
-            .sequence()
-            .http_status(400, Some($crate::ec2_error_body($code)))
-            .repeatedly()
-            .build()
+    (once $op:path, $code:expr $(, match $filter:expr)?) => {
+        $crate::error_rule!(once, ec2_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
+    };
+    ($op:path, $code:expr $(, match $filter:expr)?) => {
+        $crate::error_rule!(always, ec2_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
+    };
+}
+
+/// A rule answering the `json` protocol `$op` (SSM, Step Functions, KMS) with the error `$code` (400), every time;
+/// with `once`, a single time.
+#[macro_export]
+macro_rules! json_error {
+    (once $op:path, $code:expr) => {
+        $crate::error_rule!(once, json_error_body, $code, aws_smithy_mocks::mock!($op))
     };
     ($op:path, $code:expr) => {
-        aws_smithy_mocks::mock!($op)
+        $crate::error_rule!(always, json_error_body, $code, aws_smithy_mocks::mock!($op))
+    };
+}
+
+/// The rule behind [`ec2_error!`] and [`json_error!`]: `$mock` answers 400 with `$body($code)`, once or always.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! error_rule {
+    (once, $body:ident, $code:expr, $mock:expr) => {
+        $mock.sequence().http_status(400, Some($crate::$body($code))).build()
+    };
+    (always, $body:ident, $code:expr, $mock:expr) => {
+        $mock
             .sequence()
-            .http_status(400, Some($crate::ec2_error_body($code)))
+            .http_status(400, Some($crate::$body($code)))
             .repeatedly()
             .build()
     };
+}
+
+/// Asserts `err` is `InvalidInput` naming `field`, with a message that mentions each of `mentions`.
+#[track_caller]
+pub fn assert_invalid_input(err: &ami_core::Error, field: &str, mentions: &[&str]) {
+    let ami_core::Error::InvalidInput { field: got, message } = err else {
+        panic!("want InvalidInput at {field}, got {err}");
+    };
+    assert_eq!(got, field, "{err}");
+    for m in mentions {
+        assert!(message.contains(m), "want {m:?} in: {err}");
+    }
 }
 
 /// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.

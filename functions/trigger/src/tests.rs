@@ -565,10 +565,7 @@ async fn malformed_event_is_rejected_before_any_call() {
     );
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(MALFORMED_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.version"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "event.detail.version", &[]);
     assert_eq!((param.num_calls(), sfn.num_calls()), (0, 0));
 }
 
@@ -578,10 +575,7 @@ async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
     let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.retention.keep"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.retention.keep", &[]);
     assert_eq!(sfn.num_calls(), 0);
 }
 
@@ -594,20 +588,13 @@ async fn shared_recipe_without_a_key_for_a_copy_region_starts_nothing() {
     let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids"
-            && message.contains("ap-southeast-2")),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.distribution.kms_key_ids", &["ap-southeast-2"]);
     assert_eq!(sfn.num_calls(), 0);
 }
 
 #[tokio::test]
 async fn missing_recipe_is_recipe_not_found() {
-    let param = mock!(Ssm::get_parameter)
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ParameterNotFound")))
-        .build();
+    let param = ami_testkit::json_error!(once Ssm::get_parameter, "ParameterNotFound");
     let deps = deps(&[], &[&param], &[]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.RecipeNotFound");
@@ -731,10 +718,10 @@ async fn shared_recipe_with_an_aws_managed_key_in_a_copy_region_starts_nothing()
         testing::EXAMPLE_RECIPE.into(),
     )
     .await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.eu-west-1"
-            && message.contains("AWS managed") && message.contains("customer-managed")),
-        "{err}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe.distribution.kms_key_ids.eu-west-1",
+        &["AWS managed", "customer-managed"],
     );
     assert_eq!((aws.num_calls(), started), (1, 0));
 }
@@ -748,10 +735,10 @@ async fn disabled_key_starts_nothing() {
         testing::EXAMPLE_RECIPE.into(),
     )
     .await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.ap-southeast-2"
-            && message.contains("Disabled") && message.contains("enable it")),
-        "{err}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe.distribution.kms_key_ids.ap-southeast-2",
+        &["Disabled", "enable it"],
     );
     assert_eq!((disabled.num_calls(), started), (1, 0));
 }
@@ -764,11 +751,7 @@ async fn missing_home_key_starts_nothing() {
     // Every key is checked (the preflight lists every problem); the one problem keeps its field.
     let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&missing]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
     let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.kms_key_id"
-            && message.contains("does not exist in `us-east-1`")),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.image.kms_key_id", &["does not exist in `us-east-1`"]);
     assert_eq!(
         (missing.num_calls(), eu.num_calls(), sydney.num_calls(), started),
         (1, 1, 1, 0)
@@ -782,15 +765,14 @@ async fn every_missing_key_of_every_region_is_listed_in_one_error() {
     let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
     let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&home]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
     let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
-    let Error::InvalidInput { field, message } = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(field, "recipe");
-    assert!(message.contains("2 problems"), "{message}");
-    assert!(message.contains("[us-east-1] recipe.image.kms_key_id"), "{message}");
-    assert!(
-        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
-        "{message}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe",
+        &[
+            "2 problems",
+            "[us-east-1] recipe.image.kms_key_id",
+            "[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1",
+        ],
     );
     assert_eq!(started, 0);
 }
@@ -808,10 +790,10 @@ async fn key_arn_of_another_region_is_refused_without_a_call() {
         key(KeyManagerType::Customer, KeyState::Enabled),
     );
     let (err, started) = refused(&[("us-east-1", &[&ok]), (SYDNEY, &[&sydney])], recipe).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.eu-west-1"
-            && message.contains("a key in `us-east-1`")),
-        "{err}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe.distribution.kms_key_ids.eu-west-1",
+        &["a key in `us-east-1`"],
     );
     assert_eq!(started, 0);
 }
@@ -839,11 +821,7 @@ async fn private_recipe_needs_enabled_keys_of_any_manager() {
     let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let pending = key(KeyManagerType::Customer, KeyState::PendingDeletion);
     let (err, started) = refused(&[("us-east-1", &[&pending]), (EU, &[&ok]), (SYDNEY, &[&ok])], private).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.kms_key_id"
-            && message.contains("PendingDeletion")),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.image.kms_key_id", &["PendingDeletion"]);
     assert_eq!(started, 0);
 }
 
@@ -886,10 +864,7 @@ async fn instance_store_recipe_with_an_ebs_only_test_type_starts_nothing() {
     let (param, sfn) = (recipe_param(recipe.to_string()), start_ok(Captured::default()));
     let deps = deps(&[&types], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.test.instance_type"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.test.instance_type", &[]);
     assert_eq!((types.num_calls(), sfn.num_calls()), (1, 0));
 }
 
@@ -917,19 +892,15 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
         &[("us-east-1", &[&ok]), (EU, &[&missing]), (SYDNEY, &[&sydney])],
     );
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    let Error::InvalidInput { field, message } = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(field, "recipe");
-    assert!(message.contains("3 problems"), "{message}");
-    assert!(
-        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
-        "{message}"
-    );
-    assert!(message.contains("[us-east-1] recipe.build.subnet_id: subnet `subnet-0123456789abcdef0` does not exist"));
-    assert!(
-        message.contains("[us-east-1] recipe.build: the pipeline may not launch the builder"),
-        "{message}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe",
+        &[
+            "3 problems",
+            "[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1",
+            "[us-east-1] recipe.build.subnet_id: subnet `subnet-0123456789abcdef0` does not exist",
+            "[us-east-1] recipe.build: the pipeline may not launch the builder",
+        ],
     );
     assert_eq!((denied.num_calls(), sfn.num_calls()), (1, 0));
 }
