@@ -7,6 +7,7 @@
 
 pub mod calls;
 pub mod contract;
+pub mod trigger;
 pub mod world;
 
 pub use ami_core::testing::*;
@@ -65,15 +66,16 @@ macro_rules! ec2_error {
     };
 }
 
-/// A rule answering the `json` protocol `$op` (SSM, Step Functions, KMS) with the error `$code` (400), every time;
+/// A rule answering the `json` protocol `$op` (SSM, Step Functions, KMS; those requests `match` accepts, if given)
+/// with the error `$code` (400), every time;
 /// with `once`, a single time.
 #[macro_export]
 macro_rules! json_error {
-    (once $op:path, $code:expr) => {
-        $crate::error_rule!(once, json_error_body, $code, aws_smithy_mocks::mock!($op))
+    (once $op:path, $code:expr $(, match $filter:expr)?) => {
+        $crate::error_rule!(once, json_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
     };
-    ($op:path, $code:expr) => {
-        $crate::error_rule!(always, json_error_body, $code, aws_smithy_mocks::mock!($op))
+    ($op:path, $code:expr $(, match $filter:expr)?) => {
+        $crate::error_rule!(always, json_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
     };
 }
 

@@ -2,16 +2,16 @@ use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::types::{Image, Tag};
 use aws_sdk_kms::Client as Kms;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::types::{KeyManagerType, KeyMetadata, KeyState};
+use aws_sdk_kms::types::{KeyManagerType, KeyState};
 use aws_sdk_sfn::Client as Sfn;
 use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionInput, DescribeExecutionOutput};
 use aws_sdk_sfn::operation::start_execution::{StartExecutionInput, StartExecutionOutput};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
 use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
+use aws_smithy_mocks::{Rule, mock};
 
+use ami_testkit::trigger::{kms_client, kms_key, ssm_parameter, start_execution};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured};
 
 use super::*;
@@ -53,64 +53,17 @@ fn deps_with_keys(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&
     }
 }
 
-/// A KMS client of `region` answered by `rules`, configured as `ami_core::testing` configures the others.
-fn kms_client<'a>(region: &str, rules: impl IntoIterator<Item = &'a Rule>) -> Kms {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "AKIDTEST", "test", None, None, "test",
-        ))
-        .http_client(aws_smithy_mocks::create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(testing::retry())
-        .build();
-    Kms::from_conf(conf)
-}
-
 /// DescribeKey of the recipes' key answered with this manager and state.
 fn key(manager: KeyManagerType, state: KeyState) -> Rule {
-    mock!(Kms::describe_key)
-        .match_requests(|r| r.key_id() == Some(KEY))
-        .then_output(move || {
-            DescribeKeyOutput::builder()
-                .key_metadata(
-                    KeyMetadata::builder()
-                        .key_id("1234abcd-12ab-34cd-56ef-1234567890ab")
-                        .arn("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
-                        .key_manager(manager.clone())
-                        .key_state(state.clone())
-                        .enabled(state == KeyState::Enabled)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        })
-}
-
-fn key_not_found() -> Rule {
-    mock!(Kms::describe_key)
-        .match_requests(|r| r.key_id() == Some(KEY))
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("NotFoundException")))
-        .build()
+    kms_key(Some(KEY), manager, state)
 }
 
 fn recipe_param(text: String) -> Rule {
-    mock!(Ssm::get_parameter)
-        .match_requests(|r| r.name() == Some("/ami-pipeline/pipelines/web"))
-        .sequence()
-        .output(move || {
-            GetParameterOutput::builder()
-                .parameter(Parameter::builder().value(text.clone()).build())
-                .build()
-        })
-        .repeatedly()
-        .build()
+    ssm_parameter(Some("/ami-pipeline/pipelines/web"), text)
+}
+
+fn key_not_found() -> Rule {
+    ami_testkit::json_error!(once Kms::describe_key, "NotFoundException", match |r| r.key_id() == Some(KEY))
 }
 
 /// The preflight finding everything the example recipe names: the base image, its subnet and security group (one
@@ -192,17 +145,6 @@ fn base_param() -> Rule {
         })
 }
 
-fn start_ok(captured: Captured<StartExecutionInput>) -> Rule {
-    mock!(Sfn::start_execution).then_compute_output(move |r| {
-        captured.push(r);
-        StartExecutionOutput::builder()
-            .execution_arn(format!("{SM}:{}", r.name().unwrap_or_default()).replace("stateMachine", "execution"))
-            .start_date(aws_smithy_types_now())
-            .build()
-            .unwrap()
-    })
-}
-
 /// Now, as Step Functions would give a start date: the trigger tells its own start from a running execution's
 /// repeated response by it.
 fn aws_smithy_types_now() -> aws_sdk_sfn::primitives::DateTime {
@@ -216,7 +158,10 @@ fn event(text: &str) -> Value {
 #[tokio::test]
 async fn release_event_starts_one_named_execution_with_the_frozen_recipe() {
     let captured = Captured::default();
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_execution(captured.clone()),
+    );
     let deps = deps(&[], &[&param], &[&sfn]);
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -374,7 +319,7 @@ fn start_unless_taken(captured: &Captured<StartExecutionInput>, taken: Vec<Strin
         .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
         .repeatedly()
         .build();
-    [refused, start_ok(captured.clone())]
+    [refused, start_execution(captured.clone())]
 }
 
 /// A kept image in the home region as DescribeImages lists it.
@@ -561,7 +506,7 @@ async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
 async fn malformed_event_is_rejected_before_any_call() {
     let (param, sfn) = (
         recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
+        start_execution(Captured::default()),
     );
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(MALFORMED_EVENT)).await.unwrap_err();
@@ -572,7 +517,7 @@ async fn malformed_event_is_rejected_before_any_call() {
 #[tokio::test]
 async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
     let bad = testing::EXAMPLE_RECIPE.replace("\"keep\": 3", "\"keep\": 0");
-    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(bad), start_execution(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     testing::assert_invalid_input(&err, "recipe.retention.keep", &[]);
@@ -585,7 +530,7 @@ async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
 async fn shared_recipe_without_a_key_for_a_copy_region_starts_nothing() {
     let bad = testing::EXAMPLE_RECIPE.replace(", \"ap-southeast-2\": \"alias/ami-pipeline\"", "");
     assert_ne!(bad, testing::EXAMPLE_RECIPE);
-    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(bad), start_execution(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     testing::assert_invalid_input(&err, "recipe.distribution.kms_key_ids", &["ap-southeast-2"]);
@@ -642,7 +587,7 @@ async fn scheduled_run_with_unchanged_base_image_is_skipped() {
     let (newest, base, bp) = (newest_image(BASE_IMAGE), base_images(), base_param());
     let (param, sfn) = (
         recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
+        start_execution(Captured::default()),
     );
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
@@ -655,7 +600,10 @@ async fn scheduled_run_with_unchanged_base_image_is_skipped() {
 async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
     let captured = Captured::default();
     let (newest, base, bp) = (newest_image("ami-0aaaaaaaaaaaaaa00"), base_images(), base_param());
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_execution(captured.clone()),
+    );
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -672,7 +620,10 @@ async fn first_scheduled_run_uses_the_default_version() {
     let none = mock!(Ec2::describe_images)
         .match_requests(|r| r.image_ids().is_empty())
         .then_output(|| DescribeImagesOutput::builder().build());
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let (param, sfn) = (
+        recipe_param(testing::EXAMPLE_RECIPE.into()),
+        start_execution(captured.clone()),
+    );
     let deps = deps(&[&none], &[&param], &[&sfn]);
     handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
@@ -686,7 +637,7 @@ async fn shared_recipe_checks_each_key_in_its_own_region_before_starting() {
     let (home, eu, sydney) = (ok(), ok(), ok());
     let (param, sfn) = (
         recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
+        start_execution(Captured::default()),
     );
     let deps = deps_with_keys(
         &[],
@@ -702,7 +653,7 @@ async fn shared_recipe_checks_each_key_in_its_own_region_before_starting() {
 
 /// Refused before anything is looked up or started: the error names the field, the region and the fix.
 async fn refused(kms: &[(&str, &[&Rule])], recipe: String) -> (Error, usize) {
-    let (param, sfn) = (recipe_param(recipe), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(recipe), start_execution(Captured::default()));
     let deps = deps_with_keys(&[], &[&param], &[&sfn], kms);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
@@ -805,7 +756,7 @@ async fn private_recipe_needs_enabled_keys_of_any_manager() {
         testing::EXAMPLE_RECIPE.replace("\"accounts\": [\"111122223333\", \"444455556666\"]", "\"accounts\": []");
     assert_ne!(private, testing::EXAMPLE_RECIPE);
     let aws = key(KeyManagerType::Aws, KeyState::Enabled);
-    let (param, sfn) = (recipe_param(private.clone()), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(private.clone()), start_execution(Captured::default()));
     let deps = deps_with_keys(
         &[],
         &[&param],
@@ -832,7 +783,7 @@ async fn private_recipe_on_the_default_key_makes_no_kms_call() {
     let private = testing::EXAMPLE_RECIPE
         .replace("\"accounts\": [\"111122223333\", \"444455556666\"]", "\"accounts\": []")
         .replace(KEY, "alias/aws/ebs");
-    let (param, sfn) = (recipe_param(private), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(private), start_execution(Captured::default()));
     let deps = deps_with_keys(&[], &[&param], &[&sfn], &[]);
     assert_eq!(
         handle(&deps, event(RELEASE_EVENT)).await.unwrap().status,
@@ -861,7 +812,7 @@ async fn instance_store_recipe_with_an_ebs_only_test_type_starts_nothing() {
                 )
                 .build()
         });
-    let (param, sfn) = (recipe_param(recipe.to_string()), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(recipe.to_string()), start_execution(Captured::default()));
     let deps = deps(&[&types], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     testing::assert_invalid_input(&err, "recipe.test.instance_type", &[]);
@@ -881,7 +832,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
         .build();
     let (param, sfn) = (
         recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
+        start_execution(Captured::default()),
     );
     let (missing, ok) = (key_not_found(), key(KeyManagerType::Customer, KeyState::Enabled));
     let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
@@ -910,7 +861,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
 async fn preflight_mode_reports_what_it_checked_and_starts_nothing() {
     let (param, sfn) = (
         recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
+        start_execution(Captured::default()),
     );
     let deps = deps(&[], &[&param], &[&sfn]);
     let ev = json!({"preflight": true, "pipeline": "web"});
@@ -998,7 +949,10 @@ mod artifact {
             base_images(),
             base_param(),
         );
-        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(captured.clone()));
+        let (param, sfn) = (
+            recipe_param(recipe_using_the_artifact()),
+            start_execution(captured.clone()),
+        );
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
         assert_eq!(out.status, TriggerStatus::Started);
@@ -1009,7 +963,10 @@ mod artifact {
     #[tokio::test]
     async fn a_script_that_needs_an_unknown_artifact_is_refused_and_nothing_starts() {
         let (newest, base, bp) = (newest_with(None), base_images(), base_param());
-        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(Captured::default()));
+        let (param, sfn) = (
+            recipe_param(recipe_using_the_artifact()),
+            start_execution(Captured::default()),
+        );
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let err = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
