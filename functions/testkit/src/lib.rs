@@ -58,36 +58,29 @@ macro_rules! throttled_always {
 /// with `once`, a single time (a second call finds no rule and fails the test).
 #[macro_export]
 macro_rules! ec2_error {
-    (once $op:path, $code:expr $(, match $filter:expr)?) => {
-        $crate::error_rule!(once, ec2_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
-    };
-    ($op:path, $code:expr $(, match $filter:expr)?) => {
-        $crate::error_rule!(always, ec2_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
-    };
+    ($($rule:tt)*) => { $crate::error_rule!(ec2_error_body; $($rule)*) };
 }
 
-/// A rule answering the `json` protocol `$op` (SSM, Step Functions, KMS; those requests `match` accepts, if given)
-/// with the error `$code` (400), every time;
-/// with `once`, a single time.
+/// [`ec2_error!`] for a `json` protocol `$op` (SSM, Step Functions, KMS).
 #[macro_export]
 macro_rules! json_error {
-    (once $op:path, $code:expr $(, match $filter:expr)?) => {
-        $crate::error_rule!(once, json_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
-    };
-    ($op:path, $code:expr $(, match $filter:expr)?) => {
-        $crate::error_rule!(always, json_error_body, $code, aws_smithy_mocks::mock!($op)$(.match_requests($filter))?)
-    };
+    ($($rule:tt)*) => { $crate::error_rule!(json_error_body; $($rule)*) };
 }
 
-/// The rule behind [`ec2_error!`] and [`json_error!`]: `$mock` answers 400 with `$body($code)`, once or always.
+/// The rule behind [`ec2_error!`] and [`json_error!`]: `$op` answers 400 with `$body($code)`, once or always.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! error_rule {
-    (once, $body:ident, $code:expr, $mock:expr) => {
-        $mock.sequence().http_status(400, Some($crate::$body($code))).build()
+    ($body:ident; once $op:path, $code:expr $(, match $filter:expr)?) => {
+        aws_smithy_mocks::mock!($op)
+            $(.match_requests($filter))?
+            .sequence()
+            .http_status(400, Some($crate::$body($code)))
+            .build()
     };
-    (always, $body:ident, $code:expr, $mock:expr) => {
-        $mock
+    ($body:ident; $op:path, $code:expr $(, match $filter:expr)?) => {
+        aws_smithy_mocks::mock!($op)
+            $(.match_requests($filter))?
             .sequence()
             .http_status(400, Some($crate::$body($code)))
             .repeatedly()

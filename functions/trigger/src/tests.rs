@@ -660,53 +660,47 @@ async fn refused(kms: &[(&str, &[&Rule])], recipe: String) -> (Error, usize) {
     (err, sfn.num_calls())
 }
 
+/// Every region's key is enabled but `region`'s, which `bad` answers: refused naming `field` (the message mentions
+/// each of `mentions`) and nothing started. Every key is checked (the preflight lists every problem): each is
+/// described once, and the one problem keeps its field.
+async fn one_bad_key(region: &str, bad: Rule, field: &str, mentions: &[&str]) {
+    let rules: Vec<(&str, Rule)> = ["us-east-1", EU, SYDNEY]
+        .into_iter()
+        .map(|r| {
+            let rule = if r == region {
+                bad.clone()
+            } else {
+                key(KeyManagerType::Customer, KeyState::Enabled)
+            };
+            (r, rule)
+        })
+        .collect();
+    let refs: Vec<[&Rule; 1]> = rules.iter().map(|(_, rule)| [rule]).collect();
+    let keys: Vec<(&str, &[&Rule])> = rules.iter().zip(&refs).map(|((r, _), k)| (*r, &k[..])).collect();
+    let (err, started) = refused(&keys, testing::EXAMPLE_RECIPE.into()).await;
+    testing::assert_invalid_input(&err, field, mentions);
+    let described: Vec<usize> = rules.iter().map(|(_, rule)| rule.num_calls()).collect();
+    assert_eq!((described, started), (vec![1, 1, 1], 0));
+}
+
 #[tokio::test]
 async fn shared_recipe_with_an_aws_managed_key_in_a_copy_region_starts_nothing() {
-    let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let aws = key(KeyManagerType::Aws, KeyState::Enabled);
-    let (err, started) = refused(
-        &[("us-east-1", &[&ok]), (EU, &[&aws]), (SYDNEY, &[&ok])],
-        testing::EXAMPLE_RECIPE.into(),
-    )
-    .await;
-    testing::assert_invalid_input(
-        &err,
-        "recipe.distribution.kms_key_ids.eu-west-1",
-        &["AWS managed", "customer-managed"],
-    );
-    assert_eq!((aws.num_calls(), started), (1, 0));
+    let field = "recipe.distribution.kms_key_ids.eu-west-1";
+    one_bad_key(EU, aws, field, &["AWS managed", "customer-managed"]).await;
 }
 
 #[tokio::test]
 async fn disabled_key_starts_nothing() {
-    let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let disabled = key(KeyManagerType::Customer, KeyState::Disabled);
-    let (err, started) = refused(
-        &[("us-east-1", &[&ok]), (EU, &[&ok]), (SYDNEY, &[&disabled])],
-        testing::EXAMPLE_RECIPE.into(),
-    )
-    .await;
-    testing::assert_invalid_input(
-        &err,
-        "recipe.distribution.kms_key_ids.ap-southeast-2",
-        &["Disabled", "enable it"],
-    );
-    assert_eq!((disabled.num_calls(), started), (1, 0));
+    let field = "recipe.distribution.kms_key_ids.ap-southeast-2";
+    one_bad_key(SYDNEY, disabled, field, &["Disabled", "enable it"]).await;
 }
 
 #[tokio::test]
 async fn missing_home_key_starts_nothing() {
-    let missing = key_not_found();
-    let ok = || key(KeyManagerType::Customer, KeyState::Enabled);
-    let (eu, sydney) = (ok(), ok());
-    // Every key is checked (the preflight lists every problem); the one problem keeps its field.
-    let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&missing]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
-    let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
-    testing::assert_invalid_input(&err, "recipe.image.kms_key_id", &["does not exist in `us-east-1`"]);
-    assert_eq!(
-        (missing.num_calls(), eu.num_calls(), sydney.num_calls(), started),
-        (1, 1, 1, 0)
-    );
+    let field = "recipe.image.kms_key_id";
+    one_bad_key("us-east-1", key_not_found(), field, &["does not exist in `us-east-1`"]).await;
 }
 
 /// Problems in several regions come back in one error, each with its region and field, and nothing starts.
