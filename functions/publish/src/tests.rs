@@ -564,6 +564,19 @@ const NEWER_IMAGE: &str = "ami-0c000000000000001";
 const OLDER_IMAGE: &str = "ami-0c000000000000002";
 
 /// A released image of the pipeline in the home region, of `release` at `time`.
+/// Another release's write of `image` lands between this run's write and its re-read: in the parameter, and as
+/// the launch template's new default version.
+fn raced_by(w: &mut WorldState, image: &'static str) {
+    w.after_put = Some(Box::new(move |w: &mut WorldState| {
+        w.params.insert((HOME.into(), PARAM.into()), image.into());
+    }));
+    w.after_modify = Some(Box::new(move |w: &mut WorldState| {
+        let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
+        t.versions.push(image.into());
+        t.default = t.versions.len() as i64;
+    }));
+}
+
 fn released(w: &mut WorldState, id: &str, release: &str, time: &str) {
     let mut image = candidate(HOME, "web");
     image.tags.insert(tags::STATE.into(), tags::STATE_RELEASED.into());
@@ -693,18 +706,8 @@ async fn an_older_release_is_replaced_and_versions_that_do_not_parse_go_by_event
 #[tokio::test]
 async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     let world = world();
-    {
-        let mut w = world.lock().unwrap();
-        released(&mut w, OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
-        w.after_put = Some(Box::new(|w: &mut WorldState| {
-            w.params.insert((HOME.into(), PARAM.into()), OLDER_IMAGE.into());
-        }));
-        w.after_modify = Some(Box::new(|w: &mut WorldState| {
-            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
-            t.versions.push(OLDER_IMAGE.into());
-            t.default = t.versions.len() as i64;
-        }));
-    }
+    released(&mut world.lock().unwrap(), OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
+    raced_by(&mut world.lock().unwrap(), OLDER_IMAGE);
     let out = handle(&deps(&world), request_for(&run_of("1.5.0", false)))
         .await
         .unwrap();
@@ -732,17 +735,7 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
         "1.5.0",
         "2026-11-26T10:30:00Z",
     );
-    {
-        let mut w = world_b.lock().unwrap();
-        w.after_put = Some(Box::new(|w: &mut WorldState| {
-            w.params.insert((HOME.into(), PARAM.into()), NEWER_IMAGE.into());
-        }));
-        w.after_modify = Some(Box::new(|w: &mut WorldState| {
-            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
-            t.versions.push(NEWER_IMAGE.into());
-            t.default = t.versions.len() as i64;
-        }));
-    }
+    raced_by(&mut world_b.lock().unwrap(), NEWER_IMAGE);
     let out = handle(&deps(&world_b), request_for(&run_of("1.4.0", false)))
         .await
         .unwrap();
