@@ -4,9 +4,6 @@ use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
 use aws_sdk_ec2::types::{HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
 use aws_sdk_ec2::{Client as Ec2, types::ImageState};
-use aws_sdk_ssm::Client as Ssm;
-use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
-use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
@@ -35,25 +32,10 @@ fn console_run() -> ami_core::model::steps::Run {
 }
 
 fn ssm_param() -> Rule {
-    mock!(Ssm::get_parameter)
-        .match_requests(|r| r.name() == Some("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"))
-        .sequence()
-        .output(|| {
-            GetParameterOutput::builder()
-                .parameter(Parameter::builder().value(BASE_IMAGE).build())
-                .build()
-        })
-        .repeatedly()
-        .build()
-}
-
-fn no_builder_yet() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeInstancesOutput::builder().build())
-        .repeatedly()
-        .build()
+    testing::ssm_parameter(
+        Some("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"),
+        BASE_IMAGE,
+    )
 }
 
 fn images(image: aws_sdk_ec2::types::Image) -> Rule {
@@ -82,7 +64,7 @@ async fn start_launches_a_locked_down_builder() {
     let captured = Captured::default();
     let (param, lookup, imgs, run) = (
         ssm_param(),
-        no_builder_yet(),
+        testing::no_instance_tagged(),
         images(testing::base_image()),
         run_instances(captured.clone()),
     );
@@ -159,7 +141,11 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(Instance::builder().instance_id(BUILDER).build())
@@ -174,7 +160,7 @@ async fn throttled_launch_is_retried_then_succeeds() {
 #[tokio::test]
 async fn untrusted_owner_is_rejected_before_any_launch() {
     let run = run_instances(Captured::default());
-    let (param, lookup) = (ssm_param(), no_builder_yet());
+    let (param, lookup) = (ssm_param(), testing::no_instance_tagged());
     // Restricted to the trusted owners, EC2 finds nothing; unrestricted, it finds someone else's image.
     let trusted = mock!(Ec2::describe_images)
         .match_requests(|r| !r.owners().is_empty())
@@ -213,7 +199,7 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
         ),
     ] {
         let run = run_instances(Captured::default());
-        let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(image));
+        let (param, lookup, imgs) = (ssm_param(), testing::no_instance_tagged(), images(image));
         let deps = deps(&[&lookup, &imgs, &run], &[&param]);
         let err = deps
             .start(&input::parse_value("input", start_request()).unwrap(), NOW)
@@ -235,7 +221,11 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
         .build();
     for tpm in [false, true] {
         let run = run_instances(Captured::default());
-        let (param, lookup, base) = (ssm_param(), no_builder_yet(), images(legacy_windows.clone()));
+        let (param, lookup, base) = (
+            ssm_param(),
+            testing::no_instance_tagged(),
+            images(legacy_windows.clone()),
+        );
         let deps = deps(&[&lookup, &base, &run], &[&param]);
         let mut req = start_request();
         req["run"]["recipe"]["image"]["boot_mode"] = json!("uefi");
@@ -262,7 +252,7 @@ ami_testkit::step_contract_tests! {
     persistent_throttling: {
         rule: ami_testkit::throttled_always!(Ec2::run_instances),
         deps: |run: Rule| {
-            let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+            let (param, lookup, imgs) = (ssm_param(), testing::no_instance_tagged(), images(testing::base_image()));
             deps(&[&lookup, &imgs, &run], &[&param])
         },
     },
@@ -554,7 +544,11 @@ fn launches_anywhere() -> Rule {
 #[tokio::test]
 async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let (refused, ok) = (
         no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
         launches_anywhere(),
@@ -586,7 +580,11 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
 #[tokio::test]
 async fn an_unsupported_type_moves_to_the_fallback_type() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let (refused, ok) = (
         no_capacity_in_primary("Unsupported", captured.clone()),
         launches_anywhere(),
@@ -609,7 +607,11 @@ async fn an_unsupported_type_moves_to_the_fallback_type() {
 #[tokio::test]
 async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let refused = no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone());
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, start_request()).await.unwrap_err();
@@ -624,7 +626,11 @@ async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
 
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
@@ -645,7 +651,11 @@ async fn every_placement_without_capacity_is_no_capacity_listing_all() {
 
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+    let (param, lookup, imgs) = (
+        ssm_param(),
+        testing::no_instance_tagged(),
+        images(testing::base_image()),
+    );
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))

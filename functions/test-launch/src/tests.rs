@@ -115,13 +115,6 @@ fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
         .build()
 }
 
-/// The look-up by tag finds nothing: no test instance of this execution yet.
-fn none_tagged() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .then_output(|| DescribeInstancesOutput::builder().build())
-}
-
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
     mock!(Ec2::run_instances).then_compute_output(move |req| {
         captured.push(req);
@@ -134,7 +127,7 @@ fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
 #[tokio::test]
 async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     let captured = Captured::default();
-    let (lookup, run) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, run) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &run]);
 
     let out = deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
@@ -231,7 +224,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
         r.test.script = None;
     });
     let captured = Captured::default();
-    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, launch) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     let req = captured.only();
@@ -281,7 +274,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
     // The tag look-up cannot see an instance whose launch response was lost a moment ago; the ClientToken makes
     // EC2 return that instance instead of launching another.
     let captured = Captured::default();
-    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, launch) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     for _ in 0..2 {
         deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
@@ -291,7 +284,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let lookup = none_tagged();
+    let lookup = testing::no_instance_tagged();
     let launch = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(instance(InstanceStateName::Pending))
@@ -676,7 +669,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     // The build's t3.small (Nitro, EBS only): refused, naming where the type came from.
     let captured = Captured::default();
     let (lookup, types, run) = (
-        none_tagged(),
+        testing::no_instance_tagged(),
         instance_types(&[Root::Ebs]),
         run_instances(captured.clone()),
     );
@@ -693,7 +686,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     // m3.medium supports an instance store root: launched, without EBS mappings (none to encrypt or override).
     let captured = Captured::default();
     let (lookup, types, run) = (
-        none_tagged(),
+        testing::no_instance_tagged(),
         instance_types(&[Root::Ebs, Root::InstanceStore]),
         run_instances(captured.clone()),
     );
@@ -713,15 +706,6 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
 
 // -- capacity and eventual consistency ----------------------------------------------------------------------------
 
-fn none_tagged_repeatedly() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeInstancesOutput::builder().build())
-        .repeatedly()
-        .build()
-}
-
 #[tokio::test]
 async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fallback_types() {
     let captured = Captured::default();
@@ -730,7 +714,7 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
         r.test.fallback_instance_types = vec!["m5.large".into()];
         r.build.as_mut().unwrap().fallback_subnet_ids = vec!["subnet-0fa11bac0000000b1".into()];
     });
-    let lookup = none_tagged_repeatedly();
+    let lookup = testing::no_instance_tagged();
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported", match {
         let captured = captured.clone();
         move |r| {
@@ -772,7 +756,7 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
 async fn no_capacity_anywhere_is_no_capacity() {
     let run = recipe_with(|_| {});
     let (lookup, refused) = (
-        none_tagged_repeatedly(),
+        testing::no_instance_tagged(),
         mock!(Ec2::run_instances)
             .sequence()
             .http_status(500, Some(testing::ec2_error_body("InsufficientInstanceCapacity")))

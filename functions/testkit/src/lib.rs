@@ -100,6 +100,32 @@ pub fn assert_invalid_input(err: &ami_core::Error, field: &str, mentions: &[&str
     }
 }
 
+/// GetParameter of `name` (any name if `None`) answered with `value`, every time.
+pub fn ssm_parameter(name: Option<&'static str>, value: impl Into<String>) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ssm::{operation::get_parameter::GetParameterOutput, types::Parameter};
+    let value = value.into();
+    aws_smithy_mocks::mock!(aws_sdk_ssm::Client::get_parameter)
+        .match_requests(move |r| name.is_none_or(|n| r.name() == Some(n)))
+        .sequence()
+        .output(move || {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(value.clone()).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+/// DescribeInstances by tag finds nothing, every time: no instance of this execution yet.
+pub fn no_instance_tagged() -> aws_smithy_mocks::Rule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
 /// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.
 pub fn secs(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)

@@ -1,11 +1,8 @@
-//! What the trigger's unit tests and its corpus test both answer: KMS per region, the stored recipe and
-//! StartExecution.
+//! What the trigger's unit tests and its corpus test both answer: KMS per region and StartExecution.
 
 use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
 use aws_sdk_kms::types::{KeyManagerType, KeyMetadata, KeyState};
 use aws_sdk_sfn::operation::start_execution::{StartExecutionInput, StartExecutionOutput};
-use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
-use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
 
 use ami_core::testing::{Captured, retry};
@@ -49,18 +46,6 @@ pub fn kms_key(key_id: Option<&'static str>, manager: KeyManagerType, state: Key
                         .build()
                         .expect("key id set"),
                 )
-                .build()
-        })
-}
-
-/// GetParameter of `name` (any name if `None`) answered with `value`, every time.
-pub fn ssm_parameter(name: Option<&'static str>, value: impl Into<String>) -> Rule {
-    let value = value.into();
-    mock!(aws_sdk_ssm::Client::get_parameter)
-        .match_requests(move |r| name.is_none_or(|n| r.name() == Some(n)))
-        .then_output(move || {
-            GetParameterOutput::builder()
-                .parameter(Parameter::builder().value(value.clone()).build())
                 .build()
         })
 }

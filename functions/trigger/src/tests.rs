@@ -11,7 +11,8 @@ use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
 use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{Rule, mock};
 
-use ami_testkit::trigger::{kms_client, kms_key, ssm_parameter, start_execution};
+use ami_testkit::ssm_parameter;
+use ami_testkit::trigger::{kms_client, kms_key, start_execution};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured};
 
 use super::*;

@@ -9,7 +9,8 @@ use aws_smithy_mocks::Rule;
 
 use ami_core::Error;
 use ami_core::aws::clients::RegionalClients;
-use ami_testkit::trigger::{kms_client, kms_key, ssm_parameter, start_execution};
+use ami_testkit::ssm_parameter;
+use ami_testkit::trigger::{kms_client, kms_key, start_execution};
 use ami_testkit::{self as testing, Captured};
 use ami_trigger::{Config, DEFAULT_RECIPE_PREFIX, Deps, handle};
 
