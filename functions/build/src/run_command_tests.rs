@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
-use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -120,17 +119,6 @@ fn invocation(command_id: &'static str, status: CommandInvocationStatus, code: i
         .then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
-fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {
-    mock!(Ssm::send_command)
-        .match_requests(|_| true)
-        .then_compute_output(move |r| {
-            captured.push(r);
-            SendCommandOutput::builder()
-                .command(Command::builder().command_id(id).build())
-                .build()
-        })
-}
-
 fn stop(captured: Captured<StopInstancesInput>) -> Rule {
     mock!(Ec2::stop_instances)
         .match_requests(|_| true)
@@ -150,7 +138,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         builder(InstanceStateName::Running, "t3.micro", 0),
         listed(&[]),
         online(),
-        send(sent.clone(), "cmd-1"),
+        testing::send_command(sent.clone(), "cmd-1"),
     );
     let s = Step::status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
         .await
@@ -252,7 +240,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::Success, 0, ""),
         online(),
-        send(sent.clone(), "cmd-2"),
+        testing::send_command(sent.clone(), "cmd-2"),
     );
     let s = Step::status(
         &deps(&[&running], &[&build_done, &ok, &agent, &sender]),

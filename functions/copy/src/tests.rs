@@ -531,13 +531,9 @@ async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     let kept_lookups: Captured<DescribeImagesInput> = Captured::default();
     let kept = |captured: Captured<DescribeImagesInput>, found: bool, hash: String| {
         mock!(Ec2::describe_images)
-            .match_requests(move |r| {
-                let hit = r.filters().iter().any(|f| f.name() == Some("name"));
-                if hit {
-                    captured.push(r);
-                }
-                hit
-            })
+            .match_requests(testing::capture_if(&captured, |r| {
+                r.filters().iter().any(|f| f.name() == Some("name"))
+            }))
             .then_output(move || {
                 let image = Image::builder()
                     .image_id(COPY)

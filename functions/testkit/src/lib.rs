@@ -126,6 +126,35 @@ pub fn no_instance_tagged() -> aws_smithy_mocks::Rule {
         .build()
 }
 
+/// A request matcher that accepts what `hit` accepts and keeps each such request in `captured`.
+pub fn capture_if<T: Clone + Send + Sync + 'static>(
+    captured: &Captured<T>,
+    hit: impl Fn(&T) -> bool + Send + Sync + 'static,
+) -> impl Fn(&T) -> bool + Send + Sync + 'static {
+    let captured = captured.clone();
+    move |r| {
+        let hit = hit(r);
+        if hit {
+            captured.push(r);
+        }
+        hit
+    }
+}
+
+/// SendCommand answered with command `id`, every time; each request kept in `captured`.
+pub fn send_command(
+    captured: Captured<aws_sdk_ssm::operation::send_command::SendCommandInput>,
+    id: &'static str,
+) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ssm::{operation::send_command::SendCommandOutput, types::Command};
+    aws_smithy_mocks::mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |r| {
+        captured.push(r);
+        SendCommandOutput::builder()
+            .command(Command::builder().command_id(id).build())
+            .build()
+    })
+}
+
 /// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.
 pub fn secs(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)

@@ -264,16 +264,15 @@ fn a(n: u32) -> String {
 
 /// DescribeExecution of the execution `name`, answered `status`; every request is captured.
 fn describe_status(captured: &Captured<DescribeExecutionInput>, name: String, status: ExecutionStatus) -> Rule {
-    let (cap, n) = (captured.clone(), name.clone());
+    let n = name.clone();
     mock!(Sfn::describe_execution)
-        .match_requests(move |r| {
-            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
+        .match_requests(testing::capture_if(captured, execution_named(name)))
         .then_output(move || described(&n, status.clone()))
+}
+
+/// Accepts DescribeExecution of the execution `name`.
+fn execution_named(name: String) -> impl Fn(&DescribeExecutionInput) -> bool + Send + Sync + 'static {
+    move |r| r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")))
 }
 
 fn described(name: &str, status: ExecutionStatus) -> DescribeExecutionOutput {
@@ -290,36 +289,16 @@ fn described(name: &str, status: ExecutionStatus) -> DescribeExecutionOutput {
 
 /// DescribeExecution of `name` answered `ExecutionDoesNotExist`.
 fn describe_missing(captured: &Captured<DescribeExecutionInput>, name: String) -> Rule {
-    let cap = captured.clone();
-    mock!(Sfn::describe_execution)
-        .match_requests(move |r| {
-            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
-        .repeatedly()
-        .build()
+    let missing = testing::capture_if(captured, execution_named(name));
+    ami_testkit::json_error!(Sfn::describe_execution, "ExecutionDoesNotExist", match missing)
 }
 
 /// StartExecution: `ExecutionAlreadyExists` for the names in `taken`, started otherwise; every request captured.
 fn start_unless_taken(captured: &Captured<StartExecutionInput>, taken: Vec<String>) -> [Rule; 2] {
-    let cap = captured.clone();
-    let refused = mock!(Sfn::start_execution)
-        .match_requests(move |r| {
-            let hit = r.name().is_some_and(|n| taken.iter().any(|t| t == n));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
-        .repeatedly()
-        .build();
+    let taken = testing::capture_if(captured, move |r| {
+        r.name().is_some_and(|n| taken.iter().any(|t| t == n))
+    });
+    let refused = ami_testkit::json_error!(Sfn::start_execution, "ExecutionAlreadyExists", match taken);
     [refused, start_execution(captured.clone())]
 }
 
