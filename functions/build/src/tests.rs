@@ -38,6 +38,11 @@ fn ssm_param() -> Rule {
     )
 }
 
+/// What a launch reads first: the base image's parameter, the look-up by tag (no builder yet), the base image.
+fn before_launch(base: aws_sdk_ec2::types::Image) -> (Rule, Rule, Rule) {
+    (ssm_param(), testing::no_instance_tagged(), images(base))
+}
+
 fn images(image: aws_sdk_ec2::types::Image) -> Rule {
     mock!(Ec2::describe_images)
         .sequence()
@@ -62,12 +67,7 @@ fn start_request() -> serde_json::Value {
 #[tokio::test]
 async fn start_launches_a_locked_down_builder() {
     let captured = Captured::default();
-    let (param, lookup, imgs, run) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-        run_instances(captured.clone()),
-    );
+    let ((param, lookup, imgs), run) = (before_launch(testing::base_image()), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
 
     let out = deps
@@ -141,11 +141,7 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(Instance::builder().instance_id(BUILDER).build())
@@ -199,7 +195,7 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
         ),
     ] {
         let run = run_instances(Captured::default());
-        let (param, lookup, imgs) = (ssm_param(), testing::no_instance_tagged(), images(image));
+        let (param, lookup, imgs) = before_launch(image);
         let deps = deps(&[&lookup, &imgs, &run], &[&param]);
         let err = deps
             .start(&input::parse_value("input", start_request()).unwrap(), NOW)
@@ -221,11 +217,7 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
         .build();
     for tpm in [false, true] {
         let run = run_instances(Captured::default());
-        let (param, lookup, base) = (
-            ssm_param(),
-            testing::no_instance_tagged(),
-            images(legacy_windows.clone()),
-        );
+        let (param, lookup, base) = before_launch(legacy_windows.clone());
         let deps = deps(&[&lookup, &base, &run], &[&param]);
         let mut req = start_request();
         req["run"]["recipe"]["image"]["boot_mode"] = json!("uefi");
@@ -252,7 +244,7 @@ ami_testkit::step_contract_tests! {
     persistent_throttling: {
         rule: ami_testkit::throttled_always!(Ec2::run_instances),
         deps: |run: Rule| {
-            let (param, lookup, imgs) = (ssm_param(), testing::no_instance_tagged(), images(testing::base_image()));
+            let (param, lookup, imgs) = before_launch(testing::base_image());
             deps(&[&lookup, &imgs, &run], &[&param])
         },
     },
@@ -544,11 +536,7 @@ fn launches_anywhere() -> Rule {
 #[tokio::test]
 async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let (refused, ok) = (
         no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
         launches_anywhere(),
@@ -580,11 +568,7 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
 #[tokio::test]
 async fn an_unsupported_type_moves_to_the_fallback_type() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let (refused, ok) = (
         no_capacity_in_primary("Unsupported", captured.clone()),
         launches_anywhere(),
@@ -607,11 +591,7 @@ async fn an_unsupported_type_moves_to_the_fallback_type() {
 #[tokio::test]
 async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone());
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, start_request()).await.unwrap_err();
@@ -626,11 +606,7 @@ async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
 
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
@@ -651,11 +627,7 @@ async fn every_placement_without_capacity_is_no_capacity_listing_all() {
 
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
-    let (param, lookup, imgs) = (
-        ssm_param(),
-        testing::no_instance_tagged(),
-        images(testing::base_image()),
-    );
+    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
     let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
