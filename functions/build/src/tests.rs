@@ -2,7 +2,7 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
-use aws_sdk_ec2::types::{HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
+use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
 use aws_sdk_ec2::{Client as Ec2, types::ImageState};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -85,16 +85,7 @@ async fn start_launches_a_locked_down_builder() {
         req.client_token(),
         Some(ami_core::model::naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
     );
-    let md = req.metadata_options().unwrap();
-    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
-    let nic = &req.network_interfaces()[0];
-    assert_eq!(nic.associate_public_ip_address(), Some(false));
-    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
-    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
-    assert_eq!(
-        req.instance_initiated_shutdown_behavior(),
-        Some(&ShutdownBehavior::Stop)
-    );
+    testing::assert_locked_down(&req, ShutdownBehavior::Stop);
     let devices = req.block_device_mappings();
     assert_eq!(devices.len(), 2, "root plus one data volume");
     for d in devices {

@@ -19,7 +19,6 @@ use ami_testkit::{self as testing, Captured, NOW};
 use ami_core::model::input;
 
 use ami_core::step::{Step, handle};
-use aws_sdk_ec2::types::HttpTokensState;
 
 use super::*;
 
@@ -146,22 +145,13 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         req.client_token(),
         Some(ami_core::model::naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
     );
-    let md = req.metadata_options().unwrap();
-    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
     // No test.instance_profile: the builder's, so the SSM agent can register for a Run Command smoke test.
     assert_eq!(
         req.iam_instance_profile().and_then(|p| p.name()),
         Some("ami-pipeline-builder")
     );
-    let nic = &req.network_interfaces()[0];
-    assert_eq!(nic.associate_public_ip_address(), Some(false));
     // The example recipe's test section names no network: the build's is used.
-    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
-    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
-    assert_eq!(
-        req.instance_initiated_shutdown_behavior(),
-        Some(&ShutdownBehavior::Terminate)
-    );
+    testing::assert_locked_down(&req, ShutdownBehavior::Terminate);
     // every volume of the image, asked encrypted and deleted with the instance, at the snapshot's size, type,
     // IOPS (io1/io2 require them) and throughput
     let volumes: Vec<_> = req

@@ -272,6 +272,22 @@ pub fn tagged_on_create<'a>(
         .collect()
 }
 
+/// Asserts a RunInstances request launches locked down: IMDSv2 only, no public IP, in the example recipe's build
+/// subnet and security group, with this shutdown behaviour.
+#[track_caller]
+pub fn assert_locked_down(
+    req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    shutdown: aws_sdk_ec2::types::ShutdownBehavior,
+) {
+    let md = req.metadata_options().expect("metadata options");
+    assert_eq!(md.http_tokens(), Some(&aws_sdk_ec2::types::HttpTokensState::Required));
+    let nic = &req.network_interfaces()[0];
+    assert_eq!(nic.associate_public_ip_address(), Some(false));
+    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
+    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
+    assert_eq!(req.instance_initiated_shutdown_behavior(), Some(&shutdown));
+}
+
 /// A RunInstances request's user data, decoded.
 pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
     let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
