@@ -76,22 +76,21 @@ fn parse(v: Value) -> StepRequest {
 
 /// The tested candidate in the pipeline's region, as register tagged it.
 fn source_image() -> Rule {
-    mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [CANDIDATE])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(
-                    Image::builder()
-                        .image_id(CANDIDATE)
-                        .name(NAME)
-                        .description("web server, release 1.4.0")
-                        .state(AwsImageState::Available)
-                        .tags(tags::tag(tags::SOURCE_IMAGE, BASE_IMAGE))
-                        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
-                        .build(),
-                )
-                .build()
-        })
+    testing::image_described(
+        candidate_image()
+            .description("web server, release 1.4.0")
+            .tags(tags::tag(tags::SOURCE_IMAGE, BASE_IMAGE))
+            .build(),
+    )
+}
+
+/// The candidate as DescribeImages gives any: available, named, tagged with its execution.
+fn candidate_image() -> aws_sdk_ec2::types::builders::ImageBuilder {
+    Image::builder()
+        .image_id(CANDIDATE)
+        .name(NAME)
+        .state(AwsImageState::Available)
+        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
 }
 
 fn copy_image(captured: Captured<CopyImageInput>) -> Rule {
@@ -480,21 +479,11 @@ ami_testkit::step_contract_tests! {
 #[tokio::test]
 async fn an_instance_store_image_is_copied_without_encryption() {
     let _allowed = ami_core::audit::allow_instance_store();
-    let src = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [CANDIDATE])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(
-                    Image::builder()
-                        .image_id(CANDIDATE)
-                        .name(NAME)
-                        .state(AwsImageState::Available)
-                        .root_device_type(aws_sdk_ec2::types::DeviceType::InstanceStore)
-                        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
-                        .build(),
-                )
-                .build()
-        });
+    let src = testing::image_described(
+        candidate_image()
+            .root_device_type(aws_sdk_ec2::types::DeviceType::InstanceStore)
+            .build(),
+    );
     let captured = Captured::default();
     let copy = copy_image(captured.clone());
     let deps = deps(&[&src], &[&copy]);

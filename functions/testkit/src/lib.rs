@@ -221,6 +221,21 @@ pub type DescribeImagesRule = aws_smithy_mocks::RuleBuilder<
     aws_sdk_ec2::operation::describe_images::DescribeImagesError,
 >;
 
+/// DescribeImages of `image`'s id answered with `image`, every time.
+pub fn image_described(image: aws_sdk_ec2::types::Image) -> aws_smithy_mocks::Rule {
+    let id = image.image_id().map(str::to_string);
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(move |r| r.image_ids().first() == id.as_ref() && r.image_ids().len() == 1)
+        .sequence()
+        .output(move || {
+            aws_sdk_ec2::operation::describe_images::DescribeImagesOutput::builder()
+                .images(image.clone())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
 /// DescribeImages filtered by the execution tag: the look-up that adopts what a lost create made.
 pub fn images_by_execution_tag() -> DescribeImagesRule {
     aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {

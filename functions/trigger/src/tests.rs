@@ -557,9 +557,7 @@ fn newest_image(built_from: &str) -> Rule {
 }
 
 fn base_images() -> Rule {
-    mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [BASE_IMAGE])
-        .then_output(|| DescribeImagesOutput::builder().images(testing::base_image()).build())
+    testing::image_described(testing::base_image())
 }
 
 #[tokio::test]
