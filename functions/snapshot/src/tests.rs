@@ -138,6 +138,13 @@ fn build_steps() -> serde_json::Value {
     json!({ "build": b })
 }
 
+/// Deps for a start on the builder (as each DescribeInstances finds it, in turn) and its volumes: `mine` answers
+/// the look-up of this execution's snapshots, `create` CreateSnapshots.
+fn start_deps(builder: &'static [InstanceStateName], mine: &Rule, create: &Rule) -> Deps {
+    let (inst, vols) = (describe_instances(builder), volumes());
+    Deps(testing::ec2(&[&inst, mine, &vols, create]))
+}
+
 fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::Value) -> StepRequest {
     input::parse_value("input", testing::request(action, run, steps)).unwrap()
 }
@@ -150,12 +157,7 @@ async fn start_snapshots_every_volume_tagged_on_create() {
         cap.push(r);
         created()
     });
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
 
     let out = deps
         .start(&request("start", &testing::run(), build_steps()), NOW)
@@ -213,8 +215,7 @@ async fn retried_start_finds_its_snapshots_by_tag() {
             .volume_size(20)
             .build(),
     ]);
-    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let deps = start_deps(&[InstanceStateName::Stopped], &mine, &create);
     let out = deps
         .start(&request("start", &testing::run(), build_steps()), NOW)
         .await
@@ -264,11 +265,11 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
         .output(created)
         .build();
     let mine = found_by_tag_after_create();
-    let (inst, vols) = (
-        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
-        volumes(),
+    let deps = start_deps(
+        &[InstanceStateName::Stopped, InstanceStateName::Stopped],
+        &mine,
+        &create,
     );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
@@ -287,12 +288,11 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
 #[tokio::test]
 async fn throttled_create_fails_throttled_and_the_step_retry_creates() {
     let create = ami_testkit::throttled_once!(Ec2::create_snapshots, created);
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
+    let deps = start_deps(
+        &[InstanceStateName::Stopped, InstanceStateName::Stopped],
+        &own_snapshots(vec![]),
+        &create,
     );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
@@ -325,12 +325,7 @@ fn snapshot_states(polls: Vec<Vec<(&'static str, Ec2SnapshotState, &'static str)
 
 async fn started_state() -> SnapshotState {
     let create = mock!(Ec2::create_snapshots).then_output(created);
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
     deps.start(&request("start", &testing::run(), build_steps()), NOW)
         .await
         .unwrap()
@@ -658,8 +653,7 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
                 .build()
         })
         .build();
-    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps(testing::ec2(&[&inst, &late, &vols, &create]));
+    let deps = start_deps(&[InstanceStateName::Stopped], &late, &create);
     let out = deps
         .start(&request("start", &testing::run(), build_steps()), NOW)
         .await
@@ -699,12 +693,7 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
 #[tokio::test]
 async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
     let create = ami_testkit::ec2_error!(once Ec2::create_snapshots, "ConcurrentSnapshotLimitExceeded");
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.LimitExceeded", "{err}");
