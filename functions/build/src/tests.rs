@@ -52,12 +52,13 @@ fn images(image: aws_sdk_ec2::types::Image) -> Rule {
 }
 
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    mock!(Ec2::run_instances).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::run_instances,
+        captured,
         RunInstancesOutput::builder()
             .instances(Instance::builder().instance_id(BUILDER).build())
             .build()
-    })
+    )
 }
 
 fn start_request() -> serde_json::Value {

@@ -94,10 +94,11 @@ fn candidate_image() -> aws_sdk_ec2::types::builders::ImageBuilder {
 }
 
 fn copy_image(captured: Captured<CopyImageInput>) -> Rule {
-    mock!(Ec2::copy_image).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::copy_image,
+        captured,
         CopyImageOutput::builder().image_id(COPY).build()
-    })
+    )
 }
 
 #[tokio::test]
@@ -259,8 +260,9 @@ fn duplicate() -> Rule {
 }
 
 fn named(captured: Captured<DescribeImagesInput>, execution: &'static str) -> Rule {
-    mock!(Ec2::describe_images).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::describe_images,
+        captured,
         DescribeImagesOutput::builder()
             .images(
                 Image::builder()
@@ -271,7 +273,7 @@ fn named(captured: Captured<DescribeImagesInput>, execution: &'static str) -> Ru
                     .build(),
             )
             .build()
-    })
+    )
 }
 
 #[tokio::test]

@@ -65,10 +65,11 @@ fn ours(execution: &str) -> Image {
 }
 
 fn register(captured: Captured<RegisterImageInput>) -> Rule {
-    mock!(Ec2::register_image).then_compute_output(move |r| {
-        captured.push(r);
+    ami_testkit::capturing!(
+        Ec2::register_image,
+        captured,
         RegisterImageOutput::builder().image_id(NEW_IMAGE).build()
-    })
+    )
 }
 
 const UEFI_DATA: &str = "QU1aVUVGSQ==";
@@ -188,11 +189,11 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
     let mut steps = snapshot_steps_with(testing::windows_plan());
     steps["snapshot"]["image_id"] = json!(NEW_IMAGE);
     let modified: Captured<ModifyImageAttributeInput> = Captured::default();
-    let seen = modified.clone();
-    let modify = mock!(Ec2::modify_image_attribute).then_compute_output(move |r| {
-        seen.push(r);
+    let modify = ami_testkit::capturing!(
+        Ec2::modify_image_attribute,
+        modified.clone(),
         ModifyImageAttributeOutput::builder().build()
-    });
+    );
     let reg = register(Captured::default());
     let deps = Deps(testing::ec2(&[&modify, &reg]));
     let out = deps.start(&request("start", steps), NOW).await.unwrap();

@@ -131,10 +131,11 @@ fn launch_permission_now(current: &'static [&'static str]) -> Rule {
 }
 
 fn modify_image(captured: Captured<ModifyImageAttributeInput>) -> Rule {
-    mock!(Ec2::modify_image_attribute).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::modify_image_attribute,
+        captured,
         ModifyImageAttributeOutput::builder().build()
-    })
+    )
 }
 
 fn volume_permission_now(current: &'static [&'static str]) -> Rule {
@@ -154,10 +155,11 @@ fn volume_permission_now(current: &'static [&'static str]) -> Rule {
 }
 
 fn modify_snapshot(captured: Captured<ModifySnapshotAttributeInput>) -> Rule {
-    mock!(Ec2::modify_snapshot_attribute).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::modify_snapshot_attribute,
+        captured,
         ModifySnapshotAttributeOutput::builder().build()
-    })
+    )
 }
 
 /// The one region's share of a single-region call.

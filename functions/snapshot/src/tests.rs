@@ -152,11 +152,7 @@ fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::V
 #[tokio::test]
 async fn start_snapshots_every_volume_tagged_on_create() {
     let captured: Captured<CreateSnapshotsInput> = Captured::default();
-    let cap = captured.clone();
-    let create = mock!(Ec2::create_snapshots).then_compute_output(move |r| {
-        cap.push(r);
-        created()
-    });
+    let create = ami_testkit::capturing!(Ec2::create_snapshots, captured.clone(), created());
     let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
 
     let out = deps
@@ -481,11 +477,11 @@ fn own_image(found: bool) -> Rule {
 #[tokio::test]
 async fn a_licensed_platform_is_imaged_with_create_image_tagged_on_create() {
     let captured: Captured<CreateImageInput> = Captured::default();
-    let cap = captured.clone();
-    let create_image = mock!(Ec2::create_image).then_compute_output(move |r| {
-        cap.push(r);
+    let create_image = ami_testkit::capturing!(
+        Ec2::create_image,
+        captured.clone(),
         CreateImageOutput::builder().image_id(IMAGE).build()
-    });
+    );
     let snapshots = mock!(Ec2::create_snapshots).then_output(created);
     let (inst, none) = (windows_builder(), own_image(false));
     let deps = Deps(testing::ec2(&[&inst, &none, &create_image, &snapshots]));

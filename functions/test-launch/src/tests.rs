@@ -115,12 +115,13 @@ fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
 }
 
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    mock!(Ec2::run_instances).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::run_instances,
+        captured,
         RunInstancesOutput::builder()
             .instances(instance(InstanceStateName::Pending))
             .build()
-    })
+    )
 }
 
 #[tokio::test]
@@ -397,10 +398,7 @@ fn console(texts: &'static [&'static str]) -> Rule {
 }
 
 fn create_tags(captured: Captured<CreateTagsInput>) -> Rule {
-    mock!(Ec2::create_tags).then_compute_output(move |req| {
-        captured.push(req);
-        CreateTagsOutput::builder().build()
-    })
+    ami_testkit::capturing!(Ec2::create_tags, captured, CreateTagsOutput::builder().build())
 }
 
 #[tokio::test]
@@ -543,10 +541,11 @@ async fn past_the_deadline_is_a_timeout_without_calls() {
 }
 
 fn terminate(captured: Captured<TerminateInstancesInput>) -> Rule {
-    mock!(Ec2::terminate_instances).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::terminate_instances,
+        captured,
         TerminateInstancesOutput::builder().build()
-    })
+    )
 }
 
 #[tokio::test]

@@ -14,6 +14,18 @@ pub use ami_core::testing::*;
 pub use calls::Calls;
 pub use world::{World, WorldState};
 
+/// A rule answering `$op` with `$output` (evaluated per call), every time, keeping each request in `$captured`.
+#[macro_export]
+macro_rules! capturing {
+    ($op:path, $captured:expr, $output:expr) => {{
+        let captured = $captured;
+        aws_smithy_mocks::mock!($op).then_compute_output(move |r| {
+            captured.push(r);
+            $output
+        })
+    }};
+}
+
 /// A rule answering `$op` throttled once, then with `$output` (the SDK retries on the rule that matched first).
 /// EC2 (query protocol) operations throttle with 503 `RequestLimitExceeded`; `json` ones (SSM, Step Functions) with
 /// 400 `ThrottlingException`.
