@@ -52,13 +52,7 @@ fn images(image: aws_sdk_ec2::types::Image) -> Rule {
 }
 
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    ami_testkit::capturing!(
-        Ec2::run_instances,
-        captured,
-        RunInstancesOutput::builder()
-            .instances(Instance::builder().instance_id(BUILDER).build())
-            .build()
-    )
+    testing::run_instances(captured, Instance::builder().instance_id(BUILDER).build())
 }
 
 fn start_request() -> serde_json::Value {

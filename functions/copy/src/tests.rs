@@ -61,13 +61,14 @@ fn request_in(action: &str, run: &Run, steps: Value) -> Value {
     testing::request(action, run, steps)
 }
 
-/// A request for a run that copies to `DEST` only.
-fn request(action: &str, steps: Value) -> Value {
-    request_in(action, &run_to(&[DEST]), steps)
+/// The start for a run that copies to `DEST` only.
+fn start_request() -> Value {
+    start_request_for(&run_to(&[DEST]))
 }
 
-fn start_request() -> Value {
-    request("start", json!({ "register": candidate() }))
+/// The start of the copy step for `run`, after register made the candidate.
+fn start_request_for(run: &Run) -> Value {
+    request_in("start", run, json!({ "register": candidate() }))
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -182,9 +183,7 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
         .distribution
         .kms_key_ids
         .insert(SYDNEY.into(), "alias/ami-pipeline-sydney".into());
-    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
-        .await
-        .unwrap();
+    let out = handle(&deps, start_request_for(&run)).await.unwrap();
 
     let regions: Vec<&str> = out.images.iter().map(|i| i.region.as_str()).collect();
     assert_eq!(regions, [HOME, SYDNEY, DEST]);
@@ -217,12 +216,7 @@ async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
     let mut run = run_to(&[SYDNEY]);
     run.recipe.distribution.accounts.clear();
     run.recipe.distribution.kms_key_ids.remove(SYDNEY);
-    deps.start(
-        &parse(request_in("start", &run, json!({ "register": candidate() }))),
-        NOW,
-    )
-    .await
-    .unwrap();
+    deps.start(&parse(start_request_for(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.encrypted(), Some(true));
     assert_eq!(req.kms_key_id(), None);
@@ -234,7 +228,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
     let (src, copy_eu, copy_ap) = (source_image(), copy_image(eu.clone()), copy_image(ap.clone()));
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     let run = run_to(&[DEST, SYDNEY]);
-    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
+    let req = parse(start_request_for(&run));
     let first = deps.start(&req, NOW).await.unwrap();
     let again = deps.start(&req, NOW).await.unwrap();
     assert_eq!(first, again);
@@ -247,9 +241,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
 async fn without_copy_regions_start_is_ready_at_once_without_calls() {
     let deps = deps(&[], &[]);
     let run = run_to(&[]);
-    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
-        .await
-        .unwrap();
+    let out = handle(&deps, start_request_for(&run)).await.unwrap();
     assert_eq!(out.images, [candidate()]);
     assert_eq!(out.progress.status, Status::Ready);
     assert_eq!(out.progress.wait_seconds, 0, "no poll needed");
@@ -495,12 +487,7 @@ async fn an_instance_store_image_is_copied_without_encryption() {
         "a key the copy must not use"
     );
     run.recipe.distribution.accounts.clear();
-    deps.start(
-        &parse(request_in("start", &run, json!({ "register": candidate() }))),
-        NOW,
-    )
-    .await
-    .unwrap();
+    deps.start(&parse(start_request_for(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.encrypted(), None);
     assert_eq!(req.kms_key_id(), None);
@@ -556,7 +543,7 @@ async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     });
     // No CopyImage rule in DEST: a copy there would find no rule and fail the test.
     let deps = deps_in(&[&src], &[&in_dest], &[&in_sydney, &sydney_copy]);
-    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
+    let req = parse(start_request_for(&run));
     let out = deps.start(&req, NOW).await.unwrap();
 
     let regions: Vec<(&str, &str)> = out

@@ -115,13 +115,7 @@ fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
 }
 
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    ami_testkit::capturing!(
-        Ec2::run_instances,
-        captured,
-        RunInstancesOutput::builder()
-            .instances(instance(InstanceStateName::Pending))
-            .build()
-    )
+    testing::run_instances(captured, instance(InstanceStateName::Pending))
 }
 
 #[tokio::test]

@@ -315,6 +315,19 @@ pub fn assert_locked_down(
     assert_eq!(req.instance_initiated_shutdown_behavior(), Some(&shutdown));
 }
 
+/// RunInstances answered with `instance`, every time; each request kept in `captured`.
+pub fn run_instances(
+    captured: Captured<aws_sdk_ec2::operation::run_instances::RunInstancesInput>,
+    instance: aws_sdk_ec2::types::Instance,
+) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+    capturing!(
+        aws_sdk_ec2::Client::run_instances,
+        captured,
+        RunInstancesOutput::builder().instances(instance.clone()).build()
+    )
+}
+
 /// A RunInstances request's user data, decoded.
 pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
     let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
