@@ -212,8 +212,7 @@ async fn a_script_past_its_execution_timeout_is_a_timeout() {
     let err = Step::status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Timeout");
-    assert!(err.to_string().contains("still working"));
+    testing::assert_error(&err, "AmiPipeline.Timeout", &["still working"]);
 }
 
 #[tokio::test]
@@ -227,8 +226,7 @@ async fn a_builder_stopped_from_outside_during_the_command_fails() {
     let err = Step::status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("stopped from outside"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &["stopped from outside"]);
 }
 
 #[tokio::test]

@@ -155,8 +155,7 @@ async fn untrusted_owner_is_rejected_before_any_launch() {
         .then_output(move || DescribeImagesOutput::builder().images(foreign.clone()).build());
     let deps = deps(&[&lookup, &trusted, &any, &run], &[&param]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{err}");
-    assert!(err.to_string().contains("999999999999"));
+    testing::assert_error(&err, "AmiPipeline.SourceNotTrusted", &["999999999999"]);
     assert_eq!(run.num_calls(), 0);
 }
 
@@ -209,8 +208,7 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
         req["run"]["recipe"]["image"]["boot_mode"] = json!("uefi");
         req["run"]["recipe"]["image"]["tpm_support"] = json!(tpm);
         let err = handle(&deps, req).await.unwrap_err();
-        assert_eq!(err.error_type(), "AmiPipeline.InvalidInput", "{err}");
-        assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
+        testing::assert_error(&err, "AmiPipeline.InvalidInput", &["recipe.image.boot_mode"]);
         assert_eq!(run.num_calls(), 0);
     }
 }
@@ -357,8 +355,7 @@ async fn failure_marker_fails_the_build_with_the_reason() {
     let con = console("AMI-PIPELINE-RESULT: FAILURE exit=3\n");
     let deps = deps(&[&states, &con], &[]);
     let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("exit=3"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &["exit=3"]);
 }
 
 /// Console output lags the stop, so a stopped builder without a marker is pending until the grace period after
@@ -377,8 +374,11 @@ async fn stopped_without_marker_waits_for_the_console_then_fails() {
     let err = Step::status(&deps_old, &status_request(&state()), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("stopped more than 15 minutes ago"), "{err}");
+    testing::assert_error(
+        &err,
+        "AmiPipeline.ProvisionFailed",
+        &["stopped more than 15 minutes ago"],
+    );
 }
 
 /// A stop from inside the OS carries no time in `StateTransitionReason` ("User initiated"): the first status call

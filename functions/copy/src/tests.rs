@@ -291,8 +291,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
     );
     let deps = deps(&[&src], &[&dup, &theirs]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
-    assert!(err.to_string().contains(COPY), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &[COPY]);
 }
 
 #[tokio::test]
@@ -421,9 +420,7 @@ async fn a_failed_copy_is_image_failed_naming_its_region() {
     );
     let deps = deps_in(&[], &[&eu], &[&failed]);
     let err = poll(&deps, &status_request(), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
-    assert!(err.to_string().contains(SYDNEY), "{err}");
-    assert!(err.to_string().contains("snapshot copy failed"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.ImageFailed", &[SYDNEY, "snapshot copy failed"]);
 }
 
 #[tokio::test]

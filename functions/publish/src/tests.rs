@@ -334,8 +334,7 @@ async fn a_written_parameter_is_read_back_until_it_holds_the_image() {
     let refused = world();
     refused.lock().unwrap().apply_after_reads = usize::MAX;
     let err = handle(&deps(&refused), request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
-    assert!(err.to_string().contains("asynchronously"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Transient", &["asynchronously"]);
 }
 
 #[tokio::test]
@@ -501,8 +500,7 @@ async fn another_pipelines_image_is_refused() {
         .images
         .insert(EU_IMAGE.into(), candidate(EU, "billing"));
     let err = handle(&deps(&world), request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
-    assert!(err.to_string().contains("billing"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &["billing"]);
     assert!(
         world.lock().unwrap().requests.put_parameter.is_empty(),
         "nothing points at it"

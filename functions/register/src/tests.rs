@@ -249,8 +249,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
     let err = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict");
-    assert!(err.to_string().contains("{{id}}"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &["{{id}}"]);
 }
 
 #[tokio::test]
@@ -331,8 +330,7 @@ async fn failed_image_fails_the_step_with_its_reason() {
     let states = image_states(vec![Some(Ec2ImageState::Failed)]);
     let deps = Deps(testing::ec2(&[&states]));
     let err = deps.status(&request("status", image_steps()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
-    assert!(err.to_string().contains("snapshot unusable"));
+    testing::assert_error(&err, "AmiPipeline.ImageFailed", &["snapshot unusable"]);
 }
 
 fn available(details: &str, operation: &str) -> Rule {
@@ -361,8 +359,7 @@ async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
     let lost = available("Linux/UNIX", "RunInstances");
     let deps = Deps(testing::ec2(&[&lost]));
     let err = deps.status(&request("status", steps.clone()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.PlatformMismatch", "{err}");
-    assert!(err.to_string().contains("Windows"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.PlatformMismatch", &["Windows"]);
 
     let kept = available("Windows", "RunInstances:0002");
     let deps = Deps(testing::ec2(&[&kept]));

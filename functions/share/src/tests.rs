@@ -389,8 +389,7 @@ async fn a_public_request_without_the_flag_is_refused_before_any_call() {
 
     // The recipe is carried frozen and not validated again: through the handler the same check stops it.
     let err = handle(&deps, request_with(&run)).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.PublicSharingNotAllowed", "{err}");
-    assert!(err.to_string().contains("accounts[2]"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.PublicSharingNotAllowed", &["accounts[2]"]);
 }
 
 #[tokio::test]
@@ -520,8 +519,7 @@ async fn a_region_still_pending_fails_the_call_for_a_retry_of_all() {
         }),
     );
     let err = handle(&deps, req).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
-    assert!(err.to_string().contains(DEST), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Transient", &[DEST]);
     assert_eq!(dest_modify.num_calls(), 0);
 }
 

@@ -366,8 +366,7 @@ async fn a_snapshot_in_error_fails_the_step() {
         .status(&request("status", &testing::run(), steps), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.SnapshotFailed");
-    assert!(err.to_string().contains("disk gone"));
+    testing::assert_error(&err, "AmiPipeline.SnapshotFailed", &["disk gone"]);
 }
 
 #[tokio::test]

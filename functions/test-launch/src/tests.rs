@@ -469,8 +469,7 @@ async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
         .status(&request_for("status", &console_run(), &state()), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
-    assert!(err.to_string().contains("exit=7"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.TestFailed", &["exit=7"]);
     assert_eq!(tag.num_calls(), 0);
 }
 
@@ -748,8 +747,7 @@ async fn no_capacity_anywhere_is_no_capacity() {
     );
     let deps = deps(&[&lookup, &refused]);
     let err = deps.start(&parse(start_request(&run)), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
-    assert!(err.to_string().contains("test instance"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &["test instance"]);
 }
 
 #[tokio::test]

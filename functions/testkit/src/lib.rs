@@ -100,6 +100,16 @@ macro_rules! error_rule {
     };
 }
 
+/// Asserts `err` has the error type `error_type`, and a message that mentions each of `mentions`.
+#[track_caller]
+pub fn assert_error(err: &ami_core::Error, error_type: &str, mentions: &[&str]) {
+    assert_eq!(err.error_type(), error_type, "{err}");
+    let text = err.to_string();
+    for m in mentions {
+        assert!(text.contains(m), "want {m:?} in: {text}");
+    }
+}
+
 /// Asserts `err` is `InvalidInput` naming `field`, with a message that mentions each of `mentions`.
 #[track_caller]
 pub fn assert_invalid_input(err: &ami_core::Error, field: &str, mentions: &[&str]) {

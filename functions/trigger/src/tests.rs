@@ -522,8 +522,7 @@ async fn missing_recipe_is_recipe_not_found() {
     let param = ami_testkit::json_error!(once Ssm::get_parameter, "ParameterNotFound");
     let deps = deps(&[], &[&param], &[]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.RecipeNotFound");
-    assert!(err.to_string().contains("/ami-pipeline/pipelines/web"));
+    testing::assert_error(&err, "AmiPipeline.RecipeNotFound", &["/ami-pipeline/pipelines/web"]);
 }
 
 #[tokio::test]
