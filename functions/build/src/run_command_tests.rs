@@ -175,57 +175,50 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
     assert_eq!(stopped.all().len(), 1, "stopped once");
 }
 
+/// The status of a Linux Run Command build whose one command `cmd-1` is listed, the builder answered by `builder`
+/// and the command's invocation by `invocation`: the error it fails with.
+async fn first_command_error(builder: Rule, invocation: Rule) -> ami_core::Error {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let listed1 = listed(&[("cmd-1", "build")]);
+    Step::status(&deps(&[&builder], &[&listed1, &invocation]), &request(&run), NOW)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_failed_script_fails_the_build_with_exit_code_output_and_stream() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (running, listed1, failed) = (
+    let err = first_command_error(
         builder(InstanceStateName::Running, "t3.micro", 0),
-        listed(&[("cmd-1", "build")]),
         invocation(
             "cmd-1",
             CommandInvocationStatus::Failed,
             3,
             "installing nginx\nerror: package nginx not found",
         ),
-    );
-    let err = Step::status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    let text = err.to_string();
-    assert!(text.contains("exit code 3"), "{text}");
-    assert!(text.contains("error: package nginx not found"), "{text}");
-    assert!(
-        text.contains(&format!("cmd-1/{BUILDER}/aws-runShellScript/stdout")),
-        "{text}"
-    );
+    )
+    .await;
+    let stream = format!("cmd-1/{BUILDER}/aws-runShellScript/stdout");
+    let mentions = ["exit code 3", "error: package nginx not found", &stream];
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &mentions);
 }
 
 #[tokio::test]
 async fn a_script_past_its_execution_timeout_is_a_timeout() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (running, listed1, timed_out) = (
+    let err = first_command_error(
         builder(InstanceStateName::Running, "t3.micro", 0),
-        listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::TimedOut, -1, "still working"),
-    );
-    let err = Step::status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
-        .await
-        .unwrap_err();
+    )
+    .await;
     testing::assert_error(&err, "AmiPipeline.Timeout", &["still working"]);
 }
 
 #[tokio::test]
 async fn a_builder_stopped_from_outside_during_the_command_fails() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (stopped, listed1, in_progress) = (
+    let err = first_command_error(
         builder(InstanceStateName::Stopped, "t3.micro", NOW - 30),
-        listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::InProgress, -1, ""),
-    );
-    let err = Step::status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
-        .await
-        .unwrap_err();
+    )
+    .await;
     testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &["stopped from outside"]);
 }
 
