@@ -127,13 +127,12 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(Instance::builder().instance_id(BUILDER).build())
             .build()
     });
-    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+    let (deps, _) = launch_deps(&[&run]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(run.num_calls(), 2);
@@ -487,6 +486,13 @@ fn fallback_request(subnets: &[&str], types: &[&str]) -> serde_json::Value {
 }
 
 /// RunInstances answering `code` for the recipe's subnet and t3.small, and launching anywhere else.
+/// Deps for a launch from the base image, RunInstances answered by `launch`; and the look-up by tag, to count.
+fn launch_deps(launch: &[&Rule]) -> (Deps, Rule) {
+    let (param, lookup, imgs) = before_launch(testing::base_image());
+    let ec2: Vec<&Rule> = [&lookup, &imgs].into_iter().chain(launch.iter().copied()).collect();
+    (deps(&ec2, &[&param]), lookup)
+}
+
 fn no_capacity_in_primary(code: &'static str, captured: Captured<RunInstancesInput>) -> Rule {
     mock!(Ec2::run_instances)
         .match_requests(move |r| {
@@ -522,12 +528,11 @@ fn launches_anywhere() -> Rule {
 #[tokio::test]
 async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let (refused, ok) = (
         no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
         launches_anywhere(),
     );
-    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    let (deps, lookup) = launch_deps(&[&refused, &ok]);
     let out = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[])).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(ok.num_calls(), 1, "one launch, in the fallback subnet");
@@ -554,12 +559,11 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
 #[tokio::test]
 async fn an_unsupported_type_moves_to_the_fallback_type() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let (refused, ok) = (
         no_capacity_in_primary("Unsupported", captured.clone()),
         launches_anywhere(),
     );
-    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    let (deps, _) = launch_deps(&[&refused, &ok]);
     handle(&deps, fallback_request(&[], &["m5.large"])).await.unwrap();
     let sent = captured.all();
     assert_eq!(
@@ -577,45 +581,35 @@ async fn an_unsupported_type_moves_to_the_fallback_type() {
 #[tokio::test]
 async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone());
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, lookup) = launch_deps(&[&refused]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
-    let text = err.to_string();
-    assert!(
-        text.contains("t3.small in subnet-0123456789abcdef0: InsufficientInstanceCapacity"),
-        "{text}"
-    );
+    let tried = "t3.small in subnet-0123456789abcdef0: InsufficientInstanceCapacity";
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &[tried]);
     assert_eq!(lookup.num_calls(), 1, "no second look-up without fallbacks");
 }
 
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, _) = launch_deps(&[&refused]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
     assert_eq!(refused.num_calls(), 4, "2 types x 2 subnets");
-    let text = err.to_string();
-    for p in [
+    let tried = [
         "t3.small in subnet-0123456789abcdef0",
         "t3.small in subnet-0fa11bac0000000b1",
         "m5.large in subnet-0123456789abcdef0",
         "m5.large in subnet-0fa11bac0000000b1",
-    ] {
-        assert!(text.contains(p), "{p}: {text}");
-    }
+    ];
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &tried);
 }
 
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
-    let (param, lookup, imgs) = before_launch(testing::base_image());
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, _) = launch_deps(&[&refused]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
         .await
         .unwrap_err();
