@@ -561,14 +561,16 @@ async fn finish_terminates_the_instance() {
     assert_eq!(captured.only().instance_ids(), [TESTER]);
 }
 
+/// Finish, TerminateInstances answered by `terminate`.
+async fn finish_with(terminate: &Rule) -> TestState {
+    let req = request_for("finish", &testing::run(), &state());
+    deps(&[terminate]).finish(&req, NOW).await.unwrap()
+}
+
 #[tokio::test]
 async fn finish_on_an_instance_already_gone_is_success() {
     let gone = ami_testkit::ec2_error!(once Ec2::terminate_instances, "InvalidInstanceID.NotFound");
-    let deps = deps(&[&gone]);
-    let out = deps
-        .finish(&request_for("finish", &testing::run(), &state()), NOW)
-        .await
-        .unwrap();
+    let out = finish_with(&gone).await;
     assert!(out.terminated);
     assert_eq!(gone.num_calls(), 1);
 }
@@ -576,11 +578,7 @@ async fn finish_on_an_instance_already_gone_is_success() {
 #[tokio::test]
 async fn throttled_terminate_is_retried_then_succeeds() {
     let term = ami_testkit::throttled_once!(Ec2::terminate_instances, || TerminateInstancesOutput::builder().build());
-    let deps = deps(&[&term]);
-    let out = deps
-        .finish(&request_for("finish", &testing::run(), &state()), NOW)
-        .await
-        .unwrap();
+    let out = finish_with(&term).await;
     assert!(out.terminated);
     assert_eq!(term.num_calls(), 2);
 }

@@ -63,6 +63,11 @@ fn recipe_param(text: String) -> Rule {
     ssm_parameter(Some("/ami-pipeline/pipelines/web"), text)
 }
 
+/// The stored recipe `recipe`, and StartExecution starting (each request kept in `captured`).
+fn stored_and_started(recipe: impl Into<String>, captured: Captured<StartExecutionInput>) -> (Rule, Rule) {
+    (recipe_param(recipe.into()), start_execution(captured))
+}
+
 fn key_not_found() -> Rule {
     ami_testkit::json_error!(once Kms::describe_key, "NotFoundException", match |r| r.key_id() == Some(KEY))
 }
@@ -159,10 +164,7 @@ fn event(text: &str) -> Value {
 #[tokio::test]
 async fn release_event_starts_one_named_execution_with_the_frozen_recipe() {
     let captured = Captured::default();
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(captured.clone()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[], &[&param], &[&sfn]);
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -484,10 +486,7 @@ async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
 
 #[tokio::test]
 async fn malformed_event_is_rejected_before_any_call() {
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(MALFORMED_EVENT)).await.unwrap_err();
     testing::assert_invalid_input(&err, "event.detail.version", &[]);
@@ -562,10 +561,7 @@ fn base_images() -> Rule {
 #[tokio::test]
 async fn scheduled_run_with_unchanged_base_image_is_skipped() {
     let (newest, base, bp) = (newest_image(BASE_IMAGE), base_images(), base_param());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Skipped);
@@ -577,10 +573,7 @@ async fn scheduled_run_with_unchanged_base_image_is_skipped() {
 async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
     let captured = Captured::default();
     let (newest, base, bp) = (newest_image("ami-0aaaaaaaaaaaaaa00"), base_images(), base_param());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(captured.clone()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -597,10 +590,7 @@ async fn first_scheduled_run_uses_the_default_version() {
     let none = mock!(Ec2::describe_images)
         .match_requests(|r| r.image_ids().is_empty())
         .then_output(|| DescribeImagesOutput::builder().build());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(captured.clone()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[&none], &[&param], &[&sfn]);
     handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
@@ -612,10 +602,7 @@ async fn first_scheduled_run_uses_the_default_version() {
 async fn shared_recipe_checks_each_key_in_its_own_region_before_starting() {
     let ok = || key(KeyManagerType::Customer, KeyState::Enabled);
     let (home, eu, sydney) = (ok(), ok(), ok());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps_with_keys(
         &[],
         &[&param],
@@ -801,10 +788,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
         .sequence()
         .http_status(403, Some(testing::ec2_error_body("UnauthorizedOperation")))
         .build();
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let (missing, ok) = (key_not_found(), key(KeyManagerType::Customer, KeyState::Enabled));
     let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
     let deps = deps_with_keys(
@@ -830,10 +814,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
 /// `{"preflight": true, "pipeline": ...}` runs the checks on the stored recipe and starts nothing.
 #[tokio::test]
 async fn preflight_mode_reports_what_it_checked_and_starts_nothing() {
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_execution(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[], &[&param], &[&sfn]);
     let ev = json!({"preflight": true, "pipeline": "web"});
     let pipeline = preflight::requested(&ev).unwrap().unwrap();
@@ -920,10 +901,7 @@ mod artifact {
             base_images(),
             base_param(),
         );
-        let (param, sfn) = (
-            recipe_param(recipe_using_the_artifact()),
-            start_execution(captured.clone()),
-        );
+        let (param, sfn) = stored_and_started(recipe_using_the_artifact(), captured.clone());
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
         assert_eq!(out.status, TriggerStatus::Started);
@@ -934,10 +912,7 @@ mod artifact {
     #[tokio::test]
     async fn a_script_that_needs_an_unknown_artifact_is_refused_and_nothing_starts() {
         let (newest, base, bp) = (newest_with(None), base_images(), base_param());
-        let (param, sfn) = (
-            recipe_param(recipe_using_the_artifact()),
-            start_execution(Captured::default()),
-        );
+        let (param, sfn) = stored_and_started(recipe_using_the_artifact(), Captured::default());
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let err = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
