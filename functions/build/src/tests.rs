@@ -143,9 +143,7 @@ async fn untrusted_owner_is_rejected_before_any_launch() {
     let run = run_instances(Captured::default());
     let (param, lookup) = (ssm_param(), testing::no_instance_tagged());
     // Restricted to the trusted owners, EC2 finds nothing; unrestricted, it finds someone else's image.
-    let trusted = mock!(Ec2::describe_images)
-        .match_requests(|r| !r.owners().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let trusted = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| !r.owners().is_empty()));
     let foreign = testing::base_image_builder()
         .owner_id("999999999999")
         .set_image_owner_alias(None)

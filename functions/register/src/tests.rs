@@ -226,7 +226,7 @@ async fn retried_start_adopts_the_image_found_by_tag() {
 }
 
 fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
-    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
     let by_name = testing::images_by_name()
         .then_output(move || DescribeImagesOutput::builder().images(ours(owner_execution)).build());
     let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
@@ -397,7 +397,7 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
         .output(|| DescribeImagesOutput::builder().build())
         .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
         .build();
-    let by_name = testing::images_by_name().then_output(|| DescribeImagesOutput::builder().build());
+    let by_name = testing::finds_no_images(testing::images_by_name());
     let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&by_tag, &by_name, &reg, &uefi]));

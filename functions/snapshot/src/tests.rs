@@ -528,16 +528,22 @@ async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
     assert_eq!((out.image_id.as_deref(), create_image.num_calls()), (Some(IMAGE), 0));
 
     // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
-    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
     let by_name = own_image(true);
-    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
-    let inst = windows_builder();
-    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let (deps, duplicate) = name_taken(&by_tag, &by_name);
     let out = deps
         .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!((out.image_id.as_deref(), duplicate.num_calls()), (Some(IMAGE), 1));
+}
+
+/// Deps for a CreateImage start on the Windows builder that finds the name taken, `by_tag` and `by_name`
+/// answering the look-ups; and the refused CreateImage, to count.
+fn name_taken(by_tag: &Rule, by_name: &Rule) -> (Deps, Rule) {
+    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
+    let inst = windows_builder();
+    (Deps(testing::ec2(&[&inst, by_tag, by_name, &duplicate])), duplicate)
 }
 
 #[tokio::test]
@@ -697,19 +703,9 @@ async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
 
 #[tokio::test]
 async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() {
-    let by_tag = testing::images_by_execution_tag()
-        .sequence()
-        .output(|| DescribeImagesOutput::builder().build())
-        .repeatedly()
-        .build();
-    let by_name = testing::images_by_name()
-        .sequence()
-        .output(|| DescribeImagesOutput::builder().build())
-        .repeatedly()
-        .build();
-    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
-    let inst = windows_builder();
-    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
+    let by_name = testing::finds_no_images(testing::images_by_name());
+    let (deps, _) = name_taken(&by_tag, &by_name);
     let err = deps
         .start(&request("start", &windows_run(), build_steps()), NOW)
         .await

@@ -258,6 +258,15 @@ pub fn image_described(image: aws_sdk_ec2::types::Image) -> aws_smithy_mocks::Ru
         .build()
 }
 
+/// `lookup` (a DescribeImages rule) finding nothing, every time.
+pub fn finds_no_images(lookup: DescribeImagesRule) -> aws_smithy_mocks::Rule {
+    lookup
+        .sequence()
+        .output(|| aws_sdk_ec2::operation::describe_images::DescribeImagesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
 /// DescribeImages filtered by the execution tag: the look-up that adopts what a lost create made.
 pub fn images_by_execution_tag() -> DescribeImagesRule {
     aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {

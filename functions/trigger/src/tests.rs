@@ -415,9 +415,7 @@ async fn a_rerun_with_nothing_kept_is_a_full_run_and_its_input_is_byte_identical
     let [taken, start] = start_unless_taken(&starts, vec![base()]);
     let failed = describe_status(&describes, base(), ExecutionStatus::TimedOut);
     let next = describe_missing(&describes, a(2));
-    let none = mock!(Ec2::describe_images)
-        .match_requests(kept_lookup)
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(kept_lookup));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
     let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
     let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
@@ -472,9 +470,7 @@ async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
         .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
         .output(|| described(&a(2), ExecutionStatus::Running))
         .build();
-    let none = mock!(Ec2::describe_images)
-        .match_requests(kept_lookup)
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(kept_lookup));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
     let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &a2]);
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
@@ -587,9 +583,7 @@ async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
 async fn first_scheduled_run_uses_the_default_version() {
     let captured = Captured::default();
     // no image of the pipeline yet (the preflight's look-up of the base image by id is answered by its own rule)
-    let none = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| r.image_ids().is_empty()));
     let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[&none], &[&param], &[&sfn]);
     handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
@@ -849,9 +843,7 @@ async fn a_failed_scheduled_day_is_rerun_as_its_next_attempt() {
     let failed = describe_status(&describes, name.clone(), ExecutionStatus::Aborted);
     let next = describe_missing(&describes, rerun::attempt_name(&name, 2));
     // no image of the pipeline yet, nothing kept (the preflight's look-up of the base image has its own rule)
-    let none = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| r.image_ids().is_empty()));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
     let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
     let out = handle(&deps, day).await.unwrap();
