@@ -92,18 +92,8 @@ async fn start_launches_a_locked_down_builder() {
     for tags in testing::tagged_on_create(&req, "builder") {
         assert_eq!(tags::get(tags, tags::SOURCE_IMAGE), Some(BASE_IMAGE));
     }
-    let user_data = testing::user_data(&req);
-    assert!(user_data.contains(userdata::BUILDER_TAG));
-    // Run Command (the default channel) sends the script later: the user data holds none of it
-    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
-    assert!(
-        !user_data.contains("/etc/web-release"),
-        "the script is not in the user data"
-    );
-    assert!(
-        !user_data.contains("shutdown"),
-        "the step stops the builder, not its user data"
-    );
+    // Run Command (the default channel) sends the script later, and the step stops the builder
+    testing::assert_run_command_user_data(&req, userdata::BUILDER_TAG, "/etc/web-release");
 }
 
 #[tokio::test]

@@ -189,15 +189,8 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         ]
     );
     testing::tagged_on_create(&req, "test-instance");
-    let user_data = testing::user_data(&req);
-    assert!(user_data.contains(userdata::SMOKE_TAG));
-    // Run Command (the default channel) sends the smoke test once the status checks pass
-    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
-    assert!(
-        !user_data.contains("curl -fsS http://127.0.0.1/"),
-        "the script is not in the user data"
-    );
-    assert!(!user_data.contains("shutdown"), "the test instance stays up");
+    // Run Command (the default channel) sends the smoke test once the status checks pass; the instance stays up
+    testing::assert_run_command_user_data(&req, userdata::SMOKE_TAG, "curl -fsS http://127.0.0.1/");
 }
 
 #[tokio::test]

@@ -347,6 +347,27 @@ pub fn run_instances(
     )
 }
 
+/// Asserts a launch on the Run Command channel (the default) carries `tag` and the channel's mark in its user data,
+/// and neither the script (`script_line`, sent later) nor a shutdown (the step stops or keeps the instance).
+#[track_caller]
+pub fn assert_run_command_user_data(
+    req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    tag: &str,
+    script_line: &str,
+) {
+    let user_data = user_data(req);
+    assert!(user_data.contains(tag), "{user_data}");
+    assert!(
+        user_data.contains(ami_core::model::userdata::RUN_COMMAND_MARK),
+        "{user_data}"
+    );
+    assert!(!user_data.contains(script_line), "the script is not in the user data");
+    assert!(
+        !user_data.contains("shutdown"),
+        "the step stops or keeps the instance, not its user data"
+    );
+}
+
 /// A RunInstances request's user data, decoded.
 pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
     let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
