@@ -561,7 +561,19 @@ async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_reru
 const NEWER_IMAGE: &str = "ami-0c000000000000001";
 const OLDER_IMAGE: &str = "ami-0c000000000000002";
 
-/// A released image of the pipeline in the home region, of `release` at `time`.
+/// This run publishes `release` while `other` (image, release, time made) is published, its write landing
+/// between this run's write and re-read.
+async fn publish_raced_by(release: &str, other: (&'static str, &str, &str)) -> (PublishOutput, World) {
+    let (image, other_release, time) = other;
+    let world = world();
+    released(&mut world.lock().unwrap(), image, other_release, time);
+    raced_by(&mut world.lock().unwrap(), image);
+    let out = handle(&deps(&world), request_for(&run_of(release, false)))
+        .await
+        .unwrap();
+    (out, world)
+}
+
 /// Another release's write of `image` lands between this run's write and its re-read: in the parameter, and as
 /// the launch template's new default version.
 fn raced_by(w: &mut WorldState, image: &'static str) {
@@ -575,6 +587,7 @@ fn raced_by(w: &mut WorldState, image: &'static str) {
     }));
 }
 
+/// A released image of the pipeline in the home region, of `release` at `time`.
 fn released(w: &mut WorldState, id: &str, release: &str, time: &str) {
     let mut image = candidate(HOME, "web");
     image.tags.insert(tags::STATE.into(), tags::STATE_RELEASED.into());
@@ -703,12 +716,7 @@ async fn an_older_release_is_replaced_and_versions_that_do_not_parse_go_by_event
 /// lands between the newer's write and re-read (for the parameter and the launch template).
 #[tokio::test]
 async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
-    let world = world();
-    released(&mut world.lock().unwrap(), OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
-    raced_by(&mut world.lock().unwrap(), OLDER_IMAGE);
-    let out = handle(&deps(&world), request_for(&run_of("1.5.0", false)))
-        .await
-        .unwrap();
+    let (out, world) = publish_raced_by("1.5.0", (OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z")).await;
     // Re-read, found the older release's write, repaired once.
     assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
@@ -726,17 +734,7 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
 
     // The other way round: this run is the older (1.4.0), and the newer release's write lands between this
     // run's write and re-read.
-    let world_b = self::world();
-    released(
-        &mut world_b.lock().unwrap(),
-        NEWER_IMAGE,
-        "1.5.0",
-        "2026-11-26T10:30:00Z",
-    );
-    raced_by(&mut world_b.lock().unwrap(), NEWER_IMAGE);
-    let out = handle(&deps(&world_b), request_for(&run_of("1.4.0", false)))
-        .await
-        .unwrap();
+    let (out, world_b) = publish_raced_by("1.4.0", (NEWER_IMAGE, "1.5.0", "2026-11-26T10:30:00Z")).await;
     assert_eq!(home_pointers(&world_b), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
     assert!(
