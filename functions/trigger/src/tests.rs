@@ -332,6 +332,20 @@ fn example_hash() -> String {
     rerun::recipe_hash(&Recipe::from_json(testing::EXAMPLE_RECIPE).unwrap())
 }
 
+/// The Step Functions rules of a rerun: the execution `name` exists and ended `status`, its attempt 2 does not;
+/// StartExecution refuses `name` and starts any other. Every start and describe is kept.
+fn rerun_of(
+    name: String,
+    status: ExecutionStatus,
+    starts: &Captured<StartExecutionInput>,
+    describes: &Captured<DescribeExecutionInput>,
+) -> [Rule; 4] {
+    let [taken, start] = start_unless_taken(starts, vec![name.clone()]);
+    let ended = describe_status(describes, name.clone(), status);
+    let next = describe_missing(describes, rerun::attempt_name(&name, 2));
+    [taken, start, ended, next]
+}
+
 fn started_run(req: &StartExecutionInput) -> Run {
     let input: Value = serde_json::from_str(req.input().unwrap()).unwrap();
     serde_json::from_value(input["run"].clone()).unwrap()
@@ -340,9 +354,7 @@ fn started_run(req: &StartExecutionInput) -> Run {
 #[tokio::test]
 async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_image() {
     let (starts, describes) = (Captured::default(), Captured::default());
-    let [taken, start] = start_unless_taken(&starts, vec![base()]);
-    let failed = describe_status(&describes, base(), ExecutionStatus::Failed);
-    let next = describe_missing(&describes, a(2));
+    let sfn = rerun_of(base(), ExecutionStatus::Failed, &starts, &describes);
     let hash = example_hash();
     let now = ami_core::model::steps::now();
     let images: Captured<aws_sdk_ec2::operation::describe_images::DescribeImagesInput> = Captured::default();
@@ -362,7 +374,7 @@ async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_i
             DescribeImagesOutput::builder().set_images(Some(listed.clone())).build()
         });
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&describe_images], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&describe_images], &[&param], &sfn.each_ref());
 
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
@@ -412,12 +424,10 @@ async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_i
 #[tokio::test]
 async fn a_rerun_with_nothing_kept_is_a_full_run_and_its_input_is_byte_identical_each_time() {
     let (starts, describes) = (Captured::default(), Captured::default());
-    let [taken, start] = start_unless_taken(&starts, vec![base()]);
-    let failed = describe_status(&describes, base(), ExecutionStatus::TimedOut);
-    let next = describe_missing(&describes, a(2));
+    let sfn = rerun_of(base(), ExecutionStatus::TimedOut, &starts, &describes);
     let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(kept_lookup));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&none], &[&param], &sfn.each_ref());
     let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     let second = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(
@@ -839,13 +849,11 @@ async fn a_failed_scheduled_day_is_rerun_as_its_next_attempt() {
         panic!("a schedule event")
     };
     let name = naming::scheduled_execution_name("web", &yyyymmdd);
-    let [taken, start] = start_unless_taken(&starts, vec![name.clone()]);
-    let failed = describe_status(&describes, name.clone(), ExecutionStatus::Aborted);
-    let next = describe_missing(&describes, rerun::attempt_name(&name, 2));
+    let sfn = rerun_of(name.clone(), ExecutionStatus::Aborted, &starts, &describes);
     // no image of the pipeline yet, nothing kept (the preflight's look-up of the base image has its own rule)
     let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| r.image_ids().is_empty()));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&none], &[&param], &sfn.each_ref());
     let out = handle(&deps, day).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
     assert_eq!(out.execution_name, format!("{name}-a2"));
