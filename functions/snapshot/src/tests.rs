@@ -145,6 +145,15 @@ fn start_deps(builder: &'static [InstanceStateName], mine: &Rule, create: &Rule)
     Deps(testing::ec2(&[&inst, mine, &vols, create]))
 }
 
+/// A start on the stopped builder, `mine` answering the look-up of this execution's snapshots and `create`
+/// CreateSnapshots.
+async fn start_stopped(mine: &Rule, create: &Rule) -> SnapshotState {
+    let deps = start_deps(&[InstanceStateName::Stopped], mine, create);
+    deps.start(&request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap()
+}
+
 fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::Value) -> StepRequest {
     input::parse_value("input", testing::request(action, run, steps)).unwrap()
 }
@@ -153,12 +162,7 @@ fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::V
 async fn start_snapshots_every_volume_tagged_on_create() {
     let captured: Captured<CreateSnapshotsInput> = Captured::default();
     let create = ami_testkit::capturing!(Ec2::create_snapshots, captured.clone(), created());
-    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
-
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let out = start_stopped(&own_snapshots(vec![]), &create).await;
     assert_eq!(out.source_image_id, BASE_IMAGE);
     assert_eq!(out.root_device_name, "/dev/xvda");
     let devs: Vec<_> = out
@@ -211,11 +215,7 @@ async fn retried_start_finds_its_snapshots_by_tag() {
             .volume_size(20)
             .build(),
     ]);
-    let deps = start_deps(&[InstanceStateName::Stopped], &mine, &create);
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let out = start_stopped(&mine, &create).await;
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(create.num_calls(), 0, "nothing created twice");
 }
@@ -321,10 +321,7 @@ fn snapshot_states(polls: Vec<Vec<(&'static str, Ec2SnapshotState, &'static str)
 
 async fn started_state() -> SnapshotState {
     let create = mock!(Ec2::create_snapshots).then_output(created);
-    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
-    deps.start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap()
+    start_stopped(&own_snapshots(vec![]), &create).await
 }
 
 #[tokio::test]
@@ -654,11 +651,7 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
                 .build()
         })
         .build();
-    let deps = start_deps(&[InstanceStateName::Stopped], &late, &create);
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let out = start_stopped(&late, &create).await;
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(
         (late.num_calls(), create.num_calls()),
