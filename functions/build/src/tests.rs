@@ -481,6 +481,15 @@ fn launch_deps(launch: &[&Rule]) -> (Deps, Rule) {
     (deps(&ec2, &[&param]), lookup)
 }
 
+/// Deps where the first placement is refused with `code` and any other launches: the RunInstances requests kept,
+/// the deps, the look-up by tag and the launch that succeeds.
+fn primary_refused(code: &'static str) -> (Captured<RunInstancesInput>, Deps, Rule, Rule) {
+    let captured = Captured::default();
+    let (refused, ok) = (no_capacity_in_primary(code, captured.clone()), launches_anywhere());
+    let (deps, lookup) = launch_deps(&[&refused, &ok]);
+    (captured, deps, lookup, ok)
+}
+
 fn no_capacity_in_primary(code: &'static str, captured: Captured<RunInstancesInput>) -> Rule {
     mock!(Ec2::run_instances)
         .match_requests(move |r| {
@@ -515,12 +524,7 @@ fn launches_anywhere() -> Rule {
 
 #[tokio::test]
 async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
-    let captured = Captured::default();
-    let (refused, ok) = (
-        no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
-        launches_anywhere(),
-    );
-    let (deps, lookup) = launch_deps(&[&refused, &ok]);
+    let (captured, deps, lookup, ok) = primary_refused("InsufficientInstanceCapacity");
     let out = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[])).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(ok.num_calls(), 1, "one launch, in the fallback subnet");
@@ -546,12 +550,7 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
 
 #[tokio::test]
 async fn an_unsupported_type_moves_to_the_fallback_type() {
-    let captured = Captured::default();
-    let (refused, ok) = (
-        no_capacity_in_primary("Unsupported", captured.clone()),
-        launches_anywhere(),
-    );
-    let (deps, _) = launch_deps(&[&refused, &ok]);
+    let (captured, deps, _, _) = primary_refused("Unsupported");
     handle(&deps, fallback_request(&[], &["m5.large"])).await.unwrap();
     let sent = captured.all();
     assert_eq!(
