@@ -2,10 +2,9 @@
 
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::stop_instances::{StopInstancesInput, StopInstancesOutput};
-use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo, Reservation};
+use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
@@ -52,29 +51,15 @@ fn builder(name: InstanceStateName, instance_type: &'static str, stopped: i64) -
     mock!(Ec2::describe_instances)
         .match_requests(|r| r.instance_ids() == [BUILDER.to_string()])
         .then_output(move || {
-            let reason = if name == InstanceStateName::Stopped {
-                chrono::DateTime::from_timestamp(stopped, 0)
-                    .unwrap()
-                    .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
-                    .to_string()
-            } else {
-                String::new()
-            };
-            DescribeInstancesOutput::builder()
-                .reservations(
-                    Reservation::builder()
-                        .instances(
-                            Instance::builder()
-                                .instance_id(BUILDER)
-                                .instance_type(instance_type.into())
-                                .launch_time(aws_smithy_types::DateTime::from_secs(NOW - 300))
-                                .state(InstanceState::builder().name(name.clone()).build())
-                                .state_transition_reason(reason)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build()
+            testing::described_instance(
+                Instance::builder()
+                    .instance_id(BUILDER)
+                    .instance_type(instance_type.into())
+                    .launch_time(aws_smithy_types::DateTime::from_secs(NOW - 300))
+                    .state(InstanceState::builder().name(name.clone()).build())
+                    .state_transition_reason(testing::transition_reason(&name, stopped))
+                    .build(),
+            )
         })
 }
 

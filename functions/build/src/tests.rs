@@ -253,27 +253,15 @@ fn instance_in(states: &'static [InstanceStateName]) -> Rule {
 fn stopped_at(states: &'static [InstanceStateName], stopped: i64) -> Rule {
     let mut seq = mock!(Ec2::describe_instances).sequence();
     for s in states {
-        let reason = match s {
-            InstanceStateName::Stopped => chrono::DateTime::from_timestamp(stopped, 0)
-                .unwrap()
-                .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
-                .to_string(),
-            _ => String::new(),
-        };
+        let reason = testing::transition_reason(s, stopped);
         seq = seq.output(move || {
-            DescribeInstancesOutput::builder()
-                .reservations(
-                    Reservation::builder()
-                        .instances(
-                            Instance::builder()
-                                .instance_id(BUILDER)
-                                .state(InstanceState::builder().name(s.clone()).build())
-                                .state_transition_reason(reason.clone())
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build()
+            testing::described_instance(
+                Instance::builder()
+                    .instance_id(BUILDER)
+                    .state(InstanceState::builder().name(s.clone()).build())
+                    .state_transition_reason(reason.clone())
+                    .build(),
+            )
         });
     }
     seq.build()

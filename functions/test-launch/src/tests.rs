@@ -1,13 +1,10 @@
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::create_tags::{CreateTagsInput, CreateTagsOutput};
 use aws_sdk_ec2::operation::describe_instance_status::{DescribeInstanceStatusInput, DescribeInstanceStatusOutput};
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
 use aws_sdk_ec2::operation::terminate_instances::{TerminateInstancesInput, TerminateInstancesOutput};
-use aws_sdk_ec2::types::{
-    InstanceState, InstanceStatus, InstanceStatusDetails, Reservation, StateReason, StatusName, StatusType,
-};
+use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusDetails, StateReason, StatusName, StatusType};
 use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
 use serde_json::{Value, json};
@@ -105,12 +102,6 @@ fn instance(state: InstanceStateName) -> aws_sdk_ec2::types::Instance {
         .image_id(CANDIDATE)
         .launch_time(DateTime::from_secs(LAUNCHED))
         .state(InstanceState::builder().name(state).build())
-        .build()
-}
-
-fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
-    DescribeInstancesOutput::builder()
-        .reservations(Reservation::builder().instances(i).build())
         .build()
 }
 
@@ -237,7 +228,7 @@ async fn retried_start_adopts_the_tagged_instance_instead_of_launching_again() {
             f("tag:ami-pipeline:execution") == Some(vec![testing::EXECUTION.to_string()])
                 && f("tag:ami-pipeline:role") == Some(vec!["test-instance".to_string()])
         })
-        .then_output(|| described(instance(InstanceStateName::Running)));
+        .then_output(|| testing::described_instance(instance(InstanceStateName::Running)));
     let launch = run_instances(Captured::default());
     let deps = deps(&[&tagged, &launch]);
     let out = handle(&deps, start_request(&testing::run())).await.unwrap();
@@ -320,7 +311,7 @@ fn instance_in(states: &'static [InstanceStateName]) -> Rule {
         .match_requests(|r| r.instance_ids() == [TESTER])
         .sequence();
     for s in states {
-        seq = seq.output(move || described(instance(s.clone())));
+        seq = seq.output(move || testing::described_instance(instance(s.clone())));
     }
     seq.build()
 }
@@ -490,7 +481,7 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         ("Client.UserInitiatedShutdown", "AmiPipeline.ResourceGone"),
     ] {
         let gone = mock!(Ec2::describe_instances).then_output(move || {
-            described(
+            testing::described_instance(
                 aws_sdk_ec2::types::Instance::builder()
                     .instance_id(TESTER)
                     .state(InstanceState::builder().name(InstanceStateName::Terminated).build())

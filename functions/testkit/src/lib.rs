@@ -368,6 +368,27 @@ pub fn assert_run_command_user_data(
     );
 }
 
+/// What DescribeInstances answers for `instance`.
+pub fn described_instance(
+    instance: aws_sdk_ec2::types::Instance,
+) -> aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput {
+    aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+        .reservations(aws_sdk_ec2::types::Reservation::builder().instances(instance).build())
+        .build()
+}
+
+/// The `StateTransitionReason` EC2 gives an instance in `state`: a stop made at `stopped` (Unix seconds) from the
+/// API carries its time; other states carry none.
+pub fn transition_reason(state: &aws_sdk_ec2::types::InstanceStateName, stopped: i64) -> String {
+    match state {
+        aws_sdk_ec2::types::InstanceStateName::Stopped => chrono::DateTime::from_timestamp(stopped, 0)
+            .expect("a time in range")
+            .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
 /// A RunInstances request's user data, decoded.
 pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput) -> String {
     let raw = aws_smithy_types::base64::decode(req.user_data().expect("user data")).expect("base64 user data");
