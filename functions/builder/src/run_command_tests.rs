@@ -2,14 +2,12 @@
 
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::stop_instances::{StopInstancesInput, StopInstancesOutput};
-use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo, Reservation};
+use aws_sdk_ec2::types::{InstanceState, InstanceTypeHypervisor, InstanceTypeInfo};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
-use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -53,29 +51,15 @@ fn builder(name: InstanceStateName, instance_type: &'static str, stopped: i64) -
     mock!(Ec2::describe_instances)
         .match_requests(|r| r.instance_ids() == [BUILDER.to_string()])
         .then_output(move || {
-            let reason = if name == InstanceStateName::Stopped {
-                chrono::DateTime::from_timestamp(stopped, 0)
-                    .unwrap()
-                    .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
-                    .to_string()
-            } else {
-                String::new()
-            };
-            DescribeInstancesOutput::builder()
-                .reservations(
-                    Reservation::builder()
-                        .instances(
-                            Instance::builder()
-                                .instance_id(BUILDER)
-                                .instance_type(instance_type.into())
-                                .launch_time(aws_smithy_types::DateTime::from_secs(NOW - 300))
-                                .state(InstanceState::builder().name(name.clone()).build())
-                                .state_transition_reason(reason)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build()
+            testing::described_instance(
+                Instance::builder()
+                    .instance_id(BUILDER)
+                    .instance_type(instance_type.into())
+                    .launch_time(aws_smithy_types::DateTime::from_secs(NOW - 300))
+                    .state(InstanceState::builder().name(name.clone()).build())
+                    .state_transition_reason(testing::transition_reason(&name, stopped))
+                    .build(),
+            )
         })
 }
 
@@ -120,17 +104,6 @@ fn invocation(command_id: &'static str, status: CommandInvocationStatus, code: i
         .then_output(move || testing::invocation_output(status.clone(), code, out))
 }
 
-fn send(captured: Captured<SendCommandInput>, id: &'static str) -> Rule {
-    mock!(Ssm::send_command)
-        .match_requests(|_| true)
-        .then_compute_output(move |r| {
-            captured.push(r);
-            SendCommandOutput::builder()
-                .command(Command::builder().command_id(id).build())
-                .build()
-        })
-}
-
 fn stop(captured: Captured<StopInstancesInput>) -> Rule {
     mock!(Ec2::stop_instances)
         .match_requests(|_| true)
@@ -150,7 +123,7 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
         builder(InstanceStateName::Running, "t3.micro", 0),
         listed(&[]),
         online(),
-        send(sent.clone(), "cmd-1"),
+        testing::send_command(sent.clone(), "cmd-1"),
     );
     let s = Step::status(&deps(&[&running], &[&none, &agent, &sender]), &request(&run), NOW)
         .await
@@ -187,60 +160,51 @@ async fn the_script_is_sent_once_the_agent_is_online_and_the_builder_is_stopped_
     assert_eq!(stopped.all().len(), 1, "stopped once");
 }
 
+/// The status of a Linux Run Command build whose one command `cmd-1` is listed, the builder answered by `builder`
+/// and the command's invocation by `invocation`: the error it fails with.
+async fn first_command_error(builder: Rule, invocation: Rule) -> ami_core::Error {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let listed1 = listed(&[("cmd-1", "build")]);
+    Step::status(&deps(&[&builder], &[&listed1, &invocation]), &request(&run), NOW)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_failed_script_fails_the_build_with_exit_code_output_and_stream() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (running, listed1, failed) = (
+    let err = first_command_error(
         builder(InstanceStateName::Running, "t3.micro", 0),
-        listed(&[("cmd-1", "build")]),
         invocation(
             "cmd-1",
             CommandInvocationStatus::Failed,
             3,
             "installing nginx\nerror: package nginx not found",
         ),
-    );
-    let err = Step::status(&deps(&[&running], &[&listed1, &failed]), &request(&run), NOW)
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    let text = err.to_string();
-    assert!(text.contains("exit code 3"), "{text}");
-    assert!(text.contains("error: package nginx not found"), "{text}");
-    assert!(
-        text.contains(&format!("cmd-1/{BUILDER}/aws-runShellScript/stdout")),
-        "{text}"
-    );
+    )
+    .await;
+    let stream = format!("cmd-1/{BUILDER}/aws-runShellScript/stdout");
+    let mentions = ["exit code 3", "error: package nginx not found", &stream];
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &mentions);
 }
 
 #[tokio::test]
 async fn a_script_past_its_execution_timeout_is_a_timeout() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (running, listed1, timed_out) = (
+    let err = first_command_error(
         builder(InstanceStateName::Running, "t3.micro", 0),
-        listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::TimedOut, -1, "still working"),
-    );
-    let err = Step::status(&deps(&[&running], &[&listed1, &timed_out]), &request(&run), NOW)
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Timeout");
-    assert!(err.to_string().contains("still working"));
+    )
+    .await;
+    testing::assert_error(&err, "AmiPipeline.Timeout", &["still working"]);
 }
 
 #[tokio::test]
 async fn a_builder_stopped_from_outside_during_the_command_fails() {
-    let run = run_of(Platform::Linux, Channel::RunCommand);
-    let (stopped, listed1, in_progress) = (
+    let err = first_command_error(
         builder(InstanceStateName::Stopped, "t3.micro", NOW - 30),
-        listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::InProgress, -1, ""),
-    );
-    let err = Step::status(&deps(&[&stopped], &[&listed1, &in_progress]), &request(&run), NOW)
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("stopped from outside"), "{err}");
+    )
+    .await;
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &["stopped from outside"]);
 }
 
 #[tokio::test]
@@ -252,7 +216,7 @@ async fn windows_runs_sysprep_as_a_second_command_and_its_failure_is_a_failure()
         listed(&[("cmd-1", "build")]),
         invocation("cmd-1", CommandInvocationStatus::Success, 0, ""),
         online(),
-        send(sent.clone(), "cmd-2"),
+        testing::send_command(sent.clone(), "cmd-2"),
     );
     let s = Step::status(
         &deps(&[&running], &[&build_done, &ok, &agent, &sender]),

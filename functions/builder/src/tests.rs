@@ -2,11 +2,8 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
-use aws_sdk_ec2::types::{HttpTokensState, Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
+use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Reservation, ShutdownBehavior};
 use aws_sdk_ec2::{Client as Ec2, types::ImageState};
-use aws_sdk_ssm::Client as Ssm;
-use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
-use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
@@ -35,25 +32,15 @@ fn console_run() -> ami_core::model::steps::Run {
 }
 
 fn ssm_param() -> Rule {
-    mock!(Ssm::get_parameter)
-        .match_requests(|r| r.name() == Some("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"))
-        .sequence()
-        .output(|| {
-            GetParameterOutput::builder()
-                .parameter(Parameter::builder().value(BASE_IMAGE).build())
-                .build()
-        })
-        .repeatedly()
-        .build()
+    testing::ssm_parameter(
+        Some("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"),
+        BASE_IMAGE,
+    )
 }
 
-fn no_builder_yet() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeInstancesOutput::builder().build())
-        .repeatedly()
-        .build()
+/// What a launch reads first: the base image's parameter, the look-up by tag (no builder yet), the base image.
+fn before_launch(base: aws_sdk_ec2::types::Image) -> (Rule, Rule, Rule) {
+    (ssm_param(), testing::no_instance_tagged(), images(base))
 }
 
 fn images(image: aws_sdk_ec2::types::Image) -> Rule {
@@ -65,12 +52,7 @@ fn images(image: aws_sdk_ec2::types::Image) -> Rule {
 }
 
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    mock!(Ec2::run_instances).then_compute_output(move |req| {
-        captured.push(req);
-        RunInstancesOutput::builder()
-            .instances(Instance::builder().instance_id(BUILDER).build())
-            .build()
-    })
+    testing::run_instances(captured, Instance::builder().instance_id(BUILDER).build())
 }
 
 fn start_request() -> serde_json::Value {
@@ -80,12 +62,7 @@ fn start_request() -> serde_json::Value {
 #[tokio::test]
 async fn start_launches_a_locked_down_builder() {
     let captured = Captured::default();
-    let (param, lookup, imgs, run) = (
-        ssm_param(),
-        no_builder_yet(),
-        images(testing::base_image()),
-        run_instances(captured.clone()),
-    );
+    let ((param, lookup, imgs), run) = (before_launch(testing::base_image()), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &imgs, &run], &[&param]);
 
     let out = deps
@@ -103,16 +80,7 @@ async fn start_launches_a_locked_down_builder() {
         req.client_token(),
         Some(ami_core::model::naming::client_token(testing::EXECUTION, "build", "us-east-1").as_str())
     );
-    let md = req.metadata_options().unwrap();
-    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
-    let nic = &req.network_interfaces()[0];
-    assert_eq!(nic.associate_public_ip_address(), Some(false));
-    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
-    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
-    assert_eq!(
-        req.instance_initiated_shutdown_behavior(),
-        Some(&ShutdownBehavior::Stop)
-    );
+    testing::assert_locked_down(&req, ShutdownBehavior::Stop);
     let devices = req.block_device_mappings();
     assert_eq!(devices.len(), 2, "root plus one data volume");
     for d in devices {
@@ -124,18 +92,8 @@ async fn start_launches_a_locked_down_builder() {
     for tags in testing::tagged_on_create(&req, "builder") {
         assert_eq!(tags::get(tags, tags::SOURCE_IMAGE), Some(BASE_IMAGE));
     }
-    let user_data = testing::user_data(&req);
-    assert!(user_data.contains(userdata::BUILDER_TAG));
-    // Run Command (the default channel) sends the script later: the user data holds none of it
-    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
-    assert!(
-        !user_data.contains("/etc/web-release"),
-        "the script is not in the user data"
-    );
-    assert!(
-        !user_data.contains("shutdown"),
-        "the step stops the builder, not its user data"
-    );
+    // Run Command (the default channel) sends the script later, and the step stops the builder
+    testing::assert_run_command_user_data(&req, userdata::BUILDER_TAG, "/etc/web-release");
 }
 
 #[tokio::test]
@@ -159,13 +117,12 @@ async fn retried_start_adopts_the_builder_instead_of_launching_again() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
     let run = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(Instance::builder().instance_id(BUILDER).build())
             .build()
     });
-    let deps = deps(&[&lookup, &imgs, &run], &[&param]);
+    let (deps, _) = launch_deps(&[&run]);
     let out = handle(&deps, start_request()).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(run.num_calls(), 2);
@@ -174,11 +131,9 @@ async fn throttled_launch_is_retried_then_succeeds() {
 #[tokio::test]
 async fn untrusted_owner_is_rejected_before_any_launch() {
     let run = run_instances(Captured::default());
-    let (param, lookup) = (ssm_param(), no_builder_yet());
+    let (param, lookup) = (ssm_param(), testing::no_instance_tagged());
     // Restricted to the trusted owners, EC2 finds nothing; unrestricted, it finds someone else's image.
-    let trusted = mock!(Ec2::describe_images)
-        .match_requests(|r| !r.owners().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let trusted = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| !r.owners().is_empty()));
     let foreign = testing::base_image_builder()
         .owner_id("999999999999")
         .set_image_owner_alias(None)
@@ -187,8 +142,7 @@ async fn untrusted_owner_is_rejected_before_any_launch() {
         .then_output(move || DescribeImagesOutput::builder().images(foreign.clone()).build());
     let deps = deps(&[&lookup, &trusted, &any, &run], &[&param]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.SourceNotTrusted", "{err}");
-    assert!(err.to_string().contains("999999999999"));
+    testing::assert_error(&err, "AmiPipeline.SourceNotTrusted", &["999999999999"]);
     assert_eq!(run.num_calls(), 0);
 }
 
@@ -213,7 +167,7 @@ async fn deprecated_or_wrong_architecture_base_image_is_rejected() {
         ),
     ] {
         let run = run_instances(Captured::default());
-        let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(image));
+        let (param, lookup, imgs) = before_launch(image);
         let deps = deps(&[&lookup, &imgs, &run], &[&param]);
         let err = deps
             .start(&input::parse_value("input", start_request()).unwrap(), NOW)
@@ -235,14 +189,13 @@ async fn a_boot_mode_or_tpm_the_base_cannot_give_is_rejected_before_any_launch()
         .build();
     for tpm in [false, true] {
         let run = run_instances(Captured::default());
-        let (param, lookup, base) = (ssm_param(), no_builder_yet(), images(legacy_windows.clone()));
+        let (param, lookup, base) = before_launch(legacy_windows.clone());
         let deps = deps(&[&lookup, &base, &run], &[&param]);
         let mut req = start_request();
         req["run"]["recipe"]["image"]["boot_mode"] = json!("uefi");
         req["run"]["recipe"]["image"]["tpm_support"] = json!(tpm);
         let err = handle(&deps, req).await.unwrap_err();
-        assert_eq!(err.error_type(), "AmiPipeline.InvalidInput", "{err}");
-        assert!(err.to_string().contains("recipe.image.boot_mode"), "{err}");
+        testing::assert_error(&err, "AmiPipeline.InvalidInput", &["recipe.image.boot_mode"]);
         assert_eq!(run.num_calls(), 0);
     }
 }
@@ -262,7 +215,7 @@ ami_testkit::step_contract_tests! {
     persistent_throttling: {
         rule: ami_testkit::throttled_always!(Ec2::run_instances),
         deps: |run: Rule| {
-            let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
+            let (param, lookup, imgs) = before_launch(testing::base_image());
             deps(&[&lookup, &imgs, &run], &[&param])
         },
     },
@@ -300,27 +253,15 @@ fn instance_in(states: &'static [InstanceStateName]) -> Rule {
 fn stopped_at(states: &'static [InstanceStateName], stopped: i64) -> Rule {
     let mut seq = mock!(Ec2::describe_instances).sequence();
     for s in states {
-        let reason = match s {
-            InstanceStateName::Stopped => chrono::DateTime::from_timestamp(stopped, 0)
-                .unwrap()
-                .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
-                .to_string(),
-            _ => String::new(),
-        };
+        let reason = testing::transition_reason(s, stopped);
         seq = seq.output(move || {
-            DescribeInstancesOutput::builder()
-                .reservations(
-                    Reservation::builder()
-                        .instances(
-                            Instance::builder()
-                                .instance_id(BUILDER)
-                                .state(InstanceState::builder().name(s.clone()).build())
-                                .state_transition_reason(reason.clone())
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build()
+            testing::described_instance(
+                Instance::builder()
+                    .instance_id(BUILDER)
+                    .state(InstanceState::builder().name(s.clone()).build())
+                    .state_transition_reason(reason.clone())
+                    .build(),
+            )
         });
     }
     seq.build()
@@ -389,8 +330,7 @@ async fn failure_marker_fails_the_build_with_the_reason() {
     let con = console("AMI-PIPELINE-RESULT: FAILURE exit=3\n");
     let deps = deps(&[&states, &con], &[]);
     let err = deps.status(&status_request(&state()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("exit=3"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.ProvisionFailed", &["exit=3"]);
 }
 
 /// Console output lags the stop, so a stopped builder without a marker is pending until the grace period after
@@ -409,8 +349,11 @@ async fn stopped_without_marker_waits_for_the_console_then_fails() {
     let err = Step::status(&deps_old, &status_request(&state()), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ProvisionFailed");
-    assert!(err.to_string().contains("stopped more than 15 minutes ago"), "{err}");
+    testing::assert_error(
+        &err,
+        "AmiPipeline.ProvisionFailed",
+        &["stopped more than 15 minutes ago"],
+    );
 }
 
 /// A stop from inside the OS carries no time in `StateTransitionReason` ("User initiated"): the first status call
@@ -519,6 +462,22 @@ fn fallback_request(subnets: &[&str], types: &[&str]) -> serde_json::Value {
 }
 
 /// RunInstances answering `code` for the recipe's subnet and t3.small, and launching anywhere else.
+/// Deps for a launch from the base image, RunInstances answered by `launch`; and the look-up by tag, to count.
+fn launch_deps(launch: &[&Rule]) -> (Deps, Rule) {
+    let (param, lookup, imgs) = before_launch(testing::base_image());
+    let ec2: Vec<&Rule> = [&lookup, &imgs].into_iter().chain(launch.iter().copied()).collect();
+    (deps(&ec2, &[&param]), lookup)
+}
+
+/// Deps where the first placement is refused with `code` and any other launches: the RunInstances requests kept,
+/// the deps, the look-up by tag and the launch that succeeds.
+fn primary_refused(code: &'static str) -> (Captured<RunInstancesInput>, Deps, Rule, Rule) {
+    let captured = Captured::default();
+    let (refused, ok) = (no_capacity_in_primary(code, captured.clone()), launches_anywhere());
+    let (deps, lookup) = launch_deps(&[&refused, &ok]);
+    (captured, deps, lookup, ok)
+}
+
 fn no_capacity_in_primary(code: &'static str, captured: Captured<RunInstancesInput>) -> Rule {
     mock!(Ec2::run_instances)
         .match_requests(move |r| {
@@ -553,13 +512,7 @@ fn launches_anywhere() -> Rule {
 
 #[tokio::test]
 async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_its_own_token() {
-    let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let (refused, ok) = (
-        no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone()),
-        launches_anywhere(),
-    );
-    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    let (captured, deps, lookup, ok) = primary_refused("InsufficientInstanceCapacity");
     let out = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[])).await.unwrap();
     assert_eq!(out.instance_id, BUILDER);
     assert_eq!(ok.num_calls(), 1, "one launch, in the fallback subnet");
@@ -585,13 +538,7 @@ async fn no_capacity_in_the_first_subnet_launches_in_the_fallback_subnet_under_i
 
 #[tokio::test]
 async fn an_unsupported_type_moves_to_the_fallback_type() {
-    let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
-    let (refused, ok) = (
-        no_capacity_in_primary("Unsupported", captured.clone()),
-        launches_anywhere(),
-    );
-    let deps = deps(&[&lookup, &imgs, &refused, &ok], &[&param]);
+    let (captured, deps, _, _) = primary_refused("Unsupported");
     handle(&deps, fallback_request(&[], &["m5.large"])).await.unwrap();
     let sent = captured.all();
     assert_eq!(
@@ -609,45 +556,35 @@ async fn an_unsupported_type_moves_to_the_fallback_type() {
 #[tokio::test]
 async fn without_fallbacks_no_capacity_fails_naming_what_was_tried() {
     let captured = Captured::default();
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
     let refused = no_capacity_in_primary("InsufficientInstanceCapacity", captured.clone());
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, lookup) = launch_deps(&[&refused]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
-    let text = err.to_string();
-    assert!(
-        text.contains("t3.small in subnet-0123456789abcdef0: InsufficientInstanceCapacity"),
-        "{text}"
-    );
+    let tried = "t3.small in subnet-0123456789abcdef0: InsufficientInstanceCapacity";
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &[tried]);
     assert_eq!(lookup.num_calls(), 1, "no second look-up without fallbacks");
 }
 
 #[tokio::test]
 async fn every_placement_without_capacity_is_no_capacity_listing_all() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported");
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, _) = launch_deps(&[&refused]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &["m5.large"]))
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
     assert_eq!(refused.num_calls(), 4, "2 types x 2 subnets");
-    let text = err.to_string();
-    for p in [
+    let tried = [
         "t3.small in subnet-0123456789abcdef0",
         "t3.small in subnet-0fa11bac0000000b1",
         "m5.large in subnet-0123456789abcdef0",
         "m5.large in subnet-0fa11bac0000000b1",
-    ] {
-        assert!(text.contains(p), "{p}: {text}");
-    }
+    ];
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &tried);
 }
 
 #[tokio::test]
 async fn an_account_limit_is_retried_by_the_state_machine_not_moved_elsewhere() {
-    let (param, lookup, imgs) = (ssm_param(), no_builder_yet(), images(testing::base_image()));
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "VcpuLimitExceeded");
-    let deps = deps(&[&lookup, &imgs, &refused], &[&param]);
+    let (deps, _) = launch_deps(&[&refused]);
     let err = handle(&deps, fallback_request(&[FALLBACK_SUBNET], &[]))
         .await
         .unwrap_err();

@@ -61,13 +61,14 @@ fn request_in(action: &str, run: &Run, steps: Value) -> Value {
     testing::request(action, run, steps)
 }
 
-/// A request for a run that copies to `DEST` only.
-fn request(action: &str, steps: Value) -> Value {
-    request_in(action, &run_to(&[DEST]), steps)
+/// The start for a run that copies to `DEST` only.
+fn start_request() -> Value {
+    start_request_for(&run_to(&[DEST]))
 }
 
-fn start_request() -> Value {
-    request("start", json!({ "register": candidate() }))
+/// The start of the copy step for `run`, after register made the candidate.
+fn start_request_for(run: &Run) -> Value {
+    request_in("start", run, json!({ "register": candidate() }))
 }
 
 fn parse(v: Value) -> StepRequest {
@@ -76,29 +77,29 @@ fn parse(v: Value) -> StepRequest {
 
 /// The tested candidate in the pipeline's region, as register tagged it.
 fn source_image() -> Rule {
-    mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [CANDIDATE])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(
-                    Image::builder()
-                        .image_id(CANDIDATE)
-                        .name(NAME)
-                        .description("web server, release 1.4.0")
-                        .state(AwsImageState::Available)
-                        .tags(tags::tag(tags::SOURCE_IMAGE, BASE_IMAGE))
-                        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
-                        .build(),
-                )
-                .build()
-        })
+    testing::image_described(
+        candidate_image()
+            .description("web server, release 1.4.0")
+            .tags(tags::tag(tags::SOURCE_IMAGE, BASE_IMAGE))
+            .build(),
+    )
+}
+
+/// The candidate as DescribeImages gives any: available, named, tagged with its execution.
+fn candidate_image() -> aws_sdk_ec2::types::builders::ImageBuilder {
+    Image::builder()
+        .image_id(CANDIDATE)
+        .name(NAME)
+        .state(AwsImageState::Available)
+        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
 }
 
 fn copy_image(captured: Captured<CopyImageInput>) -> Rule {
-    mock!(Ec2::copy_image).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::copy_image,
+        captured,
         CopyImageOutput::builder().image_id(COPY).build()
-    })
+    )
 }
 
 #[tokio::test]
@@ -182,9 +183,7 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
         .distribution
         .kms_key_ids
         .insert(SYDNEY.into(), "alias/ami-pipeline-sydney".into());
-    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
-        .await
-        .unwrap();
+    let out = handle(&deps, start_request_for(&run)).await.unwrap();
 
     let regions: Vec<&str> = out.images.iter().map(|i| i.region.as_str()).collect();
     assert_eq!(regions, [HOME, SYDNEY, DEST]);
@@ -217,12 +216,7 @@ async fn a_region_without_a_key_uses_its_default_ebs_key_still_encrypted() {
     let mut run = run_to(&[SYDNEY]);
     run.recipe.distribution.accounts.clear();
     run.recipe.distribution.kms_key_ids.remove(SYDNEY);
-    deps.start(
-        &parse(request_in("start", &run, json!({ "register": candidate() }))),
-        NOW,
-    )
-    .await
-    .unwrap();
+    deps.start(&parse(start_request_for(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.encrypted(), Some(true));
     assert_eq!(req.kms_key_id(), None);
@@ -234,7 +228,7 @@ async fn a_retried_start_sends_the_same_client_tokens() {
     let (src, copy_eu, copy_ap) = (source_image(), copy_image(eu.clone()), copy_image(ap.clone()));
     let deps = deps_in(&[&src], &[&copy_eu], &[&copy_ap]);
     let run = run_to(&[DEST, SYDNEY]);
-    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
+    let req = parse(start_request_for(&run));
     let first = deps.start(&req, NOW).await.unwrap();
     let again = deps.start(&req, NOW).await.unwrap();
     assert_eq!(first, again);
@@ -247,24 +241,20 @@ async fn a_retried_start_sends_the_same_client_tokens() {
 async fn without_copy_regions_start_is_ready_at_once_without_calls() {
     let deps = deps(&[], &[]);
     let run = run_to(&[]);
-    let out = handle(&deps, request_in("start", &run, json!({ "register": candidate() })))
-        .await
-        .unwrap();
+    let out = handle(&deps, start_request_for(&run)).await.unwrap();
     assert_eq!(out.images, [candidate()]);
     assert_eq!(out.progress.status, Status::Ready);
     assert_eq!(out.progress.wait_seconds, 0, "no poll needed");
 }
 
 fn duplicate() -> Rule {
-    mock!(Ec2::copy_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build()
+    ami_testkit::ec2_error!(once Ec2::copy_image, "InvalidAMIName.Duplicate")
 }
 
 fn named(captured: Captured<DescribeImagesInput>, execution: &'static str) -> Rule {
-    mock!(Ec2::describe_images).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::describe_images,
+        captured,
         DescribeImagesOutput::builder()
             .images(
                 Image::builder()
@@ -275,7 +265,7 @@ fn named(captured: Captured<DescribeImagesInput>, execution: &'static str) -> Ru
                     .build(),
             )
             .build()
-    })
+    )
 }
 
 #[tokio::test]
@@ -301,8 +291,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
     );
     let deps = deps(&[&src], &[&dup, &theirs]);
     let err = handle(&deps, start_request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
-    assert!(err.to_string().contains(COPY), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &[COPY]);
 }
 
 #[tokio::test]
@@ -317,10 +306,7 @@ async fn throttled_copy_is_retried_then_succeeds() {
 
 #[tokio::test]
 async fn a_vanished_source_is_reported_and_nothing_copied() {
-    let gone = mock!(Ec2::describe_images)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIID.NotFound")))
-        .build();
+    let gone = ami_testkit::ec2_error!(once Ec2::describe_images, "InvalidAMIID.NotFound");
     let copy = copy_image(Captured::default());
     let deps = deps(&[&gone], &[&copy]);
     let err = handle(&deps, start_request()).await.unwrap_err();
@@ -434,9 +420,7 @@ async fn a_failed_copy_is_image_failed_naming_its_region() {
     );
     let deps = deps_in(&[], &[&eu], &[&failed]);
     let err = poll(&deps, &status_request(), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
-    assert!(err.to_string().contains(SYDNEY), "{err}");
-    assert!(err.to_string().contains("snapshot copy failed"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.ImageFailed", &[SYDNEY, "snapshot copy failed"]);
 }
 
 #[tokio::test]
@@ -486,21 +470,11 @@ ami_testkit::step_contract_tests! {
 #[tokio::test]
 async fn an_instance_store_image_is_copied_without_encryption() {
     let _allowed = ami_core::audit::allow_instance_store();
-    let src = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [CANDIDATE])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(
-                    Image::builder()
-                        .image_id(CANDIDATE)
-                        .name(NAME)
-                        .state(AwsImageState::Available)
-                        .root_device_type(aws_sdk_ec2::types::DeviceType::InstanceStore)
-                        .tags(tags::tag(tags::EXECUTION, testing::EXECUTION))
-                        .build(),
-                )
-                .build()
-        });
+    let src = testing::image_described(
+        candidate_image()
+            .root_device_type(aws_sdk_ec2::types::DeviceType::InstanceStore)
+            .build(),
+    );
     let captured = Captured::default();
     let copy = copy_image(captured.clone());
     let deps = deps(&[&src], &[&copy]);
@@ -510,12 +484,7 @@ async fn an_instance_store_image_is_copied_without_encryption() {
         "a key the copy must not use"
     );
     run.recipe.distribution.accounts.clear();
-    deps.start(
-        &parse(request_in("start", &run, json!({ "register": candidate() }))),
-        NOW,
-    )
-    .await
-    .unwrap();
+    deps.start(&parse(start_request_for(&run)), NOW).await.unwrap();
     let req = captured.only();
     assert_eq!(req.encrypted(), None);
     assert_eq!(req.kms_key_id(), None);
@@ -537,13 +506,9 @@ async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     let kept_lookups: Captured<DescribeImagesInput> = Captured::default();
     let kept = |captured: Captured<DescribeImagesInput>, found: bool, hash: String| {
         mock!(Ec2::describe_images)
-            .match_requests(move |r| {
-                let hit = r.filters().iter().any(|f| f.name() == Some("name"));
-                if hit {
-                    captured.push(r);
-                }
-                hit
-            })
+            .match_requests(testing::capture_if(&captured, |r| {
+                r.filters().iter().any(|f| f.name() == Some("name"))
+            }))
             .then_output(move || {
                 let image = Image::builder()
                     .image_id(COPY)
@@ -575,7 +540,7 @@ async fn a_rerun_reuses_the_kept_copy_and_copies_only_the_missing_region() {
     });
     // No CopyImage rule in DEST: a copy there would find no rule and fail the test.
     let deps = deps_in(&[&src], &[&in_dest], &[&in_sydney, &sydney_copy]);
-    let req = parse(request_in("start", &run, json!({ "register": candidate() })));
+    let req = parse(start_request_for(&run));
     let out = deps.start(&req, NOW).await.unwrap();
 
     let regions: Vec<(&str, &str)> = out

@@ -313,10 +313,10 @@ async fn a_parameter_of_another_data_type_is_refused_before_anything_changes() {
         w.param_types.insert((AP.into(), PARAM.into()), "text".into());
     }
     let err = handle(&deps(&world), request()).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.publish.ssm_parameters[0]"
-            && message.contains("ap-southeast-2") && message.contains("delete it")),
-        "{err}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe.publish.ssm_parameters[0]",
+        &["ap-southeast-2", "delete it"],
     );
     let w = world.lock().unwrap();
     assert!(w.log.is_empty(), "nothing tagged or written: {:?}", w.log);
@@ -334,8 +334,7 @@ async fn a_written_parameter_is_read_back_until_it_holds_the_image() {
     let refused = world();
     refused.lock().unwrap().apply_after_reads = usize::MAX;
     let err = handle(&deps(&refused), request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
-    assert!(err.to_string().contains("asynchronously"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Transient", &["asynchronously"]);
 }
 
 #[tokio::test]
@@ -400,10 +399,7 @@ async fn nothing_is_published_without_a_passed_test() {
         let mut req = request();
         change(&mut req);
         let err = handle(&deps(&world), req).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidInput { field, .. } if field == want),
-            "{want}: {err}"
-        );
+        testing::assert_invalid_input(&err, want, &[]);
         assert!(world.lock().unwrap().log.is_empty());
         assert_eq!(state_of(&world, HOME_IMAGE).as_deref(), Some("candidate"));
     }
@@ -491,10 +487,7 @@ async fn a_missing_launch_template_fails_before_anything_changes() {
     let err = handle(&deps_with(&world, vec![missing], vec![]), request())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.publish.launch_templates[0].id_or_name"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.publish.launch_templates[0].id_or_name", &[]);
     assert!(world.lock().unwrap().log.is_empty());
 }
 
@@ -507,8 +500,7 @@ async fn another_pipelines_image_is_refused() {
         .images
         .insert(EU_IMAGE.into(), candidate(EU, "billing"));
     let err = handle(&deps(&world), request()).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict", "{err}");
-    assert!(err.to_string().contains("billing"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &["billing"]);
     assert!(
         world.lock().unwrap().requests.put_parameter.is_empty(),
         "nothing points at it"
@@ -568,6 +560,32 @@ async fn a_rerun_publishes_the_kept_images_of_an_earlier_attempt_and_only_a_reru
 
 const NEWER_IMAGE: &str = "ami-0c000000000000001";
 const OLDER_IMAGE: &str = "ami-0c000000000000002";
+
+/// This run publishes `release` while `other` (image, release, time made) is published, its write landing
+/// between this run's write and re-read.
+async fn publish_raced_by(release: &str, other: (&'static str, &str, &str)) -> (PublishOutput, World) {
+    let (image, other_release, time) = other;
+    let world = world();
+    released(&mut world.lock().unwrap(), image, other_release, time);
+    raced_by(&mut world.lock().unwrap(), image);
+    let out = handle(&deps(&world), request_for(&run_of(release, false)))
+        .await
+        .unwrap();
+    (out, world)
+}
+
+/// Another release's write of `image` lands between this run's write and its re-read: in the parameter, and as
+/// the launch template's new default version.
+fn raced_by(w: &mut WorldState, image: &'static str) {
+    w.after_put = Some(Box::new(move |w: &mut WorldState| {
+        w.params.insert((HOME.into(), PARAM.into()), image.into());
+    }));
+    w.after_modify = Some(Box::new(move |w: &mut WorldState| {
+        let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
+        t.versions.push(image.into());
+        t.default = t.versions.len() as i64;
+    }));
+}
 
 /// A released image of the pipeline in the home region, of `release` at `time`.
 fn released(w: &mut WorldState, id: &str, release: &str, time: &str) {
@@ -698,22 +716,7 @@ async fn an_older_release_is_replaced_and_versions_that_do_not_parse_go_by_event
 /// lands between the newer's write and re-read (for the parameter and the launch template).
 #[tokio::test]
 async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
-    let world = world();
-    {
-        let mut w = world.lock().unwrap();
-        released(&mut w, OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z");
-        w.after_put = Some(Box::new(|w: &mut WorldState| {
-            w.params.insert((HOME.into(), PARAM.into()), OLDER_IMAGE.into());
-        }));
-        w.after_modify = Some(Box::new(|w: &mut WorldState| {
-            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
-            t.versions.push(OLDER_IMAGE.into());
-            t.default = t.versions.len() as i64;
-        }));
-    }
-    let out = handle(&deps(&world), request_for(&run_of("1.5.0", false)))
-        .await
-        .unwrap();
+    let (out, world) = publish_raced_by("1.5.0", (OLDER_IMAGE, "1.4.0", "2026-11-26T09:00:00Z")).await;
     // Re-read, found the older release's write, repaired once.
     assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
@@ -731,27 +734,7 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
 
     // The other way round: this run is the older (1.4.0), and the newer release's write lands between this
     // run's write and re-read.
-    let world_b = self::world();
-    released(
-        &mut world_b.lock().unwrap(),
-        NEWER_IMAGE,
-        "1.5.0",
-        "2026-11-26T10:30:00Z",
-    );
-    {
-        let mut w = world_b.lock().unwrap();
-        w.after_put = Some(Box::new(|w: &mut WorldState| {
-            w.params.insert((HOME.into(), PARAM.into()), NEWER_IMAGE.into());
-        }));
-        w.after_modify = Some(Box::new(|w: &mut WorldState| {
-            let t = w.templates.get_mut(&(HOME.into(), TEMPLATE.into())).unwrap();
-            t.versions.push(NEWER_IMAGE.into());
-            t.default = t.versions.len() as i64;
-        }));
-    }
-    let out = handle(&deps(&world_b), request_for(&run_of("1.4.0", false)))
-        .await
-        .unwrap();
+    let (out, world_b) = publish_raced_by("1.4.0", (NEWER_IMAGE, "1.5.0", "2026-11-26T10:30:00Z")).await;
     assert_eq!(home_pointers(&world_b), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
     assert!(

@@ -65,10 +65,11 @@ fn ours(execution: &str) -> Image {
 }
 
 fn register(captured: Captured<RegisterImageInput>) -> Rule {
-    mock!(Ec2::register_image).then_compute_output(move |r| {
-        captured.push(r);
+    ami_testkit::capturing!(
+        Ec2::register_image,
+        captured,
         RegisterImageOutput::builder().image_id(NEW_IMAGE).build()
-    })
+    )
 }
 
 const UEFI_DATA: &str = "QU1aVUVGSQ==";
@@ -188,11 +189,11 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
     let mut steps = snapshot_steps_with(testing::windows_plan());
     steps["snapshot"]["image_id"] = json!(NEW_IMAGE);
     let modified: Captured<ModifyImageAttributeInput> = Captured::default();
-    let seen = modified.clone();
-    let modify = mock!(Ec2::modify_image_attribute).then_compute_output(move |r| {
-        seen.push(r);
+    let modify = ami_testkit::capturing!(
+        Ec2::modify_image_attribute,
+        modified.clone(),
         ModifyImageAttributeOutput::builder().build()
-    });
+    );
     let reg = register(Captured::default());
     let deps = Deps(testing::ec2(&[&modify, &reg]));
     let out = deps.start(&request("start", steps), NOW).await.unwrap();
@@ -225,13 +226,10 @@ async fn retried_start_adopts_the_image_found_by_tag() {
 }
 
 fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
-    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
     let by_name = testing::images_by_name()
         .then_output(move || DescribeImagesOutput::builder().images(ours(owner_execution)).build());
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     (by_tag, by_name, reg)
 }
 
@@ -251,8 +249,7 @@ async fn duplicate_name_of_another_execution_is_a_conflict() {
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
     let err = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.Conflict");
-    assert!(err.to_string().contains("{{id}}"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.Conflict", &["{{id}}"]);
 }
 
 #[tokio::test]
@@ -333,8 +330,7 @@ async fn failed_image_fails_the_step_with_its_reason() {
     let states = image_states(vec![Some(Ec2ImageState::Failed)]);
     let deps = Deps(testing::ec2(&[&states]));
     let err = deps.status(&request("status", image_steps()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.ImageFailed");
-    assert!(err.to_string().contains("snapshot unusable"));
+    testing::assert_error(&err, "AmiPipeline.ImageFailed", &["snapshot unusable"]);
 }
 
 fn available(details: &str, operation: &str) -> Rule {
@@ -363,8 +359,7 @@ async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
     let lost = available("Linux/UNIX", "RunInstances");
     let deps = Deps(testing::ec2(&[&lost]));
     let err = deps.status(&request("status", steps.clone()), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.PlatformMismatch", "{err}");
-    assert!(err.to_string().contains("Windows"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.PlatformMismatch", &["Windows"]);
 
     let kept = available("Windows", "RunInstances:0002");
     let deps = Deps(testing::ec2(&[&kept]));
@@ -402,11 +397,8 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
         .output(|| DescribeImagesOutput::builder().build())
         .output(|| DescribeImagesOutput::builder().images(ours(testing::EXECUTION)).build())
         .build();
-    let by_name = testing::images_by_name().then_output(|| DescribeImagesOutput::builder().build());
-    let reg = mock!(Ec2::register_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
+    let by_name = testing::finds_no_images(testing::images_by_name());
+    let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     let uefi = uefi(Captured::default());
     let deps = Deps(testing::ec2(&[&by_tag, &by_name, &reg, &uefi]));
     let req = testing::request("start", &testing::run(), snapshot_steps());

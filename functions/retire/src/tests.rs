@@ -5,7 +5,7 @@ use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
 use aws_sdk_ec2::types::SnapshotState;
 use aws_sdk_ssm::Client as Ssm;
-use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_mocks::Rule;
 use serde_json::json;
 
 use ami_testkit::world::{FakeImage, FakeSnapshot, tag_map};
@@ -389,11 +389,7 @@ async fn each_region_is_retired_against_its_own_references() {
 #[tokio::test]
 async fn when_references_cannot_be_read_nothing_is_removed() {
     let world = world_with(&[10, 20, 30]);
-    let denied = mock!(Ssm::get_parameter)
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("AccessDeniedException")))
-        .repeatedly()
-        .build();
+    let denied = ami_testkit::json_error!(Ssm::get_parameter, "AccessDeniedException");
     let mut run = run_with(1, None);
     run.recipe.publish.ssm_parameters = vec![PARAM.into()];
     let err = retire(&deps_with(&world, vec![], vec![denied]), &run, NOW)
@@ -577,16 +573,8 @@ async fn an_orphan_in_use_or_gone_is_skipped_and_reported_and_the_run_succeeds()
             add_snapshot(&mut w, id, "web", old, SnapshotState::Completed, &[]);
         }
     }
-    let in_use = mock!(Ec2::delete_snapshot)
-        .match_requests(|r| r.snapshot_id() == Some("snap-a-in-use"))
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.InUse")))
-        .build();
-    let gone = mock!(Ec2::delete_snapshot)
-        .match_requests(|r| r.snapshot_id() == Some("snap-b-gone"))
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .build();
+    let in_use = ami_testkit::ec2_error!(once Ec2::delete_snapshot, "InvalidSnapshot.InUse", match |r| r.snapshot_id() == Some("snap-a-in-use"));
+    let gone = ami_testkit::ec2_error!(once Ec2::delete_snapshot, "InvalidSnapshot.NotFound", match |r| r.snapshot_id() == Some("snap-b-gone"));
     let deps = deps_with(&world, vec![in_use.clone(), gone.clone()], vec![]);
     let out = retire(&deps, &run_with(3, None), NOW).await.unwrap();
     let home = region(&out, HOME);

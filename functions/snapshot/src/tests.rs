@@ -138,6 +138,22 @@ fn build_steps() -> serde_json::Value {
     json!({ "build": b })
 }
 
+/// Deps for a start on the builder (as each DescribeInstances finds it, in turn) and its volumes: `mine` answers
+/// the look-up of this execution's snapshots, `create` CreateSnapshots.
+fn start_deps(builder: &'static [InstanceStateName], mine: &Rule, create: &Rule) -> Deps {
+    let (inst, vols) = (describe_instances(builder), volumes());
+    Deps(testing::ec2(&[&inst, mine, &vols, create]))
+}
+
+/// A start on the stopped builder, `mine` answering the look-up of this execution's snapshots and `create`
+/// CreateSnapshots.
+async fn start_stopped(mine: &Rule, create: &Rule) -> SnapshotState {
+    let deps = start_deps(&[InstanceStateName::Stopped], mine, create);
+    deps.start(&request("start", &testing::run(), build_steps()), NOW)
+        .await
+        .unwrap()
+}
+
 fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::Value) -> StepRequest {
     input::parse_value("input", testing::request(action, run, steps)).unwrap()
 }
@@ -145,22 +161,8 @@ fn request(action: &str, run: &ami_core::model::steps::Run, steps: serde_json::V
 #[tokio::test]
 async fn start_snapshots_every_volume_tagged_on_create() {
     let captured: Captured<CreateSnapshotsInput> = Captured::default();
-    let cap = captured.clone();
-    let create = mock!(Ec2::create_snapshots).then_compute_output(move |r| {
-        cap.push(r);
-        created()
-    });
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
-
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let create = ami_testkit::capturing!(Ec2::create_snapshots, captured.clone(), created());
+    let out = start_stopped(&own_snapshots(vec![]), &create).await;
     assert_eq!(out.source_image_id, BASE_IMAGE);
     assert_eq!(out.root_device_name, "/dev/xvda");
     let devs: Vec<_> = out
@@ -213,12 +215,7 @@ async fn retried_start_finds_its_snapshots_by_tag() {
             .volume_size(20)
             .build(),
     ]);
-    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let out = start_stopped(&mine, &create).await;
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(create.num_calls(), 0, "nothing created twice");
 }
@@ -264,11 +261,11 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
         .output(created)
         .build();
     let mine = found_by_tag_after_create();
-    let (inst, vols) = (
-        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
-        volumes(),
+    let deps = start_deps(
+        &[InstanceStateName::Stopped, InstanceStateName::Stopped],
+        &mine,
+        &create,
     );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
@@ -287,12 +284,11 @@ async fn create_is_never_retried_blindly_and_the_step_retry_adopts_a_lost_answer
 #[tokio::test]
 async fn throttled_create_fails_throttled_and_the_step_retry_creates() {
     let create = ami_testkit::throttled_once!(Ec2::create_snapshots, created);
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped, InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
+    let deps = start_deps(
+        &[InstanceStateName::Stopped, InstanceStateName::Stopped],
+        &own_snapshots(vec![]),
+        &create,
     );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Throttled", "{err}");
@@ -325,15 +321,7 @@ fn snapshot_states(polls: Vec<Vec<(&'static str, Ec2SnapshotState, &'static str)
 
 async fn started_state() -> SnapshotState {
     let create = mock!(Ec2::create_snapshots).then_output(created);
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
-    deps.start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap()
+    start_stopped(&own_snapshots(vec![]), &create).await
 }
 
 #[tokio::test]
@@ -375,8 +363,7 @@ async fn a_snapshot_in_error_fails_the_step() {
         .status(&request("status", &testing::run(), steps), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.SnapshotFailed");
-    assert!(err.to_string().contains("disk gone"));
+    testing::assert_error(&err, "AmiPipeline.SnapshotFailed", &["disk gone"]);
 }
 
 #[tokio::test]
@@ -433,10 +420,7 @@ async fn missing_build_output_is_invalid_input_without_calls() {
     let err = handle(&deps, testing::request("start", &testing::run(), json!({})))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "input.steps.build"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "input.steps.build", &[]);
 }
 
 const IMAGE: &str = "ami-0ccccccccccccccc1";
@@ -489,11 +473,11 @@ fn own_image(found: bool) -> Rule {
 #[tokio::test]
 async fn a_licensed_platform_is_imaged_with_create_image_tagged_on_create() {
     let captured: Captured<CreateImageInput> = Captured::default();
-    let cap = captured.clone();
-    let create_image = mock!(Ec2::create_image).then_compute_output(move |r| {
-        cap.push(r);
+    let create_image = ami_testkit::capturing!(
+        Ec2::create_image,
+        captured.clone(),
         CreateImageOutput::builder().image_id(IMAGE).build()
-    });
+    );
     let snapshots = mock!(Ec2::create_snapshots).then_output(created);
     let (inst, none) = (windows_builder(), own_image(false));
     let deps = Deps(testing::ec2(&[&inst, &none, &create_image, &snapshots]));
@@ -541,19 +525,22 @@ async fn a_retried_create_image_adopts_its_image_by_tag_or_by_name() {
     assert_eq!((out.image_id.as_deref(), create_image.num_calls()), (Some(IMAGE), 0));
 
     // A lost answer: the tag look-up misses, CreateImage finds the name taken, the name look-up finds ours.
-    let by_tag = testing::images_by_execution_tag().then_output(|| DescribeImagesOutput::builder().build());
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
     let by_name = own_image(true);
-    let duplicate = mock!(Ec2::create_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
-    let inst = windows_builder();
-    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let (deps, duplicate) = name_taken(&by_tag, &by_name);
     let out = deps
         .start(&request("start", &windows_run(), build_steps()), NOW)
         .await
         .unwrap();
     assert_eq!((out.image_id.as_deref(), duplicate.num_calls()), (Some(IMAGE), 1));
+}
+
+/// Deps for a CreateImage start on the Windows builder that finds the name taken, `by_tag` and `by_name`
+/// answering the look-ups; and the refused CreateImage, to count.
+fn name_taken(by_tag: &Rule, by_name: &Rule) -> (Deps, Rule) {
+    let duplicate = ami_testkit::ec2_error!(once Ec2::create_image, "InvalidAMIName.Duplicate");
+    let inst = windows_builder();
+    (Deps(testing::ec2(&[&inst, by_tag, by_name, &duplicate])), duplicate)
 }
 
 #[tokio::test]
@@ -664,12 +651,7 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
                 .build()
         })
         .build();
-    let (inst, vols) = (describe_instances(&[InstanceStateName::Stopped]), volumes());
-    let deps = Deps(testing::ec2(&[&inst, &late, &vols, &create]));
-    let out = deps
-        .start(&request("start", &testing::run(), build_steps()), NOW)
-        .await
-        .unwrap();
+    let out = start_stopped(&late, &create).await;
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(
         (late.num_calls(), create.num_calls()),
@@ -680,11 +662,7 @@ async fn a_tag_look_up_that_misses_is_made_again_before_creating_a_second_set() 
 
 #[tokio::test]
 async fn snapshots_unknown_right_after_create_are_pending_then_found() {
-    let not_found = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| r.filters().is_empty())
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .build();
+    let not_found = ami_testkit::ec2_error!(once Ec2::describe_snapshots, "InvalidSnapshot.NotFound", match |r| r.filters().is_empty());
     let found = snapshot_states(vec![vec![
         ("snap-0000000000000001", Ec2SnapshotState::Completed, "100%"),
         ("snap-0000000000000002", Ec2SnapshotState::Completed, "100%"),
@@ -700,11 +678,7 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
     let s = deps.status(&req, NOW + 60).await.unwrap();
     assert_eq!(s.progress.status, Status::Ready);
     // Still unknown long after they were made: deleted from outside.
-    let gone = mock!(Ec2::describe_snapshots)
-        .match_requests(|r| r.filters().is_empty())
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidSnapshot.NotFound")))
-        .build();
+    let gone = ami_testkit::ec2_error!(once Ec2::describe_snapshots, "InvalidSnapshot.NotFound", match |r| r.filters().is_empty());
     let deps = Deps(testing::ec2(&[&gone]));
     let err = deps.status(&req, NOW + 600).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.ResourceGone", "{err}");
@@ -712,16 +686,8 @@ async fn snapshots_unknown_right_after_create_are_pending_then_found() {
 
 #[tokio::test]
 async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
-    let create = mock!(Ec2::create_snapshots)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("ConcurrentSnapshotLimitExceeded")))
-        .build();
-    let (inst, mine, vols) = (
-        describe_instances(&[InstanceStateName::Stopped]),
-        own_snapshots(vec![]),
-        volumes(),
-    );
-    let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create]));
+    let create = ami_testkit::ec2_error!(once Ec2::create_snapshots, "ConcurrentSnapshotLimitExceeded");
+    let deps = start_deps(&[InstanceStateName::Stopped], &own_snapshots(vec![]), &create);
     let req = testing::request("start", &testing::run(), build_steps());
     let err = handle(&deps, req).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.LimitExceeded", "{err}");
@@ -730,22 +696,9 @@ async fn a_snapshot_limit_is_limit_exceeded_for_the_state_machine_to_retry() {
 
 #[tokio::test]
 async fn create_image_name_taken_but_not_listed_yet_is_transient_not_conflict() {
-    let by_tag = testing::images_by_execution_tag()
-        .sequence()
-        .output(|| DescribeImagesOutput::builder().build())
-        .repeatedly()
-        .build();
-    let by_name = testing::images_by_name()
-        .sequence()
-        .output(|| DescribeImagesOutput::builder().build())
-        .repeatedly()
-        .build();
-    let duplicate = mock!(Ec2::create_image)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidAMIName.Duplicate")))
-        .build();
-    let inst = windows_builder();
-    let deps = Deps(testing::ec2(&[&inst, &by_tag, &by_name, &duplicate]));
+    let by_tag = testing::finds_no_images(testing::images_by_execution_tag());
+    let by_name = testing::finds_no_images(testing::images_by_name());
+    let (deps, _) = name_taken(&by_tag, &by_name);
     let err = deps
         .start(&request("start", &windows_run(), build_steps()), NOW)
         .await

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusSummary, R
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
-use aws_sdk_ssm::operation::send_command::{SendCommandInput, SendCommandOutput};
+use aws_sdk_ssm::operation::send_command::SendCommandInput;
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -132,15 +132,7 @@ async fn the_smoke_test_is_sent_after_the_status_checks_and_its_success_passes_w
             )
             .build()
     });
-    let cap = sent.clone();
-    let send = mock!(Ssm::send_command)
-        .match_requests(|_| true)
-        .then_compute_output(move |r| {
-            cap.push(r);
-            SendCommandOutput::builder()
-                .command(Command::builder().command_id("cmd-9").build())
-                .build()
-        });
+    let send = testing::send_command(sent.clone(), "cmd-9");
     let s = Step::status(&deps(&[&inst, &ok], &[&none, &online, &send]), &request(), NOW)
         .await
         .unwrap();

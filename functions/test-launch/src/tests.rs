@@ -1,13 +1,10 @@
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::create_tags::{CreateTagsInput, CreateTagsOutput};
 use aws_sdk_ec2::operation::describe_instance_status::{DescribeInstanceStatusInput, DescribeInstanceStatusOutput};
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesInput, RunInstancesOutput};
 use aws_sdk_ec2::operation::terminate_instances::{TerminateInstancesInput, TerminateInstancesOutput};
-use aws_sdk_ec2::types::{
-    InstanceState, InstanceStatus, InstanceStatusDetails, Reservation, StateReason, StatusName, StatusType,
-};
+use aws_sdk_ec2::types::{InstanceState, InstanceStatus, InstanceStatusDetails, StateReason, StatusName, StatusType};
 use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::DateTime;
 use serde_json::{Value, json};
@@ -19,7 +16,6 @@ use ami_testkit::{self as testing, Captured, NOW};
 use ami_core::model::input;
 
 use ami_core::step::{Step, handle};
-use aws_sdk_ec2::types::HttpTokensState;
 
 use super::*;
 
@@ -109,32 +105,14 @@ fn instance(state: InstanceStateName) -> aws_sdk_ec2::types::Instance {
         .build()
 }
 
-fn described(i: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
-    DescribeInstancesOutput::builder()
-        .reservations(Reservation::builder().instances(i).build())
-        .build()
-}
-
-/// The look-up by tag finds nothing: no test instance of this execution yet.
-fn none_tagged() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .then_output(|| DescribeInstancesOutput::builder().build())
-}
-
 fn run_instances(captured: Captured<RunInstancesInput>) -> Rule {
-    mock!(Ec2::run_instances).then_compute_output(move |req| {
-        captured.push(req);
-        RunInstancesOutput::builder()
-            .instances(instance(InstanceStateName::Pending))
-            .build()
-    })
+    testing::run_instances(captured, instance(InstanceStateName::Pending))
 }
 
 #[tokio::test]
 async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
     let captured = Captured::default();
-    let (lookup, run) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, run) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &run]);
 
     let out = deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
@@ -153,22 +131,13 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         req.client_token(),
         Some(ami_core::model::naming::client_token(testing::EXECUTION, "test", testing::REGION).as_str())
     );
-    let md = req.metadata_options().unwrap();
-    assert_eq!(md.http_tokens(), Some(&HttpTokensState::Required));
     // No test.instance_profile: the builder's, so the SSM agent can register for a Run Command smoke test.
     assert_eq!(
         req.iam_instance_profile().and_then(|p| p.name()),
         Some("ami-pipeline-builder")
     );
-    let nic = &req.network_interfaces()[0];
-    assert_eq!(nic.associate_public_ip_address(), Some(false));
     // The example recipe's test section names no network: the build's is used.
-    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
-    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
-    assert_eq!(
-        req.instance_initiated_shutdown_behavior(),
-        Some(&ShutdownBehavior::Terminate)
-    );
+    testing::assert_locked_down(&req, ShutdownBehavior::Terminate);
     // every volume of the image, asked encrypted and deleted with the instance, at the snapshot's size, type,
     // IOPS (io1/io2 require them) and throughput
     let volumes: Vec<_> = req
@@ -211,15 +180,8 @@ async fn start_launches_the_candidate_locked_down_with_the_smoke_test() {
         ]
     );
     testing::tagged_on_create(&req, "test-instance");
-    let user_data = testing::user_data(&req);
-    assert!(user_data.contains(userdata::SMOKE_TAG));
-    // Run Command (the default channel) sends the smoke test once the status checks pass
-    assert!(user_data.contains(userdata::RUN_COMMAND_MARK));
-    assert!(
-        !user_data.contains("curl -fsS http://127.0.0.1/"),
-        "the script is not in the user data"
-    );
-    assert!(!user_data.contains("shutdown"), "the test instance stays up");
+    // Run Command (the default channel) sends the smoke test once the status checks pass; the instance stays up
+    testing::assert_run_command_user_data(&req, userdata::SMOKE_TAG, "curl -fsS http://127.0.0.1/");
 }
 
 #[tokio::test]
@@ -231,7 +193,7 @@ async fn test_settings_override_the_build_and_no_script_means_no_user_data() {
         r.test.script = None;
     });
     let captured = Captured::default();
-    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, launch) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     deps.start(&parse(start_request(&run)), NOW).await.unwrap();
     let req = captured.only();
@@ -266,7 +228,7 @@ async fn retried_start_adopts_the_tagged_instance_instead_of_launching_again() {
             f("tag:ami-pipeline:execution") == Some(vec![testing::EXECUTION.to_string()])
                 && f("tag:ami-pipeline:role") == Some(vec!["test-instance".to_string()])
         })
-        .then_output(|| described(instance(InstanceStateName::Running)));
+        .then_output(|| testing::described_instance(instance(InstanceStateName::Running)));
     let launch = run_instances(Captured::default());
     let deps = deps(&[&tagged, &launch]);
     let out = handle(&deps, start_request(&testing::run())).await.unwrap();
@@ -281,7 +243,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
     // The tag look-up cannot see an instance whose launch response was lost a moment ago; the ClientToken makes
     // EC2 return that instance instead of launching another.
     let captured = Captured::default();
-    let (lookup, launch) = (none_tagged(), run_instances(captured.clone()));
+    let (lookup, launch) = (testing::no_instance_tagged(), run_instances(captured.clone()));
     let deps = deps(&[&lookup, &launch]);
     for _ in 0..2 {
         deps.start(&parse(start_request(&testing::run())), NOW).await.unwrap();
@@ -291,7 +253,7 @@ async fn a_lost_launch_response_is_retried_with_the_same_client_token() {
 
 #[tokio::test]
 async fn throttled_launch_is_retried_then_succeeds() {
-    let lookup = none_tagged();
+    let lookup = testing::no_instance_tagged();
     let launch = ami_testkit::throttled_once!(Ec2::run_instances, || {
         RunInstancesOutput::builder()
             .instances(instance(InstanceStateName::Pending))
@@ -349,7 +311,7 @@ fn instance_in(states: &'static [InstanceStateName]) -> Rule {
         .match_requests(|r| r.instance_ids() == [TESTER])
         .sequence();
     for s in states {
-        seq = seq.output(move || described(instance(s.clone())));
+        seq = seq.output(move || testing::described_instance(instance(s.clone())));
     }
     seq.build()
 }
@@ -414,10 +376,7 @@ fn console(texts: &'static [&'static str]) -> Rule {
 }
 
 fn create_tags(captured: Captured<CreateTagsInput>) -> Rule {
-    mock!(Ec2::create_tags).then_compute_output(move |req| {
-        captured.push(req);
-        CreateTagsOutput::builder().build()
-    })
+    ami_testkit::capturing!(Ec2::create_tags, captured, CreateTagsOutput::builder().build())
 }
 
 #[tokio::test]
@@ -494,8 +453,7 @@ async fn smoke_test_failure_fails_with_its_reason_and_tags_nothing() {
         .status(&request_for("status", &console_run(), &state()), NOW)
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.TestFailed");
-    assert!(err.to_string().contains("exit=7"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.TestFailed", &["exit=7"]);
     assert_eq!(tag.num_calls(), 0);
 }
 
@@ -523,7 +481,7 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         ("Client.UserInitiatedShutdown", "AmiPipeline.ResourceGone"),
     ] {
         let gone = mock!(Ec2::describe_instances).then_output(move || {
-            described(
+            testing::described_instance(
                 aws_sdk_ec2::types::Instance::builder()
                     .instance_id(TESTER)
                     .state(InstanceState::builder().name(InstanceStateName::Terminated).build())
@@ -539,10 +497,7 @@ async fn an_instance_that_ended_fails_the_test_unless_someone_else_ended_it() {
         assert_eq!(err.error_type(), expected, "{code}: {err}");
     }
 
-    let unknown = mock!(Ec2::describe_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .build();
+    let unknown = ami_testkit::ec2_error!(once Ec2::describe_instances, "InvalidInstanceID.NotFound");
     let deps = deps(&[&unknown]);
     let err = deps
         .status(&request_for("status", &testing::run(), &state()), NOW)
@@ -563,10 +518,11 @@ async fn past_the_deadline_is_a_timeout_without_calls() {
 }
 
 fn terminate(captured: Captured<TerminateInstancesInput>) -> Rule {
-    mock!(Ec2::terminate_instances).then_compute_output(move |req| {
-        captured.push(req);
+    ami_testkit::capturing!(
+        Ec2::terminate_instances,
+        captured,
         TerminateInstancesOutput::builder().build()
-    })
+    )
 }
 
 #[tokio::test]
@@ -589,17 +545,16 @@ async fn finish_terminates_the_instance() {
     assert_eq!(captured.only().instance_ids(), [TESTER]);
 }
 
+/// Finish, TerminateInstances answered by `terminate`.
+async fn finish_with(terminate: &Rule) -> TestState {
+    let req = request_for("finish", &testing::run(), &state());
+    deps(&[terminate]).finish(&req, NOW).await.unwrap()
+}
+
 #[tokio::test]
 async fn finish_on_an_instance_already_gone_is_success() {
-    let gone = mock!(Ec2::terminate_instances)
-        .sequence()
-        .http_status(400, Some(testing::ec2_error_body("InvalidInstanceID.NotFound")))
-        .build();
-    let deps = deps(&[&gone]);
-    let out = deps
-        .finish(&request_for("finish", &testing::run(), &state()), NOW)
-        .await
-        .unwrap();
+    let gone = ami_testkit::ec2_error!(once Ec2::terminate_instances, "InvalidInstanceID.NotFound");
+    let out = finish_with(&gone).await;
     assert!(out.terminated);
     assert_eq!(gone.num_calls(), 1);
 }
@@ -607,11 +562,7 @@ async fn finish_on_an_instance_already_gone_is_success() {
 #[tokio::test]
 async fn throttled_terminate_is_retried_then_succeeds() {
     let term = ami_testkit::throttled_once!(Ec2::terminate_instances, || TerminateInstancesOutput::builder().build());
-    let deps = deps(&[&term]);
-    let out = deps
-        .finish(&request_for("finish", &testing::run(), &state()), NOW)
-        .await
-        .unwrap();
+    let out = finish_with(&term).await;
     assert!(out.terminated);
     assert_eq!(term.num_calls(), 2);
 }
@@ -682,7 +633,7 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     // The build's t3.small (Nitro, EBS only): refused, naming where the type came from.
     let captured = Captured::default();
     let (lookup, types, run) = (
-        none_tagged(),
+        testing::no_instance_tagged(),
         instance_types(&[Root::Ebs]),
         run_instances(captured.clone()),
     );
@@ -693,16 +644,13 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.build.instance_type"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.build.instance_type", &[]);
     assert_eq!(run.num_calls(), 0, "nothing launched");
 
     // m3.medium supports an instance store root: launched, without EBS mappings (none to encrypt or override).
     let captured = Captured::default();
     let (lookup, types, run) = (
-        none_tagged(),
+        testing::no_instance_tagged(),
         instance_types(&[Root::Ebs, Root::InstanceStore]),
         run_instances(captured.clone()),
     );
@@ -722,15 +670,6 @@ async fn an_instance_store_image_is_launched_only_on_a_type_that_can_boot_it() {
 
 // -- capacity and eventual consistency ----------------------------------------------------------------------------
 
-fn none_tagged_repeatedly() -> Rule {
-    mock!(Ec2::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .sequence()
-        .output(|| DescribeInstancesOutput::builder().build())
-        .repeatedly()
-        .build()
-}
-
 #[tokio::test]
 async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fallback_types() {
     let captured = Captured::default();
@@ -739,7 +678,7 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
         r.test.fallback_instance_types = vec!["m5.large".into()];
         r.build.as_mut().unwrap().fallback_subnet_ids = vec!["subnet-0fa11bac0000000b1".into()];
     });
-    let lookup = none_tagged_repeatedly();
+    let lookup = testing::no_instance_tagged();
     let refused = ami_testkit::ec2_error!(Ec2::run_instances, "Unsupported", match {
         let captured = captured.clone();
         move |r| {
@@ -781,7 +720,7 @@ async fn no_capacity_for_the_test_type_tries_the_build_subnets_then_the_test_fal
 async fn no_capacity_anywhere_is_no_capacity() {
     let run = recipe_with(|_| {});
     let (lookup, refused) = (
-        none_tagged_repeatedly(),
+        testing::no_instance_tagged(),
         mock!(Ec2::run_instances)
             .sequence()
             .http_status(500, Some(testing::ec2_error_body("InsufficientInstanceCapacity")))
@@ -790,8 +729,7 @@ async fn no_capacity_anywhere_is_no_capacity() {
     );
     let deps = deps(&[&lookup, &refused]);
     let err = deps.start(&parse(start_request(&run)), NOW).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.NoCapacity");
-    assert!(err.to_string().contains("test instance"), "{err}");
+    testing::assert_error(&err, "AmiPipeline.NoCapacity", &["test instance"]);
 }
 
 #[tokio::test]

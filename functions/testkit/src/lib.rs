@@ -7,11 +7,24 @@
 
 pub mod calls;
 pub mod contract;
+pub mod trigger;
 pub mod world;
 
 pub use ami_core::testing::*;
 pub use calls::Calls;
 pub use world::{World, WorldState};
+
+/// A rule answering `$op` with `$output` (evaluated per call), every time, keeping each request in `$captured`.
+#[macro_export]
+macro_rules! capturing {
+    ($op:path, $captured:expr, $output:expr) => {{
+        let captured = $captured;
+        aws_smithy_mocks::mock!($op).then_compute_output(move |r| {
+            captured.push(r);
+            $output
+        })
+    }};
+}
 
 /// A rule answering `$op` throttled once, then with `$output` (the SDK retries on the rule that matched first).
 /// EC2 (query protocol) operations throttle with 503 `RequestLimitExceeded`; `json` ones (SSM, Step Functions) with
@@ -53,24 +66,115 @@ macro_rules! throttled_always {
     };
 }
 
-/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time.
+/// A rule answering `$op` (those requests `match` accepts, if given) with the EC2 error `$code` (400), every time;
+/// with `once`, a single time (a second call finds no rule and fails the test).
 #[macro_export]
 macro_rules! ec2_error {
-    ($op:path, $code:expr, match $filter:expr) => {
+    ($($rule:tt)*) => { $crate::error_rule!(ec2_error_body; $($rule)*) };
+}
+
+/// [`ec2_error!`] for a `json` protocol `$op` (SSM, Step Functions, KMS).
+#[macro_export]
+macro_rules! json_error {
+    ($($rule:tt)*) => { $crate::error_rule!(json_error_body; $($rule)*) };
+}
+
+/// The rule behind [`ec2_error!`] and [`json_error!`]: `$op` answers 400 with `$body($code)`, once or always.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! error_rule {
+    ($body:ident; once $op:path, $code:expr $(, match $filter:expr)?) => {
         aws_smithy_mocks::mock!($op)
-            .match_requests($filter)
+            $(.match_requests($filter))?
             .sequence()
-            .http_status(400, Some($crate::ec2_error_body($code)))
+            .http_status(400, Some($crate::$body($code)))
+            .build()
+    };
+    ($body:ident; $op:path, $code:expr $(, match $filter:expr)?) => {
+        aws_smithy_mocks::mock!($op)
+            $(.match_requests($filter))?
+            .sequence()
+            .http_status(400, Some($crate::$body($code)))
             .repeatedly()
             .build()
     };
-    ($op:path, $code:expr) => {
-        aws_smithy_mocks::mock!($op)
-            .sequence()
-            .http_status(400, Some($crate::ec2_error_body($code)))
-            .repeatedly()
-            .build()
+}
+
+/// Asserts `err` has the error type `error_type`, and a message that mentions each of `mentions`.
+#[track_caller]
+pub fn assert_error(err: &ami_core::Error, error_type: &str, mentions: &[&str]) {
+    assert_eq!(err.error_type(), error_type, "{err}");
+    let text = err.to_string();
+    for m in mentions {
+        assert!(text.contains(m), "want {m:?} in: {text}");
+    }
+}
+
+/// Asserts `err` is `InvalidInput` naming `field`, with a message that mentions each of `mentions`.
+#[track_caller]
+pub fn assert_invalid_input(err: &ami_core::Error, field: &str, mentions: &[&str]) {
+    let ami_core::Error::InvalidInput { field: got, message } = err else {
+        panic!("want InvalidInput at {field}, got {err}");
     };
+    assert_eq!(got, field, "{err}");
+    for m in mentions {
+        assert!(message.contains(m), "want {m:?} in: {err}");
+    }
+}
+
+/// GetParameter of `name` (any name if `None`) answered with `value`, every time.
+pub fn ssm_parameter(name: Option<&'static str>, value: impl Into<String>) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ssm::{operation::get_parameter::GetParameterOutput, types::Parameter};
+    let value = value.into();
+    aws_smithy_mocks::mock!(aws_sdk_ssm::Client::get_parameter)
+        .match_requests(move |r| name.is_none_or(|n| r.name() == Some(n)))
+        .sequence()
+        .output(move || {
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().value(value.clone()).build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+/// DescribeInstances by tag finds nothing, every time: no instance of this execution yet.
+pub fn no_instance_tagged() -> aws_smithy_mocks::Rule {
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .sequence()
+        .output(|| aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+/// A request matcher that accepts what `hit` accepts and keeps each such request in `captured`.
+pub fn capture_if<T: Clone + Send + Sync + 'static>(
+    captured: &Captured<T>,
+    hit: impl Fn(&T) -> bool + Send + Sync + 'static,
+) -> impl Fn(&T) -> bool + Send + Sync + 'static {
+    let captured = captured.clone();
+    move |r| {
+        let hit = hit(r);
+        if hit {
+            captured.push(r);
+        }
+        hit
+    }
+}
+
+/// SendCommand answered with command `id`, every time; each request kept in `captured`.
+pub fn send_command(
+    captured: Captured<aws_sdk_ssm::operation::send_command::SendCommandInput>,
+    id: &'static str,
+) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ssm::{operation::send_command::SendCommandOutput, types::Command};
+    aws_smithy_mocks::mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |r| {
+        captured.push(r);
+        SendCommandOutput::builder()
+            .command(Command::builder().command_id(id).build())
+            .build()
+    })
 }
 
 /// Unix seconds of an RFC 3339 time (the inverse of [`rfc3339`]); 0 if it does not parse.
@@ -139,6 +243,30 @@ pub type DescribeImagesRule = aws_smithy_mocks::RuleBuilder<
     aws_sdk_ec2::operation::describe_images::DescribeImagesError,
 >;
 
+/// DescribeImages of `image`'s id answered with `image`, every time.
+pub fn image_described(image: aws_sdk_ec2::types::Image) -> aws_smithy_mocks::Rule {
+    let id = image.image_id().map(str::to_string);
+    aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(move |r| r.image_ids().first() == id.as_ref() && r.image_ids().len() == 1)
+        .sequence()
+        .output(move || {
+            aws_sdk_ec2::operation::describe_images::DescribeImagesOutput::builder()
+                .images(image.clone())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+/// `lookup` (a DescribeImages rule) finding nothing, every time.
+pub fn finds_no_images(lookup: DescribeImagesRule) -> aws_smithy_mocks::Rule {
+    lookup
+        .sequence()
+        .output(|| aws_sdk_ec2::operation::describe_images::DescribeImagesOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
 /// DescribeImages filtered by the execution tag: the look-up that adopts what a lost create made.
 pub fn images_by_execution_tag() -> DescribeImagesRule {
     aws_smithy_mocks::mock!(aws_sdk_ec2::Client::describe_images).match_requests(|r| {
@@ -188,6 +316,77 @@ pub fn tagged_on_create<'a>(
             spec.tags()
         })
         .collect()
+}
+
+/// Asserts a RunInstances request launches locked down: IMDSv2 only, no public IP, in the example recipe's build
+/// subnet and security group, with this shutdown behaviour.
+#[track_caller]
+pub fn assert_locked_down(
+    req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    shutdown: aws_sdk_ec2::types::ShutdownBehavior,
+) {
+    let md = req.metadata_options().expect("metadata options");
+    assert_eq!(md.http_tokens(), Some(&aws_sdk_ec2::types::HttpTokensState::Required));
+    let nic = &req.network_interfaces()[0];
+    assert_eq!(nic.associate_public_ip_address(), Some(false));
+    assert_eq!(nic.subnet_id(), Some("subnet-0123456789abcdef0"));
+    assert_eq!(nic.groups(), ["sg-0123456789abcdef0"]);
+    assert_eq!(req.instance_initiated_shutdown_behavior(), Some(&shutdown));
+}
+
+/// RunInstances answered with `instance`, every time; each request kept in `captured`.
+pub fn run_instances(
+    captured: Captured<aws_sdk_ec2::operation::run_instances::RunInstancesInput>,
+    instance: aws_sdk_ec2::types::Instance,
+) -> aws_smithy_mocks::Rule {
+    use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+    capturing!(
+        aws_sdk_ec2::Client::run_instances,
+        captured,
+        RunInstancesOutput::builder().instances(instance.clone()).build()
+    )
+}
+
+/// Asserts a launch on the Run Command channel (the default) carries `tag` and the channel's mark in its user data,
+/// and neither the script (`script_line`, sent later) nor a shutdown (the step stops or keeps the instance).
+#[track_caller]
+pub fn assert_run_command_user_data(
+    req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput,
+    tag: &str,
+    script_line: &str,
+) {
+    let user_data = user_data(req);
+    assert!(user_data.contains(tag), "{user_data}");
+    assert!(
+        user_data.contains(ami_core::model::userdata::RUN_COMMAND_MARK),
+        "{user_data}"
+    );
+    assert!(!user_data.contains(script_line), "the script is not in the user data");
+    assert!(
+        !user_data.contains("shutdown"),
+        "the step stops or keeps the instance, not its user data"
+    );
+}
+
+/// What DescribeInstances answers for `instance`.
+pub fn described_instance(
+    instance: aws_sdk_ec2::types::Instance,
+) -> aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput {
+    aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+        .reservations(aws_sdk_ec2::types::Reservation::builder().instances(instance).build())
+        .build()
+}
+
+/// The `StateTransitionReason` EC2 gives an instance in `state`: a stop made at `stopped` (Unix seconds) from the
+/// API carries its time; other states carry none.
+pub fn transition_reason(state: &aws_sdk_ec2::types::InstanceStateName, stopped: i64) -> String {
+    match state {
+        aws_sdk_ec2::types::InstanceStateName::Stopped => chrono::DateTime::from_timestamp(stopped, 0)
+            .expect("a time in range")
+            .format("User initiated (%Y-%m-%d %H:%M:%S GMT)")
+            .to_string(),
+        _ => String::new(),
+    }
 }
 
 /// A RunInstances request's user data, decoded.

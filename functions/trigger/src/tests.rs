@@ -2,16 +2,17 @@ use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::types::{Image, Tag};
 use aws_sdk_kms::Client as Kms;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::types::{KeyManagerType, KeyMetadata, KeyState};
+use aws_sdk_kms::types::{KeyManagerType, KeyState};
 use aws_sdk_sfn::Client as Sfn;
 use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionInput, DescribeExecutionOutput};
 use aws_sdk_sfn::operation::start_execution::{StartExecutionInput, StartExecutionOutput};
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
 use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
+use aws_smithy_mocks::{Rule, mock};
 
+use ami_testkit::ssm_parameter;
+use ami_testkit::trigger::{kms_client, kms_key, start_execution};
 use ami_testkit::{self as testing, BASE_IMAGE, Captured};
 
 use super::*;
@@ -53,64 +54,22 @@ fn deps_with_keys(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&
     }
 }
 
-/// A KMS client of `region` answered by `rules`, configured as `ami_core::testing` configures the others.
-fn kms_client<'a>(region: &str, rules: impl IntoIterator<Item = &'a Rule>) -> Kms {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "AKIDTEST", "test", None, None, "test",
-        ))
-        .http_client(aws_smithy_mocks::create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(testing::retry())
-        .build();
-    Kms::from_conf(conf)
-}
-
 /// DescribeKey of the recipes' key answered with this manager and state.
 fn key(manager: KeyManagerType, state: KeyState) -> Rule {
-    mock!(Kms::describe_key)
-        .match_requests(|r| r.key_id() == Some(KEY))
-        .then_output(move || {
-            DescribeKeyOutput::builder()
-                .key_metadata(
-                    KeyMetadata::builder()
-                        .key_id("1234abcd-12ab-34cd-56ef-1234567890ab")
-                        .arn("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
-                        .key_manager(manager.clone())
-                        .key_state(state.clone())
-                        .enabled(state == KeyState::Enabled)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        })
-}
-
-fn key_not_found() -> Rule {
-    mock!(Kms::describe_key)
-        .match_requests(|r| r.key_id() == Some(KEY))
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("NotFoundException")))
-        .build()
+    kms_key(Some(KEY), manager, state)
 }
 
 fn recipe_param(text: String) -> Rule {
-    mock!(Ssm::get_parameter)
-        .match_requests(|r| r.name() == Some("/ami-pipeline/pipelines/web"))
-        .sequence()
-        .output(move || {
-            GetParameterOutput::builder()
-                .parameter(Parameter::builder().value(text.clone()).build())
-                .build()
-        })
-        .repeatedly()
-        .build()
+    ssm_parameter(Some("/ami-pipeline/pipelines/web"), text)
+}
+
+/// The stored recipe `recipe`, and StartExecution starting (each request kept in `captured`).
+fn stored_and_started(recipe: impl Into<String>, captured: Captured<StartExecutionInput>) -> (Rule, Rule) {
+    (recipe_param(recipe.into()), start_execution(captured))
+}
+
+fn key_not_found() -> Rule {
+    ami_testkit::json_error!(once Kms::describe_key, "NotFoundException", match |r| r.key_id() == Some(KEY))
 }
 
 /// The preflight finding everything the example recipe names: the base image, its subnet and security group (one
@@ -192,17 +151,6 @@ fn base_param() -> Rule {
         })
 }
 
-fn start_ok(captured: Captured<StartExecutionInput>) -> Rule {
-    mock!(Sfn::start_execution).then_compute_output(move |r| {
-        captured.push(r);
-        StartExecutionOutput::builder()
-            .execution_arn(format!("{SM}:{}", r.name().unwrap_or_default()).replace("stateMachine", "execution"))
-            .start_date(aws_smithy_types_now())
-            .build()
-            .unwrap()
-    })
-}
-
 /// Now, as Step Functions would give a start date: the trigger tells its own start from a running execution's
 /// repeated response by it.
 fn aws_smithy_types_now() -> aws_sdk_sfn::primitives::DateTime {
@@ -216,7 +164,7 @@ fn event(text: &str) -> Value {
 #[tokio::test]
 async fn release_event_starts_one_named_execution_with_the_frozen_recipe() {
     let captured = Captured::default();
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[], &[&param], &[&sfn]);
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -318,16 +266,15 @@ fn a(n: u32) -> String {
 
 /// DescribeExecution of the execution `name`, answered `status`; every request is captured.
 fn describe_status(captured: &Captured<DescribeExecutionInput>, name: String, status: ExecutionStatus) -> Rule {
-    let (cap, n) = (captured.clone(), name.clone());
+    let n = name.clone();
     mock!(Sfn::describe_execution)
-        .match_requests(move |r| {
-            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
+        .match_requests(testing::capture_if(captured, execution_named(name)))
         .then_output(move || described(&n, status.clone()))
+}
+
+/// Accepts DescribeExecution of the execution `name`.
+fn execution_named(name: String) -> impl Fn(&DescribeExecutionInput) -> bool + Send + Sync + 'static {
+    move |r| r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")))
 }
 
 fn described(name: &str, status: ExecutionStatus) -> DescribeExecutionOutput {
@@ -344,37 +291,17 @@ fn described(name: &str, status: ExecutionStatus) -> DescribeExecutionOutput {
 
 /// DescribeExecution of `name` answered `ExecutionDoesNotExist`.
 fn describe_missing(captured: &Captured<DescribeExecutionInput>, name: String) -> Rule {
-    let cap = captured.clone();
-    mock!(Sfn::describe_execution)
-        .match_requests(move |r| {
-            let hit = r.execution_arn().is_some_and(|arn| arn.ends_with(&format!(":{name}")));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
-        .repeatedly()
-        .build()
+    let missing = testing::capture_if(captured, execution_named(name));
+    ami_testkit::json_error!(Sfn::describe_execution, "ExecutionDoesNotExist", match missing)
 }
 
 /// StartExecution: `ExecutionAlreadyExists` for the names in `taken`, started otherwise; every request captured.
 fn start_unless_taken(captured: &Captured<StartExecutionInput>, taken: Vec<String>) -> [Rule; 2] {
-    let cap = captured.clone();
-    let refused = mock!(Sfn::start_execution)
-        .match_requests(move |r| {
-            let hit = r.name().is_some_and(|n| taken.iter().any(|t| t == n));
-            if hit {
-                cap.push(r);
-            }
-            hit
-        })
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ExecutionAlreadyExists")))
-        .repeatedly()
-        .build();
-    [refused, start_ok(captured.clone())]
+    let taken = testing::capture_if(captured, move |r| {
+        r.name().is_some_and(|n| taken.iter().any(|t| t == n))
+    });
+    let refused = ami_testkit::json_error!(Sfn::start_execution, "ExecutionAlreadyExists", match taken);
+    [refused, start_execution(captured.clone())]
 }
 
 /// A kept image in the home region as DescribeImages lists it.
@@ -405,6 +332,20 @@ fn example_hash() -> String {
     rerun::recipe_hash(&Recipe::from_json(testing::EXAMPLE_RECIPE).unwrap())
 }
 
+/// The Step Functions rules of a rerun: the execution `name` exists and ended `status`, its attempt 2 does not;
+/// StartExecution refuses `name` and starts any other. Every start and describe is kept.
+fn rerun_of(
+    name: String,
+    status: ExecutionStatus,
+    starts: &Captured<StartExecutionInput>,
+    describes: &Captured<DescribeExecutionInput>,
+) -> [Rule; 4] {
+    let [taken, start] = start_unless_taken(starts, vec![name.clone()]);
+    let ended = describe_status(describes, name.clone(), status);
+    let next = describe_missing(describes, rerun::attempt_name(&name, 2));
+    [taken, start, ended, next]
+}
+
 fn started_run(req: &StartExecutionInput) -> Run {
     let input: Value = serde_json::from_str(req.input().unwrap()).unwrap();
     serde_json::from_value(input["run"].clone()).unwrap()
@@ -413,9 +354,7 @@ fn started_run(req: &StartExecutionInput) -> Run {
 #[tokio::test]
 async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_image() {
     let (starts, describes) = (Captured::default(), Captured::default());
-    let [taken, start] = start_unless_taken(&starts, vec![base()]);
-    let failed = describe_status(&describes, base(), ExecutionStatus::Failed);
-    let next = describe_missing(&describes, a(2));
+    let sfn = rerun_of(base(), ExecutionStatus::Failed, &starts, &describes);
     let hash = example_hash();
     let now = ami_core::model::steps::now();
     let images: Captured<aws_sdk_ec2::operation::describe_images::DescribeImagesInput> = Captured::default();
@@ -435,7 +374,7 @@ async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_i
             DescribeImagesOutput::builder().set_images(Some(listed.clone())).build()
         });
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&describe_images], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&describe_images], &[&param], &sfn.each_ref());
 
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
@@ -485,14 +424,10 @@ async fn a_failed_release_sent_again_is_rerun_as_attempt_2_adopting_its_tested_i
 #[tokio::test]
 async fn a_rerun_with_nothing_kept_is_a_full_run_and_its_input_is_byte_identical_each_time() {
     let (starts, describes) = (Captured::default(), Captured::default());
-    let [taken, start] = start_unless_taken(&starts, vec![base()]);
-    let failed = describe_status(&describes, base(), ExecutionStatus::TimedOut);
-    let next = describe_missing(&describes, a(2));
-    let none = mock!(Ec2::describe_images)
-        .match_requests(kept_lookup)
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let sfn = rerun_of(base(), ExecutionStatus::TimedOut, &starts, &describes);
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(kept_lookup));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&none], &[&param], &sfn.each_ref());
     let first = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     let second = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
     assert_eq!(
@@ -545,9 +480,7 @@ async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
         .http_status(400, Some(testing::json_error_body("ExecutionDoesNotExist")))
         .output(|| described(&a(2), ExecutionStatus::Running))
         .build();
-    let none = mock!(Ec2::describe_images)
-        .match_requests(kept_lookup)
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(kept_lookup));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
     let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &a2]);
     let out = handle(&deps, event(RELEASE_EVENT)).await.unwrap();
@@ -559,29 +492,20 @@ async fn losing_the_race_to_start_a_rerun_is_a_duplicate() {
 
 #[tokio::test]
 async fn malformed_event_is_rejected_before_any_call() {
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(MALFORMED_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail.version"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "event.detail.version", &[]);
     assert_eq!((param.num_calls(), sfn.num_calls()), (0, 0));
 }
 
 #[tokio::test]
 async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
     let bad = testing::EXAMPLE_RECIPE.replace("\"keep\": 3", "\"keep\": 0");
-    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(bad), start_execution(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.retention.keep"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.retention.keep", &[]);
     assert_eq!(sfn.num_calls(), 0);
 }
 
@@ -591,27 +515,19 @@ async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
 async fn shared_recipe_without_a_key_for_a_copy_region_starts_nothing() {
     let bad = testing::EXAMPLE_RECIPE.replace(", \"ap-southeast-2\": \"alias/ami-pipeline\"", "");
     assert_ne!(bad, testing::EXAMPLE_RECIPE);
-    let (param, sfn) = (recipe_param(bad), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(bad), start_execution(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids"
-            && message.contains("ap-southeast-2")),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.distribution.kms_key_ids", &["ap-southeast-2"]);
     assert_eq!(sfn.num_calls(), 0);
 }
 
 #[tokio::test]
 async fn missing_recipe_is_recipe_not_found() {
-    let param = mock!(Ssm::get_parameter)
-        .sequence()
-        .http_status(400, Some(testing::json_error_body("ParameterNotFound")))
-        .build();
+    let param = ami_testkit::json_error!(once Ssm::get_parameter, "ParameterNotFound");
     let deps = deps(&[], &[&param], &[]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert_eq!(err.error_type(), "AmiPipeline.RecipeNotFound");
-    assert!(err.to_string().contains("/ami-pipeline/pipelines/web"));
+    testing::assert_error(&err, "AmiPipeline.RecipeNotFound", &["/ami-pipeline/pipelines/web"]);
 }
 
 #[tokio::test]
@@ -645,18 +561,13 @@ fn newest_image(built_from: &str) -> Rule {
 }
 
 fn base_images() -> Rule {
-    mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids() == [BASE_IMAGE])
-        .then_output(|| DescribeImagesOutput::builder().images(testing::base_image()).build())
+    testing::image_described(testing::base_image())
 }
 
 #[tokio::test]
 async fn scheduled_run_with_unchanged_base_image_is_skipped() {
     let (newest, base, bp) = (newest_image(BASE_IMAGE), base_images(), base_param());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Skipped);
@@ -668,7 +579,7 @@ async fn scheduled_run_with_unchanged_base_image_is_skipped() {
 async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
     let captured = Captured::default();
     let (newest, base, bp) = (newest_image("ami-0aaaaaaaaaaaaaa00"), base_images(), base_param());
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
     let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Started);
@@ -682,10 +593,8 @@ async fn scheduled_run_rebuilds_the_current_release_on_a_new_base_image() {
 async fn first_scheduled_run_uses_the_default_version() {
     let captured = Captured::default();
     // no image of the pipeline yet (the preflight's look-up of the base image by id is answered by its own rule)
-    let none = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
-    let (param, sfn) = (recipe_param(testing::EXAMPLE_RECIPE.into()), start_ok(captured.clone()));
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| r.image_ids().is_empty()));
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, captured.clone());
     let deps = deps(&[&none], &[&param], &[&sfn]);
     handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
     let input: Value = serde_json::from_str(captured.only().input().unwrap()).unwrap();
@@ -697,10 +606,7 @@ async fn first_scheduled_run_uses_the_default_version() {
 async fn shared_recipe_checks_each_key_in_its_own_region_before_starting() {
     let ok = || key(KeyManagerType::Customer, KeyState::Enabled);
     let (home, eu, sydney) = (ok(), ok(), ok());
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps_with_keys(
         &[],
         &[&param],
@@ -715,64 +621,54 @@ async fn shared_recipe_checks_each_key_in_its_own_region_before_starting() {
 
 /// Refused before anything is looked up or started: the error names the field, the region and the fix.
 async fn refused(kms: &[(&str, &[&Rule])], recipe: String) -> (Error, usize) {
-    let (param, sfn) = (recipe_param(recipe), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(recipe), start_execution(Captured::default()));
     let deps = deps_with_keys(&[], &[&param], &[&sfn], kms);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
     (err, sfn.num_calls())
 }
 
+/// Every region's key is enabled but `region`'s, which `bad` answers: refused naming `field` (the message mentions
+/// each of `mentions`) and nothing started. Every key is checked (the preflight lists every problem): each is
+/// described once, and the one problem keeps its field.
+async fn one_bad_key(region: &str, bad: Rule, field: &str, mentions: &[&str]) {
+    let rules: Vec<(&str, Rule)> = ["us-east-1", EU, SYDNEY]
+        .into_iter()
+        .map(|r| {
+            let rule = if r == region {
+                bad.clone()
+            } else {
+                key(KeyManagerType::Customer, KeyState::Enabled)
+            };
+            (r, rule)
+        })
+        .collect();
+    let refs: Vec<[&Rule; 1]> = rules.iter().map(|(_, rule)| [rule]).collect();
+    let keys: Vec<(&str, &[&Rule])> = rules.iter().zip(&refs).map(|((r, _), k)| (*r, &k[..])).collect();
+    let (err, started) = refused(&keys, testing::EXAMPLE_RECIPE.into()).await;
+    testing::assert_invalid_input(&err, field, mentions);
+    let described: Vec<usize> = rules.iter().map(|(_, rule)| rule.num_calls()).collect();
+    assert_eq!((described, started), (vec![1, 1, 1], 0));
+}
+
 #[tokio::test]
 async fn shared_recipe_with_an_aws_managed_key_in_a_copy_region_starts_nothing() {
-    let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let aws = key(KeyManagerType::Aws, KeyState::Enabled);
-    let (err, started) = refused(
-        &[("us-east-1", &[&ok]), (EU, &[&aws]), (SYDNEY, &[&ok])],
-        testing::EXAMPLE_RECIPE.into(),
-    )
-    .await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.eu-west-1"
-            && message.contains("AWS managed") && message.contains("customer-managed")),
-        "{err}"
-    );
-    assert_eq!((aws.num_calls(), started), (1, 0));
+    let field = "recipe.distribution.kms_key_ids.eu-west-1";
+    one_bad_key(EU, aws, field, &["AWS managed", "customer-managed"]).await;
 }
 
 #[tokio::test]
 async fn disabled_key_starts_nothing() {
-    let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let disabled = key(KeyManagerType::Customer, KeyState::Disabled);
-    let (err, started) = refused(
-        &[("us-east-1", &[&ok]), (EU, &[&ok]), (SYDNEY, &[&disabled])],
-        testing::EXAMPLE_RECIPE.into(),
-    )
-    .await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.ap-southeast-2"
-            && message.contains("Disabled") && message.contains("enable it")),
-        "{err}"
-    );
-    assert_eq!((disabled.num_calls(), started), (1, 0));
+    let field = "recipe.distribution.kms_key_ids.ap-southeast-2";
+    one_bad_key(SYDNEY, disabled, field, &["Disabled", "enable it"]).await;
 }
 
 #[tokio::test]
 async fn missing_home_key_starts_nothing() {
-    let missing = key_not_found();
-    let ok = || key(KeyManagerType::Customer, KeyState::Enabled);
-    let (eu, sydney) = (ok(), ok());
-    // Every key is checked (the preflight lists every problem); the one problem keeps its field.
-    let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&missing]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
-    let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.kms_key_id"
-            && message.contains("does not exist in `us-east-1`")),
-        "{err}"
-    );
-    assert_eq!(
-        (missing.num_calls(), eu.num_calls(), sydney.num_calls(), started),
-        (1, 1, 1, 0)
-    );
+    let field = "recipe.image.kms_key_id";
+    one_bad_key("us-east-1", key_not_found(), field, &["does not exist in `us-east-1`"]).await;
 }
 
 /// Problems in several regions come back in one error, each with its region and field, and nothing starts.
@@ -782,15 +678,14 @@ async fn every_missing_key_of_every_region_is_listed_in_one_error() {
     let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
     let keys: &[(&str, &[&Rule])] = &[("us-east-1", &[&home]), (EU, &[&eu]), (SYDNEY, &[&sydney])];
     let (err, started) = refused(keys, testing::EXAMPLE_RECIPE.into()).await;
-    let Error::InvalidInput { field, message } = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(field, "recipe");
-    assert!(message.contains("2 problems"), "{message}");
-    assert!(message.contains("[us-east-1] recipe.image.kms_key_id"), "{message}");
-    assert!(
-        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
-        "{message}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe",
+        &[
+            "2 problems",
+            "[us-east-1] recipe.image.kms_key_id",
+            "[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1",
+        ],
     );
     assert_eq!(started, 0);
 }
@@ -808,10 +703,10 @@ async fn key_arn_of_another_region_is_refused_without_a_call() {
         key(KeyManagerType::Customer, KeyState::Enabled),
     );
     let (err, started) = refused(&[("us-east-1", &[&ok]), (SYDNEY, &[&sydney])], recipe).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.distribution.kms_key_ids.eu-west-1"
-            && message.contains("a key in `us-east-1`")),
-        "{err}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe.distribution.kms_key_ids.eu-west-1",
+        &["a key in `us-east-1`"],
     );
     assert_eq!(started, 0);
 }
@@ -823,7 +718,7 @@ async fn private_recipe_needs_enabled_keys_of_any_manager() {
         testing::EXAMPLE_RECIPE.replace("\"accounts\": [\"111122223333\", \"444455556666\"]", "\"accounts\": []");
     assert_ne!(private, testing::EXAMPLE_RECIPE);
     let aws = key(KeyManagerType::Aws, KeyState::Enabled);
-    let (param, sfn) = (recipe_param(private.clone()), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(private.clone()), start_execution(Captured::default()));
     let deps = deps_with_keys(
         &[],
         &[&param],
@@ -839,11 +734,7 @@ async fn private_recipe_needs_enabled_keys_of_any_manager() {
     let ok = key(KeyManagerType::Customer, KeyState::Enabled);
     let pending = key(KeyManagerType::Customer, KeyState::PendingDeletion);
     let (err, started) = refused(&[("us-east-1", &[&pending]), (EU, &[&ok]), (SYDNEY, &[&ok])], private).await;
-    assert!(
-        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.kms_key_id"
-            && message.contains("PendingDeletion")),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.image.kms_key_id", &["PendingDeletion"]);
     assert_eq!(started, 0);
 }
 
@@ -854,7 +745,7 @@ async fn private_recipe_on_the_default_key_makes_no_kms_call() {
     let private = testing::EXAMPLE_RECIPE
         .replace("\"accounts\": [\"111122223333\", \"444455556666\"]", "\"accounts\": []")
         .replace(KEY, "alias/aws/ebs");
-    let (param, sfn) = (recipe_param(private), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(private), start_execution(Captured::default()));
     let deps = deps_with_keys(&[], &[&param], &[&sfn], &[]);
     assert_eq!(
         handle(&deps, event(RELEASE_EVENT)).await.unwrap().status,
@@ -883,13 +774,10 @@ async fn instance_store_recipe_with_an_ebs_only_test_type_starts_nothing() {
                 )
                 .build()
         });
-    let (param, sfn) = (recipe_param(recipe.to_string()), start_ok(Captured::default()));
+    let (param, sfn) = (recipe_param(recipe.to_string()), start_execution(Captured::default()));
     let deps = deps(&[&types], &[&param], &[&sfn]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.test.instance_type"),
-        "{err}"
-    );
+    testing::assert_invalid_input(&err, "recipe.test.instance_type", &[]);
     assert_eq!((types.num_calls(), sfn.num_calls()), (1, 0));
 }
 
@@ -904,10 +792,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
         .sequence()
         .http_status(403, Some(testing::ec2_error_body("UnauthorizedOperation")))
         .build();
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let (missing, ok) = (key_not_found(), key(KeyManagerType::Customer, KeyState::Enabled));
     let sydney = key(KeyManagerType::Customer, KeyState::Enabled);
     let deps = deps_with_keys(
@@ -917,19 +802,15 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
         &[("us-east-1", &[&ok]), (EU, &[&missing]), (SYDNEY, &[&sydney])],
     );
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
-    let Error::InvalidInput { field, message } = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(field, "recipe");
-    assert!(message.contains("3 problems"), "{message}");
-    assert!(
-        message.contains("[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1"),
-        "{message}"
-    );
-    assert!(message.contains("[us-east-1] recipe.build.subnet_id: subnet `subnet-0123456789abcdef0` does not exist"));
-    assert!(
-        message.contains("[us-east-1] recipe.build: the pipeline may not launch the builder"),
-        "{message}"
+    testing::assert_invalid_input(
+        &err,
+        "recipe",
+        &[
+            "3 problems",
+            "[eu-west-1] recipe.distribution.kms_key_ids.eu-west-1",
+            "[us-east-1] recipe.build.subnet_id: subnet `subnet-0123456789abcdef0` does not exist",
+            "[us-east-1] recipe.build: the pipeline may not launch the builder",
+        ],
     );
     assert_eq!((denied.num_calls(), sfn.num_calls()), (1, 0));
 }
@@ -937,10 +818,7 @@ async fn preflight_lists_a_missing_key_an_unknown_subnet_and_a_refused_launch_in
 /// `{"preflight": true, "pipeline": ...}` runs the checks on the stored recipe and starts nothing.
 #[tokio::test]
 async fn preflight_mode_reports_what_it_checked_and_starts_nothing() {
-    let (param, sfn) = (
-        recipe_param(testing::EXAMPLE_RECIPE.into()),
-        start_ok(Captured::default()),
-    );
+    let (param, sfn) = stored_and_started(testing::EXAMPLE_RECIPE, Captured::default());
     let deps = deps(&[], &[&param], &[&sfn]);
     let ev = json!({"preflight": true, "pipeline": "web"});
     let pipeline = preflight::requested(&ev).unwrap().unwrap();
@@ -971,15 +849,11 @@ async fn a_failed_scheduled_day_is_rerun_as_its_next_attempt() {
         panic!("a schedule event")
     };
     let name = naming::scheduled_execution_name("web", &yyyymmdd);
-    let [taken, start] = start_unless_taken(&starts, vec![name.clone()]);
-    let failed = describe_status(&describes, name.clone(), ExecutionStatus::Aborted);
-    let next = describe_missing(&describes, rerun::attempt_name(&name, 2));
+    let sfn = rerun_of(name.clone(), ExecutionStatus::Aborted, &starts, &describes);
     // no image of the pipeline yet, nothing kept (the preflight's look-up of the base image has its own rule)
-    let none = mock!(Ec2::describe_images)
-        .match_requests(|r| r.image_ids().is_empty())
-        .then_output(|| DescribeImagesOutput::builder().build());
+    let none = testing::finds_no_images(mock!(Ec2::describe_images).match_requests(|r| r.image_ids().is_empty()));
     let param = recipe_param(testing::EXAMPLE_RECIPE.into());
-    let deps = deps(&[&none], &[&param], &[&taken, &start, &failed, &next]);
+    let deps = deps(&[&none], &[&param], &sfn.each_ref());
     let out = handle(&deps, day).await.unwrap();
     assert_eq!(out.status, TriggerStatus::Rerun, "{out:?}");
     assert_eq!(out.execution_name, format!("{name}-a2"));
@@ -1027,7 +901,7 @@ mod artifact {
             base_images(),
             base_param(),
         );
-        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(captured.clone()));
+        let (param, sfn) = stored_and_started(recipe_using_the_artifact(), captured.clone());
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
         assert_eq!(out.status, TriggerStatus::Started);
@@ -1038,7 +912,7 @@ mod artifact {
     #[tokio::test]
     async fn a_script_that_needs_an_unknown_artifact_is_refused_and_nothing_starts() {
         let (newest, base, bp) = (newest_with(None), base_images(), base_param());
-        let (param, sfn) = (recipe_param(recipe_using_the_artifact()), start_ok(Captured::default()));
+        let (param, sfn) = stored_and_started(recipe_using_the_artifact(), Captured::default());
         let deps = deps(&[&newest, &base], &[&param, &bp], &[&sfn]);
         let err = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap_err();
         assert_eq!(err.error_type(), "AmiPipeline.InvalidInput");
