@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::{BlockDeviceMapping, Image, Instance, InstanceStateName,
 
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::runcommand::{self, CommandLogs, Job, Purpose, State as RcState};
+use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::{Build, Channel, Platform, Source};
 use ami_core::model::steps::{BuildState, Progress, Status, StepRequest};
 use ami_core::model::userdata::{self, Outcome};
@@ -25,8 +26,7 @@ const CONSOLE_GRACE_SECONDS: i64 = 15 * 60;
 
 impl Step for Deps {
     type Output = BuildState;
-    const NAME: &'static str = "build";
-    const ACTIONS: &'static str = "`start`, `status` or `finish`";
+    const DEF: &'static StepDef = &definition::BUILD;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<BuildState> {
         let (build, base) = build_section(req)?;

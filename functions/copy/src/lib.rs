@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{DeviceType, Filter, ResourceType};
 
 use ami_core::aws::ec2::{self, ImageProgress};
 use ami_core::aws::error::{Error, Result, aws_code, from_sdk};
+use ami_core::definition::{self, StepDef};
 use ami_core::model::steps::{CopyState, ImageState, Progress, Status, StepRequest};
 use ami_core::step::{Clients, Step};
 use ami_core::{aws::tags, model::naming};
@@ -21,8 +22,7 @@ pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = CopyState;
-    const NAME: &'static str = "copy";
-    const ACTIONS: &'static str = "`start` or `status`";
+    const DEF: &'static StepDef = &definition::COPY;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<CopyState> {
         let source = req.steps.register()?;

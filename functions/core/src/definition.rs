@@ -27,8 +27,10 @@ pub const LAMBDA_ERRORS: &[&str] = &[
 pub const WARNING_NOTICE: &str = "ami-pipeline-warning: released and published, but a step after publish failed; \
                                   the next run retries it";
 
-/// One Task-backed step of the pipeline.
-struct Step {
+/// One Task-backed step of the pipeline: what the definition calls, and what the step's handler answers to
+/// (`crate::step::Step::DEF`): its name in messages and the actions the state machine sends it, so both are written
+/// here once.
+pub struct StepDef {
     /// The key under `$.steps`, and the first word of the state names (capitalised).
     key: &'static str,
     title: &'static str,
@@ -39,73 +41,100 @@ struct Step {
     what: &'static str,
     /// For a long step: the most minutes validation lets it take; its Status Task's retrier outlasts that.
     poll_minutes: Option<u32>,
+    /// Whether the definition sends it `finish` after success (`<Title> Finish`, build and test).
+    finish: bool,
 }
 
-const BUILD: Step = Step {
+impl StepDef {
+    /// The step's name in messages: its binary without `ami-` ("test-launch").
+    pub fn name(&self) -> &'static str {
+        self.binary.trim_start_matches("ami-")
+    }
+
+    /// The actions the definition sends it: `start`, `status` for a long step, `finish` where it has one.
+    pub fn actions(&self) -> &'static [&'static str] {
+        match (self.poll_minutes.is_some(), self.finish) {
+            (false, false) => &["start"],
+            (false, true) => &["start", "finish"],
+            (true, false) => &["start", "status"],
+            (true, true) => &["start", "status", "finish"],
+        }
+    }
+}
+
+pub const BUILD: StepDef = StepDef {
     key: "build",
     binary: "ami-build",
     title: "Build",
     function: "BuildFunctionArn",
     what: "the builder (vetted base image, provisioning script)",
     poll_minutes: Some(limits::BUILD_MINUTES),
+    finish: true,
 };
-const SNAPSHOT: Step = Step {
+pub const SNAPSHOT: StepDef = StepDef {
     key: "snapshot",
     binary: "ami-snapshot",
     title: "Snapshot",
     function: "SnapshotFunctionArn",
     what: "the snapshots of the builder's (or source instance's) volumes",
     poll_minutes: Some(limits::IMAGE_MINUTES),
+    finish: false,
 };
-const REGISTER: Step = Step {
+pub const REGISTER: StepDef = StepDef {
     key: "register",
     binary: "ami-register",
     title: "Register",
     function: "RegisterFunctionArn",
     what: "the candidate image",
     poll_minutes: Some(limits::IMAGE_MINUTES),
+    finish: false,
 };
-const TEST: Step = Step {
+pub const TEST: StepDef = StepDef {
     key: "test_launch",
     binary: "ami-test-launch",
     title: "Test",
     function: "TestLaunchFunctionArn",
     what: "the test launch (status checks and smoke test)",
     poll_minutes: Some(limits::TEST_MINUTES),
+    finish: true,
 };
-const COPY: Step = Step {
+pub const COPY: StepDef = StepDef {
     key: "copy",
     binary: "ami-copy",
     title: "Copy",
     function: "CopyFunctionArn",
     what: "the copies to every other region of the run, started together and polled in one call",
     poll_minutes: Some(limits::COPY_MINUTES),
+    finish: false,
 };
-const SHARE: Step = Step {
+pub const SHARE: StepDef = StepDef {
     key: "share",
     binary: "ami-share",
     title: "Share",
     function: "ShareFunctionArn",
     what: "launch (and snapshot create-volume) permissions in every region of the run",
     poll_minutes: None,
+    finish: false,
 };
-const PUBLISH: Step = Step {
+pub const PUBLISH: StepDef = StepDef {
     key: "publish",
     binary: "ami-publish",
     title: "Publish",
     function: "PublishFunctionArn",
     what: "the images marked released, the recipe's SSM parameters and launch templates pointed at them",
     poll_minutes: None,
+    finish: false,
 };
-const RETIRE: Step = Step {
+pub const RETIRE: StepDef = StepDef {
     key: "retire",
     binary: "ami-retire",
     title: "Retire",
     function: "RetireFunctionArn",
     what: "older released images beyond recipe.retention deprecated and deregistered",
     poll_minutes: None,
+    finish: false,
 };
-const CLEANUP: Step = Step {
+pub const CLEANUP: StepDef = StepDef {
     key: "cleanup",
     binary: "ami-cleanup",
     title: "Cleanup",
@@ -113,9 +142,10 @@ const CLEANUP: Step = Step {
     what: "after any failure, this execution's instances, candidate images and snapshots removed in every region \
            (found by tag); the original error stays in $.error",
     poll_minutes: None,
+    finish: false,
 };
 
-const ALL: [Step; 9] = [BUILD, SNAPSHOT, REGISTER, TEST, COPY, SHARE, PUBLISH, RETIRE, CLEANUP];
+const ALL: [StepDef; 9] = [BUILD, SNAPSHOT, REGISTER, TEST, COPY, SHARE, PUBLISH, RETIRE, CLEANUP];
 
 /// Every function the definition calls, by the substitution name SAM fills in.
 pub fn functions() -> Vec<&'static str> {
@@ -176,7 +206,7 @@ fn poll_retrier(minutes: u32) -> Value {
            "MaxDelaySeconds": polling::MAX_DELAY_SECONDS, "JitterStrategy": "NONE"})
 }
 
-fn task(step: &Step, action: &str, comment: &str, retry: Vec<Value>, catch_next: &str, next: Option<&str>) -> Value {
+fn task(step: &StepDef, action: &str, comment: &str, retry: Vec<Value>, catch_next: &str, next: Option<&str>) -> Value {
     let mut t = json!({
         "Type": "Task",
         "Comment": comment,
@@ -200,7 +230,7 @@ fn task(step: &Step, action: &str, comment: &str, retry: Vec<Value>, catch_next:
 }
 
 /// `<Title> Start`, and for a long step `<Title> Wait` and `<Title> Status`; the last goes to `next`.
-fn step_states(states: &mut Map<String, Value>, step: &Step, next: &str) {
+fn step_states(states: &mut Map<String, Value>, step: &StepDef, next: &str) {
     let start = format!("{} Start", step.title);
     let Some(minutes) = step.poll_minutes else {
         let comment = format!("{}: {}.", step.title, step.what);

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::aws::clients::{Ec2Clients, SdkConfig, SsmClients};
 use crate::aws::error::{Error, Result};
+use crate::definition::StepDef;
 use crate::model::steps::{Action, Progress, StepRequest, now, settle};
 
 /// The clients of the steps that launch an instance in the run's region, where they run, and talk to it (build,
@@ -54,10 +55,9 @@ pub trait Step {
     /// What every action of this step answers, kept by the state machine under `$.steps.<step>`.
     type Output: Serialize;
 
-    /// The step's name, as in messages ("copy takes `start` or `status`").
-    const NAME: &'static str;
-    /// The actions it takes, for the rejection message.
-    const ACTIONS: &'static str;
+    /// The step in the definition's table: its name in messages ("copy takes `start` or `status`") and the actions
+    /// the state machine sends it.
+    const DEF: &'static StepDef;
 
     fn start(&self, _req: &StepRequest, _now: i64) -> impl Future<Output = Result<Self::Output>> {
         async { Err(rejected::<Self>()) }
@@ -77,8 +77,19 @@ pub trait Step {
     }
 }
 
+/// What a step answers to an action it does not take: "copy takes `start` or `status`".
+pub fn takes<S: Step + ?Sized>() -> String {
+    let actions: Vec<String> = S::DEF.actions().iter().map(|a| format!("`{a}`")).collect();
+    let list = match actions.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    format!("{} takes {list}", S::DEF.name())
+}
+
 fn rejected<S: Step + ?Sized>() -> Error {
-    Error::invalid("input.action", format!("{} takes {}", S::NAME, S::ACTIONS))
+    Error::invalid("input.action", takes::<S>())
 }
 
 /// Parses a step input (naming the bad field) and runs the action it asks for, now.
@@ -89,10 +100,14 @@ pub async fn handle<S: Step>(step: &S, event: Value) -> Result<S::Output> {
 /// [`handle`] at the time `now` (Unix seconds).
 pub async fn handle_at<S: Step>(step: &S, event: Value, now: i64) -> Result<S::Output> {
     let req = StepRequest::parse(event)?;
+    if !S::DEF.actions().contains(&req.action.as_str()) {
+        // The definition never sends it: refused even where the step has code for it.
+        return Err(rejected::<S>());
+    }
     match req.action {
         Action::Start => step.start(&req, now).await,
         Action::Status => {
-            let what = format!("{} status", S::NAME);
+            let what = format!("{} status", S::DEF.name());
             settle(step.status(&req, now).await, |out| S::progress(out), &what)
         }
         Action::Finish => step.finish(&req, now).await,
@@ -113,12 +128,12 @@ mod tests {
     use super::*;
     use crate::model::steps::Status;
 
+    /// A long step with only `status` written: `start` falls to the default rejection.
     struct Poll(Status);
 
     impl Step for Poll {
         type Output = Progress;
-        const NAME: &'static str = "poll";
-        const ACTIONS: &'static str = "`status`";
+        const DEF: &'static StepDef = &crate::definition::COPY;
 
         async fn status(&self, _req: &StepRequest, _now: i64) -> Result<Progress> {
             Ok(Progress::start(0, 5).with_status(self.0))
@@ -129,19 +144,54 @@ mod tests {
         }
     }
 
+    /// A one-shot step that also has `status` code, which the definition never sends it.
+    struct OneShot;
+
+    impl Step for OneShot {
+        type Output = Progress;
+        const DEF: &'static StepDef = &crate::definition::SHARE;
+
+        async fn status(&self, _req: &StepRequest, _now: i64) -> Result<Progress> {
+            Ok(Progress::start(0, 5))
+        }
+    }
+
     fn event(action: &str) -> Value {
         crate::testing::request(action, &crate::testing::run(), json!({}))
     }
 
     #[tokio::test]
     async fn actions_a_step_does_not_take_are_rejected_by_name() {
-        let err = handle(&Poll(Status::Ready), event("start")).await.unwrap_err();
+        for action in ["start", "finish"] {
+            let err = handle(&Poll(Status::Ready), event(action)).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput { field, message } if field == "input.action"
+                    && message == "copy takes `start` or `status`"),
+                "{action}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_action_the_definition_does_not_send_is_refused_even_with_code_for_it() {
+        let err = handle(&OneShot, event("status")).await.unwrap_err();
         assert!(
             matches!(&err, Error::InvalidInput { field, message } if field == "input.action"
-                && message == "poll takes `status`"),
+                && message == "share takes `start`"),
             "{err}"
         );
-        assert!(handle(&Poll(Status::Ready), event("finish")).await.is_err());
+    }
+
+    #[test]
+    fn names_and_actions_come_from_the_definition() {
+        struct Build;
+        impl Step for Build {
+            type Output = Progress;
+            const DEF: &'static StepDef = &crate::definition::BUILD;
+        }
+        assert_eq!(takes::<Build>(), "build takes `start`, `status` or `finish`");
+        assert_eq!(takes::<OneShot>(), "share takes `start`");
+        assert_eq!(crate::definition::TEST.name(), "test-launch");
     }
 
     #[tokio::test]

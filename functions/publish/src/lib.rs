@@ -20,6 +20,7 @@ use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::lifecycle::{
     self, KeptNewer, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
 };
+use ami_core::definition::{self, StepDef};
 use ami_core::model::steps::{Status, StepRequest};
 use ami_core::step::Step;
 use ami_core::{aws::tags, model::naming};
@@ -51,8 +52,7 @@ pub const IMAGE_DATA_TYPE: &str = "aws:ec2:image";
 
 impl Step for Deps {
     type Output = PublishOutput;
-    const NAME: &'static str = "publish";
-    const ACTIONS: &'static str = "`start`";
+    const DEF: &'static StepDef = &definition::PUBLISH;
 
     async fn start(&self, req: &StepRequest, _now: i64) -> Result<PublishOutput> {
         let targets = plan(req)?;

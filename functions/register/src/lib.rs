@@ -11,6 +11,7 @@ use aws_sdk_ec2::types::{
 use ami_core::aws::ec2::{ImageProgress, image_progress};
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::platform::{self, Method};
+use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::RootDeviceType;
 use ami_core::model::steps::{ImageState, Progress, SnapshotState, Status, StepRequest};
 use ami_core::step::Step;
@@ -21,8 +22,7 @@ pub struct Deps(pub aws_sdk_ec2::Client);
 
 impl Step for Deps {
     type Output = ImageState;
-    const NAME: &'static str = "register";
-    const ACTIONS: &'static str = "`start` or `status`";
+    const DEF: &'static StepDef = &definition::REGISTER;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<ImageState> {
         let snap = req.steps.snapshot()?;

@@ -18,6 +18,7 @@ use lambda_runtime::tracing;
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
 use ami_core::aws::tags;
+use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::{Retention, limits};
 use ami_core::model::steps::{Run, StepRequest};
 use ami_core::step::{Clients, Step};
@@ -27,8 +28,7 @@ pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = RetireOutput;
-    const NAME: &'static str = "retire";
-    const ACTIONS: &'static str = "`start`";
+    const DEF: &'static StepDef = &definition::RETIRE;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<RetireOutput> {
         // The recipe was validated by the trigger and is not validated again, but deregistering cannot be

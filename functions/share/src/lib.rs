@@ -18,6 +18,7 @@ use aws_sdk_ec2::types::{
 
 use ami_core::aws::ec2::{self, ImageProgress};
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
+use ami_core::definition::{self, StepDef};
 use ami_core::model::sharing::{Grantee, ShareOutput, ShareState, SnapshotShare};
 use ami_core::model::steps::ImageState;
 use ami_core::model::steps::StepRequest;
@@ -29,8 +30,7 @@ pub struct Deps(pub Clients);
 
 impl Step for Deps {
     type Output = ShareState;
-    const NAME: &'static str = "share";
-    const ACTIONS: &'static str = "`start`";
+    const DEF: &'static StepDef = &definition::SHARE;
 
     async fn start(&self, req: &StepRequest, _now: i64) -> Result<ShareState> {
         let targets = plan(req)?;

@@ -14,6 +14,7 @@ use aws_sdk_ec2::types::{
 use ami_core::aws::ec2::{ImageProgress, image_progress};
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::platform::{self, Method, Origin};
+use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::{RootDeviceType, Source};
 use ami_core::model::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
 use ami_core::step::Step;
@@ -24,8 +25,7 @@ pub struct Deps(pub aws_sdk_ec2::Client);
 
 impl Step for Deps {
     type Output = SnapshotState;
-    const NAME: &'static str = "snapshot";
-    const ACTIONS: &'static str = "`start` or `status`";
+    const DEF: &'static StepDef = &definition::SNAPSHOT;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<SnapshotState> {
         let (instance_id, stop_first) = target(req)?;

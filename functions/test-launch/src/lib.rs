@@ -13,6 +13,7 @@ use aws_sdk_ec2::types::{
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::runcommand::{self, Job, Purpose, State as RcState};
 use ami_core::aws::tags;
+use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::Channel;
 use ami_core::model::steps::{Progress, Status, StepRequest, TestState};
 use ami_core::model::userdata::{self, Outcome};
@@ -23,8 +24,7 @@ pub struct Deps(pub InstanceClients);
 
 impl Step for Deps {
     type Output = TestState;
-    const NAME: &'static str = "test-launch";
-    const ACTIONS: &'static str = "`start`, `status` or `finish`";
+    const DEF: &'static StepDef = &definition::TEST;
 
     async fn start(&self, req: &StepRequest, now: i64) -> Result<TestState> {
         let recipe = &req.run.recipe;

@@ -54,7 +54,7 @@ pub fn assert_rejected<S: ami_core::step::Step, T: std::fmt::Debug>(
     calls: &impl CallCount,
     case: &Value,
 ) {
-    let want = format!("{} takes {}", S::NAME, S::ACTIONS);
+    let want = ami_core::step::takes::<S>();
     match result {
         Err(Error::InvalidInput { field, message }) => {
             assert_eq!(

@@ -248,3 +248,26 @@ fn status_tasks_retry_only_service_faults_and_not_ready() {
         }
     }
 }
+
+/// The actions a step's handler takes (`StepDef::actions`, its rejection message) are exactly those the committed
+/// definition sends its function.
+#[test]
+fn each_function_is_sent_exactly_the_actions_its_step_takes() {
+    let d = committed();
+    let mut sent: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for state in states(&d).values().filter(|s| s["Type"] == "Task") {
+        let function = state["Resource"].as_str().expect("Resource");
+        let action = state["Parameters"]["action"].as_str().expect("action");
+        let actions = sent.entry(function).or_default();
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    for step in &ALL {
+        let mut want = step.actions().to_vec();
+        let mut got = sent.get(format!("${{{}}}", step.function).as_str()).cloned().unwrap_or_default();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want, "{}", step.name());
+    }
+}

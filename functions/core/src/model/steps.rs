@@ -79,6 +79,17 @@ pub enum Action {
     Finish,
 }
 
+impl Action {
+    /// Its name in the step input (`"action": "start"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Status => "status",
+            Action::Finish => "finish",
+        }
+    }
+}
+
 /// The envelope every step handler receives. The state machine keeps each step's output under `$.steps` and
 /// passes all of it, so a step reads what it needs from earlier ones and `status` reads its own `start` output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
