@@ -265,7 +265,10 @@ fn each_function_is_sent_exactly_the_actions_its_step_takes() {
     }
     for step in &ALL {
         let mut want = step.actions().to_vec();
-        let mut got = sent.get(format!("${{{}}}", step.function).as_str()).cloned().unwrap_or_default();
+        let mut got = sent
+            .get(format!("${{{}}}", step.function).as_str())
+            .cloned()
+            .unwrap_or_default();
         want.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, want, "{}", step.name());
