@@ -18,7 +18,7 @@ use ami_core::aws::clients::{Ec2Clients, SsmClients};
 use ami_core::aws::ec2::{ImageProgress, image_progress};
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::lifecycle::{
-    self, KeptNewer, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
+    self, KeptNewer, Outcome, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
 };
 use ami_core::definition::{self, StepDef};
 use ami_core::model::steps::{Status, StepRequest};
@@ -373,28 +373,26 @@ async fn put_parameter(
 ) -> Result<PublishedParameter> {
     let mut out = PublishedParameter {
         name: w.name.to_string(),
-        changed: false,
-        skipped: None,
-        repaired: false,
+        outcome: Outcome::default(),
     };
     let before = lifecycle::parameter_value(ssm, w.name).await?;
     if before.as_deref() == Some(w.image_id) {
         return Ok(out);
     }
     if let Some(current) = &before {
-        out.skipped = ours.kept_newer(current).await?;
-        if out.skipped.is_some() {
+        out.outcome.skipped = ours.kept_newer(current).await?;
+        if out.outcome.skipped.is_some() {
             return Ok(out);
         }
     }
     write_parameter(ssm, w).await?;
     let Some(other) = confirm_parameter(ssm, w, before.as_deref()).await? else {
-        out.changed = true;
+        out.outcome.changed = true;
         return Ok(out);
     };
     // Another publish wrote between our write and our re-read. A newer one stands; an older one is undone, once.
-    out.skipped = ours.kept_newer(&other).await?;
-    if out.skipped.is_some() {
+    out.outcome.skipped = ours.kept_newer(&other).await?;
+    if out.outcome.skipped.is_some() {
         return Ok(out);
     }
     write_parameter(ssm, w).await?;
@@ -404,8 +402,8 @@ async fn put_parameter(
             w.name
         )));
     }
-    out.changed = true;
-    out.repaired = true;
+    out.outcome.changed = true;
+    out.outcome.repaired = true;
     Ok(out)
 }
 
@@ -476,17 +474,15 @@ async fn new_default_version(
     let mut out = PublishedLaunchTemplate {
         id_or_name: id_or_name.to_string(),
         version: current_version,
-        changed: false,
-        skipped: None,
-        repaired: false,
+        outcome: Outcome::default(),
     };
     let current_image = current.launch_template_data().and_then(|d| d.image_id());
     if current_image == Some(new.image_id) {
         return Ok(out);
     }
     if let Some(image) = current_image {
-        out.skipped = ours.kept_newer(image).await?;
-        if out.skipped.is_some() {
+        out.outcome.skipped = ours.kept_newer(image).await?;
+        if out.outcome.skipped.is_some() {
             return Ok(out);
         }
     }
@@ -521,14 +517,14 @@ async fn new_default_version(
     set_default().await.aws("ModifyLaunchTemplate")?;
     out.version = version;
     let Some((other_version, other_image)) = other_default(ec2, id_or_name, version, new.image_id).await? else {
-        out.changed = true;
+        out.outcome.changed = true;
         return Ok(out);
     };
     // Another publish set the default between our write and our re-read: a newer release stands, an older one is
     // undone, once.
     if let Some(image) = &other_image {
-        out.skipped = ours.kept_newer(image).await?;
-        if out.skipped.is_some() {
+        out.outcome.skipped = ours.kept_newer(image).await?;
+        if out.outcome.skipped.is_some() {
             out.version = other_version;
             return Ok(out);
         }
@@ -540,8 +536,8 @@ async fn new_default_version(
              it: publishing again"
         )));
     }
-    out.changed = true;
-    out.repaired = true;
+    out.outcome.changed = true;
+    out.outcome.repaired = true;
     Ok(out)
 }
 

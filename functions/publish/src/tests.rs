@@ -190,9 +190,11 @@ async fn publishes_every_region_with_the_fields_that_matter() {
         out.regions[0].parameters,
         [PublishedParameter {
             name: PARAM.into(),
-            changed: true,
-            skipped: None,
-            repaired: false,
+            outcome: Outcome {
+                changed: true,
+                skipped: None,
+                repaired: false,
+            },
         }]
     );
     assert_eq!(
@@ -200,9 +202,11 @@ async fn publishes_every_region_with_the_fields_that_matter() {
         [PublishedLaunchTemplate {
             id_or_name: TEMPLATE.into(),
             version: 4,
-            changed: true,
-            skipped: None,
-            repaired: false,
+            outcome: Outcome {
+                changed: true,
+                skipped: None,
+                repaired: false,
+            },
         }]
     );
     assert!(out.regions[1].launch_templates.is_empty());
@@ -224,15 +228,21 @@ async fn publishing_again_changes_nothing() {
         "no mutating call the second time: {:?}",
         &w.log[mutations..]
     );
-    assert!(out.regions.iter().all(|r| r.parameters.iter().all(|p| !p.changed)));
+    assert!(
+        out.regions
+            .iter()
+            .all(|r| r.parameters.iter().all(|p| !p.outcome.changed))
+    );
     assert_eq!(
         out.regions[0].launch_templates,
         [PublishedLaunchTemplate {
             id_or_name: TEMPLATE.into(),
             version: 4,
-            changed: false,
-            skipped: None,
-            repaired: false,
+            outcome: Outcome {
+                changed: false,
+                skipped: None,
+                repaired: false,
+            },
         }]
     );
 }
@@ -295,7 +305,7 @@ async fn throttled_calls_are_retried_then_succeed() {
     assert_eq!(throttled_tags.num_calls(), 2, "throttled, then retried");
     assert_eq!(throttled_put.num_calls(), 2, "throttled, then retried");
     assert_eq!(out.regions.len(), 3);
-    assert!(out.regions.iter().all(|r| r.parameters[0].changed));
+    assert!(out.regions.iter().all(|r| r.parameters[0].outcome.changed));
     let w = world.lock().unwrap();
     assert_eq!(w.requests.create_tags.len(), 2, "the other two regions");
     assert_eq!(w.requests.put_parameter.len(), 2, "the other two regions");
@@ -329,7 +339,7 @@ async fn a_written_parameter_is_read_back_until_it_holds_the_image() {
     let late = world();
     late.lock().unwrap().apply_after_reads = 1;
     let out = handle(&deps(&late), request()).await.unwrap();
-    assert!(out.regions.iter().all(|r| r.parameters[0].changed));
+    assert!(out.regions.iter().all(|r| r.parameters[0].outcome.changed));
 
     let refused = world();
     refused.lock().unwrap().apply_after_reads = usize::MAX;
@@ -635,14 +645,17 @@ async fn a_newer_release_is_never_replaced_unless_forced() {
         .unwrap();
     assert_eq!(home_pointers(&world), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
     let param = &out.regions[0].parameters[0];
-    assert!(!param.changed);
-    let kept = param.skipped.as_ref().expect("reported as skipped");
+    assert!(!param.outcome.changed);
+    let kept = param.outcome.skipped.as_ref().expect("reported as skipped");
     assert_eq!(
         (kept.image_id.as_str(), kept.release.as_deref()),
         (NEWER_IMAGE, Some("1.5.0"))
     );
     let lt = &out.regions[0].launch_templates[0];
-    assert!(!lt.changed && lt.skipped.is_some() && lt.version == 3, "{lt:?}");
+    assert!(
+        !lt.outcome.changed && lt.outcome.skipped.is_some() && lt.version == 3,
+        "{lt:?}"
+    );
     {
         let w = world.lock().unwrap();
         assert!(
@@ -663,8 +676,8 @@ async fn a_newer_release_is_never_replaced_unless_forced() {
         .await
         .unwrap();
     assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
-    assert!(out.regions[0].parameters[0].changed && out.regions[0].parameters[0].skipped.is_none());
-    assert!(out.regions[0].launch_templates[0].changed);
+    assert!(out.regions[0].parameters[0].outcome.changed && out.regions[0].parameters[0].outcome.skipped.is_none());
+    assert!(out.regions[0].launch_templates[0].outcome.changed);
 }
 
 #[tokio::test]
@@ -708,7 +721,7 @@ async fn an_older_release_is_replaced_and_versions_that_do_not_parse_go_by_event
             (want.into(), want.into()),
             "theirs at {theirs_at}"
         );
-        assert_eq!(out.regions[0].parameters[0].skipped.is_none(), replaced);
+        assert_eq!(out.regions[0].parameters[0].outcome.skipped.is_none(), replaced);
     }
 }
 
@@ -720,8 +733,8 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     // Re-read, found the older release's write, repaired once.
     assert_eq!(home_pointers(&world), (HOME_IMAGE.into(), HOME_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
-    assert!(param.changed && param.repaired, "{param:?}");
-    assert!(lt.changed && lt.repaired && lt.version == 4, "{lt:?}");
+    assert!(param.outcome.changed && param.outcome.repaired, "{param:?}");
+    assert!(lt.outcome.changed && lt.outcome.repaired && lt.version == 4, "{lt:?}");
     {
         let w = world.lock().unwrap();
         assert_eq!(
@@ -738,10 +751,13 @@ async fn racing_publishes_leave_the_pointers_at_the_newer_release() {
     assert_eq!(home_pointers(&world_b), (NEWER_IMAGE.into(), NEWER_IMAGE.into()));
     let (param, lt) = (&out.regions[0].parameters[0], &out.regions[0].launch_templates[0]);
     assert!(
-        !param.changed && !param.repaired && param.skipped.is_some(),
+        !param.outcome.changed && !param.outcome.repaired && param.outcome.skipped.is_some(),
         "{param:?}"
     );
-    assert!(!lt.changed && lt.skipped.is_some() && lt.version == 5, "{lt:?}");
+    assert!(
+        !lt.outcome.changed && lt.outcome.skipped.is_some() && lt.version == 5,
+        "{lt:?}"
+    );
     assert_eq!(
         world_b.lock().unwrap().requests.modify_launch_template.len(),
         1,

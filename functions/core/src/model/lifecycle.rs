@@ -11,7 +11,14 @@ pub use crate::model::time::unix_seconds;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedParameter {
     pub name: String,
-    /// False when the parameter already held the image id (a retried publish), or when it was skipped.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What publish did to one pointer (a parameter or a launch template's default version).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// False when the pointer already held the image (a retried publish), or when it was skipped.
     pub changed: bool,
     /// Left at a newer release's image: publish never goes backwards unless the release event says `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,12 +45,8 @@ pub struct PublishedLaunchTemplate {
     pub id_or_name: String,
     /// The default version after publish (the one left in place when skipped).
     pub version: i64,
-    /// False when the default version already used the image (a retried publish), or when it was skipped.
-    pub changed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<KeptNewer>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub repaired: bool,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// What publish did in one region.
@@ -138,4 +141,51 @@ pub struct CleanupOutput {
 /// Launch templates are named by id (`lt-...`) or by name in the recipe.
 pub fn is_launch_template_id(id_or_name: &str) -> bool {
     id_or_name.starts_with("lt-")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The outcome is flattened: the execution history and the e2e read `changed`, `skipped` and `repaired` beside
+    /// the parameter's name and the template's version, as before the fields were shared.
+    #[test]
+    fn outcomes_serialize_beside_the_pointer() {
+        let skipped = Some(KeptNewer {
+            image_id: "ami-1".into(),
+            release: None,
+            reason: "newer".into(),
+        });
+        let param = PublishedParameter {
+            name: "/p".into(),
+            outcome: Outcome {
+                changed: true,
+                skipped: None,
+                repaired: true,
+            },
+        };
+        let lt = PublishedLaunchTemplate {
+            id_or_name: "lt-1".into(),
+            version: 3,
+            outcome: Outcome {
+                changed: false,
+                skipped,
+                repaired: false,
+            },
+        };
+        let (p, l) = (
+            serde_json::to_value(&param).unwrap(),
+            serde_json::to_value(&lt).unwrap(),
+        );
+        assert_eq!(p, json!({"name": "/p", "changed": true, "repaired": true}));
+        assert_eq!(
+            l,
+            json!({"id_or_name": "lt-1", "version": 3, "changed": false,
+                   "skipped": {"image_id": "ami-1", "reason": "newer"}})
+        );
+        assert_eq!(serde_json::from_value::<PublishedParameter>(p).unwrap(), param);
+        assert_eq!(serde_json::from_value::<PublishedLaunchTemplate>(l).unwrap(), lt);
+    }
 }
