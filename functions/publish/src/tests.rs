@@ -199,17 +199,21 @@ async fn publishes_every_region_with_the_fields_that_matter() {
     );
     assert_eq!(
         out.regions[0].launch_templates,
-        [PublishedLaunchTemplate {
-            id_or_name: TEMPLATE.into(),
-            version: 4,
-            outcome: Outcome {
-                changed: true,
-                skipped: None,
-                repaired: false,
-            },
-        }]
+        [template_at_version_4(Outcome {
+            changed: true,
+            ..Outcome::default()
+        })]
     );
     assert!(out.regions[1].launch_templates.is_empty());
+}
+
+/// The example's launch template after publish: its default is the version publish made (4).
+fn template_at_version_4(outcome: Outcome) -> PublishedLaunchTemplate {
+    PublishedLaunchTemplate {
+        id_or_name: TEMPLATE.into(),
+        version: 4,
+        outcome,
+    }
 }
 
 #[tokio::test]
@@ -235,15 +239,10 @@ async fn publishing_again_changes_nothing() {
     );
     assert_eq!(
         out.regions[0].launch_templates,
-        [PublishedLaunchTemplate {
-            id_or_name: TEMPLATE.into(),
-            version: 4,
-            outcome: Outcome {
-                changed: false,
-                skipped: None,
-                repaired: false,
-            },
-        }]
+        [template_at_version_4(Outcome {
+            changed: false,
+            ..Outcome::default()
+        })]
     );
 }
 
