@@ -189,7 +189,7 @@ recipes = [
     ("public-encrypted", r(["distribution", "public"], True), "recipe.distribution.public"),
     ("shared-without-home-key", r(["image", "kms_key_id"], DROP), "recipe.image.kms_key_id"),
     ("shared-with-default-key", r(["distribution", "kms_key_ids"], {"eu-west-1": "alias/aws/ebs"}), "recipe.distribution.kms_key_ids.eu-west-1"),
-    ("shared-copy-region-without-key", r(["distribution", "kms_key_ids"], {"eu-west-1": "alias/ami-pipeline"}), "recipe.distribution.kms_key_ids"),
+    ("shared-copy-region-without-key", r(["distribution", "kms_key_ids"], {"eu-west-1": "alias/ami-pipeline-images"}), "recipe.distribution.kms_key_ids"),
     ("org-arn-bad", r(["distribution", "organization_arns"], ["o-123"]), "recipe.distribution.organization_arns[0]"),
     ("ou-arn-bad", r(["distribution", "organizational_unit_arns"], ["ou-123"]), "recipe.distribution.organizational_unit_arns[0]"),
     ("copy-timeout-small", r(["distribution", "copy_timeout_minutes"], 5), "recipe.distribution.copy_timeout_minutes"),

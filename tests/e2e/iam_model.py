@@ -159,6 +159,9 @@ def role_policies(template: dict, params: dict, account: str, region: str,
             continue
         rprops = template["Resources"][role]["Properties"]
         docs = {p["PolicyName"]: res.resolve(p["PolicyDocument"]) for p in rprops.get("Policies", [])}
+        for shared in template["Resources"].values():  # AWS::IAM::Policy: one inline policy in several roles
+            if shared["Type"] == "AWS::IAM::Policy" and {"Ref": role} in shared["Properties"]["Roles"]:
+                docs[shared["Properties"]["PolicyName"]] = res.resolve(shared["Properties"]["PolicyDocument"])
         assert not rprops.get("ManagedPolicyArns"), f"{role}: managed policies are not simulated"
         out[m.group(1)] = {"principal": res.getatt(role, "Arn"), "policies": docs}
     return out

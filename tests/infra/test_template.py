@@ -121,6 +121,10 @@ def role_statements(role_name: str) -> list[dict]:
     out = []
     for policy in role["Properties"].get("Policies", []):
         out.extend(statements(policy["PolicyDocument"]))
+    # inline policies written once for several roles (AWS::IAM::Policy, e.g. PassBuilderRolePolicy)
+    for res in resources().values():
+        if res["Type"] == "AWS::IAM::Policy" and {"Ref": role_name} in res["Properties"]["Roles"]:
+            out.extend(statements(res["Properties"]["PolicyDocument"]))
     assert not role["Properties"].get("ManagedPolicyArns"), f"{role_name}: no managed policies, everything inline"
     return out
 

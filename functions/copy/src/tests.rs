@@ -143,7 +143,7 @@ async fn start_copies_encrypted_in_the_destination_region_with_token_key_and_tag
     assert_eq!(req.encrypted(), Some(true));
     assert_eq!(
         req.kms_key_id(),
-        Some("alias/ami-pipeline"),
+        Some("alias/ami-pipeline-images"),
         "the recipe's key for eu-west-1"
     );
     assert_eq!(req.copy_image_tags(), Some(true));
@@ -201,7 +201,7 @@ async fn start_issues_one_copy_per_region_with_distinct_tokens_in_run_order() {
     );
     assert_ne!(eu.client_token(), ap.client_token());
     // Each copy takes its own region's key from the recipe.
-    assert_eq!(eu.kms_key_id(), Some("alias/ami-pipeline"));
+    assert_eq!(eu.kms_key_id(), Some("alias/ami-pipeline-images"));
     assert_eq!(ap.kms_key_id(), Some("alias/ami-pipeline-sydney"));
     assert!(eu.encrypted() == Some(true) && ap.encrypted() == Some(true));
     assert_eq!(out.progress.status, Status::Pending);

@@ -29,7 +29,7 @@ fn deps(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule]) -> Deps {
 
 const EU: &str = "eu-west-1";
 const SYDNEY: &str = "ap-southeast-2";
-const KEY: &str = "alias/ami-pipeline";
+const KEY: &str = "alias/ami-pipeline-images";
 
 /// `kms`: the rules answering KMS in each region; a call to a region not listed, or that no rule matches, panics.
 fn deps_with_keys(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&Rule])]) -> Deps {
@@ -513,7 +513,7 @@ async fn invalid_stored_recipe_names_the_field_and_starts_nothing() {
 /// copies: the trigger refuses it before anything is looked up or started.
 #[tokio::test]
 async fn shared_recipe_without_a_key_for_a_copy_region_starts_nothing() {
-    let bad = testing::EXAMPLE_RECIPE.replace(", \"ap-southeast-2\": \"alias/ami-pipeline\"", "");
+    let bad = testing::EXAMPLE_RECIPE.replace(", \"ap-southeast-2\": \"alias/ami-pipeline-images\"", "");
     assert_ne!(bad, testing::EXAMPLE_RECIPE);
     let (param, sfn) = (recipe_param(bad), start_execution(Captured::default()));
     let deps = deps(&[], &[&param], &[&sfn]);
@@ -694,7 +694,7 @@ async fn every_missing_key_of_every_region_is_listed_in_one_error() {
 async fn key_arn_of_another_region_is_refused_without_a_call() {
     let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     let recipe = testing::EXAMPLE_RECIPE.replace(
-        "\"eu-west-1\": \"alias/ami-pipeline\"",
+        "\"eu-west-1\": \"alias/ami-pipeline-images\"",
         &format!("\"eu-west-1\": \"{arn}\""),
     );
     assert_ne!(recipe, testing::EXAMPLE_RECIPE);
