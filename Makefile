@@ -19,6 +19,7 @@ unit:
 # Pinned emulators and tools into .tools/ (git-ignored); a no-op when already installed.
 tools:
 	bash scripts/install/stack.sh
+	bash scripts/install/awscli.sh
 
 stack-test: tools
 	$(PY) -m pytest -q tests/stack
@@ -29,7 +30,8 @@ infra-test: tools
 	bash tests/infra/check.sh
 
 # Lambda zips for every function (arm64; `make package ARCH=--x86_64` for x86_64) into dist/.
-package: tools
+# Needs only Rust and what scripts/install/package.sh installs (cargo-lambda, zig): nothing of the emulator.
+package:
 	bash scripts/package.sh $(ARCH)
 
 # Deploys the stack (infra/DEPLOY.md): checks for the SAM CLI first (package takes minutes), builds the zips, then

@@ -7,15 +7,16 @@
 #   scripts/package.sh            arm64 (Graviton, the template's default)
 #   scripts/package.sh --x86_64   x86_64 (deploy with --parameter-overrides Architecture=x86_64)
 #
-# Cross-compiles with cargo-lambda and zig from the pinned pip packages in .tools/venv (installed by
-# scripts/install/stack.sh). The release profile is the root Cargo.toml's [profile.release] only:
+# Cross-compiles with cargo-lambda and zig from the pinned pip packages in .tools/package (installed by
+# scripts/install/package.sh, which installs nothing else). Runs on Linux (x86_64, arm64) and macOS: bash 3.2 and
+# BSD tools suffice. The release profile is the root Cargo.toml's [profile.release] only:
 # --disable-optimizations stops cargo-lambda from adding its own (lto, codegen-units=1, panic=abort, strip)
 # on top, so what is measured and documented is what is built. CARGO_PROFILE_RELEASE_* variables still
 # override single settings, e.g. to compare profiles.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.tools/venv"
+VENV="$ROOT/.tools/package"
 DIST="$ROOT/dist"
 
 arch=arm64
@@ -32,7 +33,7 @@ case "$arch" in
   x86_64) triple=x86_64-unknown-linux-gnu; flag=--x86-64 ;;
 esac
 
-bash "$ROOT/scripts/install/stack.sh" >/dev/null
+bash "$ROOT/scripts/install/package.sh" >/dev/null
 # cargo-lambda looks for zig on PATH; the venv has `cargo-lambda` and the `ziglang` package's zig.
 export PATH="$VENV/bin:$PATH"
 if ! rustup target list --installed | grep -qx "$triple"; then
@@ -40,7 +41,9 @@ if ! rustup target list --installed | grep -qx "$triple"; then
 fi
 
 # The binaries: every [[bin]] of the workspace's function crates (functions/core is a library).
-mapfile -t bins < <(cargo metadata --no-deps --format-version 1 --manifest-path "$ROOT/Cargo.toml" --locked |
+bins=()
+while IFS= read -r bin; do bins+=("$bin"); done < <(
+  cargo metadata --no-deps --format-version 1 --manifest-path "$ROOT/Cargo.toml" --locked |
   "$VENV/bin/python" -c '
 import json, sys
 meta = json.load(sys.stdin)
@@ -71,7 +74,7 @@ printf '%s\n' "$arch" > "$DIST/ARCHITECTURE"
 
 echo "packaged ${#bins[@]} functions for $arch in ${elapsed}s:"
 for bin in "${bins[@]}"; do
-  printf '  %-18s %8s bytes  dist/%s/bootstrap.zip\n' "$bin" "$(stat -c %s "$DIST/$bin/bootstrap.zip")" "$bin"
+  printf '  %-18s %8s bytes  dist/%s/bootstrap.zip\n' "$bin" "$(wc -c <"$DIST/$bin/bootstrap.zip" | tr -d ' ')" "$bin"
 done
 if [[ "$arch" == x86_64 ]]; then
   echo "deploy with: sam deploy --template-file infra/template.yaml --parameter-overrides Architecture=x86_64 ..."

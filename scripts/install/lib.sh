@@ -11,13 +11,18 @@ PYTHON="${PYTHON:-python3}"
 install_lock() {
   mkdir -p "$TOOLS"
   exec 9>"$TOOLS/.install-$1.lock"
-  flock 9
+  # flock is util-linux: macOS has none, and there one install at a time is the user's to keep
+  if command -v flock >/dev/null; then flock 9; fi
   STAMP="$TOOLS/.install-stamp-$1"
 }
 
 # pins_hash FILE...: the hash of the pin files, this file and the installer that sourced it.
 pins_hash() {
-  cat "$@" "${BASH_SOURCE[0]}" "$0" | sha256sum | cut -d' ' -f1
+  if command -v sha256sum >/dev/null; then
+    cat "$@" "${BASH_SOURCE[0]}" "$0" | sha256sum | cut -d' ' -f1
+  else  # macOS
+    cat "$@" "${BASH_SOURCE[0]}" "$0" | shasum -a 256 | cut -d' ' -f1
+  fi
 }
 
 # up_to_date STAMP HASH EXECUTABLE...: the stamp holds HASH and every EXECUTABLE is there.
