@@ -168,3 +168,25 @@ def test_everything_set_adds_the_schedule_subscription_endpoints_and_grants(ever
     assert "SUCCEEDED" in json.loads(rule["EventPattern"])["detail"]["$or"][0]["status"]
     assert json.loads(client("us-east-1", "events").list_rules(EventBusName="full-releases")["Rules"][0]
                       ["EventPattern"])["source"] == ["com.example.ci", "com.example.other"]
+
+
+def test_the_stacks_rules_deliver_to_the_topic_and_accept_the_trigger_as_target(defaults, client):
+    """A FAILED execution's status change reaches the notification topic as the rule's InputTransformer writes it
+    (read through an SQS subscription, raw); a release event on the stack's bus is accepted (its target, the trigger,
+    is not invoked by the emulator)."""
+    sns, sqs, events = client("us-east-1", "sns"), client("us-east-1", "sqs"), client("us-east-1", "events")
+    queue = sqs.create_queue(QueueName="notified")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=defaults.outputs["NotificationTopicArn"], Protocol="sqs", Endpoint=queue_arn,
+                  Attributes={"RawMessageDelivery": "true"})
+    execution = f"{defaults.state_machine_arn.replace(':stateMachine:', ':execution:')}:web-r-1-0-0"
+    detail = {"executionArn": execution, "stateMachineArn": defaults.state_machine_arn, "name": "web-r-1-0-0",
+              "status": "FAILED"}
+    out = events.put_events(Entries=[
+        {"Source": "aws.states", "DetailType": "Step Functions Execution Status Change", "Detail": json.dumps(detail)},
+        {"Source": "com.example.ci", "DetailType": "Release Published", "EventBusName": "ami-pipeline",
+         "Detail": json.dumps({"pipeline": "web", "version": "1.0.0"})}])
+    assert out["FailedEntryCount"] == 0, out
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]]
+    assert len(bodies) == 1 and bodies[0].startswith("ami-pipeline execution web-r-1-0-0 ended FAILED"), bodies
+    assert execution in bodies[0], bodies

@@ -8,6 +8,7 @@ service's API, as it would in AWS."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 from urllib.parse import urlparse
@@ -23,6 +24,7 @@ from moto.scheduler.models import scheduler_backends
 from moto.sns.models import sns_backends
 from moto.sqs.models import sqs_backends
 from moto.stepfunctions import models as sfn
+from moto.utilities.arns import parse_arn
 
 PARTITION = "aws"
 
@@ -248,11 +250,42 @@ class Schedule(_Added, CloudFormationModel):
 ADDED = (Alarm, EventInvokeConfig, Subscription, TopicPolicy, QueuePolicy, Schedule)
 
 
+# -- what the stack's rules deliver to ---------------------------------------------------------------------------
+def _send_to_targets(original):
+    """The stack's rules have an SNS topic (NotificationRule) and a Lambda function (ReleaseRule) as targets, for
+    which moto's PutEvents raised NotImplementedError (HTTP 500) once a matching event arrived. An SNS target gets
+    the event, after the target's InputTransformer, published to the topic ("Amazon EventBridge targets"; a string
+    input is the message as is). A Lambda target is accepted and not invoked: the handlers are local processes, not
+    moto functions (tests invoke the trigger directly; tests/local/guide.py delivers a matching release event
+    itself)."""
+
+    def send_to_targets(self: events.Rule, original_event: dict, transform_input: bool = True) -> None:
+        ours = [t for t in self.targets if parse_arn(t["Arn"]).service in ("sns", "lambda")]
+        rest = copy.copy(self)
+        rest.targets = [t for t in self.targets if t not in ours]
+        original(rest, original_event, transform_input)
+        if not ours or not self.event_pattern.matches_event(original_event):
+            return
+        for target in ours:
+            arn = parse_arn(target["Arn"])
+            if arn.service != "sns":
+                continue
+            transformer = target.get("InputTransformer", {}) if transform_input else {}
+            event = events.EventTemplateParser.parse(input_template=transformer.get("InputTemplate"),
+                                                     input_paths_map=transformer.get("InputPathsMap", {}),
+                                                     event=original_event)
+            message = event if isinstance(event, str) else json.dumps(event)
+            sns_backends[arn.account][arn.region].get_topic(target["Arn"]).publish(message)
+
+    return send_to_targets
+
+
 def install() -> None:
     events.EventBus.physical_resource_id = property(_bus_ref)
     parsing.ResourceMap.load_parameters = _load_parameters(parsing.ResourceMap.load_parameters)
     parsing.clean_json = _clean_json(parsing.clean_json)
     cloudformation.Stack.stack_resources = property(_stack_resources)
+    events.Rule.send_to_targets = _send_to_targets(events.Rule.send_to_targets)
     iam.Role.create_from_cloudformation_json = _role_create(iam.Role.create_from_cloudformation_json)
     sfn.StateMachine.create_from_cloudformation_json = _state_machine_create(
         sfn.StateMachine.create_from_cloudformation_json)
