@@ -27,13 +27,18 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: 0 if "static" in item.nodeid else 2 if any(n in item.nodeid for n in last) else 1)
 
 
+def needs_every_function(s: local.Stack) -> None:
+    missing = set(local.FUNCTIONS) - set(s.functions)
+    if missing and not os.environ.get("AMI_E2E_ALLOW_MISSING"):
+        pytest.exit(f"handlers not built: {sorted(missing)}; run `cargo build --workspace --all-targets`", returncode=2)
+
+
 @pytest.fixture(scope="session")
 def stack():
-    needs = set(local.FUNCTIONS)
-    with local.Stack(quiet=False) as s:
-        missing = needs - set(s.functions)
-        if missing and not os.environ.get("AMI_E2E_ALLOW_MISSING"):
-            pytest.exit(f"handlers not built: {sorted(missing)}; run `cargo build --workspace --all-targets`", returncode=2)
+    """The session's stack: the template deployed with every optional part set (tests/local/stack.py
+    everything_set); tests/e2e/test_deployments.py starts one with the defaults beside it."""
+    with local.Stack(params=local.everything_set, quiet=False) as s:
+        needs_every_function(s)
         yield s
 
 

@@ -1,8 +1,11 @@
-"""The roles of infra/template.yaml as AWS would evaluate them, for tests/e2e/test_iam.py.
+"""The roles of infra/template.yaml as AWS would evaluate them, for tests/e2e/test_iam.py and test_deployments.py.
 
-- `role_policies(template, params)`: each function binary's identity policies with CloudFormation intrinsics
-  (!Ref, !Sub, !GetAtt, !If and the template's Conditions, !Join) resolved for the local stack's account, region
-  and partition.
+- `role_policies(deployment)`: each function binary's role and its inline policies as the local stack's IAM holds
+  them, resolved by the deployed stack (tests/local/deploy.py).
+- `template_role_policies(template, params)`: the same from the template in memory, intrinsics (!Ref, !Sub, !GetAtt,
+  !If and the template's Conditions, !Join) resolved here, for a template broken on purpose that is never deployed.
+- `handler_requests(log)`, `evaluate(requests, policies)`, `denials(results)`: every logged handler request against
+  its function's role.
 - `requests_to_cases(line, types)`: one logged request (tests/stack/moto_ext/state.py record_action: parameters,
   and the tags and attributes of the resources it names at call time) -> the IAM authorizations it needs, one
   resource each: for every resource type AWS's service authorization data lists for the action
@@ -144,9 +147,16 @@ class Resolver:
         return out
 
 
-def role_policies(template: dict, params: dict, account: str, region: str,
-                  physical: dict | None = None) -> dict[str, dict]:
-    """{binary: {"principal": role ARN, "policies": {name: document}}} for every function of the template."""
+def role_policies(deployment) -> dict[str, dict]:
+    """{binary: {"principal": role ARN, "policies": {name: document}}} for every deployed function: its role's
+    inline policies as IAM reports them (an AWS::IAM::Policy that names several roles is in each)."""
+    return {binary: {"principal": f.role_arn, "policies": deployment.roles[f.role_arn].policies}
+            for binary, f in deployment.functions.items()}
+
+
+def template_role_policies(template: dict, params: dict, account: str, region: str,
+                           physical: dict | None = None) -> dict[str, dict]:
+    """role_policies of the template in memory: {binary: {"principal": role ARN, "policies": {name: document}}}."""
     res = Resolver(template, params, account, region, physical=physical)
     out = {}
     for fname, f in template["Resources"].items():
@@ -349,6 +359,60 @@ def requests_to_cases(line: dict, types: dict, account: str) -> tuple[list[dict]
                     ctx["ec2:Region"] = region
                 cases.append(dict(case, context=ctx))
     return cases, problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A stack's requests against its roles
+# ---------------------------------------------------------------------------------------------------------------
+APP = re.compile(r"\bapp/(ami-[a-z-]+)")
+
+
+def handler_requests(action_log: Path, start: int = 0) -> tuple[list[dict], int]:
+    """The handlers' requests with their parameters from line `start` of a stack's action log
+    (tests/stack/moto_ext/state.py record_action), and how many were left out: a DescribeKey of a key that does not
+    exist (the preflight's test of a missing key) has no key to authorize on."""
+    lines = [json.loads(x) for x in action_log.read_text().splitlines()[start:] if x.strip()]
+    lines = [ln for ln in lines if APP.search(ln.get("agent", "")) and "params" in ln]
+    gone = [ln for ln in lines if ln["service"] == "kms" and not ln.get("resources", {}).get("key", {}).get("arn")]
+    return [ln for ln in lines if ln not in gone], len(gone)
+
+
+def evaluate(lines: list[dict], policies: dict[str, dict], account: str) -> list[dict]:
+    """Per request: {binary, line, verdict (allowed / denied / error), denied: [cases], problems}."""
+    wanted = {f"{ln['service']}:{ln['action']}" for ln in lines} | {"ec2:CreateTags", "iam:PassRole"}
+    types = action_types(wanted)
+    per_request, flat = [], []
+    for ln in lines:
+        binary = APP.search(ln.get("agent", "")).group(1)
+        cases, problems = requests_to_cases(ln, types, account)
+        role = policies.get(binary)
+        if role is None:
+            problems.append(f"{binary}: no role in the stack")
+            cases = []
+        full = [dict(c, principal=role["principal"], policies=role["policies"], account=account) for c in cases]
+        per_request.append({"binary": binary, "line": ln, "cases": full, "problems": problems})
+        flat += full
+    results = iter(simulate(flat))
+    for r in per_request:
+        outcomes = [(c, next(results)) for c in r["cases"]]
+        r["denied"] = [(c, o) for c, o in outcomes if o["result"] != "Allowed"]
+        r["verdict"] = ("error" if r["problems"] or any(o["result"] == "Error" for _, o in outcomes) or not outcomes
+                        else "denied" if r["denied"] else "allowed")
+        r["simulations"] = len(outcomes)
+    return per_request
+
+
+def denials(results: list[dict]) -> list[str]:
+    """Each distinct request that was not allowed, with what was denied or could not be mapped."""
+    bad = []
+    for r in results:
+        if r["verdict"] == "allowed":
+            continue
+        ln = r["line"]
+        what = r["problems"] or [f"{c['action']} on {c['resource']} -> {o['result']} "
+                                 f"{o.get('errors', '')} context {c['context']}" for c, o in r["denied"]]
+        bad.append(f"{r['binary']} {ln['region']} {ln['service']}:{ln['action']}: {what}")
+    return list(dict.fromkeys(bad))
 
 
 # ---------------------------------------------------------------------------------------------------------------

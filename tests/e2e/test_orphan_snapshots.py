@@ -59,7 +59,7 @@ def test_retire_deletes_old_orphaned_snapshots_and_keeps_the_rest(stack):
 
     # What retire reports: invoked again as the state machine invokes it, after one more orphan appeared.
     late = make_snapshot(stack, volume, ours, OLD)
-    execution = {"name": out["execution_name"], "id": f"{local.STATE_MACHINE_ARN}:{out['execution_name']}"}
+    execution = {"name": out["execution_name"], "id": f"{stack.state_machine_arn}:{out['execution_name']}"}
     ok, retired = stack.invoke("ami-retire", {"action": "start", "execution": execution,
                                               "run": detail["input"]["run"], "steps": {}})
     assert ok, retired

@@ -5,24 +5,15 @@ anything is launched; a Linux image carries its builder's UEFI variable store.""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import local
 from conftest import REGIONS, explain, leftovers, release, task_calls
-
-WINDOWS_RECIPE = Path(__file__).resolve().parents[2] / "infra" / "recipes" / "windows-2022-base.json"
 
 
 def windows_recipe(stack, name: str) -> dict:
-    """The shipped Windows example, adapted to the local network and regions as the seed adapts the Linux one."""
-    recipe = json.loads(WINDOWS_RECIPE.read_text())
-    seeded = stack.seed["recipe"]
+    """The shipped Windows example as a user fills it in (local.example_recipe), under its own pipeline name and
+    parameter."""
+    recipe = local.example_recipe(stack, local.WINDOWS_RECIPE)
     recipe["name"] = name
-    for section in ("build", "test"):
-        recipe[section]["subnet_id"] = seeded[section]["subnet_id"]
-        recipe[section]["security_group_ids"] = seeded[section]["security_group_ids"]
-    recipe["distribution"]["regions"] = seeded["distribution"]["regions"]
-    recipe["distribution"]["kms_key_ids"] = seeded["distribution"]["kms_key_ids"]
     recipe["publish"]["ssm_parameters"] = [f"/images/{name}/latest"]
     return recipe
 

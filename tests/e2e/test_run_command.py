@@ -11,7 +11,11 @@ import re
 import local
 from conftest import explain, leftovers, release, task_calls, wait_until
 
-GROUP = local.RUN_COMMAND_LOG_GROUP
+
+
+def group(stack: local.Stack) -> str:
+    """The stack's Run Command log group (the template's RunCommandLogGroup)."""
+    return stack.deployment.outputs["RunCommandLogGroupName"]
 
 
 def instance_of(stack: local.Stack, execution: str, role: str) -> dict:
@@ -63,14 +67,14 @@ def test_a_release_builds_and_tests_through_run_command(stack):
     built = ran_once(stack, builder["InstanceId"], execution, "build")
     assert {c["Comment"] for c in commands(stack, builder["InstanceId"])} == {f"ami-pipeline build {execution}"}
     assert built[0]["DocumentName"] == "AWS-RunShellScript", built
-    assert built[0]["CloudWatchOutputConfig"] == {"CloudWatchLogGroupName": GROUP, "CloudWatchOutputEnabled": True}
+    assert built[0]["CloudWatchOutputConfig"] == {"CloudWatchLogGroupName": group(stack), "CloudWatchOutputEnabled": True}
     inv = ssm.get_command_invocation(CommandId=built[0]["CommandId"], InstanceId=builder["InstanceId"])
     assert inv["ResponseCode"] == 0 and "provisioned" in inv["StandardOutputContent"], inv
     # the step stopped it (StopInstances) before the snapshot, and the console has no marker
     console = stack.boto3("ec2").get_console_output(InstanceId=builder["InstanceId"]).get("Output", "")
     assert "AMI-PIPELINE-RESULT" not in console
     stream = f"{built[0]['CommandId']}/{builder['InstanceId']}/aws-runShellScript/stdout"
-    assert logs.get_log_events(logGroupName=GROUP, logStreamName=stream)["events"], stream
+    assert logs.get_log_events(logGroupName=group(stack), logStreamName=stream)["events"], stream
 
     tester = instance_of(stack, execution, "test-instance")
     ran_once(stack, tester["InstanceId"], execution, "smoke")
@@ -92,8 +96,8 @@ def test_a_failing_script_shows_its_exit_code_output_and_log_stream(stack):
     assert "error: package nginx not found" in cause and "exit status 3" in cause, cause
     assert "step 1: ok" not in cause, cause
     stream = re.search(r"streams (\S+/stdout)", cause)
-    assert stream and GROUP in cause, cause
-    events = stack.boto3("logs").get_log_events(logGroupName=GROUP, logStreamName=stream.group(1))["events"]
+    assert stream and group(stack) in cause, cause
+    events = stack.boto3("logs").get_log_events(logGroupName=group(stack), logStreamName=stream.group(1))["events"]
     assert any("error: package nginx not found" in e["message"] for e in events), events
     # nothing built, nothing left
     assert not task_calls(detail, "Snapshot Start"), explain(detail)
