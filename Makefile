@@ -51,16 +51,17 @@ deploy:
 
 # Checks a stored recipe against the deployed stack before a build (functions/trigger/src/preflight.rs): invokes
 # the trigger with {"preflight": true, "pipeline": PIPELINE}, which checks every region the run touches and starts
-# nothing. Exit 1 with the list of problems. STACK: the stack name (default ami-pipeline). Needs the AWS CLI.
+# nothing. Exit 1 with the list of problems. STACK: the stack name (default ami-pipeline). Needs the AWS CLI, v1 or
+# v2 (the payload is a file, `fileb://`, which both send as it is).
 STACK ?= ami-pipeline
 preflight:
 	@[ -n "$(PIPELINE)" ] || { echo "usage: make preflight PIPELINE=<name> [STACK=ami-pipeline]" >&2; exit 2; }
 	@command -v aws >/dev/null || { echo "make preflight: the AWS CLI (aws) is not installed" >&2; exit 1; }
 	@fn=$$(aws cloudformation describe-stacks --stack-name "$(STACK)" --output text \
 	  --query "Stacks[0].Outputs[?OutputKey=='TriggerFunctionArn'].OutputValue"); \
-	out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
-	aws lambda invoke --function-name "$$fn" --cli-binary-format raw-in-base64-out \
-	  --payload '{"preflight": true, "pipeline": "$(PIPELINE)"}' "$$out" >/dev/null; \
+	out=$$(mktemp); payload=$$(mktemp); trap 'rm -f "$$out" "$$payload"' EXIT; \
+	printf '{"preflight": true, "pipeline": "%s"}' "$(PIPELINE)" >"$$payload"; \
+	aws lambda invoke --function-name "$$fn" --payload "fileb://$$payload" "$$out" >/dev/null; \
 	cat "$$out"; echo; \
 	if grep -q '"errorType"' "$$out"; then exit 1; fi
 

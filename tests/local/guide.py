@@ -62,6 +62,7 @@ def blocks(text: str) -> list[Block]:
 # repository's Makefile; `aws` is the real CLI, and a successful `events put-events` is handed to EventBridge's stand-in.
 PRELUDE = r"""
 set -euo pipefail
+shopt -s inherit_errexit
 guide() { "$GUIDE_PY" -m local.guide "$@"; }
 sam() { guide sam "$@"; }
 make() {
@@ -71,7 +72,7 @@ make() {
   esac
 }
 aws() {
-  command aws "$@"
+  command aws "$@" || return
   if [[ "${1:-} ${2:-}" == "events put-events" ]]; then guide deliver "$@"; fi
 }
 """
@@ -190,10 +191,13 @@ def _handler(guide: Guide):
                 status, headers, out = http("POST", f"{guide.stack.invoke_url}/2015-03-31/functions/{fn}/invocations",
                                             body or b"{}")
                 payload = json.dumps(out).encode() if not isinstance(out, str) else out.encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    if k.lower() in ("x-amz-function-error", "content-type"):
-                        self.send_header(k, v)
+                # Lambda answers a function's error with 200, the error object and X-Amz-Function-Error (Invoke API
+                # reference); cargo lambda watch answers it with an HTTP error, which the CLI would retry.
+                failed = status >= 400 or any(k.lower() == "x-amz-function-error" for k in headers)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                if failed:
+                    self.send_header("X-Amz-Function-Error", "Unhandled")
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
