@@ -72,6 +72,9 @@ make() {
   esac
 }
 aws() {
+  # AWS CLI v1 sends sqs to its us-east-1 host `queue.amazonaws.com` unless --endpoint-url is given, whatever
+  # AWS_ENDPOINT_URL says (awscli/customizations/overridesslcommonname.py): the flag points it at the local stack.
+  if [[ "${1:-}" == sqs ]]; then command aws --endpoint-url "$AWS_ENDPOINT_URL" "$@" || return; return 0; fi
   command aws "$@" || return
   if [[ "${1:-} ${2:-}" == "events put-events" ]]; then guide deliver "$@"; fi
 }
