@@ -12,7 +12,7 @@ have.
 
     deployment = deploy(moto_url, "ami-pipeline", {"KmsKeyArns": "arn:aws:kms:..."})
     deployment.functions["ami-trigger"].environment   # {"STATE_MACHINE_ARN": ..., "RECIPE_PREFIX": ...}
-    deployment.roles[deployment.functions["ami-build"].role_arn].policies   # {"build": {...}, "pass-builder-role": {...}}
+    deployment.role_of("ami-build").policies   # {"build": {...}, "pass-builder-role": {...}}
 """
 
 from __future__ import annotations

