@@ -51,11 +51,16 @@ def run_through_publish(s: local.Stack, recipes: list[dict], version: str) -> No
             assert tags(found)["ami-pipeline:state"] == "released", (recipe["name"], image)
 
 
-def denied(s: local.Stack, start: int = 0) -> list[str]:
-    """Every distinct request of the stack's action log from line `start` its deployed role does not allow."""
+def simulated(s: local.Stack, start: int = 0) -> list[dict]:
+    """Every request of the stack's action log from line `start` against its deployed role (iam_model.evaluate)."""
     lines, _ = m.handler_requests(s.action_log, start)
     assert lines, "no handler request logged"
-    return m.denials(m.evaluate(lines, m.role_policies(s.deployment), local.ACCOUNT))
+    return m.evaluate(lines, m.role_policies(s.deployment), local.ACCOUNT)
+
+
+def passing_the_builder_role(results: list[dict]) -> set[str]:
+    """The functions whose requests passed the builder profile's role (iam:PassRole, simulated)."""
+    return {r["binary"] for r in results for c in r["cases"] if c["action"] == "iam:PassRole"}
 
 
 def test_the_defaults_deployment_runs_both_examples_through_publish_and_iam_allows_every_request(defaults_stack):
@@ -64,13 +69,18 @@ def test_the_defaults_deployment_runs_both_examples_through_publish_and_iam_allo
     profile = s.deployment.outputs["BuilderInstanceProfileName"]
     assert [r["build"]["instance_profile"] for r in examples(s)] == [profile, profile], "the examples name it"
     run_through_publish(s, examples(s), "1.0.0")
-    bad = denied(s)
+    results = simulated(s)
+    bad = m.denials(results)
     assert not bad, "\n".join(bad[:40])
+    # the preflight's DryRun and the build's launch both passed the stack's builder role, and were allowed
+    assert {"ami-trigger", "ami-build"} <= passing_the_builder_role(results)
 
 
 def test_the_everything_set_deployment_runs_both_examples_through_publish_and_iam_allows_every_request(stack):
     start = len(stack.action_log.read_text().splitlines())
     recipes = examples(stack, own_profile=local.OWN_BUILDER)
     run_through_publish(stack, recipes, "0.1.0")
-    bad = denied(stack, start)
+    results = simulated(stack, start)
+    bad = m.denials(results)
     assert not bad, "\n".join(bad[:40])
+    assert {"ami-trigger", "ami-build", "ami-test-launch"} <= passing_the_builder_role(results)

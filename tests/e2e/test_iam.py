@@ -40,7 +40,16 @@ def test_every_request_of_the_run_is_allowed_by_its_role(stack):
     lines, skipped = m.handler_requests(stack.action_log)
     assert lines, "no handler request with its parameters was logged (tests/stack/moto_ext/state.py record_action)"
     RESULTS["skipped"] = skipped
-    results = m.evaluate(lines, m.role_policies(stack.deployment), ACCOUNT)
+    policies = m.role_policies(stack.deployment)
+    # test_no_mutation.py names keys the deployment's KmsKeyArns does not list (a disabled key, aws/ebs) to test the
+    # trigger's refusal; its role must not be able to describe them: in AWS the trigger gets AccessDenied there.
+    listed = set(stack.deployment.parameters["KmsKeyArns"].split(","))
+    unlisted = [ln for ln in lines if ln["service"] == "kms" and ln["resources"]["key"]["arn"] not in listed]
+    lines = [ln for ln in lines if ln not in unlisted]
+    described = m.evaluate(unlisted, policies, ACCOUNT)
+    assert all(r["verdict"] == "denied" for r in described), [r["line"]["resources"] for r in described]
+    RESULTS["unlisted_keys"] = len(unlisted)
+    results = m.evaluate(lines, policies, ACCOUNT)
     verdicts = Counter(r["verdict"] for r in results)
     by_action = Counter(f"{r['line']['service']}:{r['line']['action']}" for r in results)
     distinct = m.denials(results)
@@ -258,7 +267,8 @@ def print_iam(tr):
         tr.write_line(f"{run['requests']} requests evaluated ({run['simulations']} resource simulations, "
                       f"{len(run['actions'])} actions): {v.get('allowed', 0)} allowed, {v.get('denied', 0)} denied, "
                       f"{v.get('error', 0)} not mappable; {RESULTS.get('skipped', 0)} DescribeKey of keys that do not "
-                      "exist not evaluated")
+                      f"exist not evaluated; {RESULTS.get('unlisted_keys', 0)} DescribeKey of keys KmsKeyArns does not "
+                      "list denied, as they must be")
         for d in run.get("distinct_denials", [])[:10]:
             tr.write_line("  " + d[:300])
     rows = RESULTS.get("must_deny")
