@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """The local AWS stack: moto (with tests/stack/moto_ext), `cargo lambda watch` running the handlers, and the local
 Step Functions runner (tests/local/runner.mjs), each on a free loopback port. infra/template.yaml is deployed into moto
 (tests/local/deploy.py) and each handler runs with its deployed function's environment; the seed makes only what a
 user makes outside the stack (infra/DEPLOY.md): image keys, the network, the launch template and the recipe.
 
-    .tools/venv/bin/python tests/local/stack.py          # start, seed, print the endpoints, wait for Ctrl-C
+    cd tests && ../.tools/venv/bin/python -m local     # start, deploy, seed, print the endpoints, wait for Ctrl-C
 
 From Python: `with Stack() as s: ...` (tests/e2e/conftest.py, tests/local/demo.py); `Stack(params=...)` deploys with
 those template parameters (a dict, or a function of the started moto that returns one, for values that exist only
@@ -553,7 +552,3 @@ def main() -> int:
             return 1
         except KeyboardInterrupt:
             return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
