@@ -2,9 +2,10 @@
 infra/template.yaml (transformed by aws-sam-translator, tests/local/deploy.py) with CreateStack. Each patch is a row
 of ../README.md, "CloudFormation (moto 5.2.5)"; tests/stack/test_cfn.py creates the stack against a server.
 
-The added resource types create the object of moto's own backend where moto has one (alarms, subscriptions, topic and
-queue policies, schedules, a function's event invoke config), so a test reads what the stack made through the
-service's API, as it would in AWS."""
+The added resource types create the object of moto's own backend for them (alarms, subscriptions, topic and queue
+policies, schedules, a function's event invoke config), so a test reads what the stack made through the service's
+API, as it would in AWS. The stack's EventBridge rules deliver to their SNS target and accept their Lambda target, for
+which moto's PutEvents failed."""
 
 from __future__ import annotations
 
