@@ -668,6 +668,19 @@ def test_commands_go_only_to_the_functions_own_instances_by_ssm_resource_tag():
         assert condition_keys(sts[0]) == {"StringEquals|ssm:resourceTag/ami-pipeline:role": value}, (role, sts[0])
 
 
+def test_alarms_may_use_the_topic_key_and_publish_only_from_this_account():
+    """Issue 22 item 16: AWS's key policy statement for CloudWatch alarms on an encrypted topic has no condition, and
+    AWS does not document that alarm delivery gives KMS aws:SourceAccount; the topic policy keeps publishing to this
+    account's alarms."""
+    key = resources()["PipelineKey"]["Properties"]["KeyPolicy"]
+    alarms = [st for st in statements(key) if "cloudwatch.amazonaws.com" in as_list(st["Principal"].get("Service", []))]
+    assert len(alarms) == 1 and set(actions(alarms[0])) == {"kms:GenerateDataKey*", "kms:Decrypt"}, alarms
+    assert "Condition" not in alarms[0], alarms[0]
+    topic_policy = resources("AWS::SNS::TopicPolicy")["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]
+    publish = [st for st in statements(topic_policy) if "cloudwatch.amazonaws.com" in json.dumps(st.get("Principal"))]
+    assert [condition_keys(st) for st in publish] == [{"StringEquals|aws:SourceAccount": {"Ref": "AWS::AccountId"}}]
+
+
 def test_copy_authorizes_the_source_by_owner_and_the_new_image_by_request_tags():
     sts = [st for st in role_statements("CopyRole") if "ec2:CopyImage" in actions(st)]
     source = [st for st in sts if copies_from_own_home_images(st)]
