@@ -210,6 +210,27 @@ def resource_ctx(info: dict) -> dict:
     return ctx
 
 
+# A resource tag's condition key as the authorization data writes it for a resource type: aws:ResourceTag/${TagKey},
+# ec2:ResourceTag/${TagKey}, ssm:resourceTag/${TagKey} ...
+TAG_KEY = re.compile(r"([a-z0-9-]+:resourcetag)/\$\{tagkey\}", re.IGNORECASE)
+
+
+def tag_keys_as_listed(ctx: dict, keys: list[str] | None) -> dict:
+    """A resource's tags (collected as aws:ResourceTag/<key>) under every tag condition key the authorization data
+    lists for its resource type, and under no other: a policy that names a key AWS does not give for that resource
+    is denied here, as IAM would (the instance resource of ssm:SendCommand lists aws:ResourceTag and
+    ssm:resourceTag). `keys` None (an ARN built here, not a listed type): as collected."""
+    if keys is None:
+        return ctx
+    forms = [m.group(1) for k in keys if (m := TAG_KEY.fullmatch(k))]
+    out = {k: v for k, v in ctx.items() if not k.startswith("aws:ResourceTag/")}
+    for k, v in ctx.items():
+        if k.startswith("aws:ResourceTag/"):
+            tag = k.split("/", 1)[1]
+            out.update({f"{form}/{tag}": v for form in forms})
+    return out
+
+
 def arn_of(template: str, region: str, account: str, rid: str) -> str:
     out = template.replace("${Partition}", PARTITION).replace("${Region}", region).replace("${Account}", account)
     return re.sub(r"\$\{[^}]+\}", rid, out)
@@ -350,7 +371,7 @@ def requests_to_cases(line: dict, types: dict, account: str) -> tuple[list[dict]
                 problems.append(f"{iam_action}: no {t['name']} found in the request ({sorted(p)[:12]}...)")
             for rid, ctx, rregion in found:
                 arn = rid if rid.startswith("arn:") else arn_of(t["arn"], rregion or region, account, rid)
-                ctx = dict(ctx, **extra)
+                ctx = dict(tag_keys_as_listed(ctx, t.get("keys")), **extra)
                 case = {"action": iam_action, "resource": arn}
                 policy = ctx.pop("__resource_policy", None)
                 if policy:

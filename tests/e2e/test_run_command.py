@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 
 import local
 from conftest import explain, leftovers, release, task_calls, wait_until
@@ -139,3 +140,30 @@ def test_the_console_channel_builds_and_tests_without_the_agent(stack):
     builder = instance_of(stack, execution, "builder")["InstanceId"]
     console = stack.boto3("ec2").get_console_output(InstanceId=builder).get("Output", "")
     assert "AMI-PIPELINE-RESULT: SUCCESS" in console, console
+
+
+def test_an_agent_lost_after_a_long_build_is_waited_for_before_sysprep(stack):
+    """Issue 22 item 3: the Windows example's build command runs longer than the agent's deadline (the local stack's
+    10 s), and its agent is ConnectionLost for a few calls right after (a reboot, a lost route): sysprep, which needs
+    the agent only from the end of the build, waits for it instead of failing the build on the deadline from launch."""
+    from test_platforms import windows_recipe
+
+    stack.sim("POST", "reset")
+    recipe = windows_recipe(stack, "rc-lost-agent")
+    recipe["build"]["script"] += "# sim:runs-for=12\n"
+    stack.sim("POST", "faults", {"agent_connection_lost": "builder", "calls": 3})
+    try:
+        out, detail = release(stack, "rc-lost-agent", "2026.11.0", recipe)
+    finally:
+        stack.sim("POST", "reset")
+    assert detail["status"] == "SUCCEEDED", explain(detail)
+    execution = out["execution_name"]
+    builder = instance_of(stack, execution, "builder")
+    sent = commands(stack, builder["InstanceId"])
+    assert [c["Comment"] for c in sent][:1] == [f"ami-pipeline build {execution}"], sent
+    sysprep = [c for c in sent if c["Comment"] == f"ami-pipeline sysprep {execution}"]
+    build_ended = stack.boto3("ssm").get_command_invocation(
+        CommandId=sent[0]["CommandId"], InstanceId=builder["InstanceId"])["ExecutionEndDateTime"]
+    ended_at = datetime.fromisoformat(build_ended.replace("Z", "+00:00")).timestamp()
+    assert ended_at - builder["LaunchTime"].timestamp() > 10, "the build ended past the deadline from launch"
+    assert sysprep and sysprep[0]["RequestedDateTime"].timestamp() > ended_at, sent

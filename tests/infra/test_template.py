@@ -252,6 +252,11 @@ def resource_types(st: dict) -> set[str]:
 
 
 KMS_DIRECT_OK = {"kms:DescribeKey"}
+# ssm:SendCommand on instances: by the instance's tag in the form AWS's Run Command examples use, ssm:resourceTag
+# ("Restricting Run Command access based on tags"; also listed for the instance resource by the service authorization
+# reference), never by a global key (aws:*), which on SendCommand would also need aws:ViaAWSService ("Setting up Run
+# Command"). tests/stack/README.md has the reasoning.
+RUN_COMMAND_TAG = re.compile(r"ssm:resourceTag/(ami-pipeline:role)")
 # Launch templates publish may change: only those that opt in with this tag (README, "Publishing to launch templates").
 LAUNCH_TEMPLATE_ACTIONS = {"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"}
 PUBLISH_OPT_IN = "ami-pipeline:publish"
@@ -323,6 +328,13 @@ def policy_problems(st: dict) -> list[str]:
                 problems.append("iam:PassRole without explicit role ARNs")
             if "StringEquals|iam:PassedToService" not in condition_keys(st):
                 problems.append("iam:PassRole without iam:PassedToService")
+        if a == "ssm:SendCommand" and ("instance" in resource_types(st) or "*" in resource_types(st)):
+            keys = condition_keys(st)
+            by_tag = [k for k in keys if k.startswith("StringEquals|") and RUN_COMMAND_TAG.fullmatch(k.split("|")[1])]
+            if not by_tag:
+                problems.append("ssm:SendCommand on instances without StringEquals ssm:resourceTag/ami-pipeline:role")
+            if [k for k in keys if k.split("|", 1)[1].lower().startswith("aws:")]:
+                problems.append("ssm:SendCommand with a global condition key (needs aws:ViaAWSService on SendCommand)")
         # Key metadata (the trigger's check of recipe keys) may be read directly, on named keys only.
         direct_ok = a in KMS_DIRECT_OK and resources_ and not any("*" in json.dumps(r) for r in resources_)
         if a.startswith("kms:") and not via_service(st) and not direct_ok:
@@ -591,6 +603,17 @@ BAD_STATEMENTS = {
         "Action": "ec2:CopyImage",
         "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}::image/*"},
     },
+    "send commands to any instance": {
+        "Effect": "Allow",
+        "Action": "ssm:SendCommand",
+        "Resource": "arn:aws:ec2:*:1:instance/*",
+    },
+    "send commands by a global tag key": {
+        "Effect": "Allow",
+        "Action": "ssm:SendCommand",
+        "Resource": "arn:aws:ec2:*:1:instance/*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/ami-pipeline:role": "builder"}},
+    },
     "copy own images into untagged images anywhere": {
         "Effect": "Allow",
         "Action": "ec2:CopyImage",
@@ -634,6 +657,28 @@ def test_eventbridge_may_use_the_topic_key_without_source_conditions():
     assert [condition_keys(st).get("ArnEquals|aws:SourceArn") for st in publish] == [
         {"Fn::GetAtt": ["NotificationRule", "Arn"]}
     ], publish
+
+
+def test_commands_go_only_to_the_functions_own_instances_by_ssm_resource_tag():
+    """Issue 22 item 11: the build may send commands to builders, test-launch to test instances, each by the
+    instance's `ami-pipeline:role` tag under ssm:resourceTag (the reasoning: tests/stack/README.md)."""
+    for role, value in (("BuildRole", "builder"), ("TestLaunchRole", "test-instance")):
+        sts = [st for st in role_statements(role) if "ssm:SendCommand" in actions(st) and "instance" in resource_types(st)]
+        assert len(sts) == 1, (role, sts)
+        assert condition_keys(sts[0]) == {"StringEquals|ssm:resourceTag/ami-pipeline:role": value}, (role, sts[0])
+
+
+def test_alarms_may_use_the_topic_key_and_publish_only_from_this_account():
+    """Issue 22 item 16: AWS's key policy statement for CloudWatch alarms on an encrypted topic has no condition, and
+    AWS does not document that alarm delivery gives KMS aws:SourceAccount; the topic policy keeps publishing to this
+    account's alarms."""
+    key = resources()["PipelineKey"]["Properties"]["KeyPolicy"]
+    alarms = [st for st in statements(key) if "cloudwatch.amazonaws.com" in as_list(st["Principal"].get("Service", []))]
+    assert len(alarms) == 1 and set(actions(alarms[0])) == {"kms:GenerateDataKey*", "kms:Decrypt"}, alarms
+    assert "Condition" not in alarms[0], alarms[0]
+    topic_policy = resources("AWS::SNS::TopicPolicy")["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]
+    publish = [st for st in statements(topic_policy) if "cloudwatch.amazonaws.com" in json.dumps(st.get("Principal"))]
+    assert [condition_keys(st) for st in publish] == [{"StringEquals|aws:SourceAccount": {"Ref": "AWS::AccountId"}}]
 
 
 def test_copy_authorizes_the_source_by_owner_and_the_new_image_by_request_tags():

@@ -103,12 +103,31 @@ def test_timed_out_and_cancelled(use1, ssm, base_image):
     online(ssm, iid)
     cmd = send(ssm, iid, "# sim:command-timeout")
     _, done = finish(ssm, cmd["CommandId"], iid)
-    assert done["Status"] == "TimedOut"
+    assert (done["Status"], done["StatusDetails"]) == ("TimedOut", "ExecutionTimedOut")
     cmd = send(ssm, iid, "# sim:never-ready")
     states, done = finish(ssm, cmd["CommandId"], iid)
     assert done["Status"] == "InProgress"
+    # "There is no guarantee that the command will be terminated" (CancelCommand): Cancelling, then Cancelled
     ssm.cancel_command(CommandId=cmd["CommandId"], InstanceIds=[iid])
+    assert invocation(ssm, cmd["CommandId"], iid)["Status"] == "Cancelling"
     assert invocation(ssm, cmd["CommandId"], iid)["Status"] == "Cancelled"
+
+
+def test_output_is_cut_at_24000_characters_of_stdout_and_8000_of_stderr(use1, ssm, base_image):
+    iid = running(use1, base_image)
+    online(ssm, iid)
+    _, done = finish(ssm, send(ssm, iid, "# sim:long-output")["CommandId"], iid)
+    assert (len(done["StandardOutputContent"]), len(done["StandardErrorContent"])) == (24000, 8000)
+
+
+def test_without_a_group_name_output_goes_to_aws_ssm_document(use1, ssm, logs, base_image):
+    iid = running(use1, base_image)
+    online(ssm, iid)
+    cmd = send(ssm, iid, "echo provisioned", CloudWatchOutputConfig={"CloudWatchOutputEnabled": True})
+    finish(ssm, cmd["CommandId"], iid)
+    stream = f"{cmd['CommandId']}/{iid}/aws-runShellScript/stdout"
+    events = logs.get_log_events(logGroupName="aws/ssm/AWS-RunShellScript", logStreamName=stream)["events"]
+    assert [e["message"] for e in events] == ["provisioned"]
 
 
 def test_list_commands_lags_a_send_and_filters(use1, ssm, base_image):
@@ -162,10 +181,59 @@ def test_a_builder_on_the_run_command_channel_runs_nothing_from_user_data(use1, 
     assert "AMI-PIPELINE-RESULT" not in console
 
 
-def test_stop_during_command_fault(server, use1, ssm, base_image):
+def test_stop_during_command_fault_expires_to_delivery_timed_out_at_expires_after(server, use1, ssm, base_image):
+    """"If a command expires, it changes status to DeliveryTimedOut for all invocations that have the status
+    InProgress, Pending, or Delayed" (Command.ExpiresAfter): a script cut off by a stop stays InProgress until then."""
     sim(server, "/_sim/faults", {"stop_during_command": "builder"})
     iid = running(use1, base_image, "#!/bin/bash\n# AMI-PIPELINE-BUILDER execution=x channel=run-command\n")
     online(ssm, iid)
-    states, done = finish(ssm, send(ssm, iid, "echo hi")["CommandId"], iid)
+    cmd = ssm.send_command(InstanceIds=[iid], DocumentName="AWS-RunShellScript", TimeoutSeconds=600,
+                           Parameters={"commands": ["echo hi"], "executionTimeout": ["3600"]})["Command"]
+    states, done = finish(ssm, cmd["CommandId"], iid)
     inst = use1.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert inst["State"]["Name"] in ("stopping", "stopped") and done["Status"] == "InProgress", (inst["State"], done)
+    assert (cmd["ExpiresAfter"] - cmd["RequestedDateTime"]).total_seconds() == 600 + 3600
+    sim(server, "/_sim/command_requested_time", {"region": "us-east-1", "command_id": cmd["CommandId"],
+                                                 "requested_time": "2026-01-01T00:00:00Z"})
+    done = invocation(ssm, cmd["CommandId"], iid)
+    assert (done["Status"], done["StatusDetails"], done["ResponseCode"]) == ("TimedOut", "DeliveryTimedOut", -1), done
+    assert "ExecutionStartDateTime" in done, "it had started: the expiry came while it ran"
+    ssm.list_commands(CommandId=cmd["CommandId"])  # the lag of a new command: its first listing hides it
+    listed = ssm.list_commands(CommandId=cmd["CommandId"])["Commands"]
+    assert [(c["Status"], c["StatusDetails"]) for c in listed] == [("TimedOut", "DeliveryTimedOut")]
+
+
+def test_a_command_to_a_stopped_instance_is_delayed_then_expires(server, use1, ssm, base_image):
+    iid = running(use1, base_image)
+    online(ssm, iid)
+    use1.stop_instances(InstanceIds=[iid])
+    cmd = send(ssm, iid, "echo hi")  # a stopped instance's agent is registered, ConnectionLost: accepted
+    with pytest.raises(ClientError):
+        invocation(ssm, cmd["CommandId"], iid)
+    assert invocation(ssm, cmd["CommandId"], iid)["Status"] == "Delayed"
+    sim(server, "/_sim/command_requested_time", {"region": "us-east-1", "command_id": cmd["CommandId"],
+                                                 "requested_time": "2026-01-01T00:00:00Z"})
+    done = invocation(ssm, cmd["CommandId"], iid)
+    assert (done["Status"], done["StatusDetails"]) == ("TimedOut", "DeliveryTimedOut")
+    assert "ExecutionStartDateTime" not in done or not done["ExecutionStartDateTime"]
+
+
+def test_agent_connection_lost_fault_after_the_first_command_succeeded(server, use1, ssm, base_image):
+    """The agent goes away for N DescribeInstanceInformation calls once the builder's first command succeeded (a reboot,
+    a lost route): ConnectionLost with its last ping, and SendCommand refused meanwhile ("SSM Agent isn't running")."""
+    sim(server, "/_sim/faults", {"agent_connection_lost": "builder", "calls": 2})
+    iid = running(use1, base_image, "#!/bin/bash\n# AMI-PIPELINE-BUILDER execution=x channel=run-command\n")
+    seen = online(ssm, iid)
+    last_online = seen[-1][0]["LastPingDateTime"]
+    _, done = finish(ssm, send(ssm, iid, "echo built")["CommandId"], iid)
+    assert done["Status"] == "Success"
+    flt = [{"Key": "InstanceIds", "Values": [iid]}]
+    lost = ssm.describe_instance_information(Filters=flt)["InstanceInformationList"][0]
+    assert lost["PingStatus"] == "ConnectionLost" and lost["LastPingDateTime"] == last_online, lost
+    with pytest.raises(ClientError) as err:
+        send(ssm, iid, "echo sysprep")
+    assert err.value.response["Error"]["Code"] == "InvalidInstanceId"
+    ssm.describe_instance_information(Filters=flt)
+    back = ssm.describe_instance_information(Filters=flt)["InstanceInformationList"][0]
+    assert back["PingStatus"] == "Online" and back["LastPingDateTime"] > last_online
+    assert send(ssm, iid, "echo sysprep")["Status"] == "Pending"

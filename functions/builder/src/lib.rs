@@ -267,13 +267,19 @@ async fn run_command_result(
         .launch_time()
         .map(|t| t.secs())
         .unwrap_or(state.progress.started_at);
-    let job = |purpose: Purpose, script: String| Job {
+    let instance_type = instance
+        .instance_type()
+        .map(|t| t.as_str())
+        .unwrap_or(&build.instance_type);
+    let job = |purpose: Purpose, script: String, agent_needed_since: i64| Job {
         instance_id: id.to_string(),
         execution: req.execution.name.clone(),
         purpose,
         platform: build.platform,
         script,
         timeout_seconds: build.timeout_minutes * 60,
+        instance_type: instance_type.to_string(),
+        agent_needed_since,
     };
     let script = userdata::run_command_script(
         &req.run,
@@ -282,20 +288,28 @@ async fn run_command_result(
         Purpose::Build,
         &build.script,
     );
-    let provision = job(Purpose::Build, script);
-    let sysprep = (build.platform == Platform::Windows)
-        .then(|| job(Purpose::Sysprep, userdata::sysprep_script(&req.execution.name)));
+    // The agent is needed from launch for the build, and again once the build ended for sysprep.
+    let provision = job(Purpose::Build, script, launched_at);
+    let sysprep = |build_ended: Option<i64>| {
+        (build.platform == Platform::Windows).then(|| {
+            job(
+                Purpose::Sysprep,
+                userdata::sysprep_script(&req.execution.name),
+                build_ended.unwrap_or(launched_at),
+            )
+        })
+    };
     let what = format!("provisioning script on builder {id}");
     match instance.state().and_then(|s| s.name()) {
         Some(InstanceStateName::Running) => {
-            let logs = match deps.0.channel.reconcile(&provision, launched_at, now).await? {
-                RcState::Success(logs) => logs,
+            let (logs, ended_at) = match deps.0.channel.reconcile(&provision, now).await? {
+                RcState::Success { logs, ended_at } => (logs, ended_at),
                 s if s.is_pending() => return Ok((false, None)),
                 s => return Err(command_failed(&what, &s, true)),
             };
-            if let Some(sysprep) = &sysprep {
-                match deps.0.channel.reconcile(sysprep, launched_at, now).await? {
-                    RcState::Success(_) => {}
+            if let Some(sysprep) = &sysprep(ended_at) {
+                match deps.0.channel.reconcile(sysprep, now).await? {
+                    RcState::Success { .. } => {}
                     s if s.is_pending() => return Ok((false, Some(logs))),
                     // sysprep's failure (a timeout included) is a provisioning failure with its output
                     s => return Err(command_failed(&format!("sysprep on builder {id}"), &s, false)),
@@ -316,12 +330,14 @@ async fn run_command_result(
         Some(InstanceStateName::Stopped) => {
             // Stopped by this step after success, or from outside before the command(s) finished.
             let mut logs = None;
+            // when the agent was needed does not matter here: nothing is sent to a stopped builder
+            let sysprep = sysprep(None);
             for job in std::iter::once(&provision).chain(sysprep.as_ref()) {
                 let Some(command_id) = deps.0.channel.find(job).await? else {
                     return Err(stopped_early(id, job));
                 };
                 match deps.0.channel.state_of(job, &command_id).await? {
-                    RcState::Success(l) => {
+                    RcState::Success { logs: l, .. } => {
                         logs.get_or_insert(l);
                     }
                     s if s.is_pending() => return Err(stopped_early(id, job)),

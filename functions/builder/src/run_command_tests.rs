@@ -304,3 +304,91 @@ async fn a_console_that_catches_up_minutes_after_the_stop_is_waited_for_and_late
     assert_eq!(s.progress.status, Status::Ready);
     assert_eq!(buffered.num_calls(), 1);
 }
+
+/// A builder in `name` state, of `instance_type`, launched `ago` seconds before NOW.
+fn launched(name: InstanceStateName, instance_type: &'static str, ago: i64) -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| r.instance_ids() == [BUILDER.to_string()])
+        .then_output(move || {
+            testing::described_instance(
+                Instance::builder()
+                    .instance_id(BUILDER)
+                    .instance_type(instance_type.into())
+                    .launch_time(aws_smithy_types::DateTime::from_secs(NOW - ago))
+                    .state(InstanceState::builder().name(name.clone()).build())
+                    .build(),
+            )
+        })
+}
+
+fn not_registered() -> Rule {
+    mock!(Ssm::describe_instance_information)
+        .match_requests(|r| r.filters().iter().any(|f| f.values() == [BUILDER.to_string()]))
+        .then_output(|| DescribeInstanceInformationOutput::builder().build())
+}
+
+/// "Launching a bare metal instance boots the underlying server ... it can take 20 minutes from the time the instance
+/// enters the running state until it becomes available over the network" (EC2 User Guide): 20 minutes after launch
+/// a bare metal builder's agent is still waited for, a virtualized one's is not (15 minutes).
+#[tokio::test]
+async fn a_bare_metal_builder_gets_20_more_minutes_for_its_agent() {
+    let run = run_of(Platform::Linux, Channel::RunCommand);
+    let (metal, virtualized, none, offline) = (
+        launched(InstanceStateName::Running, "m5.metal", 20 * 60),
+        launched(InstanceStateName::Running, "m5.large", 20 * 60),
+        listed(&[]),
+        not_registered(),
+    );
+    let s = Step::status(&deps(&[&metal], &[&none, &offline]), &request(&run), NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    let err = Step::status(&deps(&[&virtualized], &[&none, &offline]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    testing::assert_error(
+        &err,
+        "AmiPipeline.AgentNotOnline",
+        &["did not come online within 900 s"],
+    );
+    let late = launched(InstanceStateName::Running, "m5.metal", 35 * 60 + 1);
+    let err = Step::status(&deps(&[&late], &[&none, &offline]), &request(&run), NOW)
+        .await
+        .unwrap_err();
+    testing::assert_error(&err, "AmiPipeline.AgentNotOnline", &["within 2100 s"]);
+}
+
+/// Sysprep needs the agent once the build command ended, an hour after launch: its deadline runs from the build's
+/// `ExecutionEndDateTime`, so an agent not registered at that moment (a reboot after the build) is waited for.
+#[tokio::test]
+async fn sysprep_waits_for_the_agent_from_the_end_of_the_build_not_from_launch() {
+    let run = run_of(Platform::Windows, Channel::RunCommand);
+    let ended = chrono::DateTime::from_timestamp(NOW - 60, 0).unwrap().to_rfc3339();
+    let (old, build_done, none_yet) = (
+        launched(InstanceStateName::Running, "m5.large", 3600),
+        listed(&[("cmd-1", "build")]),
+        not_registered(),
+    );
+    let ok = mock!(Ssm::get_command_invocation)
+        .match_requests(|r| r.command_id() == Some("cmd-1"))
+        .then_output(move || {
+            aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::Success)
+                .status_details("Success")
+                .response_code(0)
+                .execution_end_date_time(ended.clone())
+                .build()
+        });
+    let state = BuildState {
+        progress: Progress::start(NOW - 3600, 120),
+        ..state()
+    };
+    let req: StepRequest =
+        ami_core::model::input::parse_value("input", testing::request("status", &run, json!({ "build": state })))
+            .unwrap();
+    let s = Step::status(&deps(&[&old], &[&build_done, &ok, &none_yet]), &req, NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+    assert_eq!(none_yet.num_calls(), 1, "sysprep looked for the agent");
+}

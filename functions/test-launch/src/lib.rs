@@ -242,9 +242,15 @@ impl Step for Deps {
                     ),
                     // the smoke test may use what is left of the step's time
                     timeout_seconds: u32::try_from((state.progress.deadline - now).max(60)).unwrap_or(u32::MAX),
+                    instance_type: instance
+                        .instance_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    // the image's first boot: the agent is needed from launch
+                    agent_needed_since: state.launched_at,
                 };
-                match self.0.channel.reconcile(&job, state.launched_at, now).await? {
-                    RcState::Success(l) => {
+                match self.0.channel.reconcile(&job, now).await? {
+                    RcState::Success { logs: l, .. } => {
                         logs = Some(l);
                         true
                     }

@@ -186,3 +186,40 @@ async fn a_failed_smoke_test_fails_with_its_exit_code_and_output() {
         "{text}"
     );
 }
+
+/// A sysprepped Windows image's first boot (specialize, OOBE, then EC2Launch and the agent) gets 15 more minutes
+/// ("wait up to 15 minutes after launching an instance", GetPasswordData API reference): 20 minutes after launch its
+/// agent is still waited for.
+#[tokio::test]
+async fn a_windows_test_instance_gets_15_more_minutes_for_its_agent() {
+    let mut run = testing::run();
+    run.recipe.build.as_mut().unwrap().platform = ami_core::model::recipe::Platform::Windows;
+    let state = TestState {
+        instance_id: TESTER.into(),
+        image_id: CANDIDATE.into(),
+        launched_at: NOW - 20 * 60,
+        boot_to_ready_seconds: None,
+        terminated: false,
+        logs: None,
+        progress: Progress::start(NOW - 20 * 60, 60),
+    };
+    let image = ImageState {
+        region: testing::REGION.into(),
+        image_id: CANDIDATE.into(),
+        name: "web".into(),
+        progress: Progress::start(NOW - 2000, 60).with_status(Status::Ready),
+    };
+    let req: StepRequest = ami_core::model::input::parse_value(
+        "input",
+        testing::request("status", &run, json!({ "register": image, "test_launch": state })),
+    )
+    .unwrap();
+    let (inst, ok) = running_with_checks(true);
+    let none = listed(&[]);
+    let offline =
+        mock!(Ssm::describe_instance_information).then_output(|| DescribeInstanceInformationOutput::builder().build());
+    let s = Step::status(&deps(&[&inst, &ok], &[&none, &offline]), &req, NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.progress.status, Status::Pending);
+}

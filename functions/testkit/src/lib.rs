@@ -220,7 +220,7 @@ pub fn channel(ssm: &[&aws_smithy_mocks::Rule]) -> ami_core::aws::runcommand::Ch
         ssm: ami_core::testing::ssm(ssm),
         logs: ami_core::testing::logs_without_streams(),
         log_group: Some(LOG_GROUP.into()),
-        agent_deadline_seconds: ami_core::aws::runcommand::DEFAULT_AGENT_DEADLINE_SECONDS,
+        agent_deadline: None,
     }
 }
 
@@ -395,15 +395,24 @@ pub fn user_data(req: &aws_sdk_ec2::operation::run_instances::RunInstancesInput)
     String::from_utf8(raw).expect("UTF-8 user data")
 }
 
-/// What GetCommandInvocation answers for a command in `status` with exit `code` and inline output `out`.
+/// What GetCommandInvocation answers for a command in `status` with exit `code` and inline output `out`: a
+/// `TimedOut` one is an execution timeout (StatusDetails `ExecutionTimedOut`), and every one but `Pending` and
+/// `Delayed` has started (`ExecutionStartDateTime`).
 pub fn invocation_output(
     status: aws_sdk_ssm::types::CommandInvocationStatus,
     code: i32,
     out: &str,
 ) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+    use aws_sdk_ssm::types::CommandInvocationStatus as S;
+    let details = match &status {
+        S::TimedOut => "ExecutionTimedOut",
+        other => other.as_str(),
+    };
+    let started = !matches!(status, S::Pending | S::Delayed);
     aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput::builder()
-        .status_details(status.as_str())
+        .status_details(details)
         .status(status)
+        .set_execution_start_date_time(started.then(|| "2026-11-27T10:00:00.000Z".to_string()))
         .response_code(code)
         .standard_output_content(out)
         .build()

@@ -13,7 +13,7 @@ import uuid
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from . import iamctx, patches, state
+from . import iamctx, patches, runcommand, state
 
 SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -193,6 +193,15 @@ class SimMiddleware:
                 try:
                     spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
                     patches.set_snapshot_start_time(spec["region"], spec["snapshot_id"], spec["start_time"])
+                except (ValueError, KeyError, TypeError) as err:
+                    return 400, json_headers, json.dumps({"error": str(err)}).encode()
+            elif path == "/_sim/command_requested_time" and method == "POST":
+                # Backdates a Run Command command (SSM sets RequestedDateTime when it is sent; ExpiresAfter follows):
+                # for tests of what expires. Body: {"region", "command_id", "requested_time"}.
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                try:
+                    spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    runcommand.set_requested_time(spec["region"], spec["command_id"], spec["requested_time"])
                 except (ValueError, KeyError, TypeError) as err:
                     return 400, json_headers, json.dumps({"error": str(err)}).encode()
             elif not (path in ("/_sim/calls", "/_sim/state") and method == "GET"):

@@ -54,6 +54,7 @@ def reset() -> None:
     FLAGS["image_failed"] = 0
     FLAGS["billing_lost"] = 0
     FLAGS["agent_offline"] = {}
+    FLAGS["agent_connection_lost"] = {}
     FLAGS["stop_during_command"] = {}
     FLAGS["terminate_role"] = {}
     FLAGS["dry_run_denied"] = []
@@ -135,6 +136,13 @@ def add_fault(spec: dict) -> None:
         role = spec["agent_offline"]
         FLAGS.setdefault("agent_offline", {})
         FLAGS["agent_offline"][role] = FLAGS["agent_offline"].get(role, 0) + int(spec.get("count", 1))
+    elif "agent_connection_lost" in spec:
+        # the SSM agent of the next builder (or smoke) instance is ConnectionLost for `calls` DescribeInstanceInformation
+        # calls once its first command succeeded (moto_ext/runcommand.py)
+        role = spec["agent_connection_lost"]
+        if role not in ("builder", "smoke"):
+            raise ValueError(f"agent_connection_lost: builder or smoke, not {role!r}")
+        FLAGS.setdefault("agent_connection_lost", {}).setdefault(role, []).append(int(spec.get("calls", 3)))
     elif "stop_during_command" in spec:
         # the next builder (or smoke) instance is stopped from outside while its Run Command script runs
         role = spec["stop_during_command"]

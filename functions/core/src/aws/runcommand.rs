@@ -10,13 +10,20 @@
 //! and exits 0 without running the body, and the reconciler follows the earliest command with our comment, the
 //! one that ran the body. The jobs themselves are `model::runcommand`'s data.
 //!
+//! The agent may be unreachable for a while at any point: at first boot, during a reboot the script asked for
+//! (`exit 194` / `exit 3010`, "Handling reboots when running commands", Systems Manager User Guide), on a lost
+//! connection. So its deadline runs from when the job needed it (`Job::agent_needed_since`) or from its last ping
+//! (`LastPingDateTime`), whichever is later, never from the launch alone; SSM's `InvalidInstanceId` covers an agent
+//! not registered or not running, a node in an invalid state and a missing permission alike, and the error past the
+//! deadline says what was seen and lists them all.
+//!
 //! Output goes to CloudWatch Logs (`CloudWatchOutputConfig`), streams named by SSM
 //! `<command-id>/<instance-id>/<plugin>/stdout|stderr` (Systems Manager User Guide, "Configuring Amazon CloudWatch
 //! Logs for Run Command"). GetCommandInvocation holds only "the first 24,000 characters written by the plugin to
 //! stdout" (SSM API reference), so a failure's tail is read from the log streams, falling back to the
 //! invocation's StandardOutputContent / StandardErrorContent when the logs are not there.
 
-use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocationStatus, InstanceInformationStringFilter};
+use aws_sdk_ssm::types::{CloudWatchOutputConfig, InstanceInformationStringFilter, PingStatus};
 
 use crate::aws::clients::SdkConfig;
 use crate::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
@@ -24,14 +31,19 @@ pub use crate::model::runcommand::*;
 
 /// The log group for command output (the stack's; set on the build and test-launch functions).
 pub const LOG_GROUP_ENV: &str = "RUN_COMMAND_LOG_GROUP";
-/// How long after launch an instance's agent may take to come online, in seconds (default 15 minutes).
+/// One agent deadline for every instance, in seconds, instead of the one derived from its platform and type
+/// ([`agent_deadline_seconds`]): the local stack's setting (its agents come online in seconds).
 pub const AGENT_DEADLINE_ENV: &str = "AGENT_ONLINE_DEADLINE_SECONDS";
-pub const DEFAULT_AGENT_DEADLINE_SECONDS: i64 = 15 * 60;
 /// Log events read from the end of each stream for the tail: enough for [`TAIL_BYTES`] of lines of 4 characters.
 const TAIL_EVENTS: i32 = 500;
 /// SendCommand `TimeoutSeconds` is the delivery timeout: "If this time is reached and the command hasn't already
 /// started running, it won't run" (SSM API reference). The agent is online when we send, so 10 minutes is ample.
 const DELIVERY_TIMEOUT_SECONDS: i32 = 600;
+/// Why SSM answers `InvalidInstanceId`, in its own words (SSM API reference, SendCommand errors): the error names
+/// them all, since SSM does not say which.
+const INVALID_INSTANCE_ID_CAUSES: &str = "SSM's documented causes: no permission to the managed node, SSM Agent \
+     not running, SSM Agent not registered with the SSM endpoint, or the node not in a valid state (Running, Pending, \
+     Stopped, Stopping)";
 
 /// The clients and settings of the channel, built once per process.
 #[derive(Clone)]
@@ -39,61 +51,98 @@ pub struct Channel {
     pub ssm: aws_sdk_ssm::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub log_group: Option<String>,
-    pub agent_deadline_seconds: i64,
+    /// [`AGENT_DEADLINE_ENV`], when set.
+    pub agent_deadline: Option<i64>,
+}
+
+/// What DescribeInstanceInformation says of an instance's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Agent {
+    Online,
+    /// Registered, but `ConnectionLost` (or the deprecated `Inactive`): `last_ping` is its `LastPingDateTime`.
+    NotOnline {
+        ping_status: String,
+        last_ping: Option<i64>,
+    },
+    /// Not listed, or answered `InvalidInstanceId`.
+    Unregistered,
 }
 
 impl Channel {
     /// From the shared SDK configuration and the function's environment.
     pub fn from_config(config: &SdkConfig) -> Self {
         let log_group = std::env::var(LOG_GROUP_ENV).ok().filter(|g| !g.is_empty());
-        let agent_deadline_seconds = std::env::var(AGENT_DEADLINE_ENV)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(DEFAULT_AGENT_DEADLINE_SECONDS);
+        let agent_deadline = std::env::var(AGENT_DEADLINE_ENV).ok().and_then(|s| s.parse().ok());
         Channel {
             ssm: aws_sdk_ssm::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             log_group,
-            agent_deadline_seconds,
+            agent_deadline,
         }
+    }
+
+    /// How long `job`'s instance may go without an agent that takes commands.
+    pub fn agent_deadline(&self, job: &Job) -> i64 {
+        self.agent_deadline
+            .unwrap_or_else(|| agent_deadline_seconds(job.platform, &job.instance_type))
     }
 
     /// One step of the reconciler: finds our command (else checks the agent and sends it) and reports its state.
-    /// `launched_at`: the instance's launch time, from which the agent's deadline runs.
-    pub async fn reconcile(&self, job: &Job, launched_at: i64, now: i64) -> Result<State> {
-        match self.advance(job).await {
-            Ok(Some(state)) => Ok(state),
-            // Not registered yet. SSM lists `InvalidInstanceId` among the errors of ListCommands,
-            // DescribeInstanceInformation and SendCommand, for an agent "not registered with the SSM endpoint"
-            // (SSM API reference): an unregistered agent waits for its deadline whichever way SSM says it.
-            Ok(None) => self.not_online(job, launched_at, now),
-            Err(Error::Aws { code, .. }) if code == "InvalidInstanceId" => self.not_online(job, launched_at, now),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Finds our command and reports its state, or sends it once the agent is online (`None`: it is not).
-    async fn advance(&self, job: &Job) -> Result<Option<State>> {
+    pub async fn reconcile(&self, job: &Job, now: i64) -> Result<State> {
         if let Some(command_id) = self.find(job).await? {
-            return self.state_of(job, &command_id).await.map(Some);
+            return self.state_of(job, &command_id).await;
         }
-        if !self.agent_online(&job.instance_id).await? {
-            return Ok(None);
-        }
-        Ok(Some(State::Sent(self.send(job).await?)))
+        let agent = self.agent(&job.instance_id).await?;
+        let refused = match agent {
+            Agent::Online => match self.send(job).await {
+                Ok(id) => return Ok(State::Sent(id)),
+                // The agent is Online, so of SSM's causes the likely ones are a missing permission or a node state.
+                Err(Error::Aws { code, .. }) if code == "InvalidInstanceId" => true,
+                Err(e) => return Err(e),
+            },
+            _ => false,
+        };
+        self.not_online(job, &agent, refused, now)
     }
 
-    fn not_online(&self, job: &Job, launched_at: i64, now: i64) -> Result<State> {
-        if now - launched_at > self.agent_deadline_seconds {
-            return Err(Error::AgentNotOnline(format!(
-                "the SSM agent of {} did not come online within {} s of launch: the instance needs the agent, \
-                 an instance profile with AmazonSSMManagedInstanceCore, and a route to the ssm, ssmmessages and \
-                 ec2messages endpoints (DEPLOY.md); for a base image without the agent set the channel to \
-                 `console`",
-                job.instance_id, self.agent_deadline_seconds
-            )));
+    /// Pending within the agent's deadline, else `AgentNotOnline` naming what was seen and SSM's causes. The deadline
+    /// runs from when the job needed the agent, or from the agent's last ping when later (it was alive then: a reboot
+    /// or a lost connection restarts the count). A refusal while the agent is Online is counted from when the job
+    /// needed it: its pings say nothing about the refusal.
+    fn not_online(&self, job: &Job, agent: &Agent, refused: bool, now: i64) -> Result<State> {
+        let deadline = self.agent_deadline(job);
+        let since = match agent {
+            Agent::NotOnline {
+                last_ping: Some(ping), ..
+            } if !refused => job.agent_needed_since.max(*ping),
+            _ => job.agent_needed_since,
+        };
+        if now - since <= deadline {
+            return Ok(State::AgentNotOnline);
         }
-        Ok(State::AgentNotOnline)
+        let id = &job.instance_id;
+        let seen = match agent {
+            _ if refused => format!(
+                "SSM refused SendCommand to {id} with InvalidInstanceId for more than {deadline} s although its agent \
+                 is Online: most likely the function's role may not send commands to it (ssm:SendCommand on \
+                 instances tagged ami-pipeline:role, infra/template.yaml), or the instance is not in a valid state"
+            ),
+            Agent::NotOnline { ping_status, last_ping } => format!(
+                "the SSM agent of {id} is {ping_status} (last ping {}) and did not come back online within {deadline} s",
+                last_ping
+                    .map(crate::model::time::rfc3339)
+                    .unwrap_or_else(|| "unknown".into())
+            ),
+            _ => format!(
+                "the SSM agent of {id} did not come online within {deadline} s of {}",
+                crate::model::time::rfc3339(job.agent_needed_since)
+            ),
+        };
+        Err(Error::AgentNotOnline(format!(
+            "{seen} ({INVALID_INSTANCE_ID_CAUSES}). The instance needs the agent, an instance profile with \
+             AmazonSSMManagedInstanceCore, and a route to the ssm, ssmmessages and ec2messages endpoints (DEPLOY.md); \
+             for a base image without the agent set the channel to `console`"
+        )))
     }
 
     /// Our command for this instance, if SSM lists it: the earliest with our comment (a duplicate sent after a
@@ -109,8 +158,13 @@ impl Channel {
                 .instance_id(&job.instance_id)
                 .set_next_token(token.take())
                 .send()
-                .await
-                .aws("ListCommands")?;
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                // Listed among ListCommands' errors for an instance SSM does not know (yet): nothing sent to it.
+                Err(e) if aws_code(&e) == Some("InvalidInstanceId") => return Ok(None),
+                Err(e) => return Err(from_sdk("ListCommands", e)),
+            };
             for c in out.commands() {
                 if c.comment() == Some(comment.as_str())
                     && let Some(id) = c.command_id()
@@ -128,8 +182,8 @@ impl Channel {
         Ok(found.into_iter().next().map(|(_, id)| id))
     }
 
-    /// Whether the instance's agent is registered and `Online`.
-    pub async fn agent_online(&self, instance_id: &str) -> Result<bool> {
+    /// The instance's agent as DescribeInstanceInformation sees it.
+    pub async fn agent(&self, instance_id: &str) -> Result<Agent> {
         let out = self
             .ssm
             .describe_instance_information()
@@ -141,12 +195,28 @@ impl Channel {
                     .map_err(|e| Error::Internal(format!("DescribeInstanceInformation filter: {e}")))?,
             )
             .send()
-            .await
-            .aws("DescribeInstanceInformation")?;
-        Ok(out
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if aws_code(&e) == Some("InvalidInstanceId") => return Ok(Agent::Unregistered),
+            Err(e) => return Err(from_sdk("DescribeInstanceInformation", e)),
+        };
+        let Some(info) = out
             .instance_information_list()
             .iter()
-            .any(|i| i.instance_id() == Some(instance_id) && i.ping_status().map(|p| p.as_str()) == Some("Online")))
+            .find(|i| i.instance_id() == Some(instance_id))
+        else {
+            return Ok(Agent::Unregistered);
+        };
+        Ok(match info.ping_status() {
+            Some(PingStatus::Online) => Agent::Online,
+            other => Agent::NotOnline {
+                ping_status: other
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                last_ping: info.last_ping_date_time().map(|t| t.secs()),
+            },
+        })
     }
 
     async fn send(&self, job: &Job) -> Result<String> {
@@ -206,7 +276,9 @@ impl Channel {
             Err(e) => return Err(from_sdk("GetCommandInvocation", e)),
         };
         let logs = self.logs_of(job, command_id);
-        let detail = out.status_details().unwrap_or_default().to_string();
+        let status = out.status().map(|s| s.as_str()).unwrap_or_default();
+        let details = out.status_details().unwrap_or_default();
+        let started = out.execution_start_date_time().is_some_and(|t| !t.is_empty());
         let inline = || {
             let mut text = out.standard_output_content().unwrap_or_default().to_string();
             let err = out.standard_error_content().unwrap_or_default();
@@ -216,35 +288,32 @@ impl Channel {
             }
             text
         };
-        Ok(match out.status() {
-            Some(CommandInvocationStatus::Success) => State::Success(logs),
-            Some(CommandInvocationStatus::Failed) => {
-                let tail = self
-                    .tail(&logs)
-                    .await
-                    .unwrap_or_else(|| last_bytes(&inline(), TAIL_BYTES));
-                State::Failed {
-                    exit_code: out.response_code(),
-                    logs,
-                    tail,
-                }
-            }
-            // A delivery timeout never ran the script: for us it is like a cancellation.
-            Some(CommandInvocationStatus::TimedOut) if detail == "Delivery Timed Out" => {
-                State::Cancelled { logs, detail }
-            }
-            Some(CommandInvocationStatus::TimedOut) => {
-                let tail = self
-                    .tail(&logs)
-                    .await
-                    .unwrap_or_else(|| last_bytes(&inline(), TAIL_BYTES));
-                State::TimedOut { logs, tail }
-            }
-            Some(CommandInvocationStatus::Cancelled | CommandInvocationStatus::Cancelling) => {
-                State::Cancelled { logs, detail }
-            }
-            // Pending, InProgress, Delayed ("the system will try to send the command again").
-            _ => State::Running(command_id.into()),
+        let kind = classify(status, details, started);
+        let tail = match kind {
+            Kind::Failed | Kind::ExecutionTimedOut | Kind::Ended(Ending::DeliveryTimedOut { started: true }) => self
+                .tail(&logs)
+                .await
+                .unwrap_or_else(|| last_bytes(&inline(), TAIL_BYTES)),
+            _ => String::new(),
+        };
+        Ok(match kind {
+            Kind::Running => State::Running(command_id.into()),
+            Kind::Success => State::Success {
+                logs,
+                ended_at: out.execution_end_date_time().and_then(crate::model::time::unix_seconds),
+            },
+            Kind::Failed => State::Failed {
+                exit_code: out.response_code(),
+                logs,
+                tail,
+            },
+            Kind::ExecutionTimedOut => State::TimedOut { logs, tail },
+            Kind::Ended(ending) => State::Ended {
+                logs,
+                ending,
+                status: format!("{status}, {details}"),
+                tail,
+            },
         })
     }
 

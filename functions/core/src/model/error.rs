@@ -41,8 +41,10 @@ pub enum Error {
     /// The builder's provisioning script failed, or the builder stopped without a result.
     #[error("provisioning failed: {0}")]
     ProvisionFailed(String),
-    /// The SSM agent of the builder or test instance did not come online within its deadline from launch (no agent
-    /// in the image, no instance profile, or no route to the SSM endpoints): Run Command cannot reach it.
+    /// Run Command could not reach the builder's or test instance's SSM agent within its deadline from when it was
+    /// needed or last seen (no agent in the image, no instance profile, no route to the SSM endpoints, a stopped node),
+    /// or SSM kept refusing the command with `InvalidInstanceId` (also a missing permission to the node). The message
+    /// says which was seen.
     #[error("SSM agent not online: {0}")]
     AgentNotOnline(String),
     /// A snapshot ended in state `error`.

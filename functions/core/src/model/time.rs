@@ -11,3 +11,10 @@ pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
         .ok()
         .map(|t| t.timestamp())
 }
+
+/// RFC 3339 (UTC, seconds) of unix seconds, for messages; the number itself when out of range.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| secs.to_string())
+}

@@ -149,6 +149,9 @@ const LINUX_RUN_DIR: &str = "${AMI_PIPELINE_RUN_DIR:-/run/ami-pipeline}";
 /// execution, as SSM may get it twice (a second SendCommand after a lost answer, `runcommand`). The guard is an
 /// atomic `mkdir` (Linux, under /run) / `New-Item` (Windows); a second copy prints the guard line and exits 0,
 /// and the reconciler follows the first command. `AMI-PIPELINE-ONCE: <key>` is also what the local emulator keys on.
+/// A body that exits 194 (Linux) / 3010 (Windows) asks the agent to reboot and restart the script ("Handling reboots
+/// when running commands", Systems Manager User Guide): the guard is removed then, so the restarted script runs the
+/// body again, which AWS asks to be idempotent.
 ///
 /// Nothing of the build stays in the image. The script's copy is removed when it ends, its output goes to Run
 /// Command (CloudWatch Logs), not to a file. The SSM agent keeps every command's script and output under
@@ -182,6 +185,8 @@ export AMI_PIPELINE_PIPELINE='{pipeline}' AMI_PIPELINE_VERSION='{version}'
 bash "$base/{key}/script.sh"
 rc=$?
 rm -f "$base/{key}/script.sh"
+# 194 asks the agent to reboot and run this script again: the body must run again then
+if [ "$rc" -eq 194 ]; then rm -rf "$base/{key}"; fi
 {scrub}exit $rc
 "#,
                 purpose = purpose.as_str()
@@ -202,6 +207,8 @@ Set-Content -Path $path -Value @'
 & powershell.exe -NoProfile -ExecutionPolicy Bypass -File $path
 $rc = $LASTEXITCODE
 Remove-Item $path -Force
+# 3010 asks the agent to reboot and run this script again: the body must run again then (this folder survives it)
+if ($rc -eq 3010) {{ Remove-Item -Recurse -Force (Join-Path $base '{key}') }}
 exit $rc
 "#,
             purpose = purpose.as_str()
@@ -209,10 +216,36 @@ exit $rc
     }
 }
 
-/// After a successful build: the agent's traces are removed at shutdown (see `run_command_script`).
+/// After a successful build: the agent's traces are removed at shutdown (see `run_command_script`). The agent's
+/// systemd unit has `KillMode=process` (amazon-ssm-agent, `packaging/linux/amazon-ssm-agent.service`): stopping it
+/// ends only its main process, and the workers it started stay ("On Unix system, orphan is not be killed by systemd",
+/// the agent's `outofproc/proc/process.go`) until systemd's final kill, after every unit's `ExecStop`; a worker could
+/// write the agent's folder again after it was removed. So the scrub, which stops after the agent, first ends what is
+/// left in the agent's control group and waits for it to be gone, then removes. The scrub itself lives under `/run`
+/// (a tmpfs, never in the image); `AMI_PIPELINE_SCRUB_ROOT` moves every path it touches, for tests.
 const LINUX_SCRUB: &str = r#"if [ "$rc" -eq 0 ]; then
   cloud-init clean --logs >/dev/null 2>&1 || true
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    cat > /run/ami-pipeline-scrub.sh <<'SCRUB'
+r="${AMI_PIPELINE_SCRUB_ROOT:-}"
+pids=""
+for unit in amazon-ssm-agent.service snap.amazon-ssm-agent.amazon-ssm-agent.service; do
+  for procs in "$r/sys/fs/cgroup/system.slice/$unit/cgroup.procs" \
+               "$r/sys/fs/cgroup/systemd/system.slice/$unit/cgroup.procs" \
+               "$r/sys/fs/cgroup/unified/system.slice/$unit/cgroup.procs"; do
+    if [ -r "$procs" ]; then pids="$pids $(cat "$procs")"; fi
+  done
+done
+alive() { s=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
+if [ -n "${pids# }" ]; then
+  kill -KILL $pids 2>/dev/null
+  n=0
+  for p in $pids; do
+    while alive "$p" && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  done
+fi
+rm -rf "$r"/var/lib/amazon/ssm/i-* "$r"/var/lib/amazon/ssm/mi-* "$r"/var/log/amazon/ssm/* "$r/run/ami-pipeline"
+SCRUB
     cat > /run/systemd/system/ami-pipeline-scrub.service <<'UNIT'
 [Unit]
 Description=ami-pipeline: remove the build's Run Command traces when the builder stops
@@ -221,7 +254,7 @@ Before=amazon-ssm-agent.service snap.amazon-ssm-agent.amazon-ssm-agent.service
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/true
-ExecStop=/bin/sh -c 'rm -rf /var/lib/amazon/ssm/i-* /var/lib/amazon/ssm/mi-* /var/log/amazon/ssm/* /run/ami-pipeline'
+ExecStop=/bin/sh /run/ami-pipeline-scrub.sh
 UNIT
     systemctl daemon-reload && systemctl start ami-pipeline-scrub.service
   fi
@@ -355,6 +388,36 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// "exit 194 ... instructs SSM Agent to reboot the managed node, and then restart the script after the reboot"
+    /// ("Handling reboots when running commands"): the restarted script must run the body again, so a body that asks
+    /// for the reboot leaves no guard behind (on Windows the guard's folder survives a reboot; /run does not).
+    #[test]
+    fn a_body_that_asks_for_a_reboot_runs_again_when_the_agent_restarts_the_script() {
+        let dir = std::env::temp_dir().join(format!("ami-pipeline-reboot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let count = dir.join("count");
+        let body = format!(
+            "echo ran >> {0}\nif [ $(wc -l < {0}) -lt 2 ]; then exit 194; fi\nexit 0",
+            count.display()
+        );
+        let run = run_with_channel(Channel::RunCommand);
+        let script = run_command_script(&run, "web-r-1-4-0", Platform::Linux, Purpose::Build, &body);
+        let once = || {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .env("AMI_PIPELINE_RUN_DIR", dir.join("run"))
+                .output()
+                .unwrap()
+        };
+        assert_eq!(once().status.code(), Some(194), "the reboot request reaches the agent");
+        assert_eq!(once().status.code(), Some(0), "the restarted script ran the body again");
+        assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\nran\n");
+        let windows = run_command_script(&run, "web-r-1-4-0", Platform::Windows, Purpose::Build, "exit 3010");
+        assert!(windows.contains("if ($rc -eq 3010) { Remove-Item"), "{windows}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_run_command_builder_gets_no_script_in_its_user_data_and_a_console_one_does() {
         let rc = builder(
@@ -380,7 +443,7 @@ mod tests {
             "true",
         );
         assert!(
-            build.contains("ExecStop=") && build.contains("/var/lib/amazon/ssm/i-*"),
+            build.contains("ExecStop=/bin/sh /run/ami-pipeline-scrub.sh") && build.contains("/var/lib/amazon/ssm/i-*"),
             "the build scrubs the agent's traces"
         );
     }
@@ -397,5 +460,63 @@ mod tests {
             render_script("v={{version}} c={{commit}} a={{artifact}} p={{pipeline}}", "web", &r),
             "v=1.2.3 c=abc1234 a= p=web"
         );
+    }
+
+    /// The scrub, as the build registers it, run in a sandbox: a worker the agent left running (`KillMode=process`)
+    /// keeps writing the agent's folder; the scrub ends it before removing, so the folder stays gone.
+    #[test]
+    fn the_scrub_ends_the_workers_the_agent_left_before_removing_its_folder() {
+        let build = run_command_script(
+            &run_with_channel(Channel::RunCommand),
+            "web-r-1",
+            Platform::Linux,
+            Purpose::Build,
+            "true",
+        );
+        let scrub = build
+            .split_once("<<'SCRUB'\n")
+            .and_then(|(_, rest)| rest.split_once("\nSCRUB\n"))
+            .map(|(script, _)| script.to_string())
+            .expect("the build writes a scrub script");
+        let root = std::env::temp_dir().join(format!("ami-pipeline-scrub-{}", std::process::id()));
+        let state = root.join("var/lib/amazon/ssm/i-0abc/document/state");
+        let cgroup = root.join("sys/fs/cgroup/system.slice/amazon-ssm-agent.service");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(root.join("var/log/amazon/ssm")).unwrap();
+        std::fs::write(root.join("var/log/amazon/ssm/amazon-ssm-agent.log"), "log").unwrap();
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let mut worker = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while :; do mkdir -p {0}; echo x > {0}/late; sleep 0.02; done",
+                state.display()
+            ))
+            .spawn()
+            .unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), format!("{}\n", worker.id())).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&scrub)
+            .env("AMI_PIPELINE_SCRUB_ROOT", &root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let left = root.join("var/lib/amazon/ssm/i-0abc");
+        let exists = left.exists();
+        let ended = worker.try_wait().unwrap();
+        if ended.is_none() {
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+        }
+        assert!(ended.is_some(), "the worker the agent left was ended");
+        assert!(
+            !exists,
+            "nothing of the agent's folder is written again after the scrub"
+        );
+        assert!(!root.join("var/log/amazon/ssm/amazon-ssm-agent.log").exists());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
