@@ -425,7 +425,7 @@ pub fn contract() -> Value {
             "timeout": Error::Timeout(String::new()).error_type(),
         },
         "lambda_errors": definition::LAMBDA_ERRORS,
-        "lambda_timeout": definition::LAMBDA_TIMEOUT,
+        "lambda_timeouts": definition::LAMBDA_TIMEOUTS,
         "warning_notice": definition::WARNING_NOTICE,
         "step_keys": Steps::KEYS,
         "unexercised_actions": UNEXERCISED

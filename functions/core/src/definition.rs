@@ -187,15 +187,17 @@ fn limit_retrier() -> Value {
            "MaxAttempts": 6, "BackoffRate": 2, "MaxDelaySeconds": 300, "JitterStrategy": "FULL"})
 }
 
-/// A Lambda killed at its timeout reaches Step Functions under the error type Lambda gives it, `Sandbox.Timedout`
-/// (Lambda developer guide, "Troubleshoot invocation issues": function timeouts); older runtimes reported no type
-/// (`Lambda.Unknown`, which also covers out-of-memory kills and is not retried). Handlers stop before the timeout
-/// (`runtime::ensure_time_left`), so this is the rare call that hung; every action is idempotent, so one more try
-/// is safe, and two are enough.
-pub const LAMBDA_TIMEOUT: &str = "Sandbox.Timedout";
+/// The names under which a Lambda killed at its timeout reaches Step Functions: `Sandbox.Timedout`, the error type
+/// current runtimes give it (Lambda developer guide, "Troubleshoot invocation issues"), and `Lambda.Unknown`, as the
+/// Step Functions developer guide still documents it ("Handle Lambda service exceptions": unhandled errors "include
+/// out-of-memory errors and function timeouts"). Both are retried: handlers stop before the timeout
+/// (`runtime::ensure_time_left`), so this is the rare call that hung, and every action is idempotent, so one more try
+/// is safe. Two attempts, so an out-of-memory kill (also `Lambda.Unknown`) that would repeat costs two short retries
+/// before the Catch.
+pub const LAMBDA_TIMEOUTS: &[&str] = &["Sandbox.Timedout", "Lambda.Unknown"];
 
 fn lambda_timeout_retrier() -> Value {
-    json!({"ErrorEquals": [LAMBDA_TIMEOUT], "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2,
+    json!({"ErrorEquals": LAMBDA_TIMEOUTS, "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2,
            "JitterStrategy": "FULL"})
 }
 

@@ -74,7 +74,7 @@ pub const CALL_BUDGET: Duration = Duration::from_secs(OPERATION_TIMEOUT.as_secs(
 
 /// Fails with `Transient` when less than `need` is left before the Lambda timeout, so a handler that works
 /// through several regions stops between calls, and the Task's retry resumes it (every step is idempotent),
-/// instead of being killed mid-call (`Sandbox.Timedout` on current runtimes, `Lambda.Unknown` on older ones; not retried). No limit outside `serve`.
+/// instead of being killed mid-call (`definition::LAMBDA_TIMEOUTS`, retried only twice). No limit outside `serve`.
 pub fn ensure_time_left(need: Duration, what: &str) -> Result<(), Error> {
     let Some((inv, deadline)) = invocation().and_then(|i| i.deadline.map(|d| (i, d))) else {
         return Ok(());
