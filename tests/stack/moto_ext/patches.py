@@ -405,24 +405,38 @@ def disable_image_deregistration_protection(self):
 
 @ec2_action
 def deregister_image(self):
-    """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots,
-    except one still used by another AMI (EC2 DeregisterImage). A protected AMI is refused
-    (EnableImageDeregistrationProtection: "the AMI can't be deregistered"; AWS documents no error code for it:
-    the code below is the emulator's, and the pipeline never relies on it: it reads DeregistrationProtection)."""
+    """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots, except one still used
+    by another AMI (EC2 DeregisterImage), and answers DeleteSnapshotResults, one ReturnCode per snapshot: `success`,
+    `skipped` ("associated with other AMIs"), or an error code (`missing-permissions`, `internal-error`,
+    `client-error`); the call succeeds either way. Fault `{"deregister_snapshot_error": CODE}`: the next such call
+    keeps its first snapshot and reports CODE for it. A protected AMI is refused (EnableImageDeregistrationProtection:
+    "the AMI can't be deregistered"; AWS documents no error code for it: the code below is the emulator's, and the
+    pipeline never relies on it: it reads DeregistrationProtection)."""
     backend = self.ec2_backend
     ami = backend.amis.get(self._get_param("ImageId"))
     protection = getattr(ami, "deregistration_protection", None) if ami is not None else None
     if protection and protection != "disabled":
         raise _err("OperationNotPermitted", f"The image {ami.id} has deregistration protection ({protection}).")
     result = ORIG["deregister_image"](self)
-    if ami is not None and self._get_param("DeleteAssociatedSnapshots"):
-        in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
-                  for m in other.block_device_mappings if m.get("Ebs")}
-        for m in getattr(ami, "sim_bdm", None) or []:
-            snap_id = m.get("Ebs", {}).get("SnapshotId")
-            if snap_id and snap_id not in in_use:
-                backend.snapshots.pop(snap_id, None)
-    return result
+    if ami is None or not self._get_bool_param("DeleteAssociatedSnapshots", False):
+        return result
+    in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
+              for m in other.block_device_mappings if m.get("Ebs")}
+    results = []
+    for m in getattr(ami, "sim_bdm", None) or []:
+        snap_id = m.get("Ebs", {}).get("SnapshotId")
+        if not snap_id:
+            continue
+        failure = state.take_flag("deregister_snapshot_error")
+        if snap_id in in_use:
+            code = "skipped"
+        elif failure:
+            code = failure
+        else:
+            backend.snapshots.pop(snap_id, None)
+            code = "success"
+        results.append({"SnapshotId": snap_id, "ReturnCode": code})
+    return ActionResult({"Return": True, "DeleteSnapshotResults": results})
 
 
 # ---------------------------------------------------------------- KMS keys of snapshots, and sharing them
