@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::{Image, Snapshot, SnapshotState};
 use lambda_runtime::tracing;
 
+use ami_core::aws::ec2::Deletion;
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
 use ami_core::aws::tags;
@@ -112,14 +113,15 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         .iter()
         .cloned()
         .partition(ami_core::aws::ec2::has_deregistration_protection);
+    let mut deletion = Deletion::default();
     for image in &deregister {
         ami_core::aws::runtime::ensure_time_left(
             ami_core::aws::runtime::CALL_BUDGET,
             &format!("deregistering in {region}"),
         )?;
-        ami_core::aws::ec2::deregister_with_snapshots(&ec2, image).await?;
+        deletion.extend(ami_core::aws::ec2::deregister_with_snapshots(&ec2, image).await?);
     }
-    let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now).await?;
+    let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now, &mut deletion).await?;
     let (orphan_snapshots_deleted, orphan_snapshots_skipped) = sweep_orphan_snapshots(&ec2, run, now).await?;
     Ok(RetiredRegion {
         region: region.to_string(),
@@ -131,6 +133,7 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         orphan_snapshots_deleted,
         orphan_snapshots_skipped,
         abandoned_deregistered,
+        snapshots_left: deletion.left,
     })
 }
 
@@ -138,7 +141,13 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
 /// created more than `KEPT_GRACE_DAYS` ago: their release was never rerun, or was rebuilt from scratch. A rerun
 /// adopts only images younger than `ADOPT_WITHIN_DAYS`, a week less, so none in use by a running rerun is removed.
 /// Under deregistration protection: left, like any image its owner protected.
-async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>, now: i64) -> Result<Vec<String>> {
+async fn sweep_abandoned(
+    ec2: &aws_sdk_ec2::Client,
+    run: &Run,
+    found: Vec<Image>,
+    now: i64,
+    deletion: &mut Deletion,
+) -> Result<Vec<String>> {
     let cutoff = now - ami_core::aws::rerun::KEPT_GRACE_DAYS * 86_400;
     let mut out = Vec::new();
     for image in found {
@@ -148,7 +157,7 @@ async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>
             && ami_core::aws::rerun::created_at(&image).is_some_and(|t| t < cutoff)
             && !ami_core::aws::ec2::has_deregistration_protection(&image);
         if let (true, Some(id)) = (abandoned, image.image_id()) {
-            ami_core::aws::ec2::deregister_with_snapshots(ec2, &image).await?;
+            deletion.extend(ami_core::aws::ec2::deregister_with_snapshots(ec2, &image).await?);
             tracing::info!(image_id = id, "abandoned kept image deregistered");
             out.push(id.to_string());
         }

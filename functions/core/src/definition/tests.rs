@@ -175,8 +175,10 @@ fn every_task_retries_and_catches_with_names_the_handlers_emit() {
         );
         // A Lambda killed at its timeout is retried under either name Step Functions gives it, a little.
         assert!(
-            retry.iter().any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_TIMEOUTS)
-                && r["MaxAttempts"].as_u64().is_some_and(|m| (1..=2).contains(&m))),
+            retry
+                .iter()
+                .any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_TIMEOUTS)
+                    && r["MaxAttempts"].as_u64().is_some_and(|m| (1..=2).contains(&m))),
             "{name}: a Lambda timeout is not retried (or retried more than twice)"
         );
         for r in retry {
