@@ -68,6 +68,9 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
         &[
             "ec2:CreateTags",
             "ec2:DescribeImages",
+            // whether the instance's UEFI variable store is worth carrying (its boot mode, bare metal or not)
+            "ec2:DescribeInstanceTypes",
+            "ec2:DescribeInstances",
             "ec2:GetInstanceUefiData",
             "ec2:ModifyImageAttribute",
             "ec2:RegisterImage",
