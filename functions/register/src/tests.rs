@@ -395,6 +395,38 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
     assert!(r.block_device_mappings().is_empty(), "{:?}", r.block_device_mappings());
 }
 
+/// The builder of an instance-store image boots UEFI from its `uefi-preferred` base on a Nitro type, but the image
+/// will boot only on the Xen types with an instance-store root, which boot legacy BIOS: it is registered
+/// `legacy-bios`, without the builder's UEFI variable store and without NitroTPM.
+#[tokio::test]
+async fn an_instance_store_image_is_registered_legacy_bios_without_uefi_data() {
+    let mut run = testing::run();
+    run.recipe.image.root_device_type = RootDeviceType::InstanceStore;
+    run.recipe.image.s3_manifest = Some("s3://web-bundles/web/1.4.0/image.manifest.xml".into());
+    run.recipe.image.boot_mode = None;
+    let builder_origin = ami_core::aws::platform::Origin {
+        what: "instance i-0bbbbbbbbbbbbbbb1".into(),
+        platform_details: ami_core::aws::platform::LINUX_UNIX.into(),
+        usage_operation: ami_core::aws::platform::RUN_INSTANCES.into(),
+        boot_mode: Some("uefi-preferred".into()),
+        current_boot_mode: Some("uefi".into()),
+        tpm_support: false,
+    };
+    let plan = ami_core::aws::platform::plan(&builder_origin, &run.recipe.image).unwrap();
+    let mut steps = snapshot_steps_with(plan);
+    steps["snapshot"]["snapshots"] = json!([]);
+    let req: StepRequest = input::parse_value("input", testing::request("start", &run, steps)).unwrap();
+
+    let captured = Captured::default();
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
+    deps.start(&req, NOW).await.unwrap();
+    let r = captured.only();
+    assert_eq!(r.boot_mode(), Some(&BootModeValues::LegacyBios));
+    assert_eq!((r.uefi_data(), r.tpm_support()), (None, None));
+    assert_eq!(uefi.num_calls(), 0);
+}
+
 #[tokio::test]
 async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     // A lost RegisterImage made the image; the retry's tag look-up misses it and RegisterImage finds the name

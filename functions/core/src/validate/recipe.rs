@@ -138,6 +138,24 @@ impl Recipe {
                 ));
             }
         }
+        if img.root_device_type == RootDeviceType::InstanceStore {
+            // Only previous-generation Xen types boot an instance-store root, and they boot legacy BIOS only: the
+            // image is registered `legacy-bios` without NitroTPM (`model::platform`, where the sources are).
+            let why = "an instance-store root boots only on previous-generation Xen types, which boot legacy BIOS \
+                       only (no UEFI, no NitroTPM)";
+            if img.boot_mode.is_some_and(|m| m != BootMode::LegacyBios) {
+                return Err(Error::invalid(
+                    "recipe.image.boot_mode",
+                    format!("{why}: remove boot_mode or use `legacy-bios`"),
+                ));
+            }
+            if img.tpm_support {
+                return Err(Error::invalid(
+                    "recipe.image.tpm_support",
+                    format!("{why}: set it to false"),
+                ));
+            }
+        }
         match (img.root_device_type, &img.s3_manifest) {
             (RootDeviceType::InstanceStore, None) => Err(Error::invalid(
                 "recipe.image.s3_manifest",

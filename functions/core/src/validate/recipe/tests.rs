@@ -199,6 +199,7 @@ fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
     let with = |manifest: &str| {
         let mut v: serde_json::Value = serde_json::from_str(WEB).unwrap();
         v["image"]["root_device_type"] = "instance-store".into();
+        v["image"].as_object_mut().unwrap().remove("boot_mode");
         v["image"]["s3_manifest"] = manifest.into();
         Recipe::from_json(&v.to_string())
     };
@@ -216,5 +217,51 @@ fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
             matches!(&err, Error::InvalidInput { field, .. } if field == MANIFEST_FIELD),
             "{bad}: {err}"
         );
+    }
+}
+
+/// An instance-store root boots only on previous-generation Xen types ("Nitro-based instances support only EBS root
+/// volumes", EC2 User Guide, "Root volumes for your Amazon EC2 instances"), and only Nitro types boot UEFI (EC2 User
+/// Guide, "Requirements to launch an EC2 instance in UEFI boot mode"), which NitroTPM needs: a recipe asking for
+/// either is refused, naming the field and why.
+#[test]
+fn an_instance_store_image_cannot_ask_for_uefi_or_nitro_tpm() {
+    let store = |f: fn(&mut serde_json::Value)| {
+        let text = edit(|v| {
+            v["image"]["root_device_type"] = "instance-store".into();
+            v["image"]["s3_manifest"] = "s3://my-bundles/web/image.manifest.xml".into();
+            f(v);
+        });
+        Recipe::from_json(&text)
+    };
+    for mode in ["uefi", "uefi-preferred"] {
+        let err = match mode {
+            "uefi" => store(|v| v["image"]["boot_mode"] = "uefi".into()),
+            _ => store(|v| v["image"]["boot_mode"] = "uefi-preferred".into()),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.boot_mode"
+                && message.contains("Xen") && message.contains("legacy-bios")),
+            "{mode}: {err}"
+        );
+    }
+    let err = store(|v| {
+        v["image"]["boot_mode"] = "uefi".into();
+        v["image"]["tpm_support"] = true.into();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.image.boot_mode"
+            || field == "recipe.image.tpm_support"),
+        "{err}"
+    );
+    for ok in [
+        store(|v| {
+            v["image"].as_object_mut().unwrap().remove("boot_mode");
+        }),
+        store(|v| v["image"]["boot_mode"] = "legacy-bios".into()),
+    ] {
+        ok.unwrap();
     }
 }
