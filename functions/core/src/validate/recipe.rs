@@ -138,6 +138,19 @@ impl Recipe {
                 ));
             }
         }
+        match (img.root_device_type, &img.s3_manifest) {
+            (RootDeviceType::InstanceStore, None) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "required for `root_device_type: instance-store`",
+            )),
+            // Exactly `s3://bucket/key.manifest.xml`, which register turns into RegisterImage's ImageLocation.
+            (RootDeviceType::InstanceStore, Some(m)) => crate::model::instance_store::image_location(m).map(|_| ()),
+            (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
+                "recipe.image.s3_manifest",
+                "only for `root_device_type: instance-store`; remove it",
+            )),
+            _ => Ok(()),
+        }?;
         if img.root_device_type == RootDeviceType::InstanceStore {
             // Only previous-generation Xen types boot an instance-store root, and they boot legacy BIOS only: the
             // image is registered `legacy-bios` without NitroTPM (`model::platform`, where the sources are).
@@ -156,19 +169,7 @@ impl Recipe {
                 ));
             }
         }
-        match (img.root_device_type, &img.s3_manifest) {
-            (RootDeviceType::InstanceStore, None) => Err(Error::invalid(
-                "recipe.image.s3_manifest",
-                "required for `root_device_type: instance-store`",
-            )),
-            // Exactly `s3://bucket/key.manifest.xml`, which register turns into RegisterImage's ImageLocation.
-            (RootDeviceType::InstanceStore, Some(m)) => crate::model::instance_store::image_location(m).map(|_| ()),
-            (RootDeviceType::Ebs, Some(_)) => Err(Error::invalid(
-                "recipe.image.s3_manifest",
-                "only for `root_device_type: instance-store`; remove it",
-            )),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     fn validate_test(&self) -> Result<()> {
