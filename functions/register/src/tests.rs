@@ -42,6 +42,8 @@ fn snapshot_steps_with(plan: ami_core::aws::platform::ImagePlan) -> serde_json::
         plan,
         image_id: None,
         percent: 100,
+        consistency: None,
+        warnings: Vec::new(),
         progress: Progress::start(NOW - 600, 60).with_status(Status::Ready),
     };
     json!({ "snapshot": s })

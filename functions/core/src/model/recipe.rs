@@ -82,7 +82,9 @@ pub struct BaseImage {
 #[serde(deny_unknown_fields)]
 pub struct SourceInstance {
     pub id: String,
-    /// Stop the instance before snapshotting, for file-system consistency. It is not restarted.
+    /// Stop the instance before snapshotting, for file-system consistency. It is not restarted. Without it a
+    /// running instance is imaged as it runs: crash-consistent (what its volumes held then, not buffered or in-memory
+    /// data), which the snapshot step's output states and warns about.
     #[serde(default)]
     pub stop_first: bool,
 }
