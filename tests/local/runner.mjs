@@ -174,6 +174,32 @@ function scaleRetries(machineDefinition, scale) {
   });
   return copy;
 }
+// Step Functions refuses a state input or output over 256 KiB: "States.DataLimitExceeded ... a terminal error that
+// can't be caught by the States.ALL error type", raised when "the output of a state is larger than payload size
+// quota" or "after Parameters processing, the input of a state is larger" (Step Functions developer guide, "Handling
+// errors"; quota: 256 KiB per state input or output, "Service quotas"). The library checks no size: every state's
+// input and output is measured as it enters and leaves (a Task's input after Parameters is a part of the state's,
+// so the state's bounds it), and one over the quota fails the execution there, past any Retry or Catch.
+const PAYLOAD_LIMIT_BYTES = 262144;
+const { execute } = StateMachine.prototype;
+StateMachine.prototype.execute = function executeWithPayloadLimit(input, options, cleanupFn) {
+  const log = options.eventLogger;
+  for (const [dispatch, what] of [['dispatchStateEnteredEvent', 'input'], ['dispatchStateExitedEvent', 'output']]) {
+    const original = log[dispatch].bind(log);
+    log[dispatch] = (name, type, stateInput, stateOutput) => {
+      const bytes = Buffer.byteLength(JSON.stringify(what === 'input' ? stateInput : stateOutput) ?? '');
+      if (bytes > PAYLOAD_LIMIT_BYTES) {
+        const err = new Error(`The state/task '${name}' returned a result with a size exceeding the maximum number of `
+          + `bytes service limit (${what}: ${bytes} bytes, limit ${PAYLOAD_LIMIT_BYTES}).`);
+        err.name = 'States.DataLimitExceeded';
+        throw err;
+      }
+      return original(name, type, stateInput, stateOutput);
+    };
+  }
+  return execute.call(this, input, options, cleanupFn);
+};
+
 const scaled = scaleRetries(definition, RETRY_SCALE);
 const machine = new StateMachine(scaled, { validationOptions: { noValidate: true } });
 if (opt.check) {
