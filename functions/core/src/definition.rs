@@ -2,7 +2,8 @@
 //! `statemachine/pipeline.asl.json` is what SAM deploys; `committed_definition_is_current` fails when it is stale
 //! (`make definition` rewrites it).
 //!
-//! One rule for outputs: each step's Tasks write `$.steps.<step>`. A long step is `<Step> Start` (Task, action
+//! One rule for outputs: each step's Tasks write `$.steps.<step>`, except the reports no later state reads, retire's
+//! and cleanup's, which stay in the execution history and out of the state (`ResultPath: null`; `payload`). A long step is `<Step> Start` (Task, action
 //! `start`), `<Step> Wait` (the first wait, from the start output) and `<Step> Status` (Task, action `status`),
 //! whose Retry on `AmiPipeline.NotReady` is the poll loop: one transition and three history events per poll, and
 //! no loop in the graph, so the worst case is a sum the tests compute from the committed JSON.
@@ -346,6 +347,9 @@ pub fn definition() -> Value {
     // failed retire is recorded in the output and the run succeeds; the next run's retire covers the same images.
     s["Retire"]["Catch"] = json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.warnings.retire",
                                    "Next": "Retire Warning"}]);
+    // Retire's report (what it kept, deprecated and deleted in every region) is read by no later state: it stays in
+    // the execution history (the Task's output), out of the state, whose size Step Functions caps (`payload`).
+    s["Retire"]["ResultPath"] = Value::Null;
     s.insert(
         "Retire Warning".into(),
         json!({"Type": "Pass",
@@ -373,6 +377,8 @@ pub fn definition() -> Value {
         Some("Failed"),
     );
     cleanup["Catch"][0]["ResultPath"] = json!("$.cleanup_error");
+    // The same for cleanup's report: only the Fail state follows, which reads `$.error`.
+    cleanup["ResultPath"] = Value::Null;
     s.insert("Cleanup".into(), cleanup);
     s.insert(
         "Failed".into(),
@@ -413,5 +419,7 @@ pub(crate) fn assert_committed(path: &str, fresh: &str, update: &str, target: &s
     assert!(committed == fresh, "{path} is stale: run `make {target}` and commit it");
 }
 
+#[cfg(test)]
+mod payload;
 #[cfg(test)]
 mod tests;

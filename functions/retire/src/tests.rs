@@ -649,3 +649,22 @@ async fn snapshots_deregister_image_did_not_delete_are_deleted_again_or_reported
     assert_eq!(w.requests.delete_snapshot, [first_data.clone()], "deleted again");
     assert!(!w.snapshots.contains_key(&first_data) && w.snapshots.contains_key(&second_data));
 }
+
+/// Retire's output is a Task result Step Functions caps at 256 KiB (`definition::payload`): per region and run it
+/// deregisters and deprecates at most `CHANGES_PER_REGION` images, the oldest first; the next runs do the rest.
+#[tokio::test]
+async fn a_few_images_are_deregistered_and_deprecated_per_region_and_run() {
+    let ages: Vec<i64> = (1..=12).map(|n| n * 10).collect();
+    let world = world_with(&ages);
+    let out = retire(&deps(&world), &run_with(4, Some(1)), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.deregistered, ids_of(&[80, 90, 100, 110, 120]), "the oldest five");
+    assert_eq!(home.kept.len(), 4);
+    assert!(home.deprecated.len() <= CHANGES_PER_REGION);
+    let out = retire(&deps(&world), &run_with(4, Some(1)), NOW).await.unwrap();
+    assert_eq!(
+        region(&out, HOME).deregistered,
+        ids_of(&[50, 60, 70]),
+        "the rest on the next run"
+    );
+}

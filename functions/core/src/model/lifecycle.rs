@@ -39,6 +39,18 @@ pub struct KeptNewer {
     pub reason: String,
 }
 
+impl KeptNewer {
+    /// Kept at `image_id`, of `release`, newer `by` what comparison ("its semantic version is higher"). The reason
+    /// does not repeat the image and release: it is written for every pointer in every region (`definition::payload`).
+    pub fn new(image_id: &str, release: Option<String>, by: &str) -> KeptNewer {
+        KeptNewer {
+            image_id: image_id.to_string(),
+            release,
+            reason: format!("a newer release ({by}); a release event with \"force\": true moves it back"),
+        }
+    }
+}
+
 /// One launch template whose default version now launches the new image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedLaunchTemplate {

@@ -265,3 +265,44 @@ fn an_instance_store_image_cannot_ask_for_uefi_or_nitro_tpm() {
         ok.unwrap();
     }
 }
+
+/// What a run carries in every state of its execution is capped at 256 KiB (`definition::payload`): the recipe's
+/// size, and what publish and retire report per region, are limited, each refusal naming its field.
+#[test]
+fn limits_that_bound_the_executions_state_name_their_field() {
+    use crate::model::recipe::limits;
+    let field = |f: fn(&mut serde_json::Value)| match Recipe::from_json(&edit(f)) {
+        Err(Error::InvalidInput { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        field(|v| v["publish"]["ssm_parameters"] = (0..5).map(|i| format!("/p/{i}")).collect()),
+        "recipe.publish.ssm_parameters"
+    );
+    assert_eq!(
+        field(|v| v["publish"]["ssm_parameters"] = serde_json::json!([format!("/{}", "p".repeat(128))])),
+        "recipe.publish.ssm_parameters[0]"
+    );
+    assert_eq!(
+        field(|v| {
+            v["publish"]["launch_templates"] = (0..6)
+                .map(|i| serde_json::json!({"id_or_name": format!("t{i}")}))
+                .collect()
+        }),
+        "recipe.publish.launch_templates"
+    );
+    assert_eq!(field(|v| v["retention"]["keep"] = 26.into()), "recipe.retention.keep");
+    // 1,000 accounts (AWS's most entities per image) do not fit: an organization or OU does it in one.
+    assert_eq!(
+        field(
+            |v| v["distribution"]["accounts"] = (0..1000).map(|i| format!("{:012}", 100_000_000_000_u64 + i)).collect()
+        ),
+        "recipe"
+    );
+    let at_the_limits = Recipe::from_json(&edit(|v| {
+        v["publish"]["ssm_parameters"] = (0..4).map(|i| format!("/{}{i}", "p".repeat(126))).collect();
+        v["retention"]["keep"] = 25.into();
+    }))
+    .unwrap();
+    assert!(serde_json::to_vec(&at_the_limits).unwrap().len() <= limits::RECIPE_BYTES);
+}
