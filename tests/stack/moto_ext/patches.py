@@ -381,8 +381,11 @@ def get_image_block_public_access_state(self):
 @ec2_action
 def enable_image_deregistration_protection(self):
     """EnableImageDeregistrationProtection: "the AMI can't be deregistered" until protection is disabled (and, with
-    WithCooldown, for 24 hours after). DescribeImages then reports DeregistrationProtection; the API reference does
-    not list its values: these are the emulator's (the pipeline treats anything but `disabled` as protected)."""
+    WithCooldown, for 24 hours after). DescribeImages then reports DeregistrationProtection, whose values the API
+    reference does not list: `enabled-without-cooldown` and `disabled` are AWS's own CLI examples' answers
+    (aws-cli, ec2 enable-/disable-image-deregistration-protection), `enabled-with-cooldown` the Terraform AWS
+    provider's documentation's; `disabled-until <time>` during the cooldown is the emulator's choice (the pipeline
+    treats anything but `disabled` as protected)."""
     ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
     self.error_on_dryrun()
     cooldown = self._get_bool_param("WithCooldown", False)
@@ -772,9 +775,10 @@ def _guest_finishes(inst, rec) -> None:
         inst.terminate()
     else:
         inst.stop()
-        # A stop from inside the OS carries no time: "User initiated" alone (reported for OS-initiated stops,
-        # cloud-custodian issue 6924), where moto's API stop writes "User initiated (<time>)". The EC2 API
-        # reference documents only "the reason for the most recent state transition. This might be an empty string."
+        # The EC2 API reference documents only "the reason for the most recent state transition. This might be an
+        # empty string", and the StateReason code of a stop from inside the OS (below). No time in the text is the
+        # emulator's choice, after "User initiated" without one reported for stops not made through the API
+        # (cloud-custodian issue 6924); moto's API stop writes "User initiated (<time>)".
         inst._reason = "User initiated"
     inst.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
                                     "Client.InstanceInitiatedShutdown")
