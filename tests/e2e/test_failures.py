@@ -83,3 +83,18 @@ def test_copy_failure_in_one_region(stack, failing_copies):
     assert not [r for r in REGIONS if r != failing_copies and r in detail["cause"]], detail["cause"]
     # ImageFailed is not retried: the only other errors are polls before the failure was seen
     assert errors_besides_polls(detail) == failed[:1], explain(detail)
+
+
+def test_a_snapshot_deregister_image_could_not_delete_is_deleted_by_cleanup(stack):
+    """DeregisterImage with DeleteAssociatedSnapshots succeeds even when a snapshot was not deleted: it says so per
+    snapshot (`DeleteSnapshotResults`, e.g. `internal-error`). Cleanup deletes that one again, so the failed run
+    still leaves nothing."""
+    pipeline = "web-fail-snapdel"
+    recipe = stack.recipe(pipeline)
+    recipe["test"]["script"] += "# sim:fail-smoke\n"
+    stack.sim("POST", "faults", {"deregister_snapshot_error": "internal-error"})
+    try:
+        out, detail = release(stack, pipeline, "1.0.0", recipe)
+    finally:
+        stack.sim("POST", "reset")
+    check_failed_and_clean(stack, out, detail, "AmiPipeline.TestFailed")

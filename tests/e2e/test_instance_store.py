@@ -27,6 +27,8 @@ def store_recipe(stack, pipeline: str, key: str = KEY) -> dict:
     """The seeded recipe as an instance-store image, private: it has no snapshot, so no KMS key plays a part."""
     return stack.recipe(pipeline, **{"image.root_device_type": "instance-store",
                                      "image.s3_manifest": f"s3://{BUCKET}/{key}",
+                                     # the base's own (uefi-preferred): an instance-store image boots legacy BIOS
+                                     "image.boot_mode": None,
                                      "image.kms_key_id": None, "distribution.kms_key_ids": {},
                                      "distribution.accounts": [],
                                      "test.instance_type": "m3.medium"})
@@ -51,6 +53,11 @@ def test_an_instance_store_image_is_registered_from_its_manifest_tested_and_copi
     assert not home.get("BlockDeviceMappings"), home
     registered = [r for r in handler_requests(stack, "RegisterImage") if images[local.REGION] in r["created"]]
     assert registered and registered[0]["params"]["ImageLocation"] == f"{BUCKET}/{KEY}", registered
+    # only Xen types boot an instance-store root, and they boot legacy BIOS: not the builder's UEFI boot, variable
+    # store or NitroTPM
+    params = registered[0]["params"]
+    assert params.get("BootMode") == "legacy-bios" and "UefiData" not in params and "TpmSupport" not in params, params
+    assert home["BootMode"] == "legacy-bios", home
 
     # the copies are instance-store images too, and were not asked to be encrypted
     for region in REGIONS[1:]:

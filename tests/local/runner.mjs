@@ -24,6 +24,9 @@
 //   GET  /_local/executions                every execution, summarised
 //   GET  /_local/executions/<name>         one execution: status, output, error, event log, task calls, and every
 //                                          StartExecution request that named it
+//   POST /_local/faults                    {"state", "error", "count"}: the next `count` calls of that Task state
+//                                          run their function, then fail with `error`, a Lambda timeout as Step
+//                                          Functions receives it: `Sandbox.Timedout` or `Lambda.Unknown` (below)
 // `--check` validates the definition as committed (ASL, whole-second retriers, substitutions, Task resources),
 // prints what the runner would run (with the scaled retriers) and exits.
 //
@@ -172,6 +175,32 @@ function scaleRetries(machineDefinition, scale) {
   });
   return copy;
 }
+// Step Functions refuses a state input or output over 256 KiB: "States.DataLimitExceeded ... a terminal error that
+// can't be caught by the States.ALL error type", raised when "the output of a state is larger than payload size
+// quota" or "after Parameters processing, the input of a state is larger" (Step Functions developer guide, "Handling
+// errors"; quota: 256 KiB per state input or output, "Service quotas"). The library checks no size: every state's
+// input and output is measured as it enters and leaves (a Task's input after Parameters is a part of the state's,
+// so the state's bounds it), and one over the quota fails the execution there, past any Retry or Catch.
+const PAYLOAD_LIMIT_BYTES = 262144;
+const { execute } = StateMachine.prototype;
+StateMachine.prototype.execute = function executeWithPayloadLimit(input, options, cleanupFn) {
+  const log = options.eventLogger;
+  for (const [dispatch, what] of [['dispatchStateEnteredEvent', 'input'], ['dispatchStateExitedEvent', 'output']]) {
+    const original = log[dispatch].bind(log);
+    log[dispatch] = (name, type, stateInput, stateOutput) => {
+      const bytes = Buffer.byteLength(JSON.stringify(what === 'input' ? stateInput : stateOutput) ?? '');
+      if (bytes > PAYLOAD_LIMIT_BYTES) {
+        const err = new Error(`The state/task '${name}' returned a result with a size exceeding the maximum number of `
+          + `bytes service limit (${what}: ${bytes} bytes, limit ${PAYLOAD_LIMIT_BYTES}).`);
+        err.name = 'States.DataLimitExceeded';
+        throw err;
+      }
+      return original(name, type, stateInput, stateOutput);
+    };
+  }
+  return execute.call(this, input, options, cleanupFn);
+};
+
 const scaled = scaleRetries(definition, RETRY_SCALE);
 const machine = new StateMachine(scaled, { validationOptions: { noValidate: true } });
 if (opt.check) {
@@ -244,6 +273,36 @@ async function invoke(fn, payload) {
   throw err;
 }
 
+// A function killed at its timeout reaches Step Functions as `Sandbox.Timedout` on current runtimes (Lambda
+// developer guide, "Troubleshoot invocation issues") or as `Lambda.Unknown`: "Unhandled errors in Lambda are reported
+// as Lambda.Unknown ... These include out-of-memory errors and function timeouts" (Step Functions developer guide,
+// "Handle Lambda service exceptions"). Its work may be done: the function runs, and its answer is replaced by the
+// error. The causes' wording is the runner's own.
+const TIMEOUT_CAUSES = {
+  'Sandbox.Timedout': { errorType: 'Sandbox.Timedout', errorMessage: 'Task timed out after 900.00 seconds (fault)' },
+  'Lambda.Unknown': { errorMessage: 'The function timed out; Lambda returned no error type (fault)' },
+};
+const timeoutFaults = []; // {state, error, left}
+
+function addTimeoutFault(spec) {
+  const left = Number(spec?.count ?? 1);
+  if (typeof spec?.state !== 'string' || !(spec.error in TIMEOUT_CAUSES) || !(left > 0)) {
+    const errors = Object.keys(TIMEOUT_CAUSES).join(' | ');
+    throw new ApiError('ValidationException', `fault: {"state", "error": ${errors}, "count"}`);
+  }
+  timeoutFaults.push({ state: spec.state, error: spec.error, left });
+}
+
+/** Throws the timeout a fault asks for on this call of `state`, if any is left. */
+function takeTimeoutFault(state) {
+  const fault = timeoutFaults.find((f) => f.state === state && f.left > 0);
+  if (!fault) return;
+  fault.left -= 1;
+  const err = new Error(JSON.stringify(TIMEOUT_CAUSES[fault.error]));
+  err.name = fault.error;
+  throw err;
+}
+
 function compactEvent(ev) {
   const out = { t: ev.timestamp, type: ev.type };
   if (ev.state) {
@@ -292,7 +351,9 @@ function startExecution(name, input) {
       };
       rec.tasks.push(call);
       try {
-        return await invoke(fn, payload);
+        const out = await invoke(fn, payload);
+        takeTimeoutFault(stateName);
+        return out;
       } catch (e) {
         call.error = e.name;
         throw e;
@@ -516,6 +577,10 @@ const server = createServer(async (req, res) => {
       return send(res, 404, { message: 'not found' }, 'application/json');
     }
     const body = await readBody(req);
+    if (req.method === 'POST' && url.pathname === '/_local/faults') {
+      addTimeoutFault(safeParse(body || '{}'));
+      return send(res, 200, { faults: timeoutFaults }, 'application/json');
+    }
     const target = req.headers['x-amz-target'] ?? '';
     const op = target.startsWith('AWSStepFunctions.') ? target.slice('AWSStepFunctions.'.length) : null;
     if (req.method !== 'POST' || !op) {

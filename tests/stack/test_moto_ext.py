@@ -374,6 +374,31 @@ def test_deregistration_protection_and_disabled_images(use1, base_image):
     assert snap not in {s["SnapshotId"] for s in use1.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
 
 
+def test_deregister_reports_each_snapshots_deletion_and_a_fault_keeps_one(server, use1, base_image):
+    """DeregisterImage DeleteAssociatedSnapshots answers DeleteSnapshotResults, one ReturnCode per snapshot: success,
+    skipped when another AMI uses it; the `deregister_snapshot_error` fault keeps one snapshot with an error code,
+    and the call still succeeds (EC2 API reference, DeregisterImage and DeleteSnapshotReturnCode)."""
+    root, data = snapshots_of(use1, base_image)[0], snapshots_of(use1, base_image)[0]
+    mappings = [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": root, "VolumeType": "gp3"}},
+                {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": data, "VolumeType": "gp3"}}]
+    first = use1.register_image(Name=unique("dsr"), Architecture="x86_64", RootDeviceName="/dev/xvda",
+                                VirtualizationType="hvm", BlockDeviceMappings=mappings)["ImageId"]
+    other = register(use1, unique("dsr-other"), data)  # also uses the data snapshot
+    out = use1.deregister_image(ImageId=first, DeleteAssociatedSnapshots=True)
+    codes = {r["SnapshotId"]: r["ReturnCode"] for r in out["DeleteSnapshotResults"]}
+    assert codes == {root: "success", data: "skipped"}, out
+    mine = {s["SnapshotId"] for s in use1.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert root not in mine and data in mine
+
+    sim(server, "/_sim/faults", {"deregister_snapshot_error": "internal-error"})
+    out = use1.deregister_image(ImageId=other, DeleteAssociatedSnapshots=True)
+    assert [(r["SnapshotId"], r["ReturnCode"]) for r in out["DeleteSnapshotResults"]] == [(data, "internal-error")]
+    assert data in {s["SnapshotId"] for s in use1.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    use1.delete_snapshot(SnapshotId=data)  # nothing uses it now: a DeleteSnapshot removes it
+    with pytest.raises(urllib.error.HTTPError):  # only the documented error codes
+        sim(server, "/_sim/faults", {"deregister_snapshot_error": "bad-code"})
+
+
 def test_builder_result_visible_by_console_polling_alone(use1, base_image):
     iid = launch(use1, base_image, BUILDER.format(extra=""))
     outputs = [console(use1, iid, Latest=True) for _ in range(2 * K + 1)]

@@ -62,6 +62,24 @@ def test_an_instance_reports_its_amis_billing_and_boot_mode(use1):
     assert use1.get_instance_uefi_data(InstanceId=iid)["UefiData"] == ""
 
 
+def test_a_stopped_bare_metal_instance_keeps_no_uefi_variables(use1):
+    """"Bare metal instances don't preserve UEFI non-volatile variables across instance stop/start" (EC2 User Guide,
+    "UEFI variables for Amazon EC2 instances"): a Graviton metal instance (UEFI) has its store while running, an
+    empty one once stopped (what "not preserved" reads as is the emulator's choice); DescribeInstanceTypes says
+    which types are bare metal."""
+    arm = use1.describe_images(Owners=["amazon"], Filters=[{"Name": "architecture", "Values": ["arm64"]}])["Images"][0]
+    iid = use1.run_instances(ImageId=arm["ImageId"], MinCount=1, MaxCount=1,
+                             InstanceType="c6g.metal")["Instances"][0]["InstanceId"]
+    wait_running(use1, iid)
+    assert describe(use1, iid)["CurrentInstanceBootMode"] == "uefi"
+    assert use1.get_instance_uefi_data(InstanceId=iid)["UefiData"] != ""
+    use1.stop_instances(InstanceIds=[iid])
+    assert describe(use1, iid)["State"]["Name"] == "stopped"
+    assert use1.get_instance_uefi_data(InstanceId=iid)["UefiData"] == ""
+    types = use1.describe_instance_types(InstanceTypes=["c6g.metal", "t3.small"])["InstanceTypes"]
+    assert {t["InstanceType"]: t["BareMetal"] for t in types} == {"c6g.metal": True, "t3.small": False}
+
+
 def snapshot_root(ec2, iid):
     vol = describe(ec2, iid)["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
     snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]

@@ -374,10 +374,11 @@ fn stopped_since(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
     stopped_at(instance).or_else(|| tags::get(instance.tags(), tags::STOPPED_SEEN)?.parse().ok())
 }
 
-/// The stop time in `StateTransitionReason`. The EC2 API reference only says "the reason for the most recent
-/// state transition. This might be an empty string"; observed: "User initiated (2026-11-27 10:00:00 GMT)" for an
-/// API stop, "User initiated" without a time for one from inside the OS (cloud-custodian issue 6924). moto
-/// writes "UTC".
+/// The stop time in `StateTransitionReason`, when it has one. The EC2 API reference only says "the reason for the
+/// most recent state transition. This might be an empty string"; reported: "User initiated (2021-10-04 14:13:33
+/// GMT)" for a stop through the API, "User initiated" without a time for one AWS made (cloud-custodian issue 6924,
+/// Cloud9); what a stop from inside the OS (StateReason `Client.InstanceInitiatedShutdown`) reads is not
+/// documented, so no time is assumed. moto writes "UTC".
 fn stopped_at(instance: &aws_sdk_ec2::types::Instance) -> Option<i64> {
     let reason = instance.state_transition_reason()?;
     let inside = reason.rsplit_once('(')?.1.strip_suffix(')')?;

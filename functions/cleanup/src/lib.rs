@@ -7,6 +7,10 @@
 //!    is kept (or the run itself adopted one), the copies that became available, tagged `state=tested` here;
 //! 3. its remaining snapshots not used by a released image are deleted.
 //!
+//! A snapshot EC2 will not delete (DeregisterImage's per-snapshot error code, then a DeleteSnapshot) is reported in
+//! `snapshots_left`: every snapshot the pipeline makes carries the tags retire's orphan sweep looks for, so a later
+//! run of the pipeline removes it; one without them fails the cleanup, naming it (`ami_core::aws::ec2::settle`).
+//!
 //! Released images (and their snapshots) were handed over by publish and are left to retire. Running cleanup
 //! twice is success: what is already gone counts as removed.
 //!
@@ -22,6 +26,7 @@ use aws_sdk_ec2::types::{Filter, Image, Instance, Snapshot};
 use serde::Deserialize;
 use serde_json::Value;
 
+use ami_core::aws::ec2::Deletion;
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::lifecycle::{CleanedRegion, CleanupOutput};
 use ami_core::model::steps::{ExecutionRef, Run};
@@ -198,32 +203,34 @@ async fn clean_region(
     for image in &tested {
         lambda_runtime::tracing::info!(image = ?image.image_id(), "tested image kept for a rerun");
     }
-    let mut snapshots_deleted = Vec::new();
+    let mut deletion = Deletion::default();
     for image in &candidates {
         // One call per image: stop before the Lambda timeout, the retry resumes (what is gone stays gone).
         ami_core::aws::runtime::ensure_time_left(ami_core::aws::runtime::CALL_BUDGET, "deregistering candidates")?;
-        ami_core::aws::ec2::deregister_with_snapshots(ec2, image).await?;
-        snapshots_deleted.extend(snapshots_of(image));
+        deletion.extend(ami_core::aws::ec2::deregister_with_snapshots(ec2, image).await?);
     }
 
-    // 3. Snapshots left over (a failure before register, or one register did not use), except a released
-    // image's.
+    // 3. Snapshots left over (a failure before register, or one register did not use), except a kept image's or
+    // one another AMI uses; those DeregisterImage and a DeleteSnapshot could not delete are already reported.
     let in_use: BTreeSet<String> = released
         .iter()
         .chain(&kept)
         .chain(&tested)
         .flat_map(snapshots_of)
+        .chain(deletion.in_use.iter().cloned())
+        .chain(deletion.deleted.iter().cloned())
+        .chain(deletion.left.iter().map(|l| l.snapshot_id.clone()))
         .collect();
     let leftover: Vec<String> = own_snapshots(ec2, mine())
         .await?
         .iter()
         .filter(|s| is_ours(s.tags(), execution))
         .filter_map(|s| s.snapshot_id())
-        .filter(|id| !in_use.contains(*id) && !snapshots_deleted.iter().any(|d| d == id))
+        .filter(|id| !in_use.contains(*id))
         .map(String::from)
         .collect();
-    ami_core::aws::ec2::delete_snapshots(ec2, &leftover).await?;
-    snapshots_deleted.extend(leftover);
+    let swept = ami_core::aws::ec2::delete_snapshots(ec2, &leftover).await?;
+    deletion.extend(ami_core::aws::ec2::settle(ec2, swept).await?);
 
     Ok(CleanedRegion {
         region,
@@ -233,7 +240,8 @@ async fn clean_region(
             .filter_map(|i| i.image_id())
             .map(String::from)
             .collect(),
-        snapshots_deleted,
+        snapshots_deleted: deletion.deleted,
+        snapshots_left: deletion.left,
         released_kept: released.iter().filter_map(|i| i.image_id()).map(String::from).collect(),
         tested_kept: tested.iter().filter_map(|i| i.image_id()).map(String::from).collect(),
     })

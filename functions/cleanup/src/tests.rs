@@ -465,3 +465,58 @@ async fn a_failure_after_the_test_keeps_the_tested_image_and_the_available_copie
         }
     }
 }
+
+/// A candidate's snapshot DeregisterImage reported as not deleted (`internal-error`) is deleted again, so the failed
+/// run leaves nothing; one EC2 still refuses is reported, and one retire's orphan sweep would not find fails the
+/// cleanup, naming it.
+#[tokio::test]
+async fn a_snapshot_deregister_image_did_not_delete_is_deleted_again_or_reported() {
+    let mut w = WorldState::default();
+    image(&mut w, "ami-candidate", HOME, EXECUTION, "candidate");
+    w.deregister_snapshot_errors
+        .insert("snap-ami-candidate-data".into(), "internal-error".into());
+    let world = World::new(w);
+    let input = json!({"execution": {"name": EXECUTION}, "regions": [HOME]});
+    let out = handle(&deps(&world), input.clone()).await.unwrap();
+    assert_eq!(
+        out.regions[0].snapshots_deleted,
+        ["snap-ami-candidate-root", "snap-ami-candidate-data"]
+    );
+    assert!(out.regions[0].snapshots_left.is_empty());
+    assert_eq!(
+        world.lock().unwrap().requests.delete_snapshot,
+        ["snap-ami-candidate-data"],
+        "deleted once more, not again by the leftover sweep"
+    );
+
+    let mut w = WorldState::default();
+    image(&mut w, "ami-candidate", HOME, EXECUTION, "candidate");
+    w.deregister_snapshot_errors
+        .insert("snap-ami-candidate-data".into(), "internal-error".into());
+    let world = World::new(w);
+    // three attempts (the SDK's), each answered InternalError
+    let refused = || {
+        mock!(Ec2::delete_snapshot)
+            .sequence()
+            .http_status(500, Some(ami_core::testing::ec2_error_body("InternalError")))
+            .times(3)
+            .build()
+    };
+    let out = handle(&deps_with(&world, vec![refused()]), input.clone())
+        .await
+        .unwrap();
+    assert_eq!(out.regions[0].snapshots_deleted, ["snap-ami-candidate-root"]);
+    assert_eq!(
+        out.regions[0].snapshots_left[0].reason,
+        "DeregisterImage: internal-error; DeleteSnapshot: InternalError"
+    );
+
+    // without the tags retire's orphan sweep looks for, nothing would ever remove it: the cleanup fails
+    world
+        .lock()
+        .unwrap()
+        .tags_mut("snap-ami-candidate-data")
+        .remove(tags::ROLE);
+    let err = handle(&deps_with(&world, vec![refused()]), input).await.unwrap_err();
+    testing::assert_error(&err, "AmiPipeline.AwsError", &["snap-ami-candidate-data"]);
+}

@@ -68,6 +68,9 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
         &[
             "ec2:CreateTags",
             "ec2:DescribeImages",
+            // whether the instance's UEFI variable store is worth carrying (its boot mode, bare metal or not)
+            "ec2:DescribeInstanceTypes",
+            "ec2:DescribeInstances",
             "ec2:GetInstanceUefiData",
             "ec2:ModifyImageAttribute",
             "ec2:RegisterImage",
@@ -425,7 +428,7 @@ pub fn contract() -> Value {
             "timeout": Error::Timeout(String::new()).error_type(),
         },
         "lambda_errors": definition::LAMBDA_ERRORS,
-        "lambda_timeout": definition::LAMBDA_TIMEOUT,
+        "lambda_timeouts": definition::LAMBDA_TIMEOUTS,
         "warning_notice": definition::WARNING_NOTICE,
         "step_keys": Steps::KEYS,
         "unexercised_actions": UNEXERCISED

@@ -2,7 +2,8 @@
 //! `statemachine/pipeline.asl.json` is what SAM deploys; `committed_definition_is_current` fails when it is stale
 //! (`make definition` rewrites it).
 //!
-//! One rule for outputs: each step's Tasks write `$.steps.<step>`. A long step is `<Step> Start` (Task, action
+//! One rule for outputs: each step's Tasks write `$.steps.<step>`, except the reports no later state reads, retire's
+//! and cleanup's, which stay in the execution history and out of the state (`ResultPath: null`; `payload`). A long step is `<Step> Start` (Task, action
 //! `start`), `<Step> Wait` (the first wait, from the start output) and `<Step> Status` (Task, action `status`),
 //! whose Retry on `AmiPipeline.NotReady` is the poll loop: one transition and three history events per poll, and
 //! no loop in the graph, so the worst case is a sum the tests compute from the committed JSON.
@@ -187,15 +188,17 @@ fn limit_retrier() -> Value {
            "MaxAttempts": 6, "BackoffRate": 2, "MaxDelaySeconds": 300, "JitterStrategy": "FULL"})
 }
 
-/// A Lambda killed at its timeout reaches Step Functions under the error type Lambda gives it, `Sandbox.Timedout`
-/// (Lambda developer guide, "Troubleshoot invocation issues": function timeouts); older runtimes reported no type
-/// (`Lambda.Unknown`, which also covers out-of-memory kills and is not retried). Handlers stop before the timeout
-/// (`runtime::ensure_time_left`), so this is the rare call that hung; every action is idempotent, so one more try
-/// is safe, and two are enough.
-pub const LAMBDA_TIMEOUT: &str = "Sandbox.Timedout";
+/// The names under which a Lambda killed at its timeout reaches Step Functions: `Sandbox.Timedout`, the error type
+/// current runtimes give it (Lambda developer guide, "Troubleshoot invocation issues"), and `Lambda.Unknown`, as the
+/// Step Functions developer guide still documents it ("Handle Lambda service exceptions": unhandled errors "include
+/// out-of-memory errors and function timeouts"). Both are retried: handlers stop before the timeout
+/// (`runtime::ensure_time_left`), so this is the rare call that hung, and every action is idempotent, so one more try
+/// is safe. Two attempts, so an out-of-memory kill (also `Lambda.Unknown`) that would repeat costs two short retries
+/// before the Catch.
+pub const LAMBDA_TIMEOUTS: &[&str] = &["Sandbox.Timedout", "Lambda.Unknown"];
 
 fn lambda_timeout_retrier() -> Value {
-    json!({"ErrorEquals": [LAMBDA_TIMEOUT], "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2,
+    json!({"ErrorEquals": LAMBDA_TIMEOUTS, "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2,
            "JitterStrategy": "FULL"})
 }
 
@@ -344,6 +347,9 @@ pub fn definition() -> Value {
     // failed retire is recorded in the output and the run succeeds; the next run's retire covers the same images.
     s["Retire"]["Catch"] = json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.warnings.retire",
                                    "Next": "Retire Warning"}]);
+    // Retire's report (what it kept, deprecated and deleted in every region) is read by no later state: it stays in
+    // the execution history (the Task's output), out of the state, whose size Step Functions caps (`payload`).
+    s["Retire"]["ResultPath"] = Value::Null;
     s.insert(
         "Retire Warning".into(),
         json!({"Type": "Pass",
@@ -371,6 +377,8 @@ pub fn definition() -> Value {
         Some("Failed"),
     );
     cleanup["Catch"][0]["ResultPath"] = json!("$.cleanup_error");
+    // The same for cleanup's report: only the Fail state follows, which reads `$.error`.
+    cleanup["ResultPath"] = Value::Null;
     s.insert("Cleanup".into(), cleanup);
     s.insert(
         "Failed".into(),
@@ -411,5 +419,7 @@ pub(crate) fn assert_committed(path: &str, fresh: &str, update: &str, target: &s
     assert!(committed == fresh, "{path} is stale: run `make {target}` and commit it");
 }
 
+#[cfg(test)]
+mod payload;
 #[cfg(test)]
 mod tests;

@@ -52,19 +52,7 @@ impl Rank {
             },
             Some(o) => (o == Ordering::Less, "its semantic version is higher"),
         };
-        newer.then(|| KeptNewer {
-            image_id: image_id.to_string(),
-            release: theirs.release.clone(),
-            reason: format!(
-                "points at {image_id}{}, a newer release ({by}); send the release event with \"force\": true \
-                 to move it back",
-                theirs
-                    .release
-                    .as_deref()
-                    .map(|r| format!(" (release {r})"))
-                    .unwrap_or_default()
-            ),
-        })
+        newer.then(|| KeptNewer::new(image_id, theirs.release.clone(), by))
     }
 }
 

@@ -5,8 +5,9 @@
 
 use aws_sdk_ec2::types::{
     ArchitectureValues, AttributeValue, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
-    ResourceType, TpmSupportValues, VolumeType,
+    InstanceBootModeValues, ResourceType, TpmSupportValues, VolumeType,
 };
+use lambda_runtime::tracing;
 
 use ami_core::aws::ec2::{ImageProgress, image_progress};
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
@@ -164,16 +165,48 @@ impl Step for Deps {
 }
 
 /// The instance's UEFI variable store, so Secure Boot keys and other non-volatile variables survive into the image
-/// (GetInstanceUefiData -> RegisterImage UefiData, EC2 API reference). Only for an image that may boot UEFI; the
-/// instance still exists (the builder is terminated after register). EC2 answers an empty store as no data.
+/// (GetInstanceUefiData -> RegisterImage UefiData, EC2 API reference), read only when there is one to carry:
+/// - the image may boot UEFI (its planned boot mode);
+/// - the instance booted UEFI (DescribeInstances `CurrentInstanceBootMode`: a `uefi-preferred` image boots legacy
+///   BIOS on a type without UEFI, and then has no variable store of its own);
+/// - its type keeps the store across a stop: "Bare metal instances don't preserve UEFI non-volatile variables across
+///   instance stop/start" (EC2 User Guide, "UEFI variables for Amazon EC2 instances"; DescribeInstanceTypes
+///   `BareMetal`), and the builder is stopped before its snapshots, so what a bare-metal builder holds then is not
+///   what the build left. The image then starts from EC2's default store.
+///
+/// The instance still exists (the builder is terminated after register). EC2 answers an empty store as no data.
 async fn uefi_data(deps: &Deps, snap: &SnapshotState) -> Result<Option<String>> {
     if !matches!(snap.plan.boot_mode.as_deref(), Some("uefi" | "uefi-preferred")) {
         return Ok(None);
     }
+    let id = &snap.instance_id;
+    let instance = ami_core::aws::ec2::describe_instance(&deps.0, id)
+        .await?
+        .ok_or_else(|| {
+            Error::ResourceGone(format!(
+                "instance {id}, whose UEFI variable store the image takes, is gone"
+            ))
+        })?;
+    if instance.current_instance_boot_mode() != Some(&InstanceBootModeValues::Uefi) {
+        return Ok(None);
+    }
+    if let Some(t) = instance.instance_type() {
+        let types = deps
+            .0
+            .describe_instance_types()
+            .instance_types(t.clone())
+            .send()
+            .await
+            .aws("DescribeInstanceTypes")?;
+        if types.instance_types().iter().any(|i| i.bare_metal() == Some(true)) {
+            tracing::warn!(instance = %id, r#type = t.as_str(), "bare metal: UEFI variables not kept across its stop");
+            return Ok(None);
+        }
+    }
     let out = deps
         .0
         .get_instance_uefi_data()
-        .instance_id(&snap.instance_id)
+        .instance_id(id)
         .send()
         .await
         .aws("GetInstanceUefiData")?;

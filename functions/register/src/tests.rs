@@ -42,6 +42,8 @@ fn snapshot_steps_with(plan: ami_core::aws::platform::ImagePlan) -> serde_json::
         plan,
         image_id: None,
         percent: 100,
+        consistency: None,
+        warnings: Vec::new(),
         progress: Progress::start(NOW - 600, 60).with_status(Status::Ready),
     };
     json!({ "snapshot": s })
@@ -72,6 +74,13 @@ fn register(captured: Captured<RegisterImageInput>) -> Rule {
     )
 }
 
+/// A client answering `rules`, then the builder's DescribeInstances and DescribeInstanceTypes as a UEFI-booted
+/// t3.small (a Nitro type, which keeps its UEFI variables).
+fn ec2(rules: &[&Rule]) -> Ec2 {
+    let (booted, typed) = (builder("uefi", "t3.small"), instance_type("t3.small", false));
+    testing::ec2(&[rules, &[&booted, &typed]].concat())
+}
+
 const UEFI_DATA: &str = "QU1aVUVGSQ==";
 
 /// GetInstanceUefiData for the instance that was snapshotted.
@@ -87,7 +96,7 @@ async fn registers_with_the_full_mapping_and_secure_defaults() {
     let captured = Captured::default();
     let asked = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(asked.clone()));
-    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
     let out = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(out.region, "us-east-1");
@@ -154,7 +163,7 @@ async fn tpm_and_imds_follow_the_plan_and_the_recipe() {
     };
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
     let req = input::parse_value(
         "input",
         testing::request("start", &testing::run_with(recipe), snapshot_steps_with(plan)),
@@ -175,7 +184,7 @@ async fn a_legacy_bios_image_carries_no_uefi_data() {
     };
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
     deps.start(&request("start", snapshot_steps_with(plan)), NOW)
         .await
         .unwrap();
@@ -195,7 +204,7 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
         ModifyImageAttributeOutput::builder().build()
     );
     let reg = register(Captured::default());
-    let deps = Deps(testing::ec2(&[&modify, &reg]));
+    let deps = Deps(ec2(&[&modify, &reg]));
     let out = deps.start(&request("start", steps), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 0, "CreateImage made the image: nothing is registered");
@@ -206,7 +215,7 @@ async fn an_image_made_with_create_image_is_adopted_and_gets_imds_v2() {
 
 #[tokio::test]
 async fn create_image_without_an_image_is_invalid_input() {
-    let deps = Deps(testing::ec2(&[]));
+    let deps = Deps(ec2(&[]));
     let err = deps
         .start(&request("start", snapshot_steps_with(testing::windows_plan())), NOW)
         .await
@@ -217,7 +226,7 @@ async fn create_image_without_an_image_is_invalid_input() {
 #[tokio::test]
 async fn retried_start_adopts_the_image_found_by_tag() {
     let (found, reg) = (lookup(vec![ours(testing::EXECUTION)]), register(Captured::default()));
-    let deps = Deps(testing::ec2(&[&found, &reg]));
+    let deps = Deps(ec2(&[&found, &reg]));
     let out = handle(&deps, testing::request("start", &testing::run(), snapshot_steps()))
         .await
         .unwrap();
@@ -237,7 +246,7 @@ fn duplicate_then_lookup(owner_execution: &'static str) -> (Rule, Rule, Rule) {
 async fn duplicate_name_of_ours_is_adopted() {
     let (a, b, reg) = duplicate_then_lookup(testing::EXECUTION);
     let uefi = uefi(Captured::default());
-    let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
+    let deps = Deps(ec2(&[&a, &b, &reg, &uefi]));
     let out = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     assert_eq!(reg.num_calls(), 1);
@@ -247,7 +256,7 @@ async fn duplicate_name_of_ours_is_adopted() {
 async fn duplicate_name_of_another_execution_is_a_conflict() {
     let (a, b, reg) = duplicate_then_lookup("web-r-0-9-0");
     let uefi = uefi(Captured::default());
-    let deps = Deps(testing::ec2(&[&a, &b, &reg, &uefi]));
+    let deps = Deps(ec2(&[&a, &b, &reg, &uefi]));
     let err = deps.start(&request("start", snapshot_steps()), NOW).await.unwrap_err();
     testing::assert_error(&err, "AmiPipeline.Conflict", &["{{id}}"]);
 }
@@ -259,7 +268,7 @@ async fn throttled_register_is_retried_then_succeeds() {
         .image_id(NEW_IMAGE)
         .build());
     let uefi = uefi(Captured::default());
-    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
     assert_eq!(
         deps.start(&request("start", snapshot_steps()), NOW)
             .await
@@ -311,7 +320,7 @@ fn image_steps() -> serde_json::Value {
 #[tokio::test]
 async fn status_is_pending_until_available() {
     let states = image_states(vec![None, Some(Ec2ImageState::Pending), Some(Ec2ImageState::Available)]);
-    let deps = Deps(testing::ec2(&[&states]));
+    let deps = Deps(ec2(&[&states]));
     let mut seen = vec![];
     for _ in 0..3 {
         seen.push(
@@ -328,7 +337,7 @@ async fn status_is_pending_until_available() {
 #[tokio::test]
 async fn failed_image_fails_the_step_with_its_reason() {
     let states = image_states(vec![Some(Ec2ImageState::Failed)]);
-    let deps = Deps(testing::ec2(&[&states]));
+    let deps = Deps(ec2(&[&states]));
     let err = deps.status(&request("status", image_steps()), NOW).await.unwrap_err();
     testing::assert_error(&err, "AmiPipeline.ImageFailed", &["snapshot unusable"]);
 }
@@ -357,12 +366,12 @@ async fn an_image_that_lost_its_billing_fails_with_platform_mismatch() {
     steps["snapshot"]["plan"] = json!(testing::windows_plan());
     // RegisterImage from snapshots whose metadata lacks the licence: Linux/UNIX (RegisterImage API reference).
     let lost = available("Linux/UNIX", "RunInstances");
-    let deps = Deps(testing::ec2(&[&lost]));
+    let deps = Deps(ec2(&[&lost]));
     let err = deps.status(&request("status", steps.clone()), NOW).await.unwrap_err();
     testing::assert_error(&err, "AmiPipeline.PlatformMismatch", &["Windows"]);
 
     let kept = available("Windows", "RunInstances:0002");
-    let deps = Deps(testing::ec2(&[&kept]));
+    let deps = Deps(ec2(&[&kept]));
     let out = deps.status(&request("status", steps), NOW).await.unwrap();
     assert_eq!(out.progress.status, Status::Ready);
 }
@@ -380,12 +389,44 @@ async fn an_instance_store_image_is_registered_from_bucket_slash_key() {
 
     let captured = Captured::default();
     let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
-    let deps = Deps(testing::ec2(&[&none, &reg, &uefi]));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
     let out = deps.start(&req, NOW).await.unwrap();
     assert_eq!(out.image_id, NEW_IMAGE);
     let r = captured.only();
     assert_eq!(r.image_location(), Some("web-bundles/web/1.4.0/image.manifest.xml"));
     assert!(r.block_device_mappings().is_empty(), "{:?}", r.block_device_mappings());
+}
+
+/// The builder of an instance-store image boots UEFI from its `uefi-preferred` base on a Nitro type, but the image
+/// will boot only on the Xen types with an instance-store root, which boot legacy BIOS: it is registered
+/// `legacy-bios`, without the builder's UEFI variable store and without NitroTPM.
+#[tokio::test]
+async fn an_instance_store_image_is_registered_legacy_bios_without_uefi_data() {
+    let mut run = testing::run();
+    run.recipe.image.root_device_type = RootDeviceType::InstanceStore;
+    run.recipe.image.s3_manifest = Some("s3://web-bundles/web/1.4.0/image.manifest.xml".into());
+    run.recipe.image.boot_mode = None;
+    let builder_origin = ami_core::aws::platform::Origin {
+        what: "instance i-0bbbbbbbbbbbbbbb1".into(),
+        platform_details: ami_core::aws::platform::LINUX_UNIX.into(),
+        usage_operation: ami_core::aws::platform::RUN_INSTANCES.into(),
+        boot_mode: Some("uefi-preferred".into()),
+        current_boot_mode: Some("uefi".into()),
+        tpm_support: false,
+    };
+    let plan = ami_core::aws::platform::plan(&builder_origin, &run.recipe.image).unwrap();
+    let mut steps = snapshot_steps_with(plan);
+    steps["snapshot"]["snapshots"] = json!([]);
+    let req: StepRequest = input::parse_value("input", testing::request("start", &run, steps)).unwrap();
+
+    let captured = Captured::default();
+    let (none, reg, uefi) = (lookup(vec![]), register(captured.clone()), uefi(Captured::default()));
+    let deps = Deps(ec2(&[&none, &reg, &uefi]));
+    deps.start(&req, NOW).await.unwrap();
+    let r = captured.only();
+    assert_eq!(r.boot_mode(), Some(&BootModeValues::LegacyBios));
+    assert_eq!((r.uefi_data(), r.tpm_support()), (None, None));
+    assert_eq!(uefi.num_calls(), 0);
 }
 
 #[tokio::test]
@@ -400,7 +441,7 @@ async fn duplicate_then_invisible_is_transient_and_the_retry_adopts_by_tag() {
     let by_name = testing::finds_no_images(testing::images_by_name());
     let reg = ami_testkit::ec2_error!(once Ec2::register_image, "InvalidAMIName.Duplicate");
     let uefi = uefi(Captured::default());
-    let deps = Deps(testing::ec2(&[&by_tag, &by_name, &reg, &uefi]));
+    let deps = Deps(ec2(&[&by_tag, &by_name, &reg, &uefi]));
     let req = testing::request("start", &testing::run(), snapshot_steps());
     let err = handle(&deps, req.clone()).await.unwrap_err();
     assert_eq!(err.error_type(), "AmiPipeline.Transient", "{err}");
@@ -417,4 +458,61 @@ ami_testkit::step_contract_tests! {
         (|r| r["steps"] = json!({}), "input.steps.snapshot"),
     ],
     rejects: ["finish"],
+}
+
+/// The builder as DescribeInstances reports it: booted `boot` (`CurrentInstanceBootMode`), of type `instance_type`.
+fn builder(boot: &'static str, instance_type: &'static str) -> Rule {
+    mock!(Ec2::describe_instances)
+        .match_requests(|r| r.instance_ids() == ["i-0bbbbbbbbbbbbbbb1"])
+        .then_output(move || {
+            testing::described_instance(
+                aws_sdk_ec2::types::Instance::builder()
+                    .instance_id("i-0bbbbbbbbbbbbbbb1")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
+                    .current_instance_boot_mode(aws_sdk_ec2::types::InstanceBootModeValues::from(boot))
+                    .build(),
+            )
+        })
+}
+
+/// DescribeInstanceTypes of `instance_type`, bare metal or not.
+fn instance_type(instance_type: &'static str, bare_metal: bool) -> Rule {
+    mock!(Ec2::describe_instance_types)
+        .match_requests(move |r| r.instance_types() == [aws_sdk_ec2::types::InstanceType::from(instance_type)])
+        .then_output(move || {
+            aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput::builder()
+                .instance_types(
+                    aws_sdk_ec2::types::InstanceTypeInfo::builder()
+                        .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
+                        .bare_metal(bare_metal)
+                        .build(),
+                )
+                .build()
+        })
+}
+
+/// The variable store is carried only from a builder that booted UEFI (`CurrentInstanceBootMode`: a
+/// `uefi-preferred` image boots legacy BIOS on a type without UEFI) on a type that keeps it: "Bare metal instances
+/// don't preserve UEFI non-volatile variables across instance stop/start" (EC2 User Guide, "UEFI variables for
+/// Amazon EC2 instances"), and the builder is stopped before its snapshots.
+#[tokio::test]
+async fn uefi_data_is_read_only_from_a_builder_that_booted_uefi_on_a_type_that_keeps_it() {
+    for (boot, itype, metal, read) in [
+        ("legacy-bios", "t3.small", false, false),
+        ("uefi", "c6g.metal", true, false),
+        ("uefi", "t3.small", false, true),
+    ] {
+        let captured = Captured::default();
+        let asked = Captured::default();
+        let (none, reg, data) = (lookup(vec![]), register(captured.clone()), uefi(asked.clone()));
+        let (described, typed) = (builder(boot, itype), instance_type(itype, metal));
+        let deps = Deps(ec2(&[&none, &reg, &data, &described, &typed]));
+        deps.start(&request("start", snapshot_steps()), NOW).await.unwrap();
+        let r = captured.only();
+        assert_eq!(r.boot_mode(), Some(&BootModeValues::UefiPreferred), "{boot} {itype}");
+        assert_eq!(r.uefi_data(), read.then_some(UEFI_DATA), "{boot} {itype}");
+        assert_eq!(data.num_calls(), usize::from(read), "{boot} {itype}");
+        // the type is looked up only for a builder that booted UEFI
+        assert_eq!(typed.num_calls(), usize::from(boot == "uefi"), "{boot} {itype}");
+    }
 }

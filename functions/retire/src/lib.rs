@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::{Image, Snapshot, SnapshotState};
 use lambda_runtime::tracing;
 
+use ami_core::aws::ec2::Deletion;
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::lifecycle::{self, Deprecation, RetireOutput, RetiredRegion, SkippedSnapshot};
 use ami_core::aws::tags;
@@ -83,7 +84,7 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
     let plan = plan(images, &referenced, &run.recipe.retention, now);
 
     let mut deprecated = Vec::new();
-    for (image_id, at) in &plan.deprecate {
+    for (image_id, at) in plan.deprecate.iter().take(CHANGES_PER_REGION) {
         // One call per image: stop before the Lambda timeout, the retry resumes (deprecating again is harmless).
         ami_core::aws::runtime::ensure_time_left(
             ami_core::aws::runtime::CALL_BUDGET,
@@ -107,19 +108,26 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
     }
     // Deregistration protection is the owner saying "keep this one": skip and report it, never fail a run that
     // has already published.
-    let (locked, deregister): (Vec<Image>, Vec<Image>) = plan
+    let (locked, mut deregister): (Vec<Image>, Vec<Image>) = plan
         .deregister
         .iter()
         .cloned()
         .partition(ami_core::aws::ec2::has_deregistration_protection);
+    // The oldest few per run (the list is newest first): the rest go on the next runs (`CHANGES_PER_REGION`).
+    deregister.drain(..deregister.len().saturating_sub(CHANGES_PER_REGION));
+    if locked.len() > CHANGES_PER_REGION {
+        tracing::warn!(images = ?ids(&locked), "more images under deregistration protection than listed");
+    }
+    let mut deletion = Deletion::default();
     for image in &deregister {
         ami_core::aws::runtime::ensure_time_left(
             ami_core::aws::runtime::CALL_BUDGET,
             &format!("deregistering in {region}"),
         )?;
-        ami_core::aws::ec2::deregister_with_snapshots(&ec2, image).await?;
+        deletion.extend(ami_core::aws::ec2::deregister_with_snapshots(&ec2, image).await?);
     }
-    let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now).await?;
+    let budget = CHANGES_PER_REGION - deregister.len();
+    let abandoned_deregistered = sweep_abandoned(&ec2, run, kept_tested, now, budget, &mut deletion).await?;
     let (orphan_snapshots_deleted, orphan_snapshots_skipped) = sweep_orphan_snapshots(&ec2, run, now).await?;
     Ok(RetiredRegion {
         region: region.to_string(),
@@ -127,18 +135,40 @@ async fn retire_region(deps: &Deps, run: &Run, region: &str, now: i64) -> Result
         deprecated,
         deregistered: ids(&deregister),
         protected: ids(&plan.protected),
-        deregistration_protected: ids(&locked),
+        deregistration_protected: ids(&locked).into_iter().take(CHANGES_PER_REGION).collect(),
         orphan_snapshots_deleted,
         orphan_snapshots_skipped,
         abandoned_deregistered,
+        snapshots_left: reported(deletion.left),
     })
+}
+
+/// How many images retire deprecates, and deregisters (released beyond `keep`, or kept for a rerun and abandoned),
+/// per region and run; the rest are done by the next runs. Retire's output (which lists them) must stay within the
+/// 256 KiB a Task may return (`definition::payload`).
+pub const CHANGES_PER_REGION: usize = 5;
+
+/// The snapshots EC2 would not delete, as many as are listed per region (all are logged).
+fn reported(left: Vec<SkippedSnapshot>) -> Vec<SkippedSnapshot> {
+    const LISTED: usize = 2 * CHANGES_PER_REGION;
+    if left.len() > LISTED {
+        tracing::warn!(snapshots = ?left, "more snapshots not deleted than listed");
+    }
+    left.into_iter().take(LISTED).collect()
 }
 
 /// Deregisters (with their snapshots, `DeleteAssociatedSnapshots`) the pipeline's kept images (`state=tested`)
 /// created more than `KEPT_GRACE_DAYS` ago: their release was never rerun, or was rebuilt from scratch. A rerun
 /// adopts only images younger than `ADOPT_WITHIN_DAYS`, a week less, so none in use by a running rerun is removed.
 /// Under deregistration protection: left, like any image its owner protected.
-async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>, now: i64) -> Result<Vec<String>> {
+async fn sweep_abandoned(
+    ec2: &aws_sdk_ec2::Client,
+    run: &Run,
+    found: Vec<Image>,
+    now: i64,
+    budget: usize,
+    deletion: &mut Deletion,
+) -> Result<Vec<String>> {
     let cutoff = now - ami_core::aws::rerun::KEPT_GRACE_DAYS * 86_400;
     let mut out = Vec::new();
     for image in found {
@@ -147,8 +177,11 @@ async fn sweep_abandoned(ec2: &aws_sdk_ec2::Client, run: &Run, found: Vec<Image>
             && tags::get(image.tags(), tags::STATE) == Some(tags::STATE_TESTED)
             && ami_core::aws::rerun::created_at(&image).is_some_and(|t| t < cutoff)
             && !ami_core::aws::ec2::has_deregistration_protection(&image);
+        if out.len() >= budget {
+            break;
+        }
         if let (true, Some(id)) = (abandoned, image.image_id()) {
-            ami_core::aws::ec2::deregister_with_snapshots(ec2, &image).await?;
+            deletion.extend(ami_core::aws::ec2::deregister_with_snapshots(ec2, &image).await?);
             tracing::info!(image_id = id, "abandoned kept image deregistered");
             out.push(id.to_string());
         }
@@ -173,8 +206,9 @@ pub const ORPHAN_GRACE_SECONDS: i64 = (limits::BUILD_MINUTES as i64
     + 24 * 60)
     * 60;
 
-/// At most this many orphans are deleted per region and run (each a DeleteSnapshot call); the rest go next time.
-const MAX_ORPHAN_DELETES: usize = 50;
+/// At most this many orphans are deleted (or skipped) per region and run (each a DeleteSnapshot call, each listed in
+/// the output); the rest go next time.
+const MAX_ORPHAN_DELETES: usize = 2 * CHANGES_PER_REGION;
 
 /// Deletes this pipeline's snapshots (tagged `ami-pipeline:pipeline` and role `snapshot`, with an execution tag)
 /// that are completed or failed, older than `ORPHAN_GRACE_SECONDS`, and used by no image of the account (disabled
@@ -233,6 +267,7 @@ async fn sweep_orphan_snapshots(
                 let reason = aws_code(&e)
                     .map(String::from)
                     .unwrap_or_else(|| ami_core::aws::error::from_sdk("DeleteSnapshot", e).to_string());
+                let reason = ami_core::model::naming::preview_n(&reason, ami_core::aws::ec2::MAX_REASON_CHARS);
                 tracing::warn!(snapshot = %id, %reason, "orphan snapshot not deleted");
                 skipped.push(SkippedSnapshot {
                     snapshot_id: id,

@@ -608,3 +608,63 @@ fn the_grace_period_outlasts_the_longest_execution() {
         "{ORPHAN_GRACE_SECONDS}"
     );
 }
+
+/// DeregisterImage succeeds while telling, per snapshot, that one was not deleted (`internal-error`): retire deletes
+/// it again; one EC2 still refuses is reported, for the orphan sweep of a later run.
+#[tokio::test]
+async fn snapshots_deregister_image_did_not_delete_are_deleted_again_or_reported() {
+    let world = world_with(&[10, 20, 30]);
+    let (first, second) = (image_id('a', 20), image_id('a', 30));
+    let (first_data, second_data) = (
+        format!("snap-{}-data", &first[4..]),
+        format!("snap-{}-data", &second[4..]),
+    );
+    {
+        let mut w = world.lock().unwrap();
+        for s in [&first_data, &second_data] {
+            add_snapshot(&mut w, s, "web", DAY, SnapshotState::Completed, &[]);
+            w.deregister_snapshot_errors.insert(s.clone(), "internal-error".into());
+        }
+    }
+    let id = second_data.clone();
+    let still = aws_smithy_mocks::mock!(Ec2::delete_snapshot)
+        .match_requests(move |r| r.snapshot_id() == Some(id.as_str()))
+        .sequence()
+        .http_status(500, Some(ami_core::testing::ec2_error_body("InternalError")))
+        .times(3)
+        .build();
+    let out = retire(&deps_with(&world, vec![still], vec![]), &run_with(1, None), NOW)
+        .await
+        .unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.deregistered, [first.clone(), second.clone()]);
+    assert_eq!(
+        home.snapshots_left,
+        [SkippedSnapshot {
+            snapshot_id: second_data.clone(),
+            reason: "DeregisterImage: internal-error; DeleteSnapshot: InternalError".into(),
+        }]
+    );
+    let w = world.lock().unwrap();
+    assert_eq!(w.requests.delete_snapshot, [first_data.clone()], "deleted again");
+    assert!(!w.snapshots.contains_key(&first_data) && w.snapshots.contains_key(&second_data));
+}
+
+/// Retire's output is a Task result Step Functions caps at 256 KiB (`definition::payload`): per region and run it
+/// deregisters and deprecates at most `CHANGES_PER_REGION` images, the oldest first; the next runs do the rest.
+#[tokio::test]
+async fn a_few_images_are_deregistered_and_deprecated_per_region_and_run() {
+    let ages: Vec<i64> = (1..=12).map(|n| n * 10).collect();
+    let world = world_with(&ages);
+    let out = retire(&deps(&world), &run_with(4, Some(1)), NOW).await.unwrap();
+    let home = region(&out, HOME);
+    assert_eq!(home.deregistered, ids_of(&[80, 90, 100, 110, 120]), "the oldest five");
+    assert_eq!(home.kept.len(), 4);
+    assert!(home.deprecated.len() <= CHANGES_PER_REGION);
+    let out = retire(&deps(&world), &run_with(4, Some(1)), NOW).await.unwrap();
+    assert_eq!(
+        region(&out, HOME).deregistered,
+        ids_of(&[50, 60, 70]),
+        "the rest on the next run"
+    );
+}

@@ -6,7 +6,8 @@
 //! One call for all regions, `run.regions` order; each region's image comes from the copy step's output
 //! (`steps.copy.images`: the tested candidate in the pipeline's region, a copy elsewhere). One action, `start`: the
 //! grants take effect at once. A call that fails part-way is retried whole, and the regions already done then
-//! report their grants under `already_granted`.
+//! report their grants under `already_granted`. The output counts the grants (`ShareOutput`); the grantees are the
+//! recipe's.
 
 use std::collections::BTreeSet;
 
@@ -19,7 +20,7 @@ use aws_sdk_ec2::types::{
 use ami_core::aws::ec2::{self, ImageProgress};
 use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code, from_sdk};
 use ami_core::definition::{self, StepDef};
-use ami_core::model::sharing::{Grantee, ShareOutput, ShareState, SnapshotShare};
+use ami_core::model::sharing::{Grantee, Grants, ShareOutput, ShareState};
 use ami_core::model::steps::ImageState;
 use ami_core::model::steps::StepRequest;
 use ami_core::step::{Clients, Step};
@@ -198,8 +199,10 @@ async fn share_in(deps: &Deps, image: &ImageState, wanted: &[Grantee]) -> Result
             .await
             .map_err(|e| image_call_failed("ModifyImageAttribute", image_id, e))?;
     }
-    out.granted = missing;
-    out.already_granted = already;
+    out.launch_permissions = Grants {
+        granted: missing.len(),
+        already_granted: already.len(),
+    };
 
     // Launching needs only the image permission; copying also needs the snapshots (organizations cannot be
     // named on a snapshot, so only the accounts get them).
@@ -211,15 +214,23 @@ async fn share_in(deps: &Deps, image: &ImageState, wanted: &[Grantee]) -> Result
         })
         .collect();
     if !accounts.is_empty() {
-        for snapshot_id in snapshot_ids {
-            out.snapshots.push(share_snapshot(&ec2, &snapshot_id, &accounts).await?);
+        for snapshot_id in &snapshot_ids {
+            out.create_volume_permissions
+                .add(share_snapshot(&ec2, snapshot_id, &accounts).await?);
         }
+        out.snapshots = snapshot_ids.len();
     }
-    lambda_runtime::tracing::info!(image_id, region, granted = out.granted.len(), "shared");
+    lambda_runtime::tracing::info!(
+        image_id,
+        region,
+        granted = ?missing,
+        snapshots = out.snapshots,
+        "shared"
+    );
     Ok(out)
 }
 
-async fn share_snapshot(ec2: &aws_sdk_ec2::Client, snapshot_id: &str, accounts: &[&String]) -> Result<SnapshotShare> {
+async fn share_snapshot(ec2: &aws_sdk_ec2::Client, snapshot_id: &str, accounts: &[&String]) -> Result<Grants> {
     let current: BTreeSet<String> = ec2
         .describe_snapshot_attribute()
         .snapshot_id(snapshot_id)
@@ -253,10 +264,9 @@ async fn share_snapshot(ec2: &aws_sdk_ec2::Client, snapshot_id: &str, accounts: 
             .await
             .aws("ModifySnapshotAttribute")?;
     }
-    Ok(SnapshotShare {
-        snapshot_id: snapshot_id.to_string(),
-        granted: missing,
-        already_granted: already,
+    Ok(Grants {
+        granted: missing.len(),
+        already_granted: already.len(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! snapshot: `start` plans how the image is made (`ami_core::aws::platform`), then snapshots all volumes of the stopped
 //! builder (or of the recipe's source instance, stopped first when asked) with one `CreateSnapshots`, tagged on
 //! create, or, for a licensed platform, makes the image from the instance with `CreateImage`; `status` reports
-//! progress until every snapshot is completed (or the image is available).
+//! progress until every snapshot is completed (or the image is available). A source instance not stopped first is
+//! taken running: its image is crash-consistent, and the output says so (`consistency`, `warnings`).
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ use ami_core::aws::error::{Error, Result, SdkResultExt, aws_code};
 use ami_core::aws::platform::{self, Method, Origin};
 use ami_core::definition::{self, StepDef};
 use ami_core::model::recipe::{RootDeviceType, Source};
-use ami_core::model::steps::{Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
+use ami_core::model::steps::{Consistency, Progress, SnapshotInfo, SnapshotState, Status, StepRequest};
 use ami_core::step::Step;
 use ami_core::{aws::image, aws::tags};
 
@@ -46,6 +47,8 @@ impl Step for Deps {
             plan,
             image_id: None,
             percent: 0,
+            consistency: None,
+            warnings: Vec::new(),
             progress,
         };
         if req.run.recipe.image.root_device_type == RootDeviceType::InstanceStore {
@@ -63,6 +66,8 @@ impl Step for Deps {
                 .aws("StopInstances")?;
             return Ok(state); // status snapshots (or images) it once it has stopped
         }
+        // Taken as the instance is: a running source instance (`stop_first: false`) gives a crash-consistent image.
+        taken(&mut state, is_stopped(&instance));
         match state.plan.method {
             Method::Snapshots => state.snapshots = ensure_snapshots(self, req, &instance).await?,
             Method::CreateImage => state.image_id = Some(ensure_image(self, req, &state).await?),
@@ -87,6 +92,7 @@ impl Step for Deps {
             if !is_stopped(&instance) {
                 return Ok(state);
             }
+            taken(&mut state, true);
             state.snapshots = ensure_snapshots(self, req, &instance).await?;
             just_made = true;
         }
@@ -134,6 +140,13 @@ impl Step for Deps {
     }
 }
 
+/// Records what the image's volumes hold, from whether the instance is stopped as its snapshots start.
+fn taken(state: &mut SnapshotState, stopped: bool) {
+    let consistency = Consistency::of(stopped);
+    state.consistency = Some(consistency);
+    state.warnings = consistency.warning(&state.instance_id).into_iter().collect();
+}
+
 /// The instance to snapshot and whether it must be stopped first.
 fn target(req: &StepRequest) -> Result<(String, bool)> {
     match &req.run.recipe.source {
@@ -142,9 +155,11 @@ fn target(req: &StepRequest) -> Result<(String, bool)> {
     }
 }
 
-/// Finds this execution's image by tag (CreateImage takes no ClientToken), or makes it from the stopped instance:
-/// CreateImage snapshots every EBS volume and keeps the instance's billing information (RegisterImage API
-/// reference, on licensed platforms), its boot mode and its block device mapping.
+/// Finds this execution's image by tag (CreateImage takes no ClientToken), or makes it from the instance, stopped
+/// (the builder, or a source instance stopped first) or running (a source instance with `stop_first: false`, whose
+/// image is then crash-consistent: `Consistency`): CreateImage snapshots every EBS volume and keeps the instance's
+/// billing information (RegisterImage API reference, on licensed platforms), its boot mode and its block device
+/// mapping.
 async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> Result<String> {
     if let Some(id) = image::own(&deps.0, req, None).await? {
         return Ok(id);
@@ -156,7 +171,8 @@ async fn ensure_image(deps: &Deps, req: &StepRequest, state: &SnapshotState) -> 
         .instance_id(&state.instance_id)
         .name(&name)
         .description(image::description(req))
-        // The instance is stopped: nothing to flush, and it must not be started again.
+        // Never rebooted: a stopped instance must not be started again, and a running source instance is not the
+        // pipeline's to reboot (its image is crash-consistent, as the step output says).
         .no_reboot(true)
         .set_boot_mode_override(state.plan.boot_mode_override.then_some(BootModeOverrideValues::Uefi))
         .tag_specifications(tags::spec(
@@ -198,6 +214,7 @@ async fn image_status(deps: &Deps, req: &StepRequest, mut state: SnapshotState) 
         if !is_stopped(&instance) {
             return Ok(state);
         }
+        taken(&mut state, true);
         state.image_id = Some(ensure_image(deps, req, &state).await?);
     }
     let id = state.image_id.clone().unwrap_or_default();

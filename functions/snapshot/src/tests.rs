@@ -553,6 +553,8 @@ async fn create_image_status_is_pending_then_lists_the_image_snapshots() {
         plan: testing::windows_plan(),
         image_id: Some(IMAGE.into()),
         percent: 0,
+        consistency: None,
+        warnings: Vec::new(),
         progress: Progress::start(NOW, 60),
     };
     let image = |state: Ec2ImageState| {
@@ -717,4 +719,54 @@ ami_testkit::step_contract_tests! {
         ),
     ],
     rejects: ["finish"],
+}
+
+fn source_run(stop_first: bool) -> ami_core::model::steps::Run {
+    let mut recipe = testing::recipe();
+    recipe.source = Source::Instance(SourceInstance {
+        id: BUILDER.into(),
+        stop_first,
+    });
+    let mut run = testing::run_with(recipe);
+    run.build = false;
+    run
+}
+
+/// `source.instance` with `stop_first: false` on a running instance: its volumes are snapshotted as they are,
+/// crash-consistent ("only the data that has been written to the volumes at the time the snapshots are created",
+/// CreateImage `NoReboot`), so the output says what was taken and warns; a stopped instance's image is not.
+#[tokio::test]
+async fn a_running_source_instance_not_stopped_first_is_taken_crash_consistent_with_a_warning() {
+    for (state, taken) in [
+        (InstanceStateName::Running, "crash-consistent"),
+        (InstanceStateName::Stopped, "stopped"),
+    ] {
+        let create = mock!(Ec2::create_snapshots).then_output(created);
+        let (inst, mine, vols) = (
+            describe_instances(if state == InstanceStateName::Running {
+                &[InstanceStateName::Running]
+            } else {
+                &[InstanceStateName::Stopped]
+            }),
+            own_snapshots(vec![]),
+            volumes(),
+        );
+        let stop = mock!(Ec2::stop_instances).then_output(|| StopInstancesOutput::builder().build());
+        let deps = Deps(testing::ec2(&[&inst, &mine, &vols, &create, &stop]));
+        let out = handle(&deps, testing::request("start", &source_run(false), json!({})))
+            .await
+            .unwrap();
+        let out = serde_json::to_value(out).unwrap();
+        assert_eq!(stop.num_calls(), 0, "{state:?}: never stopped");
+        assert_eq!(out["consistency"], taken, "{state:?}: {out}");
+        let warnings = out["warnings"].as_array().cloned().unwrap_or_default();
+        if state == InstanceStateName::Running {
+            let text = warnings.first().and_then(|w| w.as_str()).unwrap_or_default();
+            for part in [BUILDER, "crash-consistent", "stop_first"] {
+                assert!(text.contains(part), "{part}: {out}");
+            }
+        } else {
+            assert!(warnings.is_empty(), "{out}");
+        }
+    }
 }

@@ -73,6 +73,8 @@ fn snapshots() -> SnapshotState {
         plan: testing::linux_plan(),
         image_id: None,
         percent: 100,
+        consistency: None,
+        warnings: Vec::new(),
         progress: Progress::start(NOW - 1200, 30).with_status(Status::Ready),
     }
 }
@@ -593,6 +595,7 @@ fn instance_store_run(test_type: Option<&str>) -> Run {
     recipe_with(|r| {
         r.image.root_device_type = ami_core::model::recipe::RootDeviceType::InstanceStore;
         r.image.s3_manifest = Some("s3://web-bundles/web/image.manifest.xml".into());
+        r.image.boot_mode = None; // an instance-store image boots legacy BIOS (model::platform)
         r.test.instance_type = test_type.map(String::from);
     })
 }

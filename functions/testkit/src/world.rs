@@ -23,8 +23,9 @@ use aws_sdk_ec2::operation::enable_image_deprecation::{EnableImageDeprecationInp
 use aws_sdk_ec2::operation::modify_launch_template::{ModifyLaunchTemplateInput, ModifyLaunchTemplateOutput};
 use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, Image, ImageState, Instance, InstanceState, InstanceStateName,
-    LaunchTemplateVersion, Reservation, ResponseLaunchTemplateData, Snapshot, SnapshotState, Tag,
+    BlockDeviceMapping, DeleteSnapshotReturnCode, EbsBlockDevice, Filter, Image, ImageState, Instance, InstanceState,
+    InstanceStateName, LaunchTemplateVersion, Reservation, ResponseLaunchTemplateData, Snapshot, SnapshotReturnCodes,
+    SnapshotState, Tag,
 };
 use aws_sdk_ssm::Client as Ssm;
 use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
@@ -198,6 +199,9 @@ pub struct WorldState {
     pub reads: usize,
     /// Snapshots gone, by DeleteSnapshot or with their image (DeregisterImage's DeleteAssociatedSnapshots).
     pub deleted_snapshots: Vec<String>,
+    /// Snapshot -> the `DeleteSnapshotResults` code DeregisterImage answers for it instead of deleting it
+    /// (`internal-error` ...), once.
+    pub deregister_snapshot_errors: BTreeMap<String, String>,
     pub requests: Requests,
     pub after_put: Option<Hook>,
     pub after_modify: Option<Hook>,
@@ -275,6 +279,13 @@ impl WorldState {
     /// Whether a resource with `tags` (and, for an instance, `state`) passes `filters`.
     fn passes(&self, filters: &[Filter], tags: &Tags, state: Option<&InstanceStateName>) -> bool {
         matches(filters, tags, state, self.ignore_tag_filters)
+    }
+
+    /// [`WorldState::passes`] for a snapshot, which may also be asked for by `snapshot-id`.
+    fn passes_snapshot(&self, filters: &[Filter], id: &str, tags: &Tags) -> bool {
+        let (by_id, rest): (Vec<Filter>, Vec<Filter>) =
+            filters.iter().cloned().partition(|f| f.name() == Some("snapshot-id"));
+        by_id.iter().all(|f| f.values().iter().any(|v| v == id)) && self.passes(&rest, tags, None)
     }
 
     fn image_uses(&self, snapshot: &str) -> bool {
@@ -390,7 +401,8 @@ impl World {
             let snapshots = w
                 .snapshots
                 .iter()
-                .filter(|(_, s)| s.region == r && w.passes(req.filters(), &s.tags, None))
+                .filter(|(id, s)| s.region == r && wanted(req.snapshot_ids(), id))
+                .filter(|(id, s)| w.passes_snapshot(req.filters(), id, &s.tags))
                 .map(|(id, s)| {
                     Snapshot::builder()
                         .snapshot_id(id)
@@ -428,13 +440,28 @@ impl World {
             );
             let image = w.images.remove(id).unwrap_or_else(|| panic!("no image {id}"));
             assert_eq!(image.region, r, "{id} deregistered in its own region");
-            w.deleted_snapshots.extend(image.snapshots.iter().cloned());
+            // One ReturnCode per snapshot, as EC2 answers (DeleteSnapshotReturnCode).
+            let mut results = Vec::new();
             for s in image.snapshots {
-                if !w.image_uses(&s) {
+                let code = if w.image_uses(&s) {
+                    SnapshotReturnCodes::WarnSkipped
+                } else if let Some(code) = w.deregister_snapshot_errors.remove(&s) {
+                    SnapshotReturnCodes::from(code.as_str())
+                } else {
                     w.snapshots.remove(&s);
-                }
+                    w.deleted_snapshots.push(s.clone());
+                    SnapshotReturnCodes::Success
+                };
+                results.push(
+                    DeleteSnapshotReturnCode::builder()
+                        .snapshot_id(s)
+                        .return_code(code)
+                        .build(),
+                );
             }
-            DeregisterImageOutput::builder().build()
+            DeregisterImageOutput::builder()
+                .set_delete_snapshot_results(Some(results))
+                .build()
         });
         let (w, r) = (self.clone(), region.to_string());
         let delete_snapshot = mock!(Ec2::delete_snapshot).then_compute_output(move |req| {

@@ -760,6 +760,7 @@ async fn instance_store_recipe_with_an_ebs_only_test_type_starts_nothing() {
     recipe["image"]["root_device_type"] = json!("instance-store");
     recipe["image"]["s3_manifest"] = json!("s3://web-bundles/web/image.manifest.xml");
     recipe["image"].as_object_mut().unwrap().remove("kms_key_id");
+    recipe["image"].as_object_mut().unwrap().remove("boot_mode"); // an instance-store image boots legacy BIOS
     recipe["distribution"] = json!({ "regions": [] });
     recipe["build"]["data_volumes"] = json!([]);
     let types = mock!(Ec2::describe_instance_types)

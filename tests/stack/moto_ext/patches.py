@@ -381,8 +381,11 @@ def get_image_block_public_access_state(self):
 @ec2_action
 def enable_image_deregistration_protection(self):
     """EnableImageDeregistrationProtection: "the AMI can't be deregistered" until protection is disabled (and, with
-    WithCooldown, for 24 hours after). DescribeImages then reports DeregistrationProtection; the API reference does
-    not list its values: these are the emulator's (the pipeline treats anything but `disabled` as protected)."""
+    WithCooldown, for 24 hours after). DescribeImages then reports DeregistrationProtection, whose values the API
+    reference does not list: `enabled-without-cooldown` and `disabled` are AWS's own CLI examples' answers
+    (aws-cli, ec2 enable-/disable-image-deregistration-protection), `enabled-with-cooldown` the Terraform AWS
+    provider's documentation's; `disabled-until <time>` during the cooldown is the emulator's choice (the pipeline
+    treats anything but `disabled` as protected)."""
     ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
     self.error_on_dryrun()
     cooldown = self._get_bool_param("WithCooldown", False)
@@ -405,24 +408,38 @@ def disable_image_deregistration_protection(self):
 
 @ec2_action
 def deregister_image(self):
-    """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots,
-    except one still used by another AMI (EC2 DeregisterImage). A protected AMI is refused
-    (EnableImageDeregistrationProtection: "the AMI can't be deregistered"; AWS documents no error code for it:
-    the code below is the emulator's, and the pipeline never relies on it: it reads DeregistrationProtection)."""
+    """DeregisterImage with DeleteAssociatedSnapshots=true also deletes the image's snapshots, except one still used
+    by another AMI (EC2 DeregisterImage), and answers DeleteSnapshotResults, one ReturnCode per snapshot: `success`,
+    `skipped` ("associated with other AMIs"), or an error code (`missing-permissions`, `internal-error`,
+    `client-error`); the call succeeds either way. Fault `{"deregister_snapshot_error": CODE}`: the next such call
+    keeps its first snapshot and reports CODE for it. A protected AMI is refused (EnableImageDeregistrationProtection:
+    "the AMI can't be deregistered"; AWS documents no error code for it: the code below is the emulator's, and the
+    pipeline never relies on it: it reads DeregistrationProtection)."""
     backend = self.ec2_backend
     ami = backend.amis.get(self._get_param("ImageId"))
     protection = getattr(ami, "deregistration_protection", None) if ami is not None else None
     if protection and protection != "disabled":
         raise _err("OperationNotPermitted", f"The image {ami.id} has deregistration protection ({protection}).")
     result = ORIG["deregister_image"](self)
-    if ami is not None and self._get_param("DeleteAssociatedSnapshots"):
-        in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
-                  for m in other.block_device_mappings if m.get("Ebs")}
-        for m in getattr(ami, "sim_bdm", None) or []:
-            snap_id = m.get("Ebs", {}).get("SnapshotId")
-            if snap_id and snap_id not in in_use:
-                backend.snapshots.pop(snap_id, None)
-    return result
+    if ami is None or not self._get_bool_param("DeleteAssociatedSnapshots", False):
+        return result
+    in_use = {m["Ebs"]["SnapshotId"] for other in backend.amis.values()
+              for m in other.block_device_mappings if m.get("Ebs")}
+    results = []
+    for m in getattr(ami, "sim_bdm", None) or []:
+        snap_id = m.get("Ebs", {}).get("SnapshotId")
+        if not snap_id:
+            continue
+        failure = state.take_flag("deregister_snapshot_error")
+        if snap_id in in_use:
+            code = "skipped"
+        elif failure:
+            code = failure
+        else:
+            backend.snapshots.pop(snap_id, None)
+            code = "success"
+        results.append({"SnapshotId": snap_id, "ReturnCode": code})
+    return ActionResult({"Return": True, "DeleteSnapshotResults": results})
 
 
 # ---------------------------------------------------------------- KMS keys of snapshots, and sharing them
@@ -758,9 +775,10 @@ def _guest_finishes(inst, rec) -> None:
         inst.terminate()
     else:
         inst.stop()
-        # A stop from inside the OS carries no time: "User initiated" alone (reported for OS-initiated stops,
-        # cloud-custodian issue 6924), where moto's API stop writes "User initiated (<time>)". The EC2 API
-        # reference documents only "the reason for the most recent state transition. This might be an empty string."
+        # The EC2 API reference documents only "the reason for the most recent state transition. This might be an
+        # empty string", and the StateReason code of a stop from inside the OS (below). No time in the text is the
+        # emulator's choice, after "User initiated" without one reported for stops not made through the API
+        # (cloud-custodian issue 6924); moto's API stop writes "User initiated (<time>)".
         inst._reason = "User initiated"
     inst.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
                                     "Client.InstanceInitiatedShutdown")

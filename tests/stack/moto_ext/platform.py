@@ -252,13 +252,23 @@ def create_image(self):
 
 
 def get_instance_uefi_data(self):
-    """GetInstanceUefiData: the non-volatile UEFI variable store, base64 of zlib data (EC2 API reference); empty
-    for an instance booted in legacy BIOS."""
+    """GetInstanceUefiData: the non-volatile UEFI variable store, base64 of zlib data (EC2 API reference). "Bare
+    metal instances don't preserve UEFI non-volatile variables across instance stop/start" (EC2 User Guide, "UEFI
+    variables for Amazon EC2 instances"): a stopped bare-metal instance's store is empty here. AWS documents neither
+    what a legacy-BIOS instance answers nor what "not preserved" reads as: empty for both is the emulator's choice."""
     inst = self.ec2_backend.get_instance(self._get_param("InstanceId"))
     data = ""
-    if getattr(inst, "current_instance_boot_mode", None) == "uefi":
+    kept = not (_bare_metal(inst.instance_type) and inst.state == "stopped")
+    if getattr(inst, "current_instance_boot_mode", None) == "uefi" and kept:
         data = base64.b64encode(zlib.compress(f"sim-uefi-vars:{inst.id}".encode())).decode()
     return ActionResult({"InstanceId": inst.id, "UefiData": data})
+
+
+def _bare_metal(instance_type: str) -> bool:
+    """DescribeInstanceTypes `BareMetal`, from moto's instance-type data."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+    return bool(INSTANCE_TYPES.get(instance_type, {}).get("BareMetal"))
 
 
 def modify_image_attribute(self):

@@ -58,6 +58,7 @@ def reset() -> None:
     FLAGS["stop_during_command"] = {}
     FLAGS["terminate_role"] = {}
     FLAGS["dry_run_denied"] = []
+    FLAGS["deregister_snapshot_error"] = []
     from . import ec2_faults  # capacity, limits, eventual consistency (its own module; imports this one)
     ec2_faults.reset()
     COUNTS.clear()
@@ -148,6 +149,13 @@ def add_fault(spec: dict) -> None:
         role = spec["stop_during_command"]
         FLAGS.setdefault("stop_during_command", {})
         FLAGS["stop_during_command"][role] = FLAGS["stop_during_command"].get(role, 0) + int(spec.get("count", 1))
+    elif "deregister_snapshot_error" in spec:
+        # the next DeregisterImage (DeleteAssociatedSnapshots) keeps one snapshot and reports this ReturnCode for it
+        code = spec["deregister_snapshot_error"]
+        if code not in ("missing-permissions", "internal-error", "client-error"):
+            raise ValueError(f"deregister_snapshot_error: missing-permissions, internal-error or client-error, "
+                             f"not {code!r}")
+        FLAGS["deregister_snapshot_error"] = [code] * int(spec.get("count", 1))
     elif spec.get("billing_lost"):
         FLAGS["billing_lost"] = FLAGS.get("billing_lost", 0) + int(spec.get("count", 1))
     elif "dry_run_denied" in spec:  # a DryRun of this action answers UnauthorizedOperation (moto_ext/dryrun.py)
@@ -162,6 +170,12 @@ def add_fault(spec: dict) -> None:
         from . import ec2_faults
         if not ec2_faults.add_fault(spec):  # no_capacity, invisible, snapshot_limit, clear
             raise ValueError(f"unknown fault spec: {spec}")
+
+
+def take_flag(name: str):
+    """Consume one pending value of a list-valued flag (None when none is left)."""
+    pending = FLAGS.get(name) or []
+    return pending.pop(0) if pending else None
 
 
 def take_action_fault(region: str, action: str) -> dict | None:

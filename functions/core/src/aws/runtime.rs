@@ -12,14 +12,42 @@ use crate::aws::clients::OPERATION_TIMEOUT;
 use crate::model::error::Error;
 use crate::model::naming::preview;
 
-/// What Step Functions sees of a failed invocation: the error's stable `AmiPipeline.*` name and its message.
+/// What Step Functions sees of a failed invocation: the error's stable `AmiPipeline.*` name and its message, cut to
+/// [`MAX_ERROR_MESSAGE_BYTES`] (the message is the Catch's `Cause` in the execution's state, which Step Functions
+/// caps at 256 KiB: `definition::payload`). The whole message is in the function's log.
 impl From<Error> for Diagnostic {
     fn from(err: Error) -> Self {
         Diagnostic {
             error_type: err.error_type().to_string(),
-            error_message: err.to_string(),
+            error_message: cut_message(&err.to_string(), MAX_ERROR_MESSAGE_BYTES),
         }
     }
+}
+
+/// The most bytes of a handler's error message, counted as a JSON string (escapes included).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+
+/// `message` cut so that, written as a JSON string, it takes at most `max` bytes, the cut marked.
+pub fn cut_message(message: &str, max: usize) -> String {
+    const MARK: &str = " ... (cut; the whole message is in the function's log)";
+    let json_len = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    if message.chars().map(json_len).sum::<usize>() + 2 <= max {
+        return message.to_string();
+    }
+    let mut used = 2 + MARK.len();
+    let mut out = String::new();
+    for c in message.chars() {
+        used += json_len(c);
+        if used > max {
+            break;
+        }
+        out.push(c);
+    }
+    out + MARK
 }
 
 /// Sets up `tracing`: JSON when the function's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`), level from
@@ -74,7 +102,7 @@ pub const CALL_BUDGET: Duration = Duration::from_secs(OPERATION_TIMEOUT.as_secs(
 
 /// Fails with `Transient` when less than `need` is left before the Lambda timeout, so a handler that works
 /// through several regions stops between calls, and the Task's retry resumes it (every step is idempotent),
-/// instead of being killed mid-call (`Sandbox.Timedout` on current runtimes, `Lambda.Unknown` on older ones; not retried). No limit outside `serve`.
+/// instead of being killed mid-call (`definition::LAMBDA_TIMEOUTS`, retried only twice). No limit outside `serve`.
 pub fn ensure_time_left(need: Duration, what: &str) -> Result<(), Error> {
     let Some((inv, deadline)) = invocation().and_then(|i| i.deadline.map(|d| (i, d))) else {
         return Ok(());
@@ -126,6 +154,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_are_cut_to_their_size_as_json() {
+        let short = "a \"quoted\" message";
+        assert_eq!(cut_message(short, 100), short);
+        let long = "\"\u{1}x\u{e9}".repeat(2000);
+        let cut = cut_message(&long, MAX_ERROR_MESSAGE_BYTES);
+        let json = serde_json::to_string(&cut).unwrap();
+        assert!(
+            json.len() <= MAX_ERROR_MESSAGE_BYTES && json.len() > MAX_ERROR_MESSAGE_BYTES - 8,
+            "{}",
+            json.len()
+        );
+        assert!(cut.ends_with("in the function's log)"), "{cut}");
+        let d = Diagnostic::from(Error::Internal("y".repeat(10_000)));
+        assert!(serde_json::to_string(&d.error_message).unwrap().len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert_eq!(d.error_type, "AmiPipeline.Internal");
+    }
 
     /// Moved from `model::error`'s `names_are_stable_and_listed` with the conversion.
     #[test]

@@ -173,19 +173,19 @@ fn every_task_retries_and_catches_with_names_the_handlers_emit() {
                 .any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_ERRORS)),
             "{name}: Lambda service errors not retried"
         );
-        // A Lambda killed at its timeout is retried by the name Step Functions receives, never by
-        // `Lambda.Unknown` (which also matches out-of-memory kills and panics on older runtimes).
+        // A Lambda killed at its timeout is retried under either name Step Functions gives it, a little.
         assert!(
             retry
                 .iter()
-                .any(|r| r["ErrorEquals"] == serde_json::json!([LAMBDA_TIMEOUT])),
-            "{name}: a Lambda timeout is not retried"
+                .any(|r| r["ErrorEquals"] == serde_json::json!(LAMBDA_TIMEOUTS)
+                    && r["MaxAttempts"].as_u64().is_some_and(|m| (1..=2).contains(&m))),
+            "{name}: a Lambda timeout is not retried (or retried more than twice)"
         );
         for r in retry {
             for e in r["ErrorEquals"].as_array().expect("ErrorEquals") {
                 let e = e.as_str().expect("error name");
                 assert!(
-                    LAMBDA_ERRORS.contains(&e) || e == LAMBDA_TIMEOUT || Error::ALL_TYPES.contains(&e),
+                    LAMBDA_ERRORS.contains(&e) || LAMBDA_TIMEOUTS.contains(&e) || Error::ALL_TYPES.contains(&e),
                     "{name}: retries `{e}`, which no handler emits"
                 );
                 assert_ne!(
@@ -220,11 +220,15 @@ fn every_task_retries_and_catches_with_names_the_handlers_emit() {
         let resource = state["Resource"].as_str().unwrap_or("");
         let function = resource.trim_start_matches("${").trim_end_matches('}');
         assert!(functions().contains(&function), "{name}: unknown resource {resource}");
-        // Outputs go under $.steps.<step>.
-        assert!(
-            state["ResultPath"].as_str().is_some_and(|p| p.starts_with("$.steps.")),
-            "{name}: ResultPath"
-        );
+        // Outputs go under $.steps.<step>, but the reports no later state reads stay out of the state (`payload`).
+        if matches!(name.as_str(), "Retire" | "Cleanup") {
+            assert!(state["ResultPath"].is_null(), "{name}: ResultPath");
+        } else {
+            assert!(
+                state["ResultPath"].as_str().is_some_and(|p| p.starts_with("$.steps.")),
+                "{name}: ResultPath"
+            );
+        }
     }
 }
 
@@ -242,7 +246,7 @@ fn status_tasks_retry_only_service_faults_and_not_ready() {
             assert!(
                 *names == serde_json::json!(LAMBDA_ERRORS)
                     || *names == serde_json::json!(["AmiPipeline.NotReady"])
-                    || *names == serde_json::json!([LAMBDA_TIMEOUT]),
+                    || *names == serde_json::json!(LAMBDA_TIMEOUTS),
                 "{name}: retries {names}"
             );
         }

@@ -39,6 +39,18 @@ pub struct KeptNewer {
     pub reason: String,
 }
 
+impl KeptNewer {
+    /// Kept at `image_id`, of `release`, newer `by` what comparison ("its semantic version is higher"). The reason
+    /// does not repeat the image and release: it is written for every pointer in every region (`definition::payload`).
+    pub fn new(image_id: &str, release: Option<String>, by: &str) -> KeptNewer {
+        KeptNewer {
+            image_id: image_id.to_string(),
+            release,
+            reason: format!("a newer release ({by}); a release event with \"force\": true moves it back"),
+        }
+    }
+}
+
 /// One launch template whose default version now launches the new image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedLaunchTemplate {
@@ -102,9 +114,13 @@ pub struct RetiredRegion {
     /// `model::rerun::KEPT_GRACE_DAYS`: deregistered with their snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned_deregistered: Vec<String>,
+    /// Snapshots of the images deregistered here that EC2 would not delete (DeregisterImage's error code, then
+    /// DeleteSnapshot's answer): left for the orphan sweep of a later run, which finds them by their tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots_left: Vec<SkippedSnapshot>,
 }
 
-/// A snapshot retire meant to delete and did not.
+/// A snapshot retire or cleanup meant to delete and did not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedSnapshot {
     pub snapshot_id: String,
@@ -124,6 +140,9 @@ pub struct CleanedRegion {
     pub instances_terminated: Vec<String>,
     pub images_deregistered: Vec<String>,
     pub snapshots_deleted: Vec<String>,
+    /// Snapshots EC2 would not delete, with its answers: retire's orphan sweep removes them on a later run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots_left: Vec<SkippedSnapshot>,
     /// Images of the execution that publish handed over (`state=released`): left alone, with their snapshots.
     pub released_kept: Vec<String>,
     /// Images kept for a rerun to adopt (`state=tested`, `model::rerun`): the tested image of the run's region, and

@@ -24,8 +24,13 @@ pub fn short_hash(parts: &[&str], len: usize) -> String {
 
 /// A short, safe preview of untrusted input for error messages.
 pub fn preview(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).take(40).collect();
-    if s.chars().count() > 40 {
+    preview_n(s, 40)
+}
+
+/// The first `max` characters of `s` without control characters, `...` marking a cut.
+pub fn preview_n(s: &str, max: usize) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    if s.chars().count() > max {
         format!("{clean}...")
     } else {
         clean

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::error::{Error, Result};
-use crate::model::recipe::{Architecture, BootMode, ImageSpec};
+use crate::model::recipe::{Architecture, BootMode, ImageSpec, RootDeviceType};
 
 /// `PlatformDetails` and `UsageOperation` of plain Linux/UNIX (EC2 User Guide, "AMI billing information fields").
 pub const LINUX_UNIX: &str = "Linux/UNIX";
@@ -86,6 +86,9 @@ pub fn plan(origin: &Origin, image: &ImageSpec) -> Result<ImagePlan> {
         Method::CreateImage
     };
     let base = origin.effective_boot_mode(image.architecture);
+    if image.root_device_type == RootDeviceType::InstanceStore {
+        return instance_store_plan(origin, image, method, base);
+    }
     let billing = if origin.platform_details.is_empty() {
         "no billing information".to_string()
     } else {
@@ -163,6 +166,46 @@ pub fn plan(origin: &Origin, image: &ImageSpec) -> Result<ImagePlan> {
         boot_mode,
         boot_mode_override,
         tpm_support: image.tpm_support,
+    })
+}
+
+/// An instance-store image boots only where an instance-store root does: previous-generation Xen types ("Nitro-based
+/// instances support only EBS root volumes", EC2 User Guide, "Root volumes for your Amazon EC2 instances"), none of
+/// which boots UEFI (only Nitro types do: "Requirements to launch an EC2 instance in UEFI boot mode"), and NitroTPM
+/// needs both. So it is registered `legacy-bios` without NitroTPM (and without the builder's UEFI variable store),
+/// whatever its base declares; a base whose OS boots only UEFI cannot make one. Validation refuses a recipe asking
+/// otherwise; this refuses it again for a recipe frozen before that rule.
+fn instance_store_plan(origin: &Origin, image: &ImageSpec, method: Method, base: &str) -> Result<ImagePlan> {
+    let why = "an instance-store root boots only on previous-generation Xen types, which boot legacy BIOS only";
+    if let Some(asked) = image.boot_mode.filter(|m| *m != BootMode::LegacyBios) {
+        return Err(Error::invalid(
+            "recipe.image.boot_mode",
+            format!("`{}`: {why}; remove boot_mode or use `legacy-bios`", asked.as_str()),
+        ));
+    }
+    if image.tpm_support {
+        return Err(Error::invalid(
+            "recipe.image.tpm_support",
+            format!("NitroTPM needs a Nitro type booting UEFI, and {why}; set tpm_support to false"),
+        ));
+    }
+    if base == BootMode::Uefi.as_str() {
+        return Err(Error::invalid(
+            "recipe.image.root_device_type",
+            format!(
+                "{} boots only UEFI, and {why}: build an EBS-backed image of it, or pick a base that boots legacy \
+                 BIOS",
+                origin.what
+            ),
+        ));
+    }
+    Ok(ImagePlan {
+        method,
+        platform_details: origin.platform_details.clone(),
+        usage_operation: origin.usage_operation.clone(),
+        boot_mode: Some(BootMode::LegacyBios.as_str().to_string()),
+        boot_mode_override: false,
+        tpm_support: false,
     })
 }
 

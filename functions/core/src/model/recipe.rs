@@ -20,6 +20,24 @@ pub mod limits {
     pub const TEST_MINUTES: u32 = 240;
     /// All copy regions together: they are copied in parallel and polled in one call.
     pub const COPY_MINUTES: u32 = 2880;
+    /// `build.data_volumes`.
+    pub const DATA_VOLUMES: usize = 20;
+
+    // What the execution's state carries is capped at 256 KiB per state (Step Functions quotas): the frozen recipe
+    // is in every state, and publish reports each parameter and launch template per region. The worst case these
+    // limits allow is computed in `definition/payload.rs`.
+
+    /// The recipe as frozen into the execution input (its JSON with defaults filled in). A stored recipe is an SSM
+    /// parameter of at most 8 KB (advanced tier), so only a recipe written some other way comes near it.
+    pub const RECIPE_BYTES: usize = 16 * 1024;
+    /// `publish.ssm_parameters`.
+    pub const PUBLISH_PARAMETERS: usize = 4;
+    /// Characters of one `publish.ssm_parameters` name.
+    pub const PARAMETER_NAME_CHARS: usize = 128;
+    /// `publish.launch_templates`.
+    pub const LAUNCH_TEMPLATES: usize = 5;
+    /// `retention.keep`: retire lists the kept images per region in its output.
+    pub const KEEP: u32 = 25;
 }
 
 /// One pipeline's recipe, stored as JSON in SSM Parameter Store under `<prefix>/<name>`.
@@ -82,7 +100,9 @@ pub struct BaseImage {
 #[serde(deny_unknown_fields)]
 pub struct SourceInstance {
     pub id: String,
-    /// Stop the instance before snapshotting, for file-system consistency. It is not restarted.
+    /// Stop the instance before snapshotting, for file-system consistency. It is not restarted. Without it a
+    /// running instance is imaged as it runs: crash-consistent (what its volumes held then, not buffered or in-memory
+    /// data), which the snapshot step's output states and warns about.
     #[serde(default)]
     pub stop_first: bool,
 }

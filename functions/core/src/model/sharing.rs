@@ -16,28 +16,37 @@ pub enum Grantee {
     Public,
 }
 
-/// What `share` did in one region. `granted` lists what this call added, `already_granted` what the image (or
-/// snapshot) had before, so a retried share reports its earlier work under `already_granted`.
+/// What `share` did in one region, as counts: a recipe may name up to 1,000 grantees, and every step output is
+/// carried in the execution's state, which Step Functions caps at 256 KiB (`definition::payload`); who they are is
+/// in the recipe. A retried share reports its earlier work under `already_granted`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareOutput {
     pub region: String,
     pub image_id: String,
-    pub granted: Vec<Grantee>,
-    pub already_granted: Vec<Grantee>,
-    /// `createVolumePermission` per snapshot of the image, so the accounts can copy it.
-    pub snapshots: Vec<SnapshotShare>,
+    /// Launch permissions (accounts, organizations, OUs).
+    pub launch_permissions: Grants,
+    /// How many of the image's snapshots the accounts may create volumes from (and so copy the image).
+    pub snapshots: usize,
+    /// Their `createVolumePermission` entries, one per account and snapshot.
+    pub create_volume_permissions: Grants,
+}
+
+/// Permissions this call added, and those there before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub granted: usize,
+    pub already_granted: usize,
+}
+
+impl Grants {
+    pub fn add(&mut self, other: Grants) {
+        self.granted += other.granted;
+        self.already_granted += other.already_granted;
+    }
 }
 
 /// The share step: one entry per region of the run, `run.regions` order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareState {
     pub regions: Vec<ShareOutput>,
-}
-
-/// The accounts that may create volumes from (and so copy) one snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotShare {
-    pub snapshot_id: String,
-    pub granted: Vec<String>,
-    pub already_granted: Vec<String>,
 }

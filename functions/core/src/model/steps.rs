@@ -224,8 +224,49 @@ pub struct SnapshotState {
     pub image_id: Option<String>,
     /// Lowest progress over the snapshots, 0-100.
     pub percent: u32,
+    /// What the image's volumes hold, set once the snapshots (or CreateImage) are started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// What a reader of this run should know about the image (a crash-consistent one says so here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(flatten)]
     pub progress: Progress,
+}
+
+/// What an image's volumes hold, by the state of the instance when its snapshots were started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// The instance was stopped: everything its OS wrote is on the volumes.
+    Stopped,
+    /// The instance was running (`source.instance.stop_first: false`): "only the data that has been written to the
+    /// volumes at the time the snapshots are created. Buffered data and data in memory that has not yet been
+    /// written to the volumes is not included" (CreateImage `NoReboot`, EC2 API reference; CreateSnapshots makes
+    /// "crash-consistent" multi-volume snapshots, EBS User Guide).
+    CrashConsistent,
+}
+
+impl Consistency {
+    /// Of an instance that is (`stopped`) or is not stopped when its snapshots start.
+    pub fn of(stopped: bool) -> Consistency {
+        if stopped {
+            Consistency::Stopped
+        } else {
+            Consistency::CrashConsistent
+        }
+    }
+
+    /// The warning a crash-consistent image carries in the step output.
+    pub fn warning(self, instance_id: &str) -> Option<String> {
+        (self == Consistency::CrashConsistent).then(|| {
+            format!(
+                "instance {instance_id} was running when its volumes were snapshotted (source.instance.stop_first \
+                 is false): the image is crash-consistent, holding only what was written to its volumes then, not \
+                 buffered or in-memory data; set stop_first to true for an image of the stopped instance"
+            )
+        })
+    }
 }
 
 /// An image in one region: the registered candidate (register step) or a copy (copy step).

@@ -42,12 +42,30 @@ impl Recipe {
                 "must be at least 1 (the image just built)",
             ));
         }
+        if self.retention.keep > limits::KEEP {
+            return Err(Error::invalid(
+                "recipe.retention.keep",
+                format!("at most {}", limits::KEEP),
+            ));
+        }
         if let Some(days) = self.retention.deprecate_after_days
             && !(1..=3650).contains(&days)
         {
             return Err(Error::invalid(
                 "recipe.retention.deprecate_after_days",
                 "must be 1 to 3650 (10 years)",
+            ));
+        }
+        // Last, so a field's own error comes first: the frozen recipe is in every state of the execution (`limits`).
+        let bytes = serde_json::to_vec(self).map_or(0, |v| v.len());
+        if bytes > limits::RECIPE_BYTES {
+            return Err(Error::invalid(
+                "recipe",
+                format!(
+                    "{bytes} bytes as JSON with its defaults, at most {}: list fewer accounts, or share with an \
+                     organization or OU instead",
+                    limits::RECIPE_BYTES
+                ),
             ));
         }
         Ok(())
@@ -150,7 +168,26 @@ impl Recipe {
                 "only for `root_device_type: instance-store`; remove it",
             )),
             _ => Ok(()),
+        }?;
+        if img.root_device_type == RootDeviceType::InstanceStore {
+            // Only previous-generation Xen types boot an instance-store root, and they boot legacy BIOS only: the
+            // image is registered `legacy-bios` without NitroTPM (`model::platform`, where the sources are).
+            let why = "an instance-store root boots only on previous-generation Xen types, which boot legacy BIOS \
+                       only (no UEFI, no NitroTPM)";
+            if img.boot_mode.is_some_and(|m| m != BootMode::LegacyBios) {
+                return Err(Error::invalid(
+                    "recipe.image.boot_mode",
+                    format!("{why}: remove boot_mode or use `legacy-bios`"),
+                ));
+            }
+            if img.tpm_support {
+                return Err(Error::invalid(
+                    "recipe.image.tpm_support",
+                    format!("{why}: set it to false"),
+                ));
+            }
         }
+        Ok(())
     }
 
     fn validate_test(&self) -> Result<()> {
@@ -296,8 +333,29 @@ impl Recipe {
     }
 
     fn validate_publish(&self) -> Result<()> {
-        for (i, p) in self.publish.ssm_parameters.iter().enumerate() {
-            check_ssm_name(&format!("recipe.publish.ssm_parameters[{i}]"), p)?;
+        // Publish reports each parameter and launch template in the execution's state, per region (`limits`).
+        let p = &self.publish;
+        if p.ssm_parameters.len() > limits::PUBLISH_PARAMETERS {
+            return Err(Error::invalid(
+                "recipe.publish.ssm_parameters",
+                format!("at most {} parameters", limits::PUBLISH_PARAMETERS),
+            ));
+        }
+        if p.launch_templates.len() > limits::LAUNCH_TEMPLATES {
+            return Err(Error::invalid(
+                "recipe.publish.launch_templates",
+                format!("at most {} launch templates", limits::LAUNCH_TEMPLATES),
+            ));
+        }
+        for (i, name) in p.ssm_parameters.iter().enumerate() {
+            let field = format!("recipe.publish.ssm_parameters[{i}]");
+            check_ssm_name(&field, name)?;
+            if name.len() > limits::PARAMETER_NAME_CHARS {
+                return Err(Error::invalid(
+                    field,
+                    format!("at most {} characters", limits::PARAMETER_NAME_CHARS),
+                ));
+            }
         }
         for (i, lt) in self.publish.launch_templates.iter().enumerate() {
             let field = format!("recipe.publish.launch_templates[{i}]");
@@ -345,8 +403,11 @@ fn validate_build(b: &Build) -> Result<()> {
         check_volume_type(&format!("{field}.volume_type"), &v.volume_type)?;
         check_range(&format!("{field}.size_gib"), v.size_gib, 1, 16384)?;
     }
-    if b.data_volumes.len() > 20 {
-        return Err(Error::invalid("recipe.build.data_volumes", "at most 20 data volumes"));
+    if b.data_volumes.len() > limits::DATA_VOLUMES {
+        return Err(Error::invalid(
+            "recipe.build.data_volumes",
+            format!("at most {} data volumes", limits::DATA_VOLUMES),
+        ));
     }
     check_range(
         "recipe.build.timeout_minutes",

@@ -147,3 +147,24 @@ fn nitro_tpm_needs_uefi_and_for_create_image_a_tpm_base() {
             .tpm_support
     );
 }
+
+/// An instance-store root boots only on the previous-generation Xen types that support one ("Root volumes for your
+/// Amazon EC2 instances": "Nitro-based instances support only EBS root volumes"), and only Nitro types boot UEFI
+/// ("Requirements to launch an EC2 instance in UEFI boot mode"): such an image is legacy BIOS, without NitroTPM,
+/// whatever its base declares; a base that boots only UEFI cannot make one.
+#[test]
+fn an_instance_store_image_boots_legacy_bios_without_nitro_tpm() {
+    let mut image = spec(None, false, X86);
+    image.root_device_type = crate::model::recipe::RootDeviceType::InstanceStore;
+    for declared in [None, Some("uefi-preferred"), Some("legacy-bios")] {
+        let p = plan(&origin(LINUX_UNIX, RUN_INSTANCES, declared, false), &image).unwrap();
+        assert_eq!(p.boot_mode.as_deref(), Some("legacy-bios"), "{declared:?}");
+        assert!(!p.tpm_support && !p.boot_mode_override, "{declared:?}");
+    }
+    let err = plan(&origin(LINUX_UNIX, RUN_INSTANCES, Some("uefi"), true), &image).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.root_device_type"
+            && message.contains("UEFI")),
+        "{err}"
+    );
+}

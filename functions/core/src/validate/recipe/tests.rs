@@ -199,6 +199,7 @@ fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
     let with = |manifest: &str| {
         let mut v: serde_json::Value = serde_json::from_str(WEB).unwrap();
         v["image"]["root_device_type"] = "instance-store".into();
+        v["image"].as_object_mut().unwrap().remove("boot_mode");
         v["image"]["s3_manifest"] = manifest.into();
         Recipe::from_json(&v.to_string())
     };
@@ -217,4 +218,91 @@ fn recipe_validation_takes_the_s3_url_of_a_manifest_only() {
             "{bad}: {err}"
         );
     }
+}
+
+/// An instance-store root boots only on previous-generation Xen types ("Nitro-based instances support only EBS root
+/// volumes", EC2 User Guide, "Root volumes for your Amazon EC2 instances"), and only Nitro types boot UEFI (EC2 User
+/// Guide, "Requirements to launch an EC2 instance in UEFI boot mode"), which NitroTPM needs: a recipe asking for
+/// either is refused, naming the field and why.
+#[test]
+fn an_instance_store_image_cannot_ask_for_uefi_or_nitro_tpm() {
+    let store = |f: fn(&mut serde_json::Value)| {
+        let text = edit(|v| {
+            v["image"]["root_device_type"] = "instance-store".into();
+            v["image"]["s3_manifest"] = "s3://my-bundles/web/image.manifest.xml".into();
+            f(v);
+        });
+        Recipe::from_json(&text)
+    };
+    for mode in ["uefi", "uefi-preferred"] {
+        let err = match mode {
+            "uefi" => store(|v| v["image"]["boot_mode"] = "uefi".into()),
+            _ => store(|v| v["image"]["boot_mode"] = "uefi-preferred".into()),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { field, message } if field == "recipe.image.boot_mode"
+                && message.contains("Xen") && message.contains("legacy-bios")),
+            "{mode}: {err}"
+        );
+    }
+    let err = store(|v| {
+        v["image"]["boot_mode"] = "uefi".into();
+        v["image"]["tpm_support"] = true.into();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "recipe.image.boot_mode"
+            || field == "recipe.image.tpm_support"),
+        "{err}"
+    );
+    for ok in [
+        store(|v| {
+            v["image"].as_object_mut().unwrap().remove("boot_mode");
+        }),
+        store(|v| v["image"]["boot_mode"] = "legacy-bios".into()),
+    ] {
+        ok.unwrap();
+    }
+}
+
+/// What a run carries in every state of its execution is capped at 256 KiB (`definition::payload`): the recipe's
+/// size, and what publish and retire report per region, are limited, each refusal naming its field.
+#[test]
+fn limits_that_bound_the_executions_state_name_their_field() {
+    use crate::model::recipe::limits;
+    let field = |f: fn(&mut serde_json::Value)| match Recipe::from_json(&edit(f)) {
+        Err(Error::InvalidInput { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        field(|v| v["publish"]["ssm_parameters"] = (0..5).map(|i| format!("/p/{i}")).collect()),
+        "recipe.publish.ssm_parameters"
+    );
+    assert_eq!(
+        field(|v| v["publish"]["ssm_parameters"] = serde_json::json!([format!("/{}", "p".repeat(128))])),
+        "recipe.publish.ssm_parameters[0]"
+    );
+    assert_eq!(
+        field(|v| {
+            v["publish"]["launch_templates"] = (0..6)
+                .map(|i| serde_json::json!({"id_or_name": format!("t{i}")}))
+                .collect()
+        }),
+        "recipe.publish.launch_templates"
+    );
+    assert_eq!(field(|v| v["retention"]["keep"] = 26.into()), "recipe.retention.keep");
+    // 1,000 accounts (AWS's most entities per image) do not fit: an organization or OU does it in one.
+    assert_eq!(
+        field(
+            |v| v["distribution"]["accounts"] = (0..1000).map(|i| format!("{:012}", 100_000_000_000_u64 + i)).collect()
+        ),
+        "recipe"
+    );
+    let at_the_limits = Recipe::from_json(&edit(|v| {
+        v["publish"]["ssm_parameters"] = (0..4).map(|i| format!("/{}{i}", "p".repeat(126))).collect();
+        v["retention"]["keep"] = 25.into();
+    }))
+    .unwrap();
+    assert!(serde_json::to_vec(&at_the_limits).unwrap().len() <= limits::RECIPE_BYTES);
 }
