@@ -254,7 +254,7 @@ def resource_types(st: dict) -> set[str]:
 KMS_DIRECT_OK = {"kms:DescribeKey"}
 # Launch templates publish may change: only those that opt in with this tag (README, "Publishing to launch templates").
 LAUNCH_TEMPLATE_ACTIONS = {"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"}
-PUBLISH_OPT_IN = "ami-pipeline:publish"
+PUBLISH_OPT_IN = CONTRACT["tags"]["publish_opt_in"]
 
 
 def copies_from_own_home_images(st: dict) -> bool:
@@ -380,6 +380,8 @@ def test_trigger_environment():
     env = resources()[function_resources()["ami-trigger"]]["Properties"]["Environment"]["Variables"]
     assert env["STATE_MACHINE_ARN"] == {"Ref": "PipelineStateMachine"}
     assert env["RECIPE_PREFIX"] == {"Ref": "RecipePrefix"}
+    # the preflight refuses publish parameters outside the prefix the publish role may write
+    assert env["PUBLISH_PARAMETER_PREFIX"] == {"Ref": "PublishParameterPrefix"}
 
 
 def asl_substitutions() -> list[str]:

@@ -129,10 +129,12 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
     (
         "ami-trigger",
         &[
-            // the preflight (functions/trigger/src/preflight.rs): network, types, and the builder's launch by DryRun
+            // the preflight (functions/trigger/src/preflight.rs): network, types, the builder's launch by DryRun, and
+            // publish's launch templates and parameters (GetParameter) in their regions
             "ec2:CreateTags",
             "ec2:DescribeImages",
             "ec2:DescribeInstanceTypes",
+            "ec2:DescribeLaunchTemplates",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSubnets",
             "ec2:RunInstances",
@@ -445,6 +447,7 @@ pub fn contract() -> Value {
             "boot_to_ready": tags::BOOT_TO_READY,
             "recipe_hash": tags::RECIPE_HASH,
             "stopped_seen": tags::STOPPED_SEEN,
+            "publish_opt_in": tags::PUBLISH_OPT_IN,
         },
         "tag_values": {
             "roles": roles,

@@ -22,28 +22,40 @@ pub struct Config {
     pub state_machine_arn: String,
     /// Where recipes live in SSM Parameter Store: `<prefix>/<pipeline>`.
     pub recipe_prefix: String,
+    /// The stack's `PublishParameterPrefix`: publish may write only parameters under `<prefix>/`.
+    pub publish_parameter_prefix: String,
 }
 
 pub const DEFAULT_RECIPE_PREFIX: &str = "/ami-pipeline/pipelines";
+/// The template's default `PublishParameterPrefix`.
+pub const DEFAULT_PUBLISH_PARAMETER_PREFIX: &str = "/images";
 
 impl Config {
     pub fn from_env() -> std::result::Result<Config, String> {
         let state_machine_arn =
             std::env::var("STATE_MACHINE_ARN").map_err(|_| "STATE_MACHINE_ARN must be set".to_string())?;
-        let recipe_prefix = std::env::var("RECIPE_PREFIX").unwrap_or_else(|_| DEFAULT_RECIPE_PREFIX.to_string());
+        let prefix = |var: &str, default: &str| {
+            let value = std::env::var(var).unwrap_or_else(|_| default.to_string());
+            value.trim_end_matches('/').to_string()
+        };
         Ok(Config {
             state_machine_arn,
-            recipe_prefix: recipe_prefix.trim_end_matches('/').to_string(),
+            recipe_prefix: prefix("RECIPE_PREFIX", DEFAULT_RECIPE_PREFIX),
+            publish_parameter_prefix: prefix("PUBLISH_PARAMETER_PREFIX", DEFAULT_PUBLISH_PARAMETER_PREFIX),
         })
     }
 }
 
 pub struct Deps {
+    /// EC2 and SSM of the home region, where the run builds.
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sfn: aws_sdk_sfn::Client,
     /// KMS in each region whose key the recipe names (a key is regional: it is looked up where it is used).
     pub kms: RegionalClients<aws_sdk_kms::Client>,
+    /// EC2 and SSM of the other regions the image is published in: the preflight checks launch templates and
+    /// parameters where publish will change them.
+    pub regional: ami_core::step::Clients,
     pub region: String,
     pub config: Config,
 }
@@ -55,8 +67,27 @@ impl Deps {
             ssm: aws_sdk_ssm::Client::new(sdk),
             sfn: aws_sdk_sfn::Client::new(sdk),
             kms: kms_clients(sdk),
+            regional: ami_core::step::Clients::from_config(sdk),
             region: ami_core::aws::clients::home_region(sdk),
             config,
+        }
+    }
+
+    /// EC2 in `region` (the home region's client there).
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        if region == self.region {
+            self.ec2.clone()
+        } else {
+            self.regional.ec2.get(region)
+        }
+    }
+
+    /// SSM in `region` (the home region's client there).
+    pub fn ssm_in(&self, region: &str) -> aws_sdk_ssm::Client {
+        if region == self.region {
+            self.ssm.clone()
+        } else {
+            self.regional.ssm.get(region)
         }
     }
 }
