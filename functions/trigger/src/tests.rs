@@ -590,6 +590,40 @@ async fn missing_recipe_is_recipe_not_found() {
     testing::assert_error(&err, "AmiPipeline.RecipeNotFound", &["/ami-pipeline/pipelines/web"]);
 }
 
+/// Item 4: a schedule naming a pipeline whose recipe is gone is a logged skip, not an error (which would end in the
+/// dead-letter queue and raise the alarm every night); a release event for it still fails `RecipeNotFound`
+/// (`missing_recipe_is_recipe_not_found`).
+#[tokio::test]
+async fn a_scheduled_run_without_a_stored_recipe_is_skipped_not_failed() {
+    let gone = ami_testkit::json_error!(Ssm::get_parameter, "ParameterNotFound");
+    let sfn = start_execution(Captured::default());
+    let deps = deps(&[], &[&gone], &[&sfn]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Skipped);
+    assert_eq!(out.execution_name, "web-s-20261126");
+    let reason = out.reason.unwrap();
+    assert!(
+        reason.contains("no recipe for pipeline `web`") && reason.contains("/ami-pipeline/pipelines/web"),
+        "{reason}"
+    );
+    assert_eq!((gone.num_calls(), sfn.num_calls()), (1, 0));
+}
+
+/// A schedule naming a pipeline that opted out starts nothing and makes no EC2 call.
+#[tokio::test]
+async fn a_scheduled_run_of_a_pipeline_that_opted_out_is_skipped() {
+    let recipe = testing::EXAMPLE_RECIPE.replace("\"refresh\": \"when-source-changes\"", "\"refresh\": \"never\"");
+    assert_ne!(recipe, testing::EXAMPLE_RECIPE);
+    let (param, sfn) = stored_and_started(recipe, Captured::default());
+    let calls = ami_testkit::Calls::default();
+    let mut deps = deps(&[], &[&param], &[&sfn]);
+    deps.ec2 = calls.ec2(&[]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Skipped);
+    assert!(out.reason.unwrap().contains("refresh: never"));
+    assert_eq!((calls.count(), sfn.num_calls()), (0, 0));
+}
+
 #[tokio::test]
 async fn throttled_start_is_retried_then_succeeds() {
     let sfn = ami_testkit::throttled_once!(json Sfn::start_execution, || {

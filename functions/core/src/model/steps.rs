@@ -383,7 +383,8 @@ pub enum TriggerStatus {
     /// The latest attempt ended FAILED, TIMED_OUT or ABORTED: the next attempt started (`<name>-a2`, `-a3` ...),
     /// adopting what the earlier one kept (`model::rerun`).
     Rerun,
-    /// A scheduled run found nothing to do (for example, the base image did not change).
+    /// A scheduled run found nothing to do: the base image did not change, the recipe says `refresh: never`, or no
+    /// recipe is stored for the pipeline (a schedule left behind: logged, not an error).
     Skipped,
 }
 
