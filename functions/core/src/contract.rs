@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::aws::error::Error;
+use crate::model::event::nightly;
 use crate::model::recipe::limits;
 use crate::model::steps::{Steps, polling};
 use crate::{aws::tags, definition};
@@ -141,6 +142,8 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
             "iam:PassRole",
             "kms:DescribeKey",
             "ssm:GetParameter",
+            // the nightly refresh lists the stored recipes (functions/trigger/src/nightly.rs)
+            "ssm:GetParametersByPath",
             "states:DescribeExecution",
             "states:StartExecution",
         ],
@@ -463,6 +466,11 @@ pub fn contract() -> Value {
             "comment": "The request audit's rules (functions/core/src/contract.rs, audit_rules): tests/e2e/test_audit.py \
                         and functions/core/src/audit.rs evaluate them over a request's EC2 query parameters.",
             "rules": audit_rules::RULES,
+        },
+        "nightly": {
+            "start_interval_seconds": nightly::START_INTERVAL_SECONDS,
+            "max_pipelines": nightly::MAX_PIPELINES,
+            "seconds_per_pipeline": nightly::SECONDS_PER_PIPELINE,
         },
         "limits_minutes": {
             "build": limits::BUILD_MINUTES,

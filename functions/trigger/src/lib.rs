@@ -1,6 +1,6 @@
 //! trigger: validates a release or schedule event, loads the pipeline's recipe from SSM, freezes it into the
 //! execution input, and starts the state machine under a deterministic name, so a duplicate event starts
-//! nothing.
+//! nothing. The stack's nightly schedule (`{"refresh": "all"}`) does the same for every stored recipe ([`nightly`]).
 
 use aws_sdk_kms::types::{KeyManagerType, KeySpec, KeyState};
 use serde_json::{Value, json};
@@ -59,6 +59,7 @@ pub struct Deps {
     pub regional: ami_core::step::Clients,
     pub region: String,
     pub config: Config,
+    pub nightly: nightly::Pacing,
 }
 
 impl Deps {
@@ -71,6 +72,7 @@ impl Deps {
             regional: ami_core::step::Clients::from_config(sdk),
             region: ami_core::aws::clients::home_region(sdk),
             config,
+            nightly: nightly::Pacing::default(),
         }
     }
 
@@ -101,6 +103,19 @@ fn kms_clients(sdk: &ami_core::aws::clients::SdkConfig) -> RegionalClients<aws_s
             .build();
         aws_sdk_kms::Client::from_conf(conf)
     })
+}
+
+/// Any event the trigger takes: a release, a one-pipeline schedule ([`handle`]), the refresh of every pipeline
+/// ([`nightly::run`]), or a preflight ([`preflight::run`]).
+pub async fn respond(deps: &Deps, event: Value) -> Result<Value> {
+    if let Some(pipeline) = preflight::requested(&event) {
+        return preflight::run(deps, &pipeline?).await;
+    }
+    let out = match event::refresh_all(&event) {
+        Some(all) => serde_json::to_value(nightly::run(deps, &all?).await?),
+        None => serde_json::to_value(handle(deps, event).await?),
+    };
+    out.map_err(|e| Error::Internal(format!("the trigger's output as JSON: {e}")))
 }
 
 /// A release event or a one-pipeline schedule.
@@ -148,7 +163,7 @@ async fn check(deps: &Deps, recipe: &Recipe) -> Result<()> {
 
 /// A scheduled run of `recipe` for `day` (UTC `YYYYMMDD`; `time` the schedule's): rebuilds the current release on the
 /// newest base image under the day's execution name, or is skipped (see [`scheduled_release`]).
-async fn scheduled(deps: &Deps, recipe: Recipe, day: &str, time: &str) -> Result<TriggerOutput> {
+pub(crate) async fn scheduled(deps: &Deps, recipe: Recipe, day: &str, time: &str) -> Result<TriggerOutput> {
     let name = naming::scheduled_execution_name(&recipe.name, day);
     if recipe.refresh == Refresh::Never {
         let why = "the recipe says `refresh: never`: only release events build it".to_string();
@@ -632,6 +647,7 @@ async fn find_kept(deps: &Deps, run: &Run, base: &str) -> Result<Option<Adopted>
     }))
 }
 
+pub mod nightly;
 pub mod preflight;
 #[cfg(test)]
 mod tests;

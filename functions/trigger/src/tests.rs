@@ -64,6 +64,7 @@ fn deps_in_regions(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[
             recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
             publish_parameter_prefix: DEFAULT_PUBLISH_PARAMETER_PREFIX.into(),
         },
+        nightly: Default::default(),
     }
 }
 
@@ -1031,4 +1032,5 @@ mod artifact {
     }
 }
 
+mod nightly_refresh;
 mod publish_targets;

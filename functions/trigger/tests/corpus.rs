@@ -46,6 +46,7 @@ fn deps(ssm: &Rule, sfn: &Rule) -> Deps {
             recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
             publish_parameter_prefix: DEFAULT_PUBLISH_PARAMETER_PREFIX.into(),
         },
+        nightly: Default::default(),
     }
 }
 

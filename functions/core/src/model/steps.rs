@@ -401,6 +401,34 @@ pub struct TriggerOutput {
     pub reason: Option<String>,
 }
 
+/// What the nightly refresh of every stored recipe did, pipelines in name order within each list.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshOutput {
+    /// The schedule's UTC day, `YYYYMMDD`: each run is named `<pipeline>-s-<day>` as a one-pipeline schedule's.
+    pub day: String,
+    /// A run was started for the day (status `started`, or `rerun` after a failed attempt).
+    pub started: Vec<TriggerOutput>,
+    /// Nothing to build: the base image is unchanged since the newest image (`refresh: when-source-changes`).
+    pub unchanged: Vec<TriggerOutput>,
+    /// The day's run was already started by an earlier delivery of this schedule, and is running or succeeded.
+    pub duplicate: Vec<TriggerOutput>,
+    /// Recipes with `refresh: never`.
+    pub opted_out: Vec<String>,
+    /// Pipelines not refreshed, each with the error a run of it would have failed with (and its fix).
+    pub refused: Vec<Refused>,
+}
+
+/// One pipeline the nightly refresh did not refresh, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    pub pipeline: String,
+    /// The stable `AmiPipeline.*` name of the error.
+    pub error: String,
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
