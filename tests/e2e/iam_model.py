@@ -289,7 +289,9 @@ def find(rtype: str, service: str, action: str, line: dict, account: str) -> lis
         arn = named.get("key", {}).get("arn")
         return [(arn, {"__resource_policy": named["key"].get("policy")}, region)] if arn else []
     if rtype == "parameter":
-        name = p.get("Name", "")
+        # GetParametersByPath is authorized on the path it is given (Systems Manager User Guide, "How Parameter
+        # Store authorizes parameter retrieval")
+        name = p.get("Name") or p.get("Path", "")
         if name.startswith("arn:"):
             return [(name, {}, region)]
         owner = "" if name.startswith("/aws/service/") else account

@@ -259,7 +259,7 @@ KMS_DIRECT_OK = {"kms:DescribeKey"}
 RUN_COMMAND_TAG = re.compile(r"ssm:resourceTag/(ami-pipeline:role)")
 # Launch templates publish may change: only those that opt in with this tag (README, "Publishing to launch templates").
 LAUNCH_TEMPLATE_ACTIONS = {"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"}
-PUBLISH_OPT_IN = "ami-pipeline:publish"
+PUBLISH_OPT_IN = CONTRACT["tags"]["publish_opt_in"]
 
 
 def copies_from_own_home_images(st: dict) -> bool:
@@ -369,7 +369,9 @@ def test_function_settings():
         group = logging.get("LogGroup", {}).get("Ref")
         assert group in resources("AWS::Logs::LogGroup"), f"{name}: LoggingConfig.LogGroup must Ref its log group"
         assert "RetentionInDays" in resources()[group]["Properties"], f"{group}: retention"
-        assert 30 <= int(props["Timeout"]) <= 120, f"{name}: Timeout {props['Timeout']}"
+        # the trigger's nightly refresh runs longer: test_trigger_timeout_covers_the_nightly_refresh
+        if binary != "ami-trigger":
+            assert 30 <= int(props["Timeout"]) <= 120, f"{name}: Timeout {props['Timeout']}"
         assert int(props["Timeout"]) > 25, f"{name}: Timeout must exceed the SDK's 25 s operation timeout"
         assert 128 <= int(props["MemorySize"]) <= 256, f"{name}: MemorySize {props['MemorySize']}"
         # The role's log permission is for its own log group.
@@ -392,6 +394,19 @@ def test_trigger_environment():
     env = resources()[function_resources()["ami-trigger"]]["Properties"]["Environment"]["Variables"]
     assert env["STATE_MACHINE_ARN"] == {"Ref": "PipelineStateMachine"}
     assert env["RECIPE_PREFIX"] == {"Ref": "RecipePrefix"}
+    # the preflight refuses publish parameters outside the prefix the publish role may write
+    assert env["PUBLISH_PARAMETER_PREFIX"] == {"Ref": "PublishParameterPrefix"}
+
+
+def test_trigger_timeout_covers_the_nightly_refresh():
+    """The nightly refresh paces its pipelines and gives each a time budget (functions/core/src/model/event.rs,
+    `nightly`): the trigger's Timeout must cover the most pipelines it takes, plus one SDK call's timeout for the
+    listing, within Lambda's 900 s."""
+    nightly = CONTRACT["nightly"]
+    assert nightly["start_interval_seconds"] <= nightly["seconds_per_pipeline"]
+    needed = nightly["max_pipelines"] * nightly["seconds_per_pipeline"] + 30
+    timeout = int(resources()[function_resources()["ami-trigger"]]["Properties"]["Timeout"])
+    assert needed <= timeout <= 900, f"trigger Timeout {timeout}: the nightly refresh needs {needed} s"
 
 
 def asl_substitutions() -> list[str]:
@@ -515,13 +530,13 @@ def test_scheduler_may_only_invoke_the_trigger():
 
 def test_schedule_input_and_dead_letters():
     (schedule,) = resources("AWS::Scheduler::Schedule").values()
+    # one schedule refreshes every stored recipe (the trigger's nightly refresh), on by default
+    assert schedule["Condition"] == "NightlyRefreshOn"
+    assert template()["Conditions"]["NightlyRefreshOn"] == {"Fn::Equals": [{"Ref": "NightlyRefresh"}, "true"]}
+    assert template()["Parameters"]["NightlyRefresh"]["Default"] == "true"
     target = schedule["Properties"]["Target"]
     assert getatt_target(target["Arn"]) == function_resources()["ami-trigger"]
-    text = target["Input"]["Fn::Sub"]
-    assert json.loads(text.replace("${NightlyPipeline}", "web")) == {
-        "pipeline": "web",
-        "scheduled_time": "<aws.scheduler.scheduled-time>",
-    }
+    assert json.loads(target["Input"]) == {"refresh": "all", "scheduled_time": "<aws.scheduler.scheduled-time>"}
     assert target["RetryPolicy"] and target["DeadLetterConfig"]["Arn"]
     assert schedule["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
 
@@ -541,7 +556,7 @@ def test_parameters_and_outputs():
         "RecipePrefix",
         "EventBusName",
         "ReleaseSource",
-        "NightlyPipeline",
+        "NightlyRefresh",
         "ScheduleExpression",
         "ScheduleTimezone",
         "AlarmEmail",

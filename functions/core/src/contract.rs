@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::aws::error::Error;
+use crate::model::event::nightly;
 use crate::model::recipe::limits;
 use crate::model::steps::{Steps, polling};
 use crate::{aws::tags, definition};
@@ -132,16 +133,20 @@ pub const ACTIONS: &[(&str, &[&str])] = &[
     (
         "ami-trigger",
         &[
-            // the preflight (functions/trigger/src/preflight.rs): network, types, and the builder's launch by DryRun
+            // the preflight (functions/trigger/src/preflight.rs): network, types, the builder's launch by DryRun, and
+            // publish's launch templates and parameters (GetParameter) in their regions
             "ec2:CreateTags",
             "ec2:DescribeImages",
             "ec2:DescribeInstanceTypes",
+            "ec2:DescribeLaunchTemplates",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSubnets",
             "ec2:RunInstances",
             "iam:PassRole",
             "kms:DescribeKey",
             "ssm:GetParameter",
+            // the nightly refresh lists the stored recipes (functions/trigger/src/nightly.rs)
+            "ssm:GetParametersByPath",
             "states:DescribeExecution",
             "states:StartExecution",
         ],
@@ -448,6 +453,7 @@ pub fn contract() -> Value {
             "boot_to_ready": tags::BOOT_TO_READY,
             "recipe_hash": tags::RECIPE_HASH,
             "stopped_seen": tags::STOPPED_SEEN,
+            "publish_opt_in": tags::PUBLISH_OPT_IN,
         },
         "tag_values": {
             "roles": roles,
@@ -463,6 +469,11 @@ pub fn contract() -> Value {
             "comment": "The request audit's rules (functions/core/src/contract.rs, audit_rules): tests/e2e/test_audit.py \
                         and functions/core/src/audit.rs evaluate them over a request's EC2 query parameters.",
             "rules": audit_rules::RULES,
+        },
+        "nightly": {
+            "start_interval_seconds": nightly::START_INTERVAL_SECONDS,
+            "max_pipelines": nightly::MAX_PIPELINES,
+            "seconds_per_pipeline": nightly::SECONDS_PER_PIPELINE,
         },
         "limits_minutes": {
             "build": limits::BUILD_MINUTES,

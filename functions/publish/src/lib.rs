@@ -18,7 +18,8 @@ use ami_core::aws::clients::{Ec2Clients, SsmClients};
 use ami_core::aws::ec2::{ImageProgress, image_progress};
 use ami_core::aws::error::{Error, Result, SdkResultExt};
 use ami_core::aws::lifecycle::{
-    self, KeptNewer, Outcome, PublishOutput, PublishedLaunchTemplate, PublishedParameter, PublishedRegion,
+    self, IMAGE_DATA_TYPE, KeptNewer, Outcome, PublishOutput, PublishedLaunchTemplate, PublishedParameter,
+    PublishedRegion,
 };
 use ami_core::definition::{self, StepDef};
 use ami_core::model::steps::{Status, StepRequest};
@@ -46,9 +47,6 @@ impl Deps {
         }
     }
 }
-
-/// SSM checks that such a parameter's value is an image id the account can use.
-pub const IMAGE_DATA_TYPE: &str = "aws:ec2:image";
 
 impl Step for Deps {
     type Output = PublishOutput;
@@ -301,9 +299,9 @@ fn adopted_by_rerun(req: &StepRequest, image_tags: &[aws_sdk_ec2::types::Tag]) -
         && tags::get(image_tags, tags::RECIPE_HASH) == Some(ami_core::aws::rerun::recipe_hash(&req.run.recipe).as_str())
 }
 
-/// "You can't change a parameter to or from [aws:ec2:image]" (Parameter Store, parameter data types): an existing
-/// parameter of another data type would make every write fail after the images are released, so it is refused
-/// before anything changes, with the fix.
+/// An existing parameter of another data type can never take the image ([`IMAGE_DATA_TYPE`]) and would make every
+/// write fail after the images are released, so it is refused before anything changes, with the fix. The trigger's
+/// preflight refuses it before the build; this catches one made since.
 async fn check_parameter_types(ssm: &aws_sdk_ssm::Client, req: &StepRequest, region: &str) -> Result<()> {
     for (i, name) in req.run.recipe.publish.ssm_parameters.iter().enumerate() {
         if let Some((_, data_type)) = lifecycle::parameter(ssm, name).await?

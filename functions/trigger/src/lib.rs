@@ -1,6 +1,6 @@
 //! trigger: validates a release or schedule event, loads the pipeline's recipe from SSM, freezes it into the
 //! execution input, and starts the state machine under a deterministic name, so a duplicate event starts
-//! nothing.
+//! nothing. The stack's nightly schedule (`{"refresh": "all"}`) does the same for every stored recipe ([`nightly`]).
 
 use aws_sdk_kms::types::{KeyManagerType, KeySpec, KeyState};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use ami_core::model::steps::{
 };
 use ami_core::{aws::source, aws::tags, model::naming};
 use aws_sdk_sfn::types::ExecutionStatus;
+use lambda_runtime::tracing;
 
 /// Configuration, read once from the environment.
 #[derive(Debug, Clone)]
@@ -22,30 +23,43 @@ pub struct Config {
     pub state_machine_arn: String,
     /// Where recipes live in SSM Parameter Store: `<prefix>/<pipeline>`.
     pub recipe_prefix: String,
+    /// The stack's `PublishParameterPrefix`: publish may write only parameters under `<prefix>/`.
+    pub publish_parameter_prefix: String,
 }
 
 pub const DEFAULT_RECIPE_PREFIX: &str = "/ami-pipeline/pipelines";
+/// The template's default `PublishParameterPrefix`.
+pub const DEFAULT_PUBLISH_PARAMETER_PREFIX: &str = "/images";
 
 impl Config {
     pub fn from_env() -> std::result::Result<Config, String> {
         let state_machine_arn =
             std::env::var("STATE_MACHINE_ARN").map_err(|_| "STATE_MACHINE_ARN must be set".to_string())?;
-        let recipe_prefix = std::env::var("RECIPE_PREFIX").unwrap_or_else(|_| DEFAULT_RECIPE_PREFIX.to_string());
+        let prefix = |var: &str, default: &str| {
+            let value = std::env::var(var).unwrap_or_else(|_| default.to_string());
+            value.trim_end_matches('/').to_string()
+        };
         Ok(Config {
             state_machine_arn,
-            recipe_prefix: recipe_prefix.trim_end_matches('/').to_string(),
+            recipe_prefix: prefix("RECIPE_PREFIX", DEFAULT_RECIPE_PREFIX),
+            publish_parameter_prefix: prefix("PUBLISH_PARAMETER_PREFIX", DEFAULT_PUBLISH_PARAMETER_PREFIX),
         })
     }
 }
 
 pub struct Deps {
+    /// EC2 and SSM of the home region, where the run builds.
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sfn: aws_sdk_sfn::Client,
     /// KMS in each region whose key the recipe names (a key is regional: it is looked up where it is used).
     pub kms: RegionalClients<aws_sdk_kms::Client>,
+    /// EC2 and SSM of the other regions the image is published in: the preflight checks launch templates and
+    /// parameters where publish will change them.
+    pub regional: ami_core::step::Clients,
     pub region: String,
     pub config: Config,
+    pub nightly: nightly::Pacing,
 }
 
 impl Deps {
@@ -55,8 +69,28 @@ impl Deps {
             ssm: aws_sdk_ssm::Client::new(sdk),
             sfn: aws_sdk_sfn::Client::new(sdk),
             kms: kms_clients(sdk),
+            regional: ami_core::step::Clients::from_config(sdk),
             region: ami_core::aws::clients::home_region(sdk),
             config,
+            nightly: nightly::Pacing::default(),
+        }
+    }
+
+    /// EC2 in `region` (the home region's client there).
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        if region == self.region {
+            self.ec2.clone()
+        } else {
+            self.regional.ec2.get(region)
+        }
+    }
+
+    /// SSM in `region` (the home region's client there).
+    pub fn ssm_in(&self, region: &str) -> aws_sdk_ssm::Client {
+        if region == self.region {
+            self.ssm.clone()
+        } else {
+            self.regional.ssm.get(region)
         }
     }
 }
@@ -71,18 +105,25 @@ fn kms_clients(sdk: &ami_core::aws::clients::SdkConfig) -> RegionalClients<aws_s
     })
 }
 
+/// Any event the trigger takes: a release, a one-pipeline schedule ([`handle`]), the refresh of every pipeline
+/// ([`nightly::run`]), or a preflight ([`preflight::run`]).
+pub async fn respond(deps: &Deps, event: Value) -> Result<Value> {
+    if let Some(pipeline) = preflight::requested(&event) {
+        return preflight::run(deps, &pipeline?).await;
+    }
+    let out = match event::refresh_all(&event) {
+        Some(all) => serde_json::to_value(nightly::run(deps, &all?).await?),
+        None => serde_json::to_value(handle(deps, event).await?),
+    };
+    out.map_err(|e| Error::Internal(format!("the trigger's output as JSON: {e}")))
+}
+
+/// A release event or a one-pipeline schedule.
 pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
-    let ev = event::parse(event)?;
-    let recipe = load_recipe(deps, ev.pipeline()).await?;
-    // Before anything is looked up or created: a shared image needs a customer-managed key in every region.
-    recipe.check_sharing_keys(&deps.region)?;
-    // Every key, the base image, network, instance types and a DryRun of the builder's launch; one error lists all.
-    preflight::check(deps, &recipe).await?;
-    // An instance-store image can be tested only on the few types with an instance-store root: found now, not after
-    // the build.
-    ami_core::aws::instance_store::check_test_instance_type(&deps.ec2, &recipe).await?;
-    let (release, day, name, trigger) = match ev {
+    match event::parse(event)? {
         TriggerEvent::Release { detail, day, time } => {
+            let recipe = load_recipe(deps, &detail.pipeline).await?;
+            check(deps, &recipe).await?;
             let name = naming::release_execution_name(&detail.pipeline, &detail.version);
             let release = Release {
                 version: detail.version,
@@ -91,25 +132,59 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
                 time: Some(time),
                 force: detail.force,
             };
-            (release, day, name, TriggerKind::Release)
+            start_execution(deps, new_run(deps, recipe, release, TriggerKind::Release, day), name).await
         }
-        TriggerEvent::Schedule { pipeline, day, time } => {
-            let name = naming::scheduled_execution_name(&pipeline, &day);
-            match scheduled_release(deps, &recipe, &name).await? {
-                Ok(release) => (
-                    Release {
-                        time: Some(time),
-                        ..release
-                    },
-                    day,
-                    name,
-                    TriggerKind::Schedule,
-                ),
-                Err(skipped) => return Ok(skipped),
+        // A schedule outliving its pipeline's recipe has nothing to refresh: failing would only fill the dead-letter
+        // queue and raise the alarm every night.
+        TriggerEvent::Schedule { pipeline, day, time } => match load_recipe(deps, &pipeline).await {
+            Err(Error::RecipeNotFound(why)) => {
+                tracing::warn!(pipeline = %pipeline, "scheduled run skipped: {why}");
+                Ok(skipped(
+                    &pipeline,
+                    &naming::scheduled_execution_name(&pipeline, &day),
+                    None,
+                    format!("{why}; until then the schedule starts nothing (or delete the schedule)"),
+                ))
             }
+            recipe => scheduled(deps, recipe?, &day, &time).await,
+        },
+    }
+}
+
+/// Everything checked before a run starts, so nothing is created for a run that would fail: a shared image needs a
+/// customer-managed key in every region (before anything is looked up); then every key, the base image, network,
+/// instance types, a DryRun of the builder's launch and publish's targets, all problems in one error; and an
+/// instance-store image's test type, which only a few types can be.
+async fn check(deps: &Deps, recipe: &Recipe) -> Result<()> {
+    recipe.check_sharing_keys(&deps.region)?;
+    preflight::check(deps, recipe).await?;
+    ami_core::aws::instance_store::check_test_instance_type(&deps.ec2, recipe).await
+}
+
+/// A scheduled run of `recipe` for `day` (UTC `YYYYMMDD`; `time` the schedule's): rebuilds the current release on the
+/// newest base image under the day's execution name, or is skipped (see [`scheduled_release`]).
+pub(crate) async fn scheduled(deps: &Deps, recipe: Recipe, day: &str, time: &str) -> Result<TriggerOutput> {
+    let name = naming::scheduled_execution_name(&recipe.name, day);
+    if recipe.refresh == Refresh::Never {
+        let why = "the recipe says `refresh: never`: only release events build it".to_string();
+        return Ok(skipped(&recipe.name, &name, None, why));
+    }
+    check(deps, &recipe).await?;
+    match scheduled_release(deps, &recipe, &name).await? {
+        Ok(release) => {
+            let release = Release {
+                time: Some(time.to_string()),
+                ..release
+            };
+            let run = new_run(deps, recipe, release, TriggerKind::Schedule, day.to_string());
+            start_execution(deps, run, name).await
         }
-    };
-    let run = Run {
+        Err(skipped) => Ok(skipped),
+    }
+}
+
+fn new_run(deps: &Deps, recipe: Recipe, release: Release, trigger: TriggerKind, day: String) -> Run {
+    Run {
         pipeline: recipe.name.clone(),
         release,
         trigger,
@@ -119,10 +194,21 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<TriggerOutput> {
         regions: recipe.all_regions(&deps.region),
         recipe,
         adopted: None,
-    };
-    start_execution(deps, run, name).await
+    }
 }
 
+fn skipped(pipeline: &str, execution_name: &str, version: Option<String>, reason: String) -> TriggerOutput {
+    TriggerOutput {
+        status: TriggerStatus::Skipped,
+        pipeline: pipeline.to_string(),
+        execution_name: execution_name.to_string(),
+        execution_arn: None,
+        version,
+        reason: Some(reason),
+    }
+}
+
+/// The recipe stored for `pipeline`; `RecipeNotFound` when there is none.
 async fn load_recipe(deps: &Deps, pipeline: &str) -> Result<Recipe> {
     let param = format!("{}/{pipeline}", deps.config.recipe_prefix);
     let text = match deps.ssm.get_parameter().name(&param).send().await {
@@ -134,7 +220,12 @@ async fn load_recipe(deps: &Deps, pipeline: &str) -> Result<Recipe> {
         }
         Err(e) => return Err(ami_core::aws::error::from_sdk("GetParameter", e)),
     };
-    let recipe = Recipe::from_json(&text)?;
+    parse_stored(pipeline, &text)
+}
+
+/// A stored recipe's text, checked, and stored under its own name (the trigger finds it by the name).
+fn parse_stored(pipeline: &str, text: &str) -> Result<Recipe> {
+    let recipe = Recipe::from_json(text)?;
     if recipe.name != pipeline {
         return Err(Error::invalid(
             "recipe.name",
@@ -321,18 +412,12 @@ async fn scheduled_release(
         let current = source::resolve(&deps.ec2, &deps.ssm, base, recipe.image.architecture, now()).await?;
         let built_from = tags::get(image.tags(), tags::SOURCE_IMAGE);
         if built_from.is_some() && built_from == current.image_id() {
-            return Ok(Err(TriggerOutput {
-                status: TriggerStatus::Skipped,
-                pipeline: recipe.name.clone(),
-                execution_name: name.to_string(),
-                execution_arn: None,
-                version: Some(release.version),
-                reason: Some(format!(
-                    "base image {} is unchanged since image {} was built (refresh: when-source-changes)",
-                    current.image_id().unwrap_or("?"),
-                    image.image_id().unwrap_or("?")
-                )),
-            }));
+            let reason = format!(
+                "base image {} is unchanged since image {} was built (refresh: when-source-changes)",
+                current.image_id().unwrap_or("?"),
+                image.image_id().unwrap_or("?")
+            );
+            return Ok(Err(skipped(&recipe.name, name, Some(release.version), reason)));
         }
     }
     needs_known_artifact(recipe, &release)?;
@@ -562,6 +647,7 @@ async fn find_kept(deps: &Deps, run: &Run, base: &str) -> Result<Option<Adopted>
     }))
 }
 
+pub mod nightly;
 pub mod preflight;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,12 @@
 //!   the action, without actually making the request ... If you have the required permissions, the error response
 //!   is DryRunOperation. Otherwise, it is UnauthorizedOperation", RunInstances API reference), which also checks
 //!   the instance profile.
+//! - Publish's targets, where publish will change them: each launch template of `publish.launch_templates` exists
+//!   in its region, which gets the image, and carries the opt-in tag `ami-pipeline:publish=true`
+//!   (DescribeLaunchTemplates: the publish role may change only opted-in templates); each parameter of
+//!   `publish.ssm_parameters` is under the stack's `PublishParameterPrefix` and, where it exists in a region of the
+//!   run, has the data type `aws:ec2:image`, the only one that can take the image (GetParameter, which the trigger
+//!   may call on that prefix alone; DescribeParameters also reports the data type but is authorized on `*` only).
 //! - Not checked: service quotas (Service Quotas would add a client, a permission and per-quota codes for numbers
 //!   that change while the run waits; a limit met at run time is `AmiPipeline.LimitExceeded`, retried), and the test
 //!   launch, which needs the image.
@@ -24,8 +30,9 @@ use aws_sdk_ec2::types::Filter;
 use serde_json::{Value, json};
 
 use ami_core::aws::error::{Error, Result, aws_code};
+use ami_core::aws::lifecycle::{self, IMAGE_DATA_TYPE};
 use ami_core::model::recipe::{Build, Recipe, Source};
-use ami_core::{aws::source, aws::tags};
+use ami_core::{aws::source, aws::tags, model::naming::preview};
 
 use super::{Deps, check_key, is_aws_ebs_alias, key_uses, load_recipe};
 
@@ -142,7 +149,112 @@ pub async fn find_problems(deps: &Deps, recipe: &Recipe) -> Result<(Vec<String>,
         }
         problems.extend(found);
     }
+    launch_templates(deps, recipe, &mut checked, &mut problems).await?;
+    parameters(deps, recipe, &mut checked, &mut problems).await?;
     Ok((checked, problems))
+}
+
+/// Each launch template publish points at the image: in a region the image is copied to, existing there, and opted
+/// in by tag.
+async fn launch_templates(
+    deps: &Deps,
+    recipe: &Recipe,
+    checked: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let home = deps.region.as_str();
+    let regions = recipe.all_regions(home);
+    for (i, lt) in recipe.publish.launch_templates.iter().enumerate() {
+        let field = format!("recipe.publish.launch_templates[{i}]");
+        let name = preview(&lt.id_or_name);
+        let region = lt.region.as_deref().unwrap_or(home);
+        if !regions.iter().any(|r| r == region) {
+            problems.push(at(
+                region,
+                &format!("{field}.region"),
+                format!(
+                    "the image is not copied to `{region}`, so publish has no image there for launch template \
+                     `{name}`: add `{region}` to distribution.regions, or name a template in {}",
+                    regions.join(", ")
+                ),
+            ));
+            continue;
+        }
+        checked.push(format!("{region} {field}"));
+        let field = format!("{field}.id_or_name");
+        match lifecycle::launch_template(&deps.ec2_in(region), &lt.id_or_name).await? {
+            None => problems.push(at(
+                region,
+                &field,
+                format!(
+                    "launch template `{name}` does not exist in {region}: create it there with the tag {}={} (or \
+                     correct the id or name)",
+                    tags::PUBLISH_OPT_IN,
+                    tags::PUBLISH_OPT_IN_VALUE
+                ),
+            )),
+            Some(t) if tags::get(t.tags(), tags::PUBLISH_OPT_IN) != Some(tags::PUBLISH_OPT_IN_VALUE) => {
+                let id = t.launch_template_id().unwrap_or(&lt.id_or_name);
+                problems.push(at(
+                    region,
+                    &field,
+                    format!(
+                        "launch template `{name}` ({id}) in {region} is not tagged {key}={value}, and publish may change \
+                         only templates that opt in: tag it (aws ec2 create-tags --region {region} --resources {id} \
+                         --tags Key={key},Value={value}) or remove it from publish.launch_templates",
+                        key = tags::PUBLISH_OPT_IN,
+                        value = tags::PUBLISH_OPT_IN_VALUE
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Each parameter publish writes: under the stack's `PublishParameterPrefix` (the publish role may write nothing
+/// else), and in every region of the run either absent (publish creates it) or of the data type `aws:ec2:image`.
+async fn parameters(
+    deps: &Deps,
+    recipe: &Recipe,
+    checked: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let home = deps.region.as_str();
+    let prefix = deps.config.publish_parameter_prefix.as_str();
+    for (i, name) in recipe.publish.ssm_parameters.iter().enumerate() {
+        let field = format!("recipe.publish.ssm_parameters[{i}]");
+        if !name.starts_with(&format!("{prefix}/")) {
+            problems.push(at(
+                home,
+                &field,
+                format!(
+                    "`{name}` is not under the stack's PublishParameterPrefix `{prefix}`, and publish may write only \
+                     parameters named `{prefix}/...`: rename it (e.g. `{prefix}{name}`), or deploy the stack with a \
+                     PublishParameterPrefix it is under"
+                ),
+            ));
+            continue;
+        }
+        for region in recipe.all_regions(home) {
+            checked.push(format!("{region} {field}"));
+            if let Some((_, data_type)) = lifecycle::parameter(&deps.ssm_in(&region), name).await?
+                && data_type != IMAGE_DATA_TYPE
+            {
+                problems.push(at(
+                    &region,
+                    &field,
+                    format!(
+                        "`{name}` exists in {region} with data type `{data_type}`, and a parameter cannot be changed \
+                         to {IMAGE_DATA_TYPE}, the data type publish writes: delete it there (aws ssm delete-parameter \
+                         --region {region} --name {name}) so publish creates it, or name another parameter"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn at(region: &str, field: &str, message: impl Into<String>) -> Problem {

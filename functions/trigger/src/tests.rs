@@ -1,5 +1,6 @@
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_launch_templates::{DescribeLaunchTemplatesInput, DescribeLaunchTemplatesOutput};
 use aws_sdk_ec2::types::{Image, Tag};
 use aws_sdk_kms::Client as Kms;
 use aws_sdk_kms::types::{KeyManagerType, KeyState};
@@ -33,25 +34,75 @@ const KEY: &str = "alias/ami-pipeline-images";
 
 /// `kms`: the rules answering KMS in each region; a call to a region not listed, or that no rule matches, panics.
 fn deps_with_keys(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&Rule])]) -> Deps {
+    deps_in_regions(ec2, ssm, sfn, kms, &[])
+}
+
+/// EC2 and SSM rules of a region other than the home region: (region, EC2 rules, SSM rules).
+type Remote<'a> = (&'a str, &'a [&'a Rule], &'a [&'a Rule]);
+
+/// [`deps_with_keys`], with EC2 and SSM rules for other regions (`remote`): each region's SSM also finds no publish
+/// parameter; an EC2 call no rule matches panics.
+fn deps_in_regions(ec2: &[&Rule], ssm: &[&Rule], sfn: &[&Rule], kms: &[(&str, &[&Rule])], remote: &[Remote]) -> Deps {
     let per_region: std::collections::HashMap<String, Vec<Rule>> = kms
         .iter()
         .map(|(region, rules)| (region.to_string(), rules.iter().map(|r| (*r).clone()).collect()))
         .collect();
-    // after the test's own rules: the preflight's look-ups (base image, network, types, DryRun) find all in order
-    let (pre_ec2, pre_ssm) = (preflight_ok_ec2(), base_param());
+    // after the test's own rules: the preflight's look-ups (base image, network, types, DryRun, publish's targets)
+    // find all in order
+    let (pre_ec2, pre_ssm) = (preflight_ok_ec2(), [base_param(), no_publish_parameter()]);
     let ec2: Vec<&Rule> = ec2.iter().copied().chain(pre_ec2.iter()).collect();
-    let ssm: Vec<&Rule> = ssm.iter().copied().chain(std::iter::once(&pre_ssm)).collect();
+    let ssm: Vec<&Rule> = ssm.iter().copied().chain(pre_ssm.iter()).collect();
     Deps {
         ec2: testing::ec2(&ec2),
         ssm: testing::ssm(&ssm),
         sfn: testing::sfn(sfn),
         kms: RegionalClients::from_fn(move |region| kms_client(region, per_region.get(region).into_iter().flatten())),
+        regional: regional(remote),
         region: "us-east-1".into(),
         config: Config {
             state_machine_arn: SM.into(),
             recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
+            publish_parameter_prefix: DEFAULT_PUBLISH_PARAMETER_PREFIX.into(),
         },
+        nightly: Default::default(),
     }
+}
+
+/// The clients of the regions besides the home region, answered by `remote`'s rules.
+fn regional(remote: &[Remote]) -> ami_core::step::Clients {
+    let owned = |rules: &[&Rule]| rules.iter().map(|r| (*r).clone()).collect::<Vec<Rule>>();
+    let rules: std::collections::HashMap<String, (Vec<Rule>, Vec<Rule>)> = (remote.iter())
+        .map(|(region, ec2, ssm)| (region.to_string(), (owned(ec2), owned(ssm))))
+        .collect();
+    let ssm_rules = rules.clone();
+    ami_core::step::Clients {
+        ec2: ami_core::aws::clients::Ec2Clients::from_fn(move |region| {
+            let own = rules.get(region).map(|(ec2, _)| ec2.clone()).unwrap_or_default();
+            testing::ec2(&own.iter().collect::<Vec<_>>())
+        }),
+        ssm: ami_core::aws::clients::SsmClients::from_fn(move |region| {
+            let own = ssm_rules.get(region).map(|(_, ssm)| ssm.clone()).unwrap_or_default();
+            let none = no_publish_parameter();
+            testing::ssm(&own.iter().chain(std::iter::once(&none)).collect::<Vec<_>>())
+        }),
+    }
+}
+
+/// GetParameter of a publish parameter (under `/images/`) answered `ParameterNotFound`: publish will create it.
+fn no_publish_parameter() -> Rule {
+    let under_prefix = |r: &aws_sdk_ssm::operation::get_parameter::GetParameterInput| {
+        r.name().is_some_and(|n| n.starts_with("/images/"))
+    };
+    ami_testkit::json_error!(Ssm::get_parameter, "ParameterNotFound", match under_prefix)
+}
+
+/// A launch template as DescribeLaunchTemplates lists it, with the opt-in tag `ami-pipeline:publish` = `opt_in`.
+fn launch_template(id: &str, name: &str, opt_in: &str) -> aws_sdk_ec2::types::LaunchTemplate {
+    aws_sdk_ec2::types::LaunchTemplate::builder()
+        .launch_template_id(id)
+        .launch_template_name(name)
+        .tags(Tag::builder().key(tags::PUBLISH_OPT_IN).value(opt_in).build())
+        .build()
 }
 
 /// DescribeKey of the recipes' key answered with this manager and state.
@@ -136,6 +187,16 @@ fn preflight_ok_ec2() -> Vec<Rule> {
             .match_requests(|r| r.dry_run() == Some(true))
             .sequence()
             .http_status(412, Some(testing::ec2_error_body("DryRunOperation")))
+            .repeatedly()
+            .build(),
+        // the launch template publish changes, opted in
+        mock!(Ec2::describe_launch_templates)
+            .sequence()
+            .output(|| {
+                DescribeLaunchTemplatesOutput::builder()
+                    .launch_templates(launch_template("lt-0aaaaaaaaaaaaaaa1", "web-servers", "true"))
+                    .build()
+            })
             .repeatedly()
             .build(),
     ]
@@ -528,6 +589,40 @@ async fn missing_recipe_is_recipe_not_found() {
     let deps = deps(&[], &[&param], &[]);
     let err = handle(&deps, event(RELEASE_EVENT)).await.unwrap_err();
     testing::assert_error(&err, "AmiPipeline.RecipeNotFound", &["/ami-pipeline/pipelines/web"]);
+}
+
+/// Item 4: a schedule naming a pipeline whose recipe is gone is a logged skip, not an error (which would end in the
+/// dead-letter queue and raise the alarm every night); a release event for it still fails `RecipeNotFound`
+/// (`missing_recipe_is_recipe_not_found`).
+#[tokio::test]
+async fn a_scheduled_run_without_a_stored_recipe_is_skipped_not_failed() {
+    let gone = ami_testkit::json_error!(Ssm::get_parameter, "ParameterNotFound");
+    let sfn = start_execution(Captured::default());
+    let deps = deps(&[], &[&gone], &[&sfn]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Skipped);
+    assert_eq!(out.execution_name, "web-s-20261126");
+    let reason = out.reason.unwrap();
+    assert!(
+        reason.contains("no recipe for pipeline `web`") && reason.contains("/ami-pipeline/pipelines/web"),
+        "{reason}"
+    );
+    assert_eq!((gone.num_calls(), sfn.num_calls()), (1, 0));
+}
+
+/// A schedule naming a pipeline that opted out starts nothing and makes no EC2 call.
+#[tokio::test]
+async fn a_scheduled_run_of_a_pipeline_that_opted_out_is_skipped() {
+    let recipe = testing::EXAMPLE_RECIPE.replace("\"refresh\": \"when-source-changes\"", "\"refresh\": \"never\"");
+    assert_ne!(recipe, testing::EXAMPLE_RECIPE);
+    let (param, sfn) = stored_and_started(recipe, Captured::default());
+    let calls = ami_testkit::Calls::default();
+    let mut deps = deps(&[], &[&param], &[&sfn]);
+    deps.ec2 = calls.ec2(&[]);
+    let out = handle(&deps, event(SCHEDULED_EVENT)).await.unwrap();
+    assert_eq!(out.status, TriggerStatus::Skipped);
+    assert!(out.reason.unwrap().contains("refresh: never"));
+    assert_eq!((calls.count(), sfn.num_calls()), (0, 0));
 }
 
 #[tokio::test]
@@ -937,3 +1032,6 @@ mod artifact {
         assert_eq!(tags::get(&t, tags::ARTIFACT), None, "never a cut URL");
     }
 }
+
+mod nightly_refresh;
+mod publish_targets;

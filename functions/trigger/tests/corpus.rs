@@ -12,7 +12,7 @@ use ami_core::aws::clients::RegionalClients;
 use ami_testkit::ssm_parameter;
 use ami_testkit::trigger::{kms_client, kms_key, start_execution};
 use ami_testkit::{self as testing, Captured};
-use ami_trigger::{Config, DEFAULT_RECIPE_PREFIX, Deps, handle};
+use ami_trigger::{Config, DEFAULT_PUBLISH_PARAMETER_PREFIX, DEFAULT_RECIPE_PREFIX, Deps, handle};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus")
@@ -39,11 +39,14 @@ fn deps(ssm: &Rule, sfn: &Rule) -> Deps {
         ec2: testing::ec2(&[]),
         ssm: testing::ssm(&[ssm]),
         sfn: testing::sfn(&[sfn]),
+        regional: testing::clients(&[], &[]),
         region: "us-east-1".into(),
         config: Config {
             state_machine_arn: "arn:sm".into(),
             recipe_prefix: DEFAULT_RECIPE_PREFIX.into(),
+            publish_parameter_prefix: DEFAULT_PUBLISH_PARAMETER_PREFIX.into(),
         },
+        nightly: Default::default(),
     }
 }
 

@@ -4,6 +4,19 @@
 use crate::aws::error::{Result, aws_code, from_sdk};
 pub use crate::model::lifecycle::*;
 
+/// The data type of the parameters publish writes: SSM checks that the value is an image id the account can use.
+/// "You can't change a parameter to or from [this] data type" (Parameter Store, parameter data types), so an
+/// existing parameter of another type can never take the image.
+pub const IMAGE_DATA_TYPE: &str = "aws:ec2:image";
+
+/// What EC2 answers for a launch template id or name that does not exist (or cannot, being malformed).
+const LAUNCH_TEMPLATE_NOT_FOUND: &[&str] = &[
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateName.MalformedException",
+    "InvalidLaunchTemplateId.Malformed",
+];
+
 /// The value of an SSM parameter, `None` when it does not exist.
 pub async fn parameter_value(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<String>> {
     Ok(parameter(ssm, name).await?.map(|(value, _)| value))
@@ -34,14 +47,25 @@ pub async fn launch_template_default(
     };
     match call.send().await {
         Ok(out) => Ok(out.launch_template_versions().first().cloned()),
-        Err(e)
-            if matches!(
-                aws_code(&e),
-                Some("InvalidLaunchTemplateName.NotFoundException" | "InvalidLaunchTemplateId.NotFound")
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if aws_code(&e).is_some_and(|c| LAUNCH_TEMPLATE_NOT_FOUND.contains(&c)) => Ok(None),
         Err(e) => Err(from_sdk("DescribeLaunchTemplateVersions", e)),
+    }
+}
+
+/// A launch template with its tags (DescribeLaunchTemplates), `None` when it does not exist.
+pub async fn launch_template(
+    ec2: &aws_sdk_ec2::Client,
+    id_or_name: &str,
+) -> Result<Option<aws_sdk_ec2::types::LaunchTemplate>> {
+    let call = ec2.describe_launch_templates();
+    let call = if is_launch_template_id(id_or_name) {
+        call.launch_template_ids(id_or_name)
+    } else {
+        call.launch_template_names(id_or_name)
+    };
+    match call.send().await {
+        Ok(out) => Ok(out.launch_templates().first().cloned()),
+        Err(e) if aws_code(&e).is_some_and(|c| LAUNCH_TEMPLATE_NOT_FOUND.contains(&c)) => Ok(None),
+        Err(e) => Err(from_sdk("DescribeLaunchTemplates", e)),
     }
 }

@@ -35,6 +35,49 @@ pub struct ScheduleInput {
     pub scheduled_time: Option<String>,
 }
 
+/// The input of the stack's nightly schedule: refresh every stored recipe whose `refresh` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshAllInput {
+    pub refresh: RefreshScope,
+    /// `<aws.scheduler.scheduled-time>`: every pipeline's run is keyed to this day; default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<String>,
+}
+
+/// Which pipelines a refresh covers: `all` (a schedule for one pipeline names it instead: [`ScheduleInput`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshScope {
+    All,
+}
+
+/// A refresh of every pipeline: the schedule's UTC day (`YYYYMMDD`) and time, as a one-pipeline schedule has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshAll {
+    pub day: String,
+    pub time: String,
+}
+
+/// How the nightly refresh paces its pipelines, and how many one run covers. Each pipeline's preflight makes one
+/// RunInstances DryRun and its build one RunInstances a few seconds after the start (its test launch another, much
+/// later); its copies call CopyImage, one per copy region, when the build and test are done. EC2's request token
+/// buckets, per account and region, are RunInstances 5 tokens refilled 2 a second, and CopyImage 100 refilled 1 a
+/// second ("Request throttling for the Amazon EC2 API",
+/// https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html). One pipeline a second makes at most two
+/// RunInstances calls a second (the DryRun, then the build's launch), the refill rate, so the refresh never drains
+/// the bucket, and its copies, which follow the starts, come at about one a second in each region. A throttled call
+/// is retried by the SDK and, in the state machine, by the step's retrier.
+pub mod nightly {
+    /// The least time between two pipelines' checks and starts.
+    pub const START_INTERVAL_SECONDS: u64 = 1;
+    /// Pipelines one run refreshes, in name order; later ones are refused with the fix (their own schedule).
+    pub const MAX_PIPELINES: usize = 250;
+    /// What the trigger's Timeout allows each pipeline (its checks and start are 15 to 20 AWS calls, some in other
+    /// regions): the template's Timeout must be at least `MAX_PIPELINES` times this (tests/infra).
+    pub const SECONDS_PER_PIPELINE: u64 = 3;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerEvent {
     /// `day` is the UTC day of the event's `time` (today when absent), so a redelivered event maps to the same
@@ -79,6 +122,24 @@ pub fn today() -> String {
     chrono::Utc::now().format("%Y%m%d").to_string()
 }
 
+/// `Some` when the event asks to refresh every pipeline (it has `refresh`): its day and time, or what is wrong.
+pub fn refresh_all(value: &serde_json::Value) -> Option<Result<RefreshAll>> {
+    value.get("refresh")?;
+    Some((|| {
+        let input: RefreshAllInput = parse_value("event", value.clone())?;
+        let (day, time) = schedule_day("event.scheduled_time", input.scheduled_time.as_deref())?;
+        Ok(RefreshAll { day, time })
+    })())
+}
+
+/// The UTC day and time of a schedule's `scheduled_time`, or of now when it has none.
+fn schedule_day(field: &str, scheduled_time: Option<&str>) -> Result<(String, String)> {
+    match scheduled_time {
+        Some(t) => day_of(field, t),
+        None => Ok((today(), rfc3339_utc(chrono::Utc::now()))),
+    }
+}
+
 /// Reads a trigger event: an EventBridge envelope with detail-type `Release Published`, or a schedule input.
 pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
     let is_envelope = value.get("detail-type").is_some();
@@ -121,10 +182,7 @@ pub fn parse(value: serde_json::Value) -> Result<TriggerEvent> {
     } else {
         let input: ScheduleInput = parse_value("event", value)?;
         naming::check_pipeline_name("event.pipeline", &input.pipeline)?;
-        let (day, time) = match &input.scheduled_time {
-            Some(t) => day_of("event.scheduled_time", t)?,
-            None => (today(), rfc3339_utc(chrono::Utc::now())),
-        };
+        let (day, time) = schedule_day("event.scheduled_time", input.scheduled_time.as_deref())?;
         Ok(TriggerEvent::Schedule {
             pipeline: input.pipeline,
             day,
@@ -190,5 +248,35 @@ mod tests {
         wrong["detail-type"] = json!("Scheduled Event");
         let err = parse(wrong).unwrap_err();
         assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "event.detail-type"));
+    }
+
+    #[test]
+    fn a_refresh_of_every_pipeline_maps_to_its_day_and_names_no_pipeline() {
+        let all = refresh_all(&json!({"refresh": "all", "scheduled_time": "2026-11-26T23:30:00-02:00"}));
+        assert_eq!(
+            all,
+            Some(Ok(RefreshAll {
+                day: "20261127".into(),
+                time: "2026-11-27T01:30:00Z".into()
+            }))
+        );
+        assert!(
+            refresh_all(&json!({"pipeline": "web"})).is_none(),
+            "a one-pipeline schedule"
+        );
+        for (bad, field) in [
+            (json!({"refresh": "some"}), "event.refresh"),
+            (json!({"refresh": "all", "pipeline": "web"}), "event.pipeline"),
+            (
+                json!({"refresh": "all", "scheduled_time": "tonight"}),
+                "event.scheduled_time",
+            ),
+        ] {
+            let err = refresh_all(&bad).unwrap().unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput { field: f, .. } if f == field),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -419,7 +419,7 @@ impl Default for Retention {
     }
 }
 
-/// What a scheduled run does.
+/// What a scheduled run does: the stack's nightly refresh of every pipeline, or a schedule naming this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Refresh {
@@ -427,6 +427,8 @@ pub enum Refresh {
     /// Skip when the base image is the one the newest image was built from.
     #[default]
     WhenSourceChanges,
+    /// No scheduled runs: only release events build this pipeline.
+    Never,
 }
 
 fn yes() -> bool {

@@ -424,7 +424,8 @@ pub enum TriggerStatus {
     /// The latest attempt ended FAILED, TIMED_OUT or ABORTED: the next attempt started (`<name>-a2`, `-a3` ...),
     /// adopting what the earlier one kept (`model::rerun`).
     Rerun,
-    /// A scheduled run found nothing to do (for example, the base image did not change).
+    /// A scheduled run found nothing to do: the base image did not change, the recipe says `refresh: never`, or no
+    /// recipe is stored for the pipeline (a schedule left behind: logged, not an error).
     Skipped,
 }
 
@@ -439,6 +440,34 @@ pub struct TriggerOutput {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What the nightly refresh of every stored recipe did, pipelines in name order within each list.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshOutput {
+    /// The schedule's UTC day, `YYYYMMDD`: each run is named `<pipeline>-s-<day>` as a one-pipeline schedule's.
+    pub day: String,
+    /// A run was started for the day (status `started`, or `rerun` after a failed attempt).
+    pub started: Vec<TriggerOutput>,
+    /// Nothing to build: the base image is unchanged since the newest image (`refresh: when-source-changes`).
+    pub unchanged: Vec<TriggerOutput>,
+    /// The day's run was already started by an earlier delivery of this schedule, and is running or succeeded.
+    pub duplicate: Vec<TriggerOutput>,
+    /// Recipes with `refresh: never`.
+    pub opted_out: Vec<String>,
+    /// Pipelines not refreshed, each with the error a run of it would have failed with (and its fix).
+    pub refused: Vec<Refused>,
+}
+
+/// One pipeline the nightly refresh did not refresh, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    pub pipeline: String,
+    /// The stable `AmiPipeline.*` name of the error.
+    pub error: String,
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub const STATE_RELEASED: &str = "released";
 pub const STATE_TESTED: &str = "tested";
 /// On a `tested` image: `model::rerun::recipe_hash` of the recipe it was built from.
 pub const RECIPE_HASH: &str = "ami-pipeline:recipe-hash";
+/// On a launch template: publish may change it only when this tag is `PUBLISH_OPT_IN_VALUE` (the publish role's
+/// condition, infra/template.yaml), so the trigger's preflight refuses a recipe naming a template without it.
+pub const PUBLISH_OPT_IN: &str = "ami-pipeline:publish";
+pub const PUBLISH_OPT_IN_VALUE: &str = "true";
 
 /// What a resource is for; cleanup and the IAM conditions key on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
