@@ -2,7 +2,7 @@
 deployment is the one the guide makes: the image keys its commands create, `sam deploy` with its parameters and
 nothing else (the template's defaults), the example recipes with only the subnet and security group filled in,
 preflight through the Makefile, a release event through the deployed rule's pattern. Then the release is followed
-to publish, and the stack's schedule fired as EventBridge Scheduler would. A block edited to something wrong fails
+to publish, and the schedules (the stack's and the guide's own) fired as EventBridge Scheduler would. A block edited to something wrong fails
 (test_a_wrong_block_fails)."""
 
 from __future__ import annotations
@@ -90,6 +90,24 @@ def test_the_release_event_is_built_and_published(guided):
     assert image["DataType"] == "aws:ec2:image" and image["Value"].startswith("ami-")
     regions = [i["region"] for i in detail["output"]["images"]]
     assert regions == ["us-east-1", "eu-west-1", "ap-southeast-2"]
+
+
+def test_the_schedules_refresh_every_pipeline_and_the_own_schedule_is_a_duplicate(guided):
+    """The stack's nightly schedule refreshes every stored recipe: web was just built from the current base
+    (unchanged), windows-2022-base never was (`refresh: always`: started from its default version); the schedule of
+    the guide's step 6, fired the same day, finds that day's run."""
+    stack, guide, _ = guided
+    fired = guide.fire_schedules("2026-12-09T03:00:00Z")
+    nightly = next(a for a in fired.values() if "day" in a)
+    assert [o["pipeline"] for o in nightly["started"]] == ["windows-2022-base"], nightly
+    assert [o["pipeline"] for o in nightly["unchanged"]] == ["web"], nightly
+    assert nightly["refused"] == [] and nightly["opted_out"] == [], nightly
+    own = fired["ami-pipeline-windows-2022-base"]
+    assert own["status"] == "duplicate", own
+    detail = stack.wait_for(nightly["started"][0]["execution_name"], timeout=300)
+    assert detail["status"] == "SUCCEEDED", explain(detail)
+    image = stack.boto3("ssm").get_parameter(Name="/images/windows/2022/base")["Parameter"]
+    assert image["Value"].startswith("ami-")
 
 
 def test_a_wrong_block_fails(tmp_path):

@@ -129,6 +129,20 @@ class Guide:
         return subprocess.run(["bash", "-c", self.script(text)], cwd=self.workdir, env=env, capture_output=True,
                               text=True, timeout=timeout)
 
+    def fire_schedules(self, scheduled_time: str) -> dict[str, dict]:
+        """Every EventBridge Scheduler schedule of the account, fired once at `scheduled_time` as Scheduler fires
+        it (moto keeps schedules but never fires them): its target's input, `<aws.scheduler.scheduled-time>`
+        replaced, sent to the function its ARN names. {schedule name: the trigger's answer}."""
+        scheduler = self.stack.boto3("scheduler")
+        out = {}
+        for summary in scheduler.list_schedules()["Schedules"]:
+            target = scheduler.get_schedule(Name=summary["Name"], GroupName=summary.get("GroupName", "default"))[
+                "Target"]
+            payload = json.loads(target["Input"].replace("<aws.scheduler.scheduled-time>", scheduled_time))
+            ok, answer = self.stack.invoke(self.stack.binary_of(target["Arn"]), payload)
+            out[summary["Name"]] = answer
+        return out
+
     # -- the stand-ins ---------------------------------------------------------------------------------------
     def handle(self, argv: list[str]) -> tuple[int, str]:
         """(exit status, output) of one stood-in command."""
