@@ -646,7 +646,11 @@ async fn snapshots_deregister_image_did_not_delete_are_deleted_again_or_reported
         }]
     );
     let w = world.lock().unwrap();
-    assert_eq!(w.requests.delete_snapshot, [first_data.clone()], "deleted again");
+    assert_eq!(
+        w.requests.delete_snapshot,
+        std::slice::from_ref(&first_data),
+        "deleted again"
+    );
     assert!(!w.snapshots.contains_key(&first_data) && w.snapshots.contains_key(&second_data));
 }
 

@@ -343,5 +343,5 @@ fn worst_case_state_is_four_fifths_of_the_payload_quota() {
     }
     // A handler's error message is cut, so its cause (the message inside `{errorType, errorMessage}`, escaped once
     // more in the state) stays far under AWS's.
-    assert!(2 * MAX_ERROR_MESSAGE_BYTES + 512 < MAX_CAUSE_BYTES);
+    const { assert!(2 * MAX_ERROR_MESSAGE_BYTES + 512 < MAX_CAUSE_BYTES) };
 }
