@@ -40,7 +40,7 @@ def everything(server, client) -> Deployment:
     keys = [client(r, "kms").create_key()["KeyMetadata"]["Arn"] for r in ("us-east-1", "eu-west-1")]
     return deploy(server, "full", {
         "EventBusName": "full-releases", "ReleaseSource": "com.example.ci,com.example.other",
-        "NightlyPipeline": "web", "ScheduleExpression": "cron(0 4 * * ? *)", "ScheduleTimezone": "Europe/Berlin",
+        "ScheduleExpression": "cron(0 4 * * ? *)", "ScheduleTimezone": "Europe/Berlin",
         "AlarmEmail": "platform-team@example.com", "NotifyOnSuccess": "true", "BuilderInstanceProfileRoleArn":
         role["Arn"], "KmsKeyArns": ",".join(keys), "ArtifactLocationArn": "arn:aws:s3:::releases/*",
         "EndpointVpcId": vpc, "EndpointSubnetIds": ",".join(subnets[:2]), "EndpointSecurityGroupIds": sg,
@@ -61,8 +61,9 @@ def test_every_resource_of_the_transformed_template_is_created_unless_its_condit
     template = defaults.template
     made = resources(client, "ami-pipeline")
     conditional = {k for k, r in template["Resources"].items() if "Condition" in r}
-    # with the defaults: no schedule, no subscription, no endpoints; the bus is created (CreateEventBus true)
-    assert conditional - set(made) == conditional - {"ReleaseEventBus"}, sorted(conditional - set(made))
+    # with the defaults: no subscription, no endpoints; the bus and the nightly schedule (of every pipeline) are made
+    created = {"ReleaseEventBus", "NightlySchedule"}
+    assert conditional - set(made) == conditional - created, sorted(conditional - set(made))
     missing = set(template["Resources"]) - conditional - set(made)
     assert not missing, f"not created: {sorted(missing)}"
     incomplete = {k: r["ResourceStatus"] for k, r in made.items() if r["ResourceStatus"] != "CREATE_COMPLETE"}
@@ -76,7 +77,7 @@ def test_functions_get_the_templates_environment_and_roles(defaults):
     assert set(defaults.functions) == set(CONTRACT["functions"])
     trigger = defaults.functions["ami-trigger"]
     assert trigger.environment == {"STATE_MACHINE_ARN": defaults.state_machine_arn,
-                                   "RECIPE_PREFIX": "/ami-pipeline/pipelines"}
+                                   "RECIPE_PREFIX": "/ami-pipeline/pipelines", "PUBLISH_PARAMETER_PREFIX": "/images"}
     group = defaults.outputs["RunCommandLogGroupName"]
     assert group == "/ami-pipeline/ami-pipeline/run-command"
     for binary in ("ami-build", "ami-test-launch"):
@@ -149,7 +150,8 @@ def test_everything_set_adds_the_schedule_subscription_endpoints_and_grants(ever
     schedule = scheduler.get_schedule(Name=made["NightlySchedule"]["PhysicalResourceId"])
     assert schedule["Target"]["Arn"] == everything.outputs["TriggerFunctionArn"]
     assert schedule["Target"]["RoleArn"] == everything.outputs["SchedulerRoleArn"]
-    assert json.loads(schedule["Target"]["Input"])["pipeline"] == "web"
+    assert json.loads(schedule["Target"]["Input"]) == {"refresh": "all",
+                                                       "scheduled_time": "<aws.scheduler.scheduled-time>"}
     assert (schedule["ScheduleExpression"], schedule["ScheduleExpressionTimezone"]) == ("cron(0 4 * * ? *)",
                                                                                         "Europe/Berlin")
     subs = client("us-east-1", "sns").list_subscriptions_by_topic(TopicArn=everything.outputs["NotificationTopicArn"])
