@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from botocore.exceptions import ClientError
 
 from local.deploy import ROOT, Deployment, deploy
 from test_moto_ext import client, request_log, reset_sim, server  # noqa: F401
@@ -192,3 +193,11 @@ def test_the_stacks_rules_deliver_to_the_topic_and_accept_the_trigger_as_target(
     bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]]
     assert len(bodies) == 1 and bodies[0].startswith("ami-pipeline execution web-r-1-0-0 ended FAILED"), bodies
     assert execution in bodies[0], bodies
+
+
+def test_a_parameter_the_template_does_not_declare_is_refused(server, client):
+    with pytest.raises(ClientError) as err:
+        deploy(server, "stale", {"NightlyPipeline": "web"})
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert err.value.response["Error"]["Message"] == "Parameters: [NightlyPipeline] do not exist in the template"
+    assert "stale" not in {s["StackName"] for s in client("us-east-1", "cloudformation").list_stacks()["StackSummaries"]}

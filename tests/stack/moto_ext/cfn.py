@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from moto.awslambda.models import lambda_backends
 from moto.cloudformation import models as cloudformation, parsing
+from moto.cloudformation.exceptions import ValidationError
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.common_models import CloudFormationModel
 from moto.events import models as events
@@ -40,9 +41,14 @@ def _bus_ref(self: events.EventBus) -> str:
 def _load_parameters(original):
     """A CommaDelimitedList (or List<...>) parameter is a list also when it takes its Default ("Parameters" in the
     CloudFormation user guide): moto split only the values passed to CreateStack, so `source: !Ref ReleaseSource`
-    became a string and the rule failed ("'source' must be an object or an array")."""
+    became a string and the rule failed ("'source' must be an object or an array"). A parameter the template does
+    not declare is refused, as CloudFormation refuses it ("Parameters: [X] do not exist in the template"): moto
+    ignored it, so a renamed parameter passed under its old name went unnoticed."""
 
     def load_parameters(self: parsing.ResourceMap) -> None:
+        unknown = sorted(set(self.input_parameters) - set(self._template.get("Parameters", {})))
+        if unknown:
+            raise ValidationError(message=f"Parameters: [{', '.join(unknown)}] do not exist in the template")
         original(self)
         for name, slot in self._template.get("Parameters", {}).items():
             kind = slot.get("Type", "String")
