@@ -31,7 +31,6 @@ from .cfn import TEMPLATE, load_template
 
 ROOT = TEMPLATE.parents[1]
 REGION = "us-east-1"
-ACCOUNT = "123456789012"
 # sam deploy's managed bucket (resolve_s3) holds the packaged code and the template
 BUCKET = "aws-sam-cli-managed-default-samclisourcebucket"
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
@@ -156,8 +155,6 @@ def deploy(moto_url: str, stack_name: str, params: dict[str, str]) -> Deployment
     lam, iam = client("lambda"), client("iam")
     functions = {}
     for logical, binary in binaries.items():
-        if logical not in physical:  # a function behind a false Condition
-            continue
         conf = lam.get_function_configuration(FunctionName=physical[logical])
         functions[binary] = Function(conf["FunctionName"], conf["FunctionArn"], conf["Role"],
                                      conf.get("Environment", {}).get("Variables", {}))
