@@ -16,6 +16,9 @@ import pytest
 import local
 
 REGIONS = [local.REGION, *local.TEST_REGIONS]
+# regions only test_payload.py copies to (a release shared with 450 accounts in 10 regions)
+KEY_ONLY_REGIONS = ["eu-central-1", "us-west-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-north-1",
+                    "ap-south-1"]
 TAG_EXECUTION = "ami-pipeline:execution"
 TAG_PIPELINE = "ami-pipeline:pipeline"
 
@@ -37,7 +40,9 @@ def needs_every_function(s: local.Stack) -> None:
 def stack():
     """The session's stack: the template deployed with every optional part set (tests/local/stack.py
     everything_set); tests/e2e/test_deployments.py starts one with the defaults beside it."""
-    with local.Stack(params=local.everything_set, quiet=False) as s:
+    # image keys (the stack's KmsKeyArns) in every region a test shares an image to, as a user lists them
+    key_regions = [local.REGION, *local.TEST_REGIONS, *KEY_ONLY_REGIONS]
+    with local.Stack(params=local.everything_set, key_regions=key_regions, quiet=False) as s:
         needs_every_function(s)
         yield s
 

@@ -7,10 +7,10 @@ functions/core/src/definition/payload.rs."""
 from __future__ import annotations
 
 import local
-from conftest import explain, release
+from conftest import KEY_ONLY_REGIONS, explain, release
 
-COPY_REGIONS = ["eu-west-1", "ap-southeast-2", "eu-central-1", "us-west-2", "ap-northeast-1", "ca-central-1",
-                "sa-east-1", "eu-north-1", "ap-south-1"]
+# the session stack's image keys (its KmsKeyArns, conftest.KEY_ONLY_REGIONS) are made in every one of them
+COPY_REGIONS = [*local.TEST_REGIONS, *KEY_ONLY_REGIONS]
 ACCOUNTS = [str(100_000_000_000 + i) for i in range(450)]
 
 
@@ -18,11 +18,6 @@ def test_a_release_shared_with_450_accounts_in_10_regions_fits_the_state(stack):
     pipeline = "web-wide"
     recipe = stack.recipe(pipeline)
     alias = recipe["image"]["kms_key_id"]
-    # a customer-managed key in every copy region, behind the recipe's alias (the seed makes those of its regions)
-    for region in COPY_REGIONS:
-        kms = stack.boto3("kms", region)
-        if not any(a["AliasName"] == alias for a in kms.list_aliases()["Aliases"]):
-            kms.create_alias(AliasName=alias, TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
     recipe["distribution"].update(regions=COPY_REGIONS, accounts=ACCOUNTS,
                                   kms_key_ids={r: alias for r in COPY_REGIONS})
     out, detail = release(stack, pipeline, "1.0.0", recipe, timeout=300)

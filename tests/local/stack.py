@@ -107,10 +107,12 @@ class Stack:
     (tests/local/deploy.py), seed."""
 
     def __init__(self, *, params: dict[str, str] | Callable[["Stack"], dict[str, str]] | None = None,
-                 deployed: bool = True, stack_name: str = STACK_NAME, polls: int = 2, wait_ms: int = 20,
+                 deployed: bool = True, stack_name: str = STACK_NAME, key_regions: list[str] | None = None, polls: int = 2, wait_ms: int = 20,
                  retry_scale: float = 0.001, concurrency: int = 4, log_dir: Path | None = None, quiet: bool = True):
         self.params = params
         self.deployed = deployed
+        # where the image keys are made before the deploy (their ARNs are its KmsKeyArns): home and test regions
+        self.key_regions = key_regions or [REGION, *TEST_REGIONS]
         self.stack_name = stack_name
         self.account, self.region = ACCOUNT, REGION
         self.polls = polls
@@ -467,10 +469,10 @@ def release_event(pipeline: str, version: str, *, commit: str | None = "9f2c1e7a
 
 
 def image_keys(stack: Stack) -> list[str]:
-    """A customer-managed key behind IMAGE_KEY_ALIAS in the home region and each test region, as infra/DEPLOY.md
-    asks of a user whose recipes share images (snapshots encrypted with aws/ebs cannot be shared); their ARNs."""
+    """A customer-managed key behind IMAGE_KEY_ALIAS in each of the stack's key regions, as infra/DEPLOY.md asks of a
+    user whose recipes share images (snapshots encrypted with aws/ebs cannot be shared); their ARNs."""
     arns = []
-    for region in [REGION, *TEST_REGIONS]:
+    for region in stack.key_regions:
         kms = stack.boto3("kms", region)
         key = kms.create_key(Description="ami-pipeline shared images")["KeyMetadata"]
         kms.create_alias(AliasName=IMAGE_KEY_ALIAS, TargetKeyId=key["KeyId"])
